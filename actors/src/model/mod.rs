@@ -1,0 +1,17 @@
+//! The domain model: states, transitions, profiles, error codes. Compiles without tokio,
+//! so the CLI and the guest runner can share it.
+
+pub mod error_code;
+pub mod job_state;
+pub mod modifiers;
+pub mod profile;
+pub mod sandbox_ops;
+pub mod sandbox_state;
+pub mod suggest;
+pub mod time_format;
+
+pub use error_code::{ErrorCode, ErrorEnvelope};
+pub use job_state::{JobEvent, JobState};
+pub use profile::{NetworkMode, Profile};
+pub use sandbox_ops::{Admission, Operation};
+pub use sandbox_state::{SandboxEvent, SandboxState};

@@ -1,0 +1,199 @@
+//! Request and response bodies of the control API (the Unix socket).
+//!
+//! Field names follow the Go version's wire (inventory §2.3) so that scripts written for
+//! it keep working; timestamps are RFC 3339 in UTC.
+
+use crate::model::{NetworkMode, SandboxState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const API_SCHEMA_VERSION: u32 = 1;
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub api_schema_version: u32,
+    pub event_schema_version: u32,
+    pub daemon: DaemonStatus,
+    pub proxmox: ProxmoxStatus,
+    /// Sandbox count by state (every state present, zeros included).
+    pub sandboxes: BTreeMap<String, u64>,
+    pub profiles: ProfilesStatus,
+    pub listeners: ListenerStatus,
+    /// The last failure events, newest first.
+    pub recent_failures: Vec<EventView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub pid: u32,
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    pub config_path: String,
+    pub db_path: String,
+}
+
+/// What the daemon last learned about Proxmox. `reachable: false` comes with `error`, which
+/// says why in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxmoxStatus {
+    pub backend: String,
+    pub endpoint: String,
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Stable class of the error (`transport`, `tls`, `auth`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    /// When this was last checked; absent before the first probe finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfilesStatus {
+    pub count: usize,
+    pub dir: String,
+    pub loaded_at: String,
+    /// Why the last reload was refused, if it was (the previous set stays in use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    pub socket: String,
+}
+
+/// `GET /v1/profiles`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfilesResponse {
+    pub profiles: Vec<ProfileSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileSummary {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub template_vmid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub network_mode: NetworkMode,
+    pub firewall_group: String,
+    pub cores: u32,
+    pub memory_mb: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_minutes_default: Option<u32>,
+    pub keepalive_default: bool,
+    /// File the profile was loaded from.
+    pub source: String,
+}
+
+/// `GET /v1/sandboxes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxesResponse {
+    pub sandboxes: Vec<SandboxView>,
+}
+
+/// One sandbox, as `GET /v1/sandboxes/{vmid}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxView {
+    pub vmid: u32,
+    pub name: String,
+    pub profile: String,
+    pub state: SandboxState,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub node: Option<String>,
+    pub tags: Vec<String>,
+    pub keepalive: bool,
+    #[serde(default)]
+    pub lease_expires_at: Option<String>,
+    #[serde(default)]
+    pub last_used_at: Option<String>,
+    pub network: SandboxNetwork,
+    pub resources: SandboxResources,
+    #[serde(default)]
+    pub job_id: Option<String>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    /// Why the sandbox failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxNetwork {
+    pub mode: NetworkMode,
+    pub firewall: bool,
+    pub firewall_group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxResources {
+    pub cores: u32,
+    pub memory_mb: u32,
+}
+
+/// One event as the API shows it (`json` is the kind's payload).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    pub id: i64,
+    pub ts: String,
+    pub kind: String,
+    pub schema_version: u32,
+    pub stage: String,
+    #[serde(default)]
+    pub sandbox_vmid: Option<u32>,
+    #[serde(default)]
+    pub job_id: Option<String>,
+    pub msg: String,
+    #[serde(default)]
+    pub json: serde_json::Value,
+}
+
+/// `GET /v1/sandboxes/{vmid}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsResponse {
+    pub events: Vec<EventView>,
+    /// Id of the newest event returned (or the `after` given, when none is newer): pass it
+    /// back as `after` to get only what came since.
+    pub last_id: i64,
+}
+
+/// `GET /v1/debug/actors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DebugActorsResponse {
+    pub actors: Vec<ActorView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorView {
+    /// Registry name: `root`, `pve`, `events`, or `<kind>:<id>` for an entity.
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The entity's state as its actor last published it (`-` for service actors).
+    pub state: String,
+    /// ractor's view: `running`, `stopping`, …
+    pub status: String,
+    pub uptime_seconds: u64,
+    pub restarts: u32,
+    /// ractor 0.16 does not expose queue depth; kept for clients that read it.
+    #[serde(default)]
+    pub mailbox: Option<u64>,
+}
+
+/// `GET /healthz` body.
+pub const HEALTHZ_BODY: &str = "ok";

@@ -1,0 +1,4 @@
+//! Wire types shared by the daemon, the CLI and the guest runner. No runtime dependencies.
+
+pub mod api;
+pub use api::*;
