@@ -6,3 +6,14 @@
 
 pub mod model;
 pub mod protocol;
+
+#[cfg(feature = "runtime")]
+pub mod events;
+#[cfg(feature = "runtime")]
+pub mod profiles;
+#[cfg(feature = "runtime")]
+pub mod pve;
+#[cfg(feature = "runtime")]
+pub mod root;
+#[cfg(feature = "runtime")]
+pub mod store;

@@ -1,0 +1,61 @@
+//! The `events` actor: appends events that are not part of a state transition (actor
+//! restarts, daemon start and stop, Proxmox reachability) off the caller's path, so no
+//! actor's mailbox waits on SQLite for telemetry. Transitions write their event in the
+//! same transaction as the state (see `Store::transition_sandbox`). Followers are told of
+//! new events by `Store::watch_events`, whoever wrote them.
+
+use crate::store::{NewEvent, Store};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+
+pub const EVENTS_ACTOR: &str = "events";
+
+pub enum EventsMsg {
+    /// Persist; the reply (if asked for) carries the new id.
+    Append { event: NewEvent, reply: Option<RpcReplyPort<Result<i64, String>>> },
+}
+
+pub struct EventLog;
+
+pub struct EventLogState {
+    store: Arc<Store>,
+}
+
+impl Actor for EventLog {
+    type Msg = EventsMsg;
+    type State = EventLogState;
+    type Arguments = Arc<Store>;
+
+    async fn pre_start(&self, _myself: ActorRef<EventsMsg>, store: Arc<Store>) -> Result<EventLogState, ActorProcessingErr> {
+        Ok(EventLogState { store })
+    }
+
+    async fn handle(&self, _myself: ActorRef<EventsMsg>, msg: EventsMsg, state: &mut EventLogState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EventsMsg::Append { event, reply } => {
+                let result = state.store.append_event(&event).map_err(|e| e.to_string());
+                if let Err(e) = &result {
+                    // Losing a telemetry event must not take the actor down; say so loudly.
+                    tracing::error!(kind = %event.kind, error = %e, "cannot persist event");
+                }
+                if let Some(reply) = reply {
+                    // The caller may have given up waiting; nothing to do then.
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fire-and-forget append through the `events` actor, if it is alive.
+pub fn emit(event: NewEvent) {
+    match ActorRef::<EventsMsg>::where_is(EVENTS_ACTOR.to_string()) {
+        Some(actor) => {
+            if actor.send_message(EventsMsg::Append { event, reply: None }).is_err() {
+                tracing::warn!("events actor is stopping; an event was not recorded");
+            }
+        }
+        None => tracing::warn!(kind = %event.kind, "events actor not running; event not recorded"),
+    }
+}

@@ -1,0 +1,266 @@
+//! Loads and validates every profile of a directory. All errors are collected, each naming
+//! the file, the document, the profile and the field, so one run shows everything to fix.
+
+use super::documents;
+use crate::model::profile::{Profile, is_host_mount_key};
+use crate::model::time_format;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A profile and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedProfile {
+    pub profile: Profile,
+    pub source: PathBuf,
+    pub document: usize,
+}
+
+/// Every profile of one load, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileSet {
+    pub dir: PathBuf,
+    pub loaded_at: String,
+    pub profiles: BTreeMap<String, LoadedProfile>,
+}
+
+impl ProfileSet {
+    pub fn get(&self, name: &str) -> Option<&LoadedProfile> {
+        self.profiles.get(name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.profiles.keys().cloned().collect()
+    }
+}
+
+/// One problem with one profile document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot read profiles directory {}: {message}; create it or set profiles_dir", dir.display())]
+    Directory { dir: PathBuf, message: String },
+    #[error("cannot read profile file {}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("{}: document {document} (line {line}): not valid YAML: {message}", path.display())]
+    Yaml { path: PathBuf, document: usize, line: usize, message: String },
+    #[error("{}: document {document}{}: field `{field}`: {message}", path.display(), profile_label(.profile))]
+    Field { path: PathBuf, document: usize, profile: Option<String>, field: String, message: String },
+    #[error("{}: document {document}: profile `{name}` is already defined in {}", path.display(), first.display())]
+    Duplicate { path: PathBuf, document: usize, name: String, first: PathBuf },
+}
+
+fn profile_label(profile: &Option<String>) -> String {
+    profile.as_ref().map(|p| format!(" (profile `{p}`)")).unwrap_or_default()
+}
+
+/// All problems of a load; Display prints one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileErrors(pub Vec<ProfileError>);
+
+impl fmt::Display for ProfileErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ProfileErrors {}
+
+/// Loads every `*.yaml` and `*.yml` file of `dir`, in name order.
+pub fn load_dir(dir: &Path) -> Result<ProfileSet, ProfileErrors> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        ProfileErrors(vec![ProfileError::Directory { dir: dir.to_path_buf(), message: e.to_string() }])
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+
+    let mut set = ProfileSet { dir: dir.to_path_buf(), loaded_at: time_format::now(), profiles: BTreeMap::new() };
+    let mut errors = Vec::new();
+    for path in files {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => load_file_text(&path, &text, &mut set, &mut errors),
+            Err(e) => errors.push(ProfileError::File { path, message: e.to_string() }),
+        }
+    }
+    if errors.is_empty() { Ok(set) } else { Err(ProfileErrors(errors)) }
+}
+
+/// Adds the profiles of one file's text to `set`, pushing every problem to `errors`.
+pub fn load_file_text(path: &Path, text: &str, set: &mut ProfileSet, errors: &mut Vec<ProfileError>) {
+    for doc in documents::split(text) {
+        if documents::is_blank(doc.text) {
+            continue;
+        }
+        match parse_document(path, doc.index, doc.first_line, doc.text) {
+            Ok(profile) => {
+                if let Some(first) = set.profiles.get(&profile.name) {
+                    errors.push(ProfileError::Duplicate {
+                        path: path.to_path_buf(),
+                        document: doc.index,
+                        name: profile.name.clone(),
+                        first: first.source.clone(),
+                    });
+                    continue;
+                }
+                let loaded = LoadedProfile { profile, source: path.to_path_buf(), document: doc.index };
+                set.profiles.insert(loaded.profile.name.clone(), loaded);
+            }
+            Err(mut errs) => errors.append(&mut errs),
+        }
+    }
+}
+
+fn parse_document(path: &Path, document: usize, first_line: usize, text: &str) -> Result<Profile, Vec<ProfileError>> {
+    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+        vec![ProfileError::Yaml { path: path.to_path_buf(), document, line: first_line, message: one_line(&e.to_string()) }]
+    })?;
+    let name = value.get("name").and_then(|n| n.as_str()).map(str::to_string);
+    let field_error = |field: String, message: String| ProfileError::Field {
+        path: path.to_path_buf(),
+        document,
+        profile: name.clone(),
+        field,
+        message,
+    };
+    if !value.is_object() {
+        return Err(vec![field_error(
+            "(document)".into(),
+            "a profile document must be a mapping with at least `name` and `template_vmid`".into(),
+        )]);
+    }
+    let mut mounts = Vec::new();
+    find_host_mounts(&value, "", &mut mounts);
+    if !mounts.is_empty() {
+        return Err(mounts
+            .into_iter()
+            .map(|f| field_error(f, "host mounts are not allowed: a sandbox must never see host paths".into()))
+            .collect());
+    }
+    let profile: Profile = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let (field, message) = describe_serde_error(&e);
+        vec![field_error(field, message)]
+    })?;
+    let problems = profile.validate();
+    if problems.is_empty() {
+        Ok(profile)
+    } else {
+        Err(problems.into_iter().map(|p| field_error(p.field, p.message)).collect())
+    }
+}
+
+/// The dotted path of the bad field and a message without serde's internal wording.
+fn describe_serde_error(e: &serde_path_to_error::Error<serde_json::Error>) -> (String, String) {
+    let path = e.path().to_string();
+    let inner = e.inner().to_string();
+    // serde reports an unknown field at its parent's path; name the field itself.
+    if let Some(rest) = inner.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let full = if path == "." || path.is_empty() {
+            field.to_string()
+        } else if path == field || path.ends_with(&format!(".{field}")) {
+            path.clone()
+        } else {
+            format!("{path}.{field}")
+        };
+        let expected = expected.trim_start_matches(',').trim();
+        return (full, format!("unknown field; {expected}"));
+    }
+    if let Some(rest) = inner.strip_prefix("missing field `")
+        && let Some((field, _)) = rest.split_once('`')
+    {
+        let full = if path == "." || path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+        return (full, "is required".to_string());
+    }
+    let field = if path == "." || path.is_empty() { "(document)".to_string() } else { path };
+    (field, inner)
+}
+
+fn find_host_mounts(value: &serde_json::Value, prefix: &str, found: &mut Vec<String>) {
+    if let Some(map) = value.as_object() {
+        for (key, child) in map {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            if is_host_mount_key(key) {
+                found.push(path.clone());
+            }
+            find_host_mounts(child, &path, found);
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> (ProfileSet, Vec<ProfileError>) {
+        let mut set = ProfileSet { dir: PathBuf::from("/p"), loaded_at: String::new(), profiles: BTreeMap::new() };
+        let mut errors = Vec::new();
+        load_file_text(Path::new("/p/test.yaml"), text, &mut set, &mut errors);
+        (set, errors)
+    }
+
+    #[test]
+    fn loads_every_document_and_skips_comment_only_ones() {
+        let (set, errors) = load("# comments only\n---\nname: a\ntemplate_vmid: 9000\n---\n# nothing\n---\nname: b\ntemplate_vmid: 9001\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(set.names(), ["a", "b"]);
+        assert_eq!(set.get("b").map(|p| p.document), Some(4));
+    }
+
+    #[test]
+    fn unknown_field_names_file_document_profile_and_full_field_path() {
+        let (_, errors) = load("name: a\ntemplate_vmid: 9000\n---\nname: b\ntemplate_vmid: 9000\nresources:\n  cpus: 4\n");
+        assert_eq!(errors.len(), 1);
+        let text = errors[0].to_string();
+        assert!(text.starts_with("/p/test.yaml: document 2 (profile `b`): field `resources.cpus`: unknown field"), "{text}");
+        assert!(text.contains("cores"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_and_missing_field_are_named() {
+        let (_, errors) = load("name: a\ntemplate_vmid: nine\n---\nname: b\n");
+        let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(texts[0].contains("field `template_vmid`"), "{texts:?}");
+        assert!(texts[1].contains("(profile `b`): field `template_vmid`: is required"), "{texts:?}");
+    }
+
+    #[test]
+    fn host_mounts_are_refused_by_path() {
+        let (_, errors) = load("name: a\ntemplate_vmid: 9000\nstorage:\n  host_mounts: [/etc]\n");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].to_string().contains("field `storage.host_mounts`: host mounts are not allowed"));
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let (_, errors) = load("name: a\ntemplate_vmid: 9000\n---\nname: a\ntemplate_vmid: 9001\n");
+        assert!(matches!(&errors[..], [ProfileError::Duplicate { document: 2, .. }]));
+    }
+
+    #[test]
+    fn invalid_yaml_is_reported_with_its_document() {
+        let (_, errors) = load("name: a\ntemplate_vmid: 9000\n---\nname: [unclosed\n");
+        assert!(matches!(&errors[..], [ProfileError::Yaml { document: 2, line: 4, .. }]), "{errors:?}");
+    }
+
+    #[test]
+    fn the_shipped_defaults_load_as_they_are() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let set = load_dir(&shipped).unwrap_or_else(|e| panic!("shipped profiles must load:\n{e}"));
+        for name in ["yolo-ephemeral", "yolo-workspace", "interactive-dev", "small", "secure", "secure-small"] {
+            assert!(set.get(name).is_some(), "missing shipped profile {name}");
+        }
+        let names = set.names();
+        let resolved = crate::model::modifiers::resolve(&["+small".into(), "+secure".into()], &names);
+        assert_eq!(resolved, Ok("secure-small".to_string()));
+        assert_eq!(crate::model::modifiers::resolve(&["+small".into()], &names), Ok("small".to_string()));
+    }
+}

@@ -1,0 +1,49 @@
+//! How the root spawns, restarts and gives up on the actors of one entity kind.
+//!
+//! Each kind (sandbox, job, …) registers one factory. The root calls it at start-up for
+//! every live record, and again after a failure, so an actor is always rebuilt from its
+//! record in the store, never from the state of the actor that died.
+
+use ractor::{ActorCell, SpawnErr};
+use std::future::Future;
+use std::pin::Pin;
+
+pub type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
+
+pub trait EntityFactory: Send + Sync + 'static {
+    /// The registry prefix: actors are named `<kind>:<id>`.
+    fn kind(&self) -> &'static str;
+
+    /// Ids of every record that needs a live actor (at start-up).
+    fn live_ids(&self) -> Result<Vec<String>, String>;
+
+    /// Spawns the actor for `id` under the registry name `name`, linked to `supervisor`.
+    fn spawn(&self, id: String, name: String, supervisor: ActorCell) -> SpawnFuture;
+
+    /// Records that the entity failed for good (too many restarts); its actor is not
+    /// spawned again.
+    fn give_up(&self, id: &str, reason: &str) -> Result<(), String>;
+}
+
+/// Splits `kind:id`; service actors (`root`, `pve`, `events`) have no id.
+pub fn split_name(name: &str) -> Option<(&str, &str)> {
+    name.split_once(':').filter(|(kind, id)| !kind.is_empty() && !id.is_empty())
+}
+
+pub fn entity_name(kind: &str, id: &str) -> String {
+    format!("{kind}:{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_split_at_the_first_colon() {
+        assert_eq!(split_name("sandbox:1021"), Some(("sandbox", "1021")));
+        assert_eq!(split_name("exposure:sbx-1021-8080"), Some(("exposure", "sbx-1021-8080")));
+        assert_eq!(split_name("pve"), None);
+        assert_eq!(split_name("sandbox:"), None);
+        assert_eq!(entity_name("job", "8f3a"), "job:8f3a");
+    }
+}

@@ -1,0 +1,186 @@
+//! Versioned schema migrations. Each runs once, in its own transaction, and is recorded in
+//! `schema_migrations`. Never edit a released migration: add the next one.
+
+use super::{StoreError, StoreResult, sqlite};
+use crate::model::time_format;
+use rusqlite::{Connection, params};
+use std::path::Path;
+
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sandboxes",
+        sql: "
+CREATE TABLE sandboxes (
+    vmid             INTEGER PRIMARY KEY,
+    name             TEXT NOT NULL,
+    profile          TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    ip               TEXT,
+    node             TEXT,
+    tags             TEXT NOT NULL DEFAULT '[]',
+    keepalive        INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at TEXT,
+    last_used_at     TEXT,
+    network_mode     TEXT NOT NULL,
+    cores            INTEGER NOT NULL,
+    memory_mb        INTEGER NOT NULL,
+    job_id           TEXT,
+    workspace_id     TEXT,
+    provision_step   TEXT,
+    snippet_path     TEXT,
+    error            TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+CREATE INDEX sandboxes_state ON sandboxes(state);
+",
+    },
+    Migration {
+        version: 2,
+        name: "events",
+        sql: "
+CREATE TABLE events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts           TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    stage        TEXT NOT NULL,
+    sandbox_vmid INTEGER,
+    job_id       TEXT,
+    msg          TEXT NOT NULL,
+    payload      TEXT NOT NULL DEFAULT '{}',
+    peer_uid     INTEGER
+);
+CREATE INDEX events_sandbox ON events(sandbox_vmid, id);
+CREATE INDEX events_job ON events(job_id, id);
+CREATE INDEX events_kind ON events(kind, id);
+",
+    },
+];
+
+pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+pub fn current_version(conn: &Connection, path: &Path) -> StoreResult<u32> {
+    let exists: bool = conn
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| sqlite(path, e))?;
+    if !exists {
+        return Ok(0);
+    }
+    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+        .map_err(|e| sqlite(path, e))
+}
+
+/// Brings the database to `SCHEMA_VERSION`.
+pub fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<u32> {
+    migrate_to(conn, path, SCHEMA_VERSION)
+}
+
+/// Applies the migrations up to and including `target` (tests build old databases this way).
+pub fn migrate_to(conn: &mut Connection, path: &Path, target: u32) -> StoreResult<u32> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .map_err(|e| sqlite(path, e))?;
+    let current = current_version(conn, path)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), found: current, known: SCHEMA_VERSION });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current && m.version <= target) {
+        let tx = conn.transaction().map_err(|e| sqlite(path, e))?;
+        tx.execute_batch(m.sql).map_err(|e| sqlite(path, e))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, time_format::now()],
+        )
+        .map_err(|e| sqlite(path, e))?;
+        tx.commit().map_err(|e| sqlite(path, e))?;
+    }
+    current_version(conn, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// Rows a user could have had at each version; each must survive every later upgrade.
+    fn seed(conn: &Connection, version: u32) {
+        if version >= 1 {
+            conn.execute(
+                "INSERT INTO sandboxes (vmid, name, profile, state, network_mode, cores, memory_mb, created_at, updated_at)
+                 VALUES (1001, 'kept', 'yolo-ephemeral', 'RUNNING', 'nat', 4, 6144, '2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("seed v1: {e}"));
+        }
+        if version >= 2 {
+            conn.execute(
+                "INSERT INTO events (ts, kind, stage, sandbox_vmid, msg) VALUES ('2026-01-01T00:00:00.000000000Z', 'sandbox.state', 'lifecycle', 1001, 'kept event')",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("seed v2: {e}"));
+        }
+    }
+
+    #[test]
+    fn upgrades_from_every_earlier_version_and_keeps_data() {
+        for start in 0..=SCHEMA_VERSION {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let path = dir.path().join("agentlab.db");
+            {
+                let mut conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+                if start > 0 {
+                    assert_eq!(migrate_to(&mut conn, &path, start).ok(), Some(start));
+                }
+                seed(&conn, start);
+            }
+            let store = Store::open(&path).unwrap_or_else(|e| panic!("upgrade from v{start}: {e}"));
+            assert_eq!(store.schema_version().ok(), Some(SCHEMA_VERSION), "from v{start}");
+            if start >= 1 {
+                let sbx = store.get_sandbox(1001).ok().flatten();
+                assert_eq!(sbx.map(|s| s.name), Some("kept".to_string()), "from v{start}");
+            }
+            if start >= 2 {
+                let n: i64 = store
+                    .read(|c| c.query_row("SELECT COUNT(*) FROM events WHERE msg = 'kept event'", [], |r| r.get(0)).map_err(|e| store.err(e)))
+                    .unwrap_or(0);
+                assert_eq!(n, 1, "from v{start}");
+            }
+            // Opening again is a no-op.
+            drop(store);
+            assert!(Store::open(&path).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_daemon_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("agentlab.db");
+        drop(Store::open(&path).unwrap_or_else(|e| panic!("{e}")));
+        let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 'x')", []).unwrap_or_else(|e| panic!("{e}"));
+        drop(conn);
+        match Store::open(&path) {
+            Err(StoreError::TooNew { found: 999, .. }) => {}
+            other => panic!("expected TooNew, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn versions_are_consecutive() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{}", m.name);
+        }
+    }
+}

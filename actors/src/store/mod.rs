@@ -1,0 +1,203 @@
+//! The SQLite store: one writer connection, pooled readers, WAL, foreign keys, versioned
+//! migrations. Every state transition is written here before the side effect that
+//! depends on it.
+
+mod events;
+mod migrations;
+mod sandboxes;
+
+pub use events::{EventPage, NewEvent, Stage};
+pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
+pub use sandboxes::SandboxRecord;
+#[cfg(test)]
+pub(crate) use sandboxes::sample_record as sandboxes_sample;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create database file {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "database {} has schema version {found} but this agentlabd knows only up to {known}: it was written by a newer agentlabd; run that version or restore a backup",
+        path.display()
+    )]
+    TooNew { path: PathBuf, found: u32, known: u32 },
+    #[error("record in database is not readable: {0}")]
+    Corrupt(String),
+    #[error("sandbox {vmid} is {actual}, not {expected}")]
+    StateConflict { vmid: u32, expected: String, actual: String },
+    #[error("sandbox {0} not found")]
+    SandboxNotFound(u32),
+    #[error("sandbox {0} already exists")]
+    SandboxExists(u32),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Bound to the database path so every error names the file.
+pub struct Store {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// Id of the newest event inserted by the write in progress (0 = none); published to
+    /// `event_watch` only once that write commits.
+    pending_event: AtomicI64,
+    /// The newest committed event id, for followers (`logs --follow`).
+    event_watch: watch::Sender<i64>,
+}
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_IDLE_READERS: usize = 8;
+
+impl Store {
+    /// Opens (creating, mode 0600) and migrates the database.
+    pub fn open(path: &Path) -> StoreResult<Store> {
+        create_private_file(path)?;
+        let mut writer = Connection::open(path).map_err(|e| sqlite(path, e))?;
+        configure(&writer, path)?;
+        migrations::migrate(&mut writer, path)?;
+        let newest: i64 = writer
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+            .map_err(|e| sqlite(path, e))?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            pending_event: AtomicI64::new(0),
+            event_watch: watch::Sender::new(newest),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction on the writer connection; commits if it
+    /// returns Ok.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = match self.writer.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.pending_event.store(0, Ordering::SeqCst);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sqlite(&self.path, e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| sqlite(&self.path, e))?;
+        let newest = self.pending_event.swap(0, Ordering::SeqCst);
+        if newest > 0 {
+            self.event_watch.send_replace(newest);
+        }
+        Ok(out)
+    }
+
+    /// Notified with the newest event id after every commit that added events.
+    pub fn watch_events(&self) -> watch::Receiver<i64> {
+        self.event_watch.subscribe()
+    }
+
+    pub(crate) fn note_event(&self, id: i64) {
+        self.pending_event.fetch_max(id, Ordering::SeqCst);
+    }
+
+    /// Runs `f` on a read-only connection (WAL: never blocked by the writer).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = match self.readers.lock() {
+            Ok(mut pool) => pool.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        };
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| sqlite(&self.path, e))?;
+                conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sqlite(&self.path, e))?;
+                conn
+            }
+        };
+        let out = f(&conn);
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < MAX_IDLE_READERS
+        {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> StoreResult<u32> {
+        self.read(|c| migrations::current_version(c, &self.path))
+    }
+
+    /// Maps a rusqlite error to a StoreError naming this database.
+    pub(crate) fn err(&self, e: rusqlite::Error) -> StoreError {
+        sqlite(&self.path, e)
+    }
+}
+
+pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite { path: path.to_path_buf(), source }
+}
+
+fn configure(conn: &Connection, path: &Path) -> StoreResult<()> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sqlite(path, e))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| sqlite(path, e))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| sqlite(path, e))?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| sqlite(path, e))?;
+    Ok(())
+}
+
+/// The database holds tokens' hashes and the record of every VM: owner-only from birth.
+fn create_private_file(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Create { path: path.to_path_buf(), source }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Store;
+
+    /// A fresh store in a temp dir that lives as long as the returned guard.
+    pub fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let store = Store::open(&dir.path().join("agentlab.db")).unwrap_or_else(|e| panic!("open: {e}"));
+        (dir, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_in_wal_with_foreign_keys_and_private_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = test_support::temp_store();
+        let mode = store.read(|c| c.pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0)).map_err(|e| store.err(e)));
+        assert_eq!(mode.ok().as_deref(), Some("wal"));
+        let fk = store.write(|tx| tx.pragma_query_value(None, "foreign_keys", |r| r.get::<_, i64>(0)).map_err(|e| store.err(e)));
+        assert_eq!(fk.ok(), Some(1));
+        let perms = std::fs::metadata(dir.path().join("agentlab.db")).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(perms.ok(), Some(0o600));
+        assert_eq!(store.schema_version().ok(), Some(SCHEMA_VERSION));
+    }
+}

@@ -1,0 +1,200 @@
+//! The HTTPS API backend: `Authorization: PVEAPIToken=…`, the `{"data": …}` envelope,
+//! TLS pinned by certificate fingerprint, by a CA file, or (only when asked) unverified.
+
+mod tls;
+
+pub use tls::{Fingerprint, TlsTrust};
+
+use crate::{Pve, PveError, PveFuture, PveVersion};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// How to reach and authenticate to the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// e.g. `https://pve.example:8006`; `/api2/json` is appended when missing.
+    pub url: String,
+    /// `USER@REALM!TOKENID=SECRET`.
+    pub token: String,
+    pub trust: TlsTrust,
+    /// Deadline of one HTTP request.
+    pub timeout: Duration,
+}
+
+pub struct ApiClient {
+    base: String,
+    auth_header: String,
+    http: reqwest::Client,
+    timeout: Duration,
+    trust: TlsTrust,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("ApiClient").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// Checks the shape Proxmox accepts: `USER@REALM!TOKENID=SECRET` (split at the last `=`).
+pub fn validate_token(token: &str) -> Result<(), String> {
+    let Some((id, secret)) = token.rsplit_once('=') else {
+        return Err("must be USER@REALM!TOKENID=SECRET (no `=` before the secret)".into());
+    };
+    let Some((user_realm, token_name)) = id.split_once('!') else {
+        return Err("must be USER@REALM!TOKENID=SECRET (no `!` before the token name)".into());
+    };
+    let Some((user, realm)) = user_realm.rsplit_once('@') else {
+        return Err("must be USER@REALM!TOKENID=SECRET (no `@` between user and realm)".into());
+    };
+    let name_ok = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c == ':' || c == '/') {
+        return Err("the user part is empty or has spaces, `:` or `/`".into());
+    }
+    if !name_ok(realm) || !name_ok(token_name) {
+        return Err("realm and token name must start with a letter and use letters, digits, `.`, `-`, `_`".into());
+    }
+    if secret.is_empty() {
+        return Err("the secret after `=` is empty".into());
+    }
+    Ok(())
+}
+
+impl ApiClient {
+    pub fn new(config: ApiConfig) -> Result<ApiClient, PveError> {
+        crate::install_crypto_provider();
+        validate_token(&config.token).map_err(|e| PveError::Config(format!("proxmox_api_token {e}")))?;
+        let url = config.url.trim_end_matches('/');
+        if !url.starts_with("https://") && !url.starts_with("http://") {
+            return Err(PveError::Config(format!("proxmox_api_url `{url}` must start with https://")));
+        }
+        let base = if url.ends_with("/api2/json") { url.to_string() } else { format!("{url}/api2/json") };
+        let builder = reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout.min(Duration::from_secs(10)));
+        let builder = config.trust.apply(builder)?;
+        let http = builder.build().map_err(|e| PveError::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(ApiClient {
+            base,
+            auth_header: format!("PVEAPIToken={}", config.token),
+            http,
+            timeout: config.timeout,
+            trust: config.trust,
+        })
+    }
+
+    /// GET `path` (relative to `/api2/json`) and decode `data`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, PveError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, &self.auth_header)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        decode(response).await
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> PveError {
+        if e.is_timeout() {
+            return PveError::Timeout(self.timeout);
+        }
+        let chain = error_chain(&e);
+        if let Some(mismatch) = tls::take_mismatch(&chain) {
+            return PveError::Tls(mismatch);
+        }
+        let lower = chain.to_ascii_lowercase();
+        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+            let hint = match &self.trust {
+                TlsTrust::System => "; pin the certificate with proxmox_tls_fingerprint (Datacenter > node > Certificates) or set proxmox_tls_ca_path",
+                _ => "",
+            };
+            return PveError::Tls(format!("{chain}{hint}"));
+        }
+        PveError::Transient(chain)
+    }
+}
+
+/// The whole source chain in one line (reqwest's own Display hides the cause).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[derive(serde::Deserialize)]
+struct Envelope<T> {
+    data: Option<T>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    errors: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, PveError> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| PveError::Transient(error_chain(&e)))?;
+    if status.is_success() {
+        let envelope: Envelope<T> = serde_json::from_slice(&bytes)
+            .map_err(|e| PveError::Other(format!("unexpected answer from proxmox ({e})")))?;
+        return envelope.data.ok_or_else(|| PveError::Other("proxmox answered without `data`".into()));
+    }
+    let envelope: Option<Envelope<serde_json::Value>> = serde_json::from_slice(&bytes).ok();
+    let (message, errors) = match envelope {
+        Some(env) => (env.message, env.errors),
+        None => (None, None),
+    };
+    let text = message.unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
+    Err(PveError::from_status(status.as_u16(), &text, errors.as_ref()))
+}
+
+impl Pve for ApiClient {
+    fn backend(&self) -> &'static str {
+        "api"
+    }
+
+    fn endpoint(&self) -> String {
+        self.base.clone()
+    }
+
+    fn version(&self) -> PveFuture<'_, PveVersion> {
+        Box::pin(self.get("/version"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_shapes() {
+        assert!(validate_token("root@pam!agentlab=0d08f8bc-0a12-4072-8f18-264a33793bb9").is_ok());
+        assert!(validate_token("root@pam!agentlab").is_err());
+        assert!(validate_token("root@pam=abc").is_err());
+        assert!(validate_token("root!agentlab=abc").is_err());
+        assert!(validate_token("root@pam!1bad=abc").is_err());
+        assert!(validate_token("root@pam!ok=").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_host_is_a_transient_error_saying_why() {
+        let client = ApiClient::new(ApiConfig {
+            url: "https://127.0.0.1:1".into(),
+            token: "root@pam!t=secret".into(),
+            trust: TlsTrust::Insecure,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = client.version().await.err();
+        assert_eq!(err.as_ref().map(PveError::class), Some(crate::ErrorClass::Transient), "{err:?}");
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().to_lowercase().contains("refused"));
+    }
+}
