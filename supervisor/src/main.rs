@@ -1,1 +1,76 @@
-fn main() {}
+//! `agentlabd`: the AgentLab daemon. See docs/ARCHITECTURE.md.
+
+mod api;
+mod config;
+mod daemon;
+mod socket;
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "agentlabd", version, about = "AgentLab daemon: runs AI coding agents in throw-away Proxmox VMs")]
+struct Args {
+    /// Config file (YAML, not world-readable).
+    #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    agentlab_proxmox::install_crypto_provider();
+    init_logging();
+
+    let config = match config::Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("agentlabd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let profiles = match agentlab_actors::profiles::ProfileRegistry::load(config.profiles_dir.clone()) {
+        Ok(profiles) => profiles,
+        Err(errors) => {
+            eprintln!("agentlabd: invalid profiles (fix them, then start again):\n{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("agentlabd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(config, profiles)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentlabd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr (journald under systemd). `AGENTLAB_LOG` or `RUST_LOG` set the filter.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("AGENTLAB_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // An actor panic is caught and restarted by its supervisor; one log line is enough
+    // (the default hook prints a full backtrace when RUST_BACKTRACE is set).
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        tracing::error!(%location, "panic: {message}");
+    }));
+}

@@ -24,7 +24,6 @@ macro_rules! error_codes {
 error_codes! {
     BadRequest => "v1/validation/bad_request",
     MalformedJson => "v1/validation/malformed_json",
-    UnknownField => "v1/validation/unknown_field",
     BodyRequired => "v1/validation/body_required",
     BodyTooLarge => "v1/validation/body_too_large",
     InvalidValue => "v1/validation/invalid_value",

@@ -1,0 +1,73 @@
+//! The one place where an error code becomes an HTTP status, and errors become the
+//! `{"error","code","message","details"?}` envelope.
+
+use agentlab_actors::model::{ErrorCode, ErrorEnvelope};
+use agentlab_actors::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub envelope: ErrorEnvelope,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, envelope: ErrorEnvelope::new(code, message) }
+    }
+}
+
+/// HTTP status of every code. Exhaustive on purpose: a new code must pick its status here.
+pub fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest
+        | ErrorCode::MalformedJson
+        | ErrorCode::BodyRequired
+        | ErrorCode::InvalidValue
+        | ErrorCode::UnknownProfile => StatusCode::BAD_REQUEST,
+        ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::RouteNotFound | ErrorCode::SandboxNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::InvalidState | ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::StoreFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::ActorUnavailable | ErrorCode::DaemonUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ClientTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::BadResponse => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_for(self.code);
+        if status.is_server_error() {
+            tracing::error!(code = self.code.as_str(), message = %self.envelope.message, "request failed");
+        }
+        (status, axum::Json(self.envelope)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::SandboxNotFound(vmid) => ApiError::new(ErrorCode::SandboxNotFound, format!("sandbox {vmid} not found")),
+            StoreError::SandboxExists(vmid) => ApiError::new(ErrorCode::Conflict, format!("sandbox {vmid} already exists")),
+            StoreError::StateConflict { .. } => ApiError::new(ErrorCode::InvalidState, e.to_string()),
+            other => ApiError::new(ErrorCode::StoreFailed, format!("database error: {other}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_status_and_client_errors_are_4xx() {
+        for code in ErrorCode::ALL {
+            let status = status_for(*code);
+            let is_validation = code.as_str().starts_with("v1/validation/");
+            assert!(!is_validation || status.is_client_error(), "{}", code.as_str());
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The control API on the Unix socket. A handler decodes, asks one actor or the store,
+//! and maps the answer to HTTP; it holds no logic of its own.
+
+mod error;
+mod json;
+mod peer;
+mod routes;
+
+pub use error::ApiError;
+pub use json::MAX_BODY_BYTES;
+#[expect(unused_imports, reason = "first used by POST /v1/sandboxes in the sandbox lifecycle")]
+pub use json::StrictJson;
+pub use peer::Peer;
+
+use crate::config::Config;
+use agentlab_actors::model::ErrorCode;
+use agentlab_actors::profiles::ProfileRegistry;
+use agentlab_actors::root::RootMsg;
+use agentlab_actors::store::Store;
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use ractor::ActorRef;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub profiles: Arc<ProfileRegistry>,
+    pub root: ActorRef<RootMsg>,
+    pub started_at: OffsetDateTime,
+    pub started: Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/v1/status", get(routes::status))
+        .route("/v1/profiles", get(routes::profiles))
+        .route("/v1/sandboxes", get(routes::list_sandboxes))
+        .route("/v1/sandboxes/{vmid}", get(routes::show_sandbox))
+        .route("/v1/sandboxes/{vmid}/events", get(routes::sandbox_events))
+        .route("/v1/debug/actors", get(routes::debug_actors))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn route_not_found(request: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("no route {} {}: this daemon may be older than the CLI; compare `agentlab version` with `agentlabd --version`", request.method(), request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("method {} not allowed on {}", request.method(), request.uri().path()))
+}
+
+/// One line per request with the peer's uid: the audit trail of who drove the daemon.
+async fn log_request(request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0).unwrap_or_default();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    if method == axum::http::Method::GET {
+        tracing::debug!(%method, %path, status, uid = ?peer.uid, pid = ?peer.pid, "request");
+    } else {
+        tracing::info!(%method, %path, status, uid = ?peer.uid, pid = ?peer.pid, "request");
+    }
+    response
+}

@@ -1,0 +1,170 @@
+//! Route handlers.
+
+use super::{ApiError, AppState};
+use agentlab_actors::model::{ErrorCode, SandboxState, time_format};
+use agentlab_actors::protocol::{
+    API_SCHEMA_VERSION, DaemonStatus, DebugActorsResponse, EVENT_SCHEMA_VERSION, EventsResponse, HEALTHZ_BODY,
+    ListenerStatus, ProfileSummary, ProfilesResponse, ProfilesStatus, ProxmoxStatus, SandboxView, SandboxesResponse,
+    StatusResponse,
+};
+use agentlab_actors::pve::{PVE_ACTOR, PveMsg};
+use agentlab_actors::root::RootMsg;
+use agentlab_actors::store::EventPage;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use ractor::{ActorRef, call_t};
+
+const HEALTH_TIMEOUT_MS: u64 = 15_000;
+const ACTOR_TIMEOUT_MS: u64 = 5_000;
+const EVENTS_DEFAULT_TAIL: u32 = 50;
+const EVENTS_MAX: u32 = 1000;
+
+pub async fn healthz() -> &'static str {
+    HEALTHZ_BODY
+}
+
+pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
+    let proxmox = proxmox_health().await;
+    let profiles = app.profiles.snapshot();
+    Ok(Json(StatusResponse {
+        api_schema_version: API_SCHEMA_VERSION,
+        event_schema_version: EVENT_SCHEMA_VERSION,
+        daemon: DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started_at: time_format::format(app.started_at),
+            uptime_seconds: app.started.elapsed().as_secs(),
+            config_path: app.config.path.display().to_string(),
+            db_path: app.config.db_path.display().to_string(),
+        },
+        proxmox,
+        sandboxes: app.store.count_sandboxes_by_state()?,
+        profiles: ProfilesStatus {
+            count: profiles.profiles.len(),
+            dir: profiles.dir.display().to_string(),
+            loaded_at: profiles.loaded_at.clone(),
+            last_reload_error: app.profiles.last_reload_error(),
+        },
+        listeners: ListenerStatus { socket: app.config.socket_path.display().to_string() },
+        recent_failures: app.store.recent_failures(10)?,
+    }))
+}
+
+/// Asks the gateway; if it cannot answer, says so as the reason Proxmox is not known reachable.
+async fn proxmox_health() -> ProxmoxStatus {
+    let unknown = |why: String| ProxmoxStatus {
+        backend: "unknown".into(),
+        endpoint: String::new(),
+        reachable: false,
+        version: None,
+        error: Some(why),
+        error_class: Some("gateway".into()),
+        checked_at: None,
+    };
+    match ActorRef::<PveMsg>::where_is(PVE_ACTOR.to_string()) {
+        None => unknown("the pve gateway actor is not running (see the daemon log)".into()),
+        Some(pve) => match call_t!(pve, PveMsg::Health, HEALTH_TIMEOUT_MS) {
+            Ok(status) => status,
+            Err(e) => unknown(format!("the pve gateway did not answer: {e}")),
+        },
+    }
+}
+
+pub async fn profiles(State(app): State<AppState>) -> Json<ProfilesResponse> {
+    let set = app.profiles.snapshot();
+    let profiles = set
+        .profiles
+        .values()
+        .map(|loaded| {
+            let p = &loaded.profile;
+            ProfileSummary {
+                name: p.name.clone(),
+                kind: "vm".into(),
+                template_vmid: p.template_vmid,
+                description: p.description.clone(),
+                node: p.node.clone(),
+                network_mode: p.network.mode,
+                firewall_group: p.network.mode.security_group().to_string(),
+                cores: p.resources.cores,
+                memory_mb: p.resources.memory_mb,
+                ttl_minutes_default: p.behavior.ttl_minutes_default,
+                keepalive_default: p.behavior.keepalive_default,
+                source: loaded.source.display().to_string(),
+            }
+        })
+        .collect();
+    Json(ProfilesResponse { profiles })
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxFilter {
+    state: Option<String>,
+}
+
+pub async fn list_sandboxes(
+    State(app): State<AppState>,
+    Query(filter): Query<SandboxFilter>,
+) -> Result<Json<SandboxesResponse>, ApiError> {
+    let state = match filter.state {
+        None => None,
+        Some(text) => Some(
+            text.parse::<SandboxState>().map_err(|e| ApiError::new(ErrorCode::InvalidValue, e.to_string()))?,
+        ),
+    };
+    let sandboxes = app.store.list_sandboxes(state)?.iter().map(|r| r.view()).collect();
+    Ok(Json(SandboxesResponse { sandboxes }))
+}
+
+fn parse_vmid(text: &str) -> Result<u32, ApiError> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|v| *v >= 100)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidValue, format!("invalid vmid `{text}`: expected a number of at least 100")))
+}
+
+pub async fn show_sandbox(State(app): State<AppState>, Path(vmid): Path<String>) -> Result<Json<SandboxView>, ApiError> {
+    let vmid = parse_vmid(&vmid)?;
+    let record = app.store.get_sandbox(vmid)?.ok_or_else(|| not_found(vmid))?;
+    Ok(Json(record.view()))
+}
+
+fn not_found(vmid: u32) -> ApiError {
+    ApiError::new(ErrorCode::SandboxNotFound, format!("sandbox {vmid} not found; `agentlab sandbox list` shows the known ones"))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    tail: Option<u32>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub async fn sandbox_events(
+    State(app): State<AppState>,
+    Path(vmid): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let vmid = parse_vmid(&vmid)?;
+    if app.store.get_sandbox(vmid)?.is_none() {
+        return Err(not_found(vmid));
+    }
+    let page = match (query.tail, query.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(ErrorCode::InvalidValue, "use either tail or after, not both"));
+        }
+        (Some(tail), None) => EventPage::Tail(tail.min(EVENTS_MAX)),
+        (None, Some(after)) => EventPage::After { after, limit: query.limit.unwrap_or(200).min(EVENTS_MAX) },
+        (None, None) => EventPage::Tail(EVENTS_DEFAULT_TAIL),
+    };
+    let events = app.store.sandbox_events(vmid, page)?;
+    let last_id = events.last().map(|e| e.id).or(query.after).unwrap_or(0);
+    Ok(Json(EventsResponse { events, last_id }))
+}
+
+pub async fn debug_actors(State(app): State<AppState>) -> Result<Json<DebugActorsResponse>, ApiError> {
+    let actors = call_t!(app.root, RootMsg::DebugActors, ACTOR_TIMEOUT_MS)
+        .map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, format!("the root supervisor did not answer: {e}")))?;
+    Ok(Json(DebugActorsResponse { actors }))
+}

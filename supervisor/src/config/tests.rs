@@ -1,0 +1,114 @@
+//! Config parsing: defaults, derivations, and errors that name file, line and key.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/agentlab/config.yaml"), text)
+}
+
+const TOKEN: &str = "proxmox_api_token: root@pam!agentlab=0d08f8bc-0a12-4072-8f18-264a33793bb9\n";
+
+#[test]
+fn defaults_and_derived_paths() {
+    let config = parse(&format!("data_dir: /srv/agentlab\nrun_dir: /tmp/run\n{TOKEN}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.db_path, PathBuf::from("/srv/agentlab/agentlab.db"));
+    assert_eq!(config.artifact_dir, PathBuf::from("/srv/agentlab/artifacts"));
+    assert_eq!(config.socket_path, PathBuf::from("/tmp/run/agentlabd.sock"));
+    assert_eq!(config.profiles_dir, PathBuf::from("/etc/agentlab/profiles"));
+    assert_eq!(config.agent_subnet.to_string(), "10.77.0.0/16");
+    assert_eq!(config.controller_url, "http://10.77.0.1:8844");
+    assert_eq!(config.artifact_upload_url, "http://10.77.0.1:8846/upload");
+    assert_eq!(config.proxmox.command_timeout, Duration::from_secs(120));
+    assert_eq!(config.provisioning_timeout, Duration::from_secs(600));
+    assert_eq!((config.vmid_min, config.vmid_max), (1000, 8999));
+    assert_eq!(config.artifact_max_bytes, 268_435_456);
+    assert!(matches!(config.proxmox.backend, ProxmoxBackend::Api { trust: TlsTrust::System, .. }));
+}
+
+#[test]
+fn every_key_is_known_to_the_raw_struct() {
+    // A config setting every key must parse (guards KEYS and RawConfig drifting apart).
+    let mut text = String::new();
+    for key in KEYS {
+        let value = match *key {
+            "proxmox_tls_insecure" | "idle_stop_enabled" => "false",
+            "artifact_max_bytes" | "idle_stop_minutes_default" => "10",
+            "vmid_min" => "1000",
+            "vmid_max" => "2000",
+            "idle_stop_cpu_threshold" => "0.1",
+            "proxmox_command_timeout" | "provisioning_timeout" | "idle_stop_interval" => "1m",
+            "bootstrap_listen" | "artifact_listen" => "10.77.0.1:8844",
+            "metrics_listen" => "127.0.0.1:8847",
+            "controller_url" | "artifact_upload_url" | "proxmox_api_url" => "https://pve.example:8006",
+            "agent_subnet" => "10.77.0.0/16",
+            "proxmox_backend" => "api",
+            "proxmox_api_token" => "root@pam!agentlab=secret",
+            "proxmox_tls_fingerprint" => "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89",
+            "snippet_storage" | "secrets_bundle" | "proxmox_node" => "local",
+            _ => "/abs/path",
+        };
+        text.push_str(&format!("{key}: {value}\n"));
+    }
+    let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let raw: RawConfig = serde_json::from_value(value).unwrap_or_else(|e| panic!("KEYS and RawConfig disagree: {e}"));
+    assert_eq!(raw.proxmox_node.as_deref(), Some("local"));
+    // Validation then refuses the three TLS choices together, naming the key.
+    let err = parse(&text).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("set only one of proxmox_tls_fingerprint"), "{err}");
+}
+
+#[test]
+fn a_misspelled_key_names_file_line_and_nearest_key() {
+    let err = parse(&format!("{TOKEN}data_dir: /srv\nprofiles_dri: /etc/agentlab/profiles\n")).err();
+    let text = err.map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        text,
+        "config /etc/agentlab/config.yaml, line 3: unknown key `profiles_dri`; did you mean `profiles_dir`?"
+    );
+}
+
+#[test]
+fn wrong_types_and_values_name_their_key_and_line() {
+    let cases = [
+        (format!("{TOKEN}vmid_min: lots\n"), "line 2: `vmid_min`"),
+        (format!("{TOKEN}provisioning_timeout: soon\n"), "line 2: `provisioning_timeout`: `soon` is not a duration"),
+        (format!("{TOKEN}data_dir: relative\n"), "line 2: `data_dir`: must be an absolute path"),
+        (format!("{TOKEN}vmid_min: 5000\nvmid_max: 4000\n"), "line 3: `vmid_max`: must not be below vmid_min"),
+        (format!("{TOKEN}metrics_listen: 0.0.0.0:9000\n"), "`metrics_listen`: must be a loopback address"),
+        (format!("{TOKEN}proxmox_backend: docker\n"), "`proxmox_backend`: `docker` is not a backend"),
+        ("proxmox_api_token: nonsense\n".to_string(), "line 1: `proxmox_api_token`: must be USER@REALM!TOKENID=SECRET"),
+        (String::new(), "`proxmox_api_token`: is required with proxmox_backend: api"),
+        (format!("{TOKEN}proxmox_tls_insecure: true\nproxmox_tls_fingerprint: AB:CD\n"), "set only one of"),
+        (format!("{TOKEN}proxmox_tls_fingerprint: AB:CD\n"), "not a SHA-256 fingerprint"),
+    ];
+    for (config, expected) in cases {
+        let text = parse(&config).err().map(|e| e.to_string()).unwrap_or_else(|| "parsed".into());
+        assert!(text.contains(expected), "config {config:?}\n  got: {text}\n  want: {expected}");
+    }
+}
+
+#[test]
+fn the_shell_backend_needs_no_token() {
+    let config = parse("proxmox_backend: shell\n").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.proxmox.backend, ProxmoxBackend::Shell);
+}
+
+#[test]
+fn non_mapping_and_bad_yaml_are_refused() {
+    assert!(matches!(parse("- a\n- b\n"), Err(ConfigError::NotMapping { .. })));
+    assert!(matches!(parse("data_dir: [unclosed\n"), Err(ConfigError::Yaml { .. })));
+}
+
+#[test]
+fn a_world_readable_file_is_refused_with_the_chmod_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, TOKEN).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap_or_else(|e| panic!("{e}"));
+    let text = Config::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("readable by every user"), "{text}");
+    assert!(text.contains(&format!("chmod 600 {}", path.display())), "{text}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(Config::load(&path).is_ok());
+}

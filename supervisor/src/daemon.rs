@@ -1,0 +1,141 @@
+//! Wiring: store, Proxmox client, actor root, control socket, signals.
+
+use crate::api::{self, AppState, Peer};
+use crate::config::{Config, ProxmoxBackend};
+use crate::socket;
+use agentlab_actors::events;
+use agentlab_actors::profiles::ProfileRegistry;
+use agentlab_actors::root::{ActorDirectory, ROOT_ACTOR, RestartPolicy, RootArgs, RootSupervisor};
+use agentlab_actors::store::{NewEvent, Stage, Store};
+use agentlab_proxmox::Pve;
+use agentlab_proxmox::api::{ApiClient, ApiConfig, TlsTrust};
+use agentlab_proxmox::shell::{ShellClient, ShellConfig};
+use anyhow::Context;
+use ractor::Actor;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+const PVE_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+const ROOT_STOP_GRACE: Duration = Duration::from_secs(20);
+
+pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
+    Ok(match &config.proxmox.backend {
+        ProxmoxBackend::Api { url, token, trust } => {
+            if *trust == TlsTrust::Insecure {
+                tracing::warn!(
+                    "proxmox_tls_insecure is set: the Proxmox certificate is NOT verified and the API token can be stolen by anyone on the path; pin it with proxmox_tls_fingerprint"
+                );
+            }
+            Arc::new(
+                ApiClient::new(ApiConfig {
+                    url: url.clone(),
+                    token: token.clone(),
+                    trust: trust.clone(),
+                    timeout: config.proxmox.command_timeout,
+                })
+                .context("cannot set up the Proxmox API client")?,
+            )
+        }
+        ProxmoxBackend::Shell => Arc::new(ShellClient::new(ShellConfig {
+            pvesh: "pvesh".into(),
+            timeout: config.proxmox.command_timeout,
+        })),
+    })
+}
+
+pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    for dir in [&config.data_dir, &config.run_dir] {
+        socket::create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if let Some(parent) = config.db_path.parent() {
+        socket::create_private_dir(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let store = Arc::new(Store::open(&config.db_path)?);
+    let pve = build_pve(&config)?;
+    let profiles = Arc::new(profiles);
+
+    let (listener, socket_guard) = socket::bind(&config.socket_path)?;
+    let args = RootArgs {
+        store: Arc::clone(&store),
+        pve,
+        pve_probe_interval: PVE_PROBE_INTERVAL,
+        factories: Vec::new(),
+        directory: ActorDirectory::default(),
+        policy: RestartPolicy::default(),
+    };
+    let (root, root_handle) = Actor::spawn(Some(ROOT_ACTOR.to_string()), RootSupervisor, args)
+        .await
+        .context("cannot start the actor root")?;
+    events::emit(NewEvent::new(
+        "daemon.started",
+        Stage::Lifecycle,
+        format!("agentlabd {} started (pid {})", env!("CARGO_PKG_VERSION"), std::process::id()),
+    ));
+
+    let state = AppState {
+        config: Arc::clone(&config),
+        store: Arc::clone(&store),
+        profiles: Arc::clone(&profiles),
+        root: root.clone(),
+        started_at: time::OffsetDateTime::now_utc(),
+        started: tokio::time::Instant::now(),
+    };
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(handle_signals(Arc::clone(&profiles), shutdown.clone()));
+    tracing::info!(socket = %config.socket_path.display(), profiles = profiles.snapshot().profiles.len(), "agentlabd ready");
+
+    let app = api::router(state).into_make_service_with_connect_info::<Peer>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = serve.await;
+    signals.abort();
+
+    tracing::info!("stopping actors");
+    events::emit(NewEvent::new("daemon.stopping", Stage::Lifecycle, "agentlabd stopping"));
+    if let Err(e) = root.stop_and_wait(Some("daemon shutting down".into()), Some(ROOT_STOP_GRACE)).await {
+        tracing::warn!(error = %e, "actors did not stop in time");
+    }
+    let _ = root_handle.await;
+    drop(socket_guard);
+    served.context("control API failed")?;
+    tracing::info!("agentlabd stopped");
+    Ok(())
+}
+
+/// SIGTERM/SIGINT stop the daemon; SIGHUP reloads profiles (a bad set keeps the old one).
+async fn handle_signals(profiles: Arc<ProfileRegistry>, shutdown: CancellationToken) {
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            tracing::error!("cannot install signal handlers; stopping");
+            shutdown.cancel();
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                match profiles.reload() {
+                    Ok(count) => {
+                        tracing::info!(count, "SIGHUP: profiles reloaded");
+                        events::emit(NewEvent::new("profiles.reloaded", Stage::Lifecycle, format!("{count} profiles loaded")));
+                    }
+                    Err(errors) => {
+                        tracing::error!(%errors, "SIGHUP: profiles NOT reloaded; the previous set stays in use");
+                        events::emit(NewEvent::new("profiles.reload.failed", Stage::Lifecycle, errors.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    shutdown.cancel();
+}
+
