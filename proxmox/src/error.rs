@@ -53,7 +53,9 @@ pub enum PveError {
     NotRunning(String),
     #[error("proxmox: {0}")]
     AgentNotRunning(String),
-    #[error("proxmox refused the API token: {0}; check proxmox_api_token (USER@REALM!TOKENID=SECRET) and the token's permissions")]
+    #[error(
+        "proxmox refused the API token: {0}; check proxmox_api_token (USER@REALM!TOKENID=SECRET) and the token's permissions"
+    )]
     Auth(String),
     #[error("proxmox rejected parameter `{param}`: {message}")]
     Validation { param: String, message: String },
@@ -89,7 +91,11 @@ impl PveError {
 
     /// Classifies an error answer by status and Proxmox's text (the `message` member, or
     /// on hosts older than libpve-http-server-perl 5.2.0 the reason phrase).
-    pub fn from_status(status: u16, text: &str, errors: Option<&serde_json::Map<String, serde_json::Value>>) -> PveError {
+    pub fn from_status(
+        status: u16,
+        text: &str,
+        errors: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> PveError {
         let text = text.trim().to_string();
         match status {
             401 => PveError::Auth(if text.is_empty() { "401 Unauthorized".into() } else { text }),

@@ -94,8 +94,11 @@ mod tests {
     async fn pvesh_output_is_decoded() {
         let dir = tempfile_dir();
         let script = dir.join("pvesh");
-        std::fs::write(&script, "#!/bin/sh\necho '{\"version\":\"9.1.2\",\"release\":\"9.1\",\"repoid\":\"abcdef12\"}'\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho '{\"version\":\"9.1.2\",\"release\":\"9.1\",\"repoid\":\"abcdef12\"}'\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         make_executable(&script);
         let client = ShellClient::new(ShellConfig { pvesh: script, timeout: Duration::from_secs(5) });
         let version = client.version().await.unwrap_or_else(|e| panic!("{e}"));

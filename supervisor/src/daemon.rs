@@ -14,7 +14,7 @@ use anyhow::Context;
 use ractor::Actor;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 const PVE_PROBE_INTERVAL: Duration = Duration::from_secs(30);
@@ -38,14 +38,14 @@ pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
                 .context("cannot set up the Proxmox API client")?,
             )
         }
-        ProxmoxBackend::Shell => Arc::new(ShellClient::new(ShellConfig {
-            pvesh: "pvesh".into(),
-            timeout: config.proxmox.command_timeout,
-        })),
+        ProxmoxBackend::Shell => {
+            Arc::new(ShellClient::new(ShellConfig { pvesh: "pvesh".into(), timeout: config.proxmox.command_timeout }))
+        }
     })
 }
 
 pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
     let config = Arc::new(config);
     for dir in [&config.data_dir, &config.run_dir] {
         socket::create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -84,7 +84,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         started: tokio::time::Instant::now(),
     };
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(handle_signals(Arc::clone(&profiles), shutdown.clone()));
+    let signals = tokio::spawn(handle_signals(signals, Arc::clone(&profiles), shutdown.clone()));
     tracing::info!(socket = %config.socket_path.display(), profiles = profiles.snapshot().profiles.len(), "agentlabd ready");
 
     let app = api::router(state).into_make_service_with_connect_info::<Peer>();
@@ -93,7 +93,10 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     signals.abort();
 
     tracing::info!("stopping actors");
-    events::emit(NewEvent::new("daemon.stopping", Stage::Lifecycle, "agentlabd stopping"));
+    // Written directly: the events actor is about to stop with everything else.
+    if let Err(e) = store.append_event(&NewEvent::new("daemon.stopping", Stage::Lifecycle, "agentlabd stopping")) {
+        tracing::warn!(error = %e, "cannot record the stop event");
+    }
     if let Err(e) = root.stop_and_wait(Some("daemon shutting down".into()), Some(ROOT_STOP_GRACE)).await {
         tracing::warn!(error = %e, "actors did not stop in time");
     }
@@ -104,25 +107,31 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     Ok(())
 }
 
+/// The signals the daemon reacts to, installed before the socket exists so that no early
+/// SIGHUP or SIGTERM hits the default action (which would kill the process).
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+}
+
 /// SIGTERM/SIGINT stop the daemon; SIGHUP reloads profiles (a bad set keeps the old one).
-async fn handle_signals(profiles: Arc<ProfileRegistry>, shutdown: CancellationToken) {
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            tracing::error!("cannot install signal handlers; stopping");
-            shutdown.cancel();
-            return;
-        }
-    };
+async fn handle_signals(mut signals: Signals, profiles: Arc<ProfileRegistry>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = hup.recv() => {
+            _ = signals.term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = signals.hup.recv() => {
                 match profiles.reload() {
                     Ok(count) => {
                         tracing::info!(count, "SIGHUP: profiles reloaded");
@@ -138,4 +147,3 @@ async fn handle_signals(profiles: Arc<ProfileRegistry>, shutdown: CancellationTo
     }
     shutdown.cancel();
 }
-

@@ -60,7 +60,12 @@ fn init_logging() {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
     // An actor panic is caught and restarted by its supervisor; one log line is enough
     // (the default hook prints a full backtrace when RUST_BACKTRACE is set).
     std::panic::set_hook(Box::new(|info| {

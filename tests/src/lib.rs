@@ -1,1 +1,224 @@
-//! placeholder during bootstrap
+//! Test support for end-to-end tests: start a real `agentlabd` on a temp config and socket,
+//! run the real `agentlab` against it. Binaries come from the same target directory as the
+//! test executable (cargo builds every workspace binary before running tests).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// Path of a workspace binary next to the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not built: run the tests with `cargo nextest run --workspace` (or cargo test --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// The repository root (for the shipped profiles).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Polls `check` every 20 ms until it is true or about `limit` has passed.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    const STEP: Duration = Duration::from_millis(20);
+    let rounds = limit.as_millis() / STEP.as_millis();
+    for _ in 0..=rounds {
+        if check() {
+            return true;
+        }
+        // The one sanctioned wait: a bounded poll, never a timing assumption.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(STEP);
+    }
+    false
+}
+
+/// A temp directory with a config, the shipped profiles and room for data and the socket.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let profiles = dir.path().join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(repo_root().join("profiles/defaults.yaml"), profiles.join("defaults.yaml"))
+            .unwrap_or_else(|e| panic!("copy shipped profiles: {e}"));
+        let ws = Workspace { dir };
+        ws.write_config("");
+        ws
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("run/agentlabd.sock")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("config.yaml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.path().join("data/agentlab.db")
+    }
+
+    /// Writes the base config (Proxmox on a closed local port) plus `extra` lines, mode 0600.
+    pub fn write_config(&self, extra: &str) {
+        let base = format!(
+            "profiles_dir: {root}/profiles\ndata_dir: {root}/data\nrun_dir: {root}/run\n\
+             proxmox_api_url: https://127.0.0.1:9\nproxmox_api_token: root@pam!agentlab=00000000-0000-0000-0000-000000000000\n\
+             proxmox_tls_insecure: true\nproxmox_command_timeout: 5s\n",
+            root = self.path().display()
+        );
+        self.write_raw_config(&format!("{base}{extra}"));
+    }
+
+    pub fn write_raw_config(&self, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.config_path();
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Runs `agentlabd` to completion (for start-up failures).
+    pub fn run_daemon_to_exit(&self) -> Output {
+        let mut child = Command::new(bin("agentlabd"))
+            .arg("--config")
+            .arg(self.config_path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn agentlabd: {e}"));
+        let exited = eventually(Duration::from_secs(20), || matches!(child.try_wait(), Ok(Some(_))));
+        if !exited {
+            let _ = child.kill();
+            panic!("agentlabd did not exit although it was expected to fail");
+        }
+        child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `agentlabd` and waits until its socket answers.
+    pub fn start_daemon(&self) -> Daemon {
+        let log = std::fs::File::create(self.path().join("agentlabd.log")).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(bin("agentlabd"))
+            .arg("--config")
+            .arg(self.config_path())
+            .env("AGENTLAB_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn agentlabd: {e}"));
+        let mut daemon = Daemon { child: Some(child), socket: self.socket(), log: self.path().join("agentlabd.log") };
+        let up = eventually(Duration::from_secs(20), || {
+            daemon.exited().is_none() && std::os::unix::net::UnixStream::connect(&daemon.socket).is_ok()
+        });
+        assert!(up, "agentlabd did not come up; log:\n{}", daemon.log());
+        daemon
+    }
+
+    /// Runs the CLI against this workspace's socket.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let output = Command::new(bin("agentlab"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .env_remove("AGENTLAB_SOCKET")
+            .output()
+            .unwrap_or_else(|e| panic!("spawn agentlab: {e}"));
+        CliOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Workspace::new()
+    }
+}
+
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// stdout as JSON, or a panic showing everything.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A running daemon, stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap_or_else(|e| panic!("kill: {e}"));
+    }
+
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGTERM and wait; the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let done = eventually(Duration::from_secs(30), || self.exited().is_some());
+        assert!(done, "agentlabd did not stop on SIGTERM; log:\n{}", self.log());
+        let status = self.exited().unwrap_or_else(|| panic!("no status"));
+        self.child = None;
+        status
+    }
+
+    /// SIGKILL: a crash, leaving whatever it left.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if !eventually(Duration::from_secs(10), || matches!(child.try_wait(), Ok(Some(_)))) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}

@@ -26,11 +26,20 @@ impl Actor for EventLog {
     type State = EventLogState;
     type Arguments = Arc<Store>;
 
-    async fn pre_start(&self, _myself: ActorRef<EventsMsg>, store: Arc<Store>) -> Result<EventLogState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<EventsMsg>,
+        store: Arc<Store>,
+    ) -> Result<EventLogState, ActorProcessingErr> {
         Ok(EventLogState { store })
     }
 
-    async fn handle(&self, _myself: ActorRef<EventsMsg>, msg: EventsMsg, state: &mut EventLogState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<EventsMsg>,
+        msg: EventsMsg,
+        state: &mut EventLogState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             EventsMsg::Append { event, reply } => {
                 let result = state.store.append_event(&event).map_err(|e| e.to_string());
@@ -50,7 +59,7 @@ impl Actor for EventLog {
 
 /// Fire-and-forget append through the `events` actor, if it is alive.
 pub fn emit(event: NewEvent) {
-    match ActorRef::<EventsMsg>::where_is(EVENTS_ACTOR.to_string()) {
+    match ActorRef::<EventsMsg>::where_is(EVENTS_ACTOR) {
         Some(actor) => {
             if actor.send_message(EventsMsg::Append { event, reply: None }).is_err() {
                 tracing::warn!("events actor is stopping; an event was not recorded");

@@ -66,13 +66,8 @@ impl JobState {
 }
 
 impl JobEvent {
-    pub const ALL: [JobEvent; 5] = [
-        JobEvent::RunnerStarted,
-        JobEvent::Succeeded,
-        JobEvent::Failed,
-        JobEvent::TimedOut,
-        JobEvent::Canceled,
-    ];
+    pub const ALL: [JobEvent; 5] =
+        [JobEvent::RunnerStarted, JobEvent::Succeeded, JobEvent::Failed, JobEvent::TimedOut, JobEvent::Canceled];
 }
 
 pub fn transition(from: JobState, event: JobEvent) -> Result<JobState, InvalidJobTransition> {
@@ -106,10 +101,7 @@ impl FromStr for JobState {
     type Err = UnknownJobState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let upper = s.trim().to_ascii_uppercase();
-        JobState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == upper)
-            .ok_or_else(|| UnknownJobState(s.to_string()))
+        JobState::ALL.into_iter().find(|state| state.as_str() == upper).ok_or_else(|| UnknownJobState(s.to_string()))
     }
 }
 

@@ -72,7 +72,7 @@ impl Operation {
 
 /// The admission table.
 pub fn check(state: SandboxState, op: Operation) -> Admission {
-    use Admission::{AlreadyDone as Done, Allowed as Yes, Refused as No};
+    use Admission::{Allowed as Yes, AlreadyDone as Done, Refused as No};
     use Operation as O;
     use SandboxState as S;
     match (op, state) {
@@ -130,10 +130,7 @@ pub fn check(state: SandboxState, op: Operation) -> Admission {
 
 /// The states in which `op` is allowed, for "valid states: …" in refusals.
 pub fn allowed_states(op: Operation) -> Vec<SandboxState> {
-    SandboxState::ALL
-        .into_iter()
-        .filter(|state| check(*state, op) == Admission::Allowed)
-        .collect()
+    SandboxState::ALL.into_iter().filter(|state| check(*state, op) == Admission::Allowed).collect()
 }
 
 #[cfg(test)]

@@ -195,17 +195,16 @@ impl fmt::Display for SandboxState {
 
 /// A state name that is not one of the eleven.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown sandbox state `{0}`; valid states: REQUESTED, PROVISIONING, BOOTING, READY, RUNNING, SUSPENDED, COMPLETED, FAILED, TIMEOUT, STOPPED, DESTROYED")]
+#[error(
+    "unknown sandbox state `{0}`; valid states: REQUESTED, PROVISIONING, BOOTING, READY, RUNNING, SUSPENDED, COMPLETED, FAILED, TIMEOUT, STOPPED, DESTROYED"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for SandboxState {
     type Err = UnknownState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let upper = s.trim().to_ascii_uppercase();
-        SandboxState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == upper)
-            .ok_or_else(|| UnknownState(s.to_string()))
+        SandboxState::ALL.into_iter().find(|state| state.as_str() == upper).ok_or_else(|| UnknownState(s.to_string()))
     }
 }
 

@@ -7,9 +7,7 @@ use time::macros::format_description;
 
 /// Formats a time the one way AgentLab writes times.
 pub fn format(t: OffsetDateTime) -> String {
-    let fixed = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
-    );
+    let fixed = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
     t.to_offset(time::UtcOffset::UTC).format(&fixed).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 

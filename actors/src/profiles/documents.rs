@@ -59,7 +59,8 @@ mod tests {
     fn splits_on_markers_and_keeps_first_lines() {
         let text = "# header comment\n---\nname: a\n---\nname: b\nx: 1\n...\n---\nname: c\n";
         let docs = split(text);
-        let summary: Vec<(usize, usize, bool)> = docs.iter().map(|d| (d.index, d.first_line, is_blank(d.text))).collect();
+        let summary: Vec<(usize, usize, bool)> =
+            docs.iter().map(|d| (d.index, d.first_line, is_blank(d.text))).collect();
         assert_eq!(summary, vec![(1, 1, true), (2, 3, false), (3, 5, false), (4, 9, false)]);
         assert_eq!(docs[2].text, "name: b\nx: 1\n");
     }

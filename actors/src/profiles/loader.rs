@@ -68,9 +68,8 @@ impl std::error::Error for ProfileErrors {}
 
 /// Loads every `*.yaml` and `*.yml` file of `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<ProfileSet, ProfileErrors> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        ProfileErrors(vec![ProfileError::Directory { dir: dir.to_path_buf(), message: e.to_string() }])
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ProfileErrors(vec![ProfileError::Directory { dir: dir.to_path_buf(), message: e.to_string() }]))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -116,7 +115,12 @@ pub fn load_file_text(path: &Path, text: &str, set: &mut ProfileSet, errors: &mu
 
 fn parse_document(path: &Path, document: usize, first_line: usize, text: &str) -> Result<Profile, Vec<ProfileError>> {
     let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
-        vec![ProfileError::Yaml { path: path.to_path_buf(), document, line: first_line, message: one_line(&e.to_string()) }]
+        vec![ProfileError::Yaml {
+            path: path.to_path_buf(),
+            document,
+            line: first_line,
+            message: one_line(&e.to_string()),
+        }]
     })?;
     let name = value.get("name").and_then(|n| n.as_str()).map(str::to_string);
     let field_error = |field: String, message: String| ProfileError::Field {
@@ -209,7 +213,9 @@ mod tests {
 
     #[test]
     fn loads_every_document_and_skips_comment_only_ones() {
-        let (set, errors) = load("# comments only\n---\nname: a\ntemplate_vmid: 9000\n---\n# nothing\n---\nname: b\ntemplate_vmid: 9001\n");
+        let (set, errors) = load(
+            "# comments only\n---\nname: a\ntemplate_vmid: 9000\n---\n# nothing\n---\nname: b\ntemplate_vmid: 9001\n",
+        );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(set.names(), ["a", "b"]);
         assert_eq!(set.get("b").map(|p| p.document), Some(4));
@@ -217,10 +223,14 @@ mod tests {
 
     #[test]
     fn unknown_field_names_file_document_profile_and_full_field_path() {
-        let (_, errors) = load("name: a\ntemplate_vmid: 9000\n---\nname: b\ntemplate_vmid: 9000\nresources:\n  cpus: 4\n");
+        let (_, errors) =
+            load("name: a\ntemplate_vmid: 9000\n---\nname: b\ntemplate_vmid: 9000\nresources:\n  cpus: 4\n");
         assert_eq!(errors.len(), 1);
         let text = errors[0].to_string();
-        assert!(text.starts_with("/p/test.yaml: document 2 (profile `b`): field `resources.cpus`: unknown field"), "{text}");
+        assert!(
+            text.starts_with("/p/test.yaml: document 2 (profile `b`): field `resources.cpus`: unknown field"),
+            "{text}"
+        );
         assert!(text.contains("cores"), "{text}");
     }
 

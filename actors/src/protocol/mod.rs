@@ -1,4 +1,5 @@
 //! Wire types shared by the daemon, the CLI and the guest runner. No runtime dependencies.
 
 pub mod api;
+pub mod guest;
 pub use api::*;

@@ -49,7 +49,11 @@ impl Actor for PveGateway {
     type State = PveGatewayState;
     type Arguments = PveGatewayArgs;
 
-    async fn pre_start(&self, myself: ActorRef<PveMsg>, args: PveGatewayArgs) -> Result<PveGatewayState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PveMsg>,
+        args: PveGatewayArgs,
+    ) -> Result<PveGatewayState, ActorProcessingErr> {
         let status = ProxmoxStatus {
             backend: args.pve.backend().to_string(),
             endpoint: args.pve.endpoint(),
@@ -71,19 +75,32 @@ impl Actor for PveGateway {
         })
     }
 
-    async fn post_start(&self, myself: ActorRef<PveMsg>, state: &mut PveGatewayState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<PveMsg>,
+        state: &mut PveGatewayState,
+    ) -> Result<(), ActorProcessingErr> {
         state.probe_timer = Some(myself.send_interval(state.probe_interval, || PveMsg::Probe));
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<PveMsg>, state: &mut PveGatewayState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PveMsg>,
+        state: &mut PveGatewayState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(timer) = state.probe_timer.take() {
             timer.abort();
         }
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<PveMsg>, msg: PveMsg, state: &mut PveGatewayState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<PveMsg>,
+        msg: PveMsg,
+        state: &mut PveGatewayState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             PveMsg::Health(reply) => {
                 if state.probed_once {
@@ -116,7 +133,11 @@ impl Actor for PveGateway {
                         state.status.error = None;
                         state.status.error_class = None;
                         if was_reachable == Some(false) {
-                            events::emit(NewEvent::new("proxmox.reachable", Stage::Recovery, "Proxmox is reachable again"));
+                            events::emit(NewEvent::new(
+                                "proxmox.reachable",
+                                Stage::Recovery,
+                                "Proxmox is reachable again",
+                            ));
                         }
                     }
                     Err(error) => {
@@ -138,5 +159,20 @@ impl Actor for PveGateway {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::NetworkMode;
+    use agentlab_netfilter::Mode;
+
+    #[test]
+    fn the_model_and_netfilter_agree_on_group_names() {
+        let pairs =
+            [(NetworkMode::Off, Mode::Off), (NetworkMode::Nat, Mode::Nat), (NetworkMode::Allowlist, Mode::Allowlist)];
+        for (model, netfilter) in pairs {
+            assert_eq!(model.security_group(), netfilter.group_name());
+        }
     }
 }

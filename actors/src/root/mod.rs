@@ -96,7 +96,12 @@ impl Actor for RootSupervisor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<RootMsg>, msg: RootMsg, state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<RootMsg>,
+        msg: RootMsg,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             RootMsg::SpawnEntity { kind, id, reply } => {
                 let result = match state.factories.get(kind.as_str()).map(|f| f.kind()) {

@@ -83,7 +83,8 @@ mod tests {
     fn backs_off_exponentially_and_gives_up_at_the_fifth_failure_in_the_window() {
         let mut budget = RestartBudget::new(RestartPolicy::default());
         let t0 = Instant::now();
-        let verdicts: Vec<Verdict> = (0..5).map(|i| budget.record_failure("sandbox:1", t0 + Duration::from_secs(i))).collect();
+        let verdicts: Vec<Verdict> =
+            (0..5).map(|i| budget.record_failure("sandbox:1", t0 + Duration::from_secs(i))).collect();
         assert_eq!(
             verdicts,
             [

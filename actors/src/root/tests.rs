@@ -30,14 +30,23 @@ impl Actor for ProbeEntity {
     type State = ProbeState;
     type Arguments = (u32, String);
 
-    async fn pre_start(&self, _me: ActorRef<ProbeMsg>, (vmid, name): (u32, String)) -> Result<ProbeState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<ProbeMsg>,
+        (vmid, name): (u32, String),
+    ) -> Result<ProbeState, ActorProcessingErr> {
         let record = self.store.get_sandbox(vmid)?.ok_or_else(|| format!("no record {vmid}"))?;
         self.directory.set_state(&name, record.state.as_str());
         let generation = self.spawns.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(ProbeState { record, generation })
     }
 
-    async fn handle(&self, _me: ActorRef<ProbeMsg>, msg: ProbeMsg, state: &mut ProbeState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<ProbeMsg>,
+        msg: ProbeMsg,
+        state: &mut ProbeState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ProbeMsg::Get(reply) => {
                 let _ = reply.send((state.record.state, state.generation));
@@ -119,7 +128,8 @@ async fn start(vmids: &[u32], policy: RestartPolicy) -> Harness {
         directory,
         policy,
     };
-    let (root, _) = Actor::spawn(Some(ROOT_ACTOR.to_string()), RootSupervisor, args).await.unwrap_or_else(|e| panic!("{e}"));
+    let (root, _) =
+        Actor::spawn(Some(ROOT_ACTOR.to_string()), RootSupervisor, args).await.unwrap_or_else(|e| panic!("{e}"));
     Harness { _dir: dir, store, root, spawns }
 }
 

@@ -153,7 +153,10 @@ mod tests {
             }
             if start >= 2 {
                 let n: i64 = store
-                    .read(|c| c.query_row("SELECT COUNT(*) FROM events WHERE msg = 'kept event'", [], |r| r.get(0)).map_err(|e| store.err(e)))
+                    .read(|c| {
+                        c.query_row("SELECT COUNT(*) FROM events WHERE msg = 'kept event'", [], |r| r.get(0))
+                            .map_err(|e| store.err(e))
+                    })
                     .unwrap_or(0);
                 assert_eq!(n, 1, "from v{start}");
             }

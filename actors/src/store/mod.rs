@@ -192,9 +192,11 @@ mod tests {
     fn opens_in_wal_with_foreign_keys_and_private_mode() {
         use std::os::unix::fs::PermissionsExt;
         let (dir, store) = test_support::temp_store();
-        let mode = store.read(|c| c.pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0)).map_err(|e| store.err(e)));
+        let mode = store
+            .read(|c| c.pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0)).map_err(|e| store.err(e)));
         assert_eq!(mode.ok().as_deref(), Some("wal"));
-        let fk = store.write(|tx| tx.pragma_query_value(None, "foreign_keys", |r| r.get::<_, i64>(0)).map_err(|e| store.err(e)));
+        let fk = store
+            .write(|tx| tx.pragma_query_value(None, "foreign_keys", |r| r.get::<_, i64>(0)).map_err(|e| store.err(e)));
         assert_eq!(fk.ok(), Some(1));
         let perms = std::fs::metadata(dir.path().join("agentlab.db")).map(|m| m.permissions().mode() & 0o777);
         assert_eq!(perms.ok(), Some(0o600));

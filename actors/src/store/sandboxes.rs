@@ -105,7 +105,12 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, String>> {
     })
 }
 
-fn query_records(store: &Store, conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<SandboxRecord>> {
+fn query_records(
+    store: &Store,
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<SandboxRecord>> {
     let mut stmt = conn.prepare(sql).map_err(|e| store.err(e))?;
     let rows = stmt.query_map(args, from_row).map_err(|e| store.err(e))?;
     let mut out = Vec::new();
@@ -182,11 +187,12 @@ impl Store {
 
     /// Count of records by state, every state present.
     pub fn count_sandboxes_by_state(&self) -> StoreResult<BTreeMap<String, u64>> {
-        let mut counts: BTreeMap<String, u64> =
-            SandboxState::ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect();
+        let mut counts: BTreeMap<String, u64> = SandboxState::ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect();
         self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM sandboxes GROUP BY state").map_err(|e| self.err(e))?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
+            let mut stmt =
+                conn.prepare("SELECT state, COUNT(*) FROM sandboxes GROUP BY state").map_err(|e| self.err(e))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
             for row in rows {
                 let (state, n) = row.map_err(|e| self.err(e))?;
                 counts.insert(state, u64::try_from(n).unwrap_or(0));
@@ -282,7 +288,10 @@ mod tests {
         let (_dir, store) = temp_store();
         store.insert_sandbox(&sample_record(1002, SandboxState::Ready), Some(1000)).unwrap_or_else(|e| panic!("{e}"));
         store.insert_sandbox(&sample_record(1001, SandboxState::Running), None).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(store.insert_sandbox(&sample_record(1001, SandboxState::Ready), None), Err(StoreError::SandboxExists(1001))));
+        assert!(matches!(
+            store.insert_sandbox(&sample_record(1001, SandboxState::Ready), None),
+            Err(StoreError::SandboxExists(1001))
+        ));
         let got = store.get_sandbox(1002).ok().flatten();
         assert_eq!(got.as_ref().map(|r| r.tags.clone()), Some(vec!["team-a".to_string()]));
         let all: Vec<u32> = store.list_sandboxes(None).unwrap_or_default().into_iter().map(|r| r.vmid).collect();

@@ -72,7 +72,9 @@ impl ApiClient {
             return Err(PveError::Config(format!("proxmox_api_url `{url}` must start with https://")));
         }
         let base = if url.ends_with("/api2/json") { url.to_string() } else { format!("{url}/api2/json") };
-        let builder = reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout.min(Duration::from_secs(10)));
+        let builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)));
         let builder = config.trust.apply(builder)?;
         let http = builder.build().map_err(|e| PveError::Config(format!("cannot build HTTP client: {e}")))?;
         Ok(ApiClient {
@@ -107,7 +109,9 @@ impl ApiClient {
         let lower = chain.to_ascii_lowercase();
         if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
             let hint = match &self.trust {
-                TlsTrust::System => "; pin the certificate with proxmox_tls_fingerprint (Datacenter > node > Certificates) or set proxmox_tls_ca_path",
+                TlsTrust::System => {
+                    "; pin the certificate with proxmox_tls_fingerprint (Datacenter > node > Certificates) or set proxmox_tls_ca_path"
+                }
                 _ => "",
             };
             return PveError::Tls(format!("{chain}{hint}"));

@@ -81,7 +81,8 @@ impl TlsTrust {
                 let certs = CertificateDer::pem_file_iter(path)
                     .map_err(|e| PveError::Config(format!("proxmox_tls_ca_path {}: {e}", path.display())))?;
                 for cert in certs {
-                    let cert = cert.map_err(|e| PveError::Config(format!("proxmox_tls_ca_path {}: {e}", path.display())))?;
+                    let cert =
+                        cert.map_err(|e| PveError::Config(format!("proxmox_tls_ca_path {}: {e}", path.display())))?;
                     roots
                         .add(cert)
                         .map_err(|e| PveError::Config(format!("proxmox_tls_ca_path {}: {e}", path.display())))?;

@@ -50,8 +50,12 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::SandboxNotFound(vmid) => ApiError::new(ErrorCode::SandboxNotFound, format!("sandbox {vmid} not found")),
-            StoreError::SandboxExists(vmid) => ApiError::new(ErrorCode::Conflict, format!("sandbox {vmid} already exists")),
+            StoreError::SandboxNotFound(vmid) => {
+                ApiError::new(ErrorCode::SandboxNotFound, format!("sandbox {vmid} not found"))
+            }
+            StoreError::SandboxExists(vmid) => {
+                ApiError::new(ErrorCode::Conflict, format!("sandbox {vmid} already exists"))
+            }
             StoreError::StateConflict { .. } => ApiError::new(ErrorCode::InvalidState, e.to_string()),
             other => ApiError::new(ErrorCode::StoreFailed, format!("database error: {other}")),
         }

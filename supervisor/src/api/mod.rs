@@ -57,12 +57,19 @@ pub fn router(state: AppState) -> Router {
 async fn route_not_found(request: Request) -> ApiError {
     ApiError::new(
         ErrorCode::RouteNotFound,
-        format!("no route {} {}: this daemon may be older than the CLI; compare `agentlab version` with `agentlabd --version`", request.method(), request.uri().path()),
+        format!(
+            "no route {} {}: this daemon may be older than the CLI; compare `agentlab version` with `agentlabd --version`",
+            request.method(),
+            request.uri().path()
+        ),
     )
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, format!("method {} not allowed on {}", request.method(), request.uri().path()))
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("method {} not allowed on {}", request.method(), request.uri().path()),
+    )
 }
 
 /// One line per request with the peer's uid: the audit trail of who drove the daemon.

@@ -61,7 +61,7 @@ async fn proxmox_health() -> ProxmoxStatus {
         error_class: Some("gateway".into()),
         checked_at: None,
     };
-    match ActorRef::<PveMsg>::where_is(PVE_ACTOR.to_string()) {
+    match ActorRef::<PveMsg>::where_is(PVE_ACTOR) {
         None => unknown("the pve gateway actor is not running (see the daemon log)".into()),
         Some(pve) => match call_t!(pve, PveMsg::Health, HEALTH_TIMEOUT_MS) {
             Ok(status) => status,
@@ -108,29 +108,34 @@ pub async fn list_sandboxes(
 ) -> Result<Json<SandboxesResponse>, ApiError> {
     let state = match filter.state {
         None => None,
-        Some(text) => Some(
-            text.parse::<SandboxState>().map_err(|e| ApiError::new(ErrorCode::InvalidValue, e.to_string()))?,
-        ),
+        Some(text) => {
+            Some(text.parse::<SandboxState>().map_err(|e| ApiError::new(ErrorCode::InvalidValue, e.to_string()))?)
+        }
     };
     let sandboxes = app.store.list_sandboxes(state)?.iter().map(|r| r.view()).collect();
     Ok(Json(SandboxesResponse { sandboxes }))
 }
 
 fn parse_vmid(text: &str) -> Result<u32, ApiError> {
-    text.parse::<u32>()
-        .ok()
-        .filter(|v| *v >= 100)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidValue, format!("invalid vmid `{text}`: expected a number of at least 100")))
+    text.parse::<u32>().ok().filter(|v| *v >= 100).ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidValue, format!("invalid vmid `{text}`: expected a number of at least 100"))
+    })
 }
 
-pub async fn show_sandbox(State(app): State<AppState>, Path(vmid): Path<String>) -> Result<Json<SandboxView>, ApiError> {
+pub async fn show_sandbox(
+    State(app): State<AppState>,
+    Path(vmid): Path<String>,
+) -> Result<Json<SandboxView>, ApiError> {
     let vmid = parse_vmid(&vmid)?;
     let record = app.store.get_sandbox(vmid)?.ok_or_else(|| not_found(vmid))?;
     Ok(Json(record.view()))
 }
 
 fn not_found(vmid: u32) -> ApiError {
-    ApiError::new(ErrorCode::SandboxNotFound, format!("sandbox {vmid} not found; `agentlab sandbox list` shows the known ones"))
+    ApiError::new(
+        ErrorCode::SandboxNotFound,
+        format!("sandbox {vmid} not found; `agentlab sandbox list` shows the known ones"),
+    )
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -103,11 +103,12 @@ fn nearest_label(nearest: &Option<String>) -> String {
 
 /// The 1-based line where top-level `key` is set, for error messages.
 fn line_of(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(':'))
-            || l.strip_prefix(&format!("\"{key}\"")).is_some_and(|rest| rest.trim_start().starts_with(':'))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(':'))
+                || l.strip_prefix(&format!("\"{key}\"")).is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|i| i + 1)
 }
 
 impl Config {
@@ -216,15 +217,21 @@ impl Resolver<'_> {
         let bootstrap_listen = self.socket_addr("bootstrap_listen", raw.bootstrap_listen, "10.77.0.1:8844")?;
         let artifact_listen = self.socket_addr("artifact_listen", raw.artifact_listen, "10.77.0.1:8846")?;
         let agent_subnet = match raw.agent_subnet {
-            Some(text) => text.parse::<IpNet>().map_err(|_| self.invalid("agent_subnet", format!("`{text}` is not a CIDR such as 10.77.0.0/16")))?,
+            Some(text) => text
+                .parse::<IpNet>()
+                .map_err(|_| self.invalid("agent_subnet", format!("`{text}` is not a CIDR such as 10.77.0.0/16")))?,
             None => derived_subnet(bootstrap_listen.ip()),
         };
         let metrics_listen = match raw.metrics_listen.filter(|s| !s.trim().is_empty()) {
             None => None,
             Some(text) => {
-                let addr: SocketAddr = text.parse().map_err(|_| self.invalid("metrics_listen", format!("`{text}` is not an IP:port address")))?;
+                let addr: SocketAddr = text
+                    .parse()
+                    .map_err(|_| self.invalid("metrics_listen", format!("`{text}` is not an IP:port address")))?;
                 if !addr.ip().is_loopback() {
-                    return Err(self.invalid("metrics_listen", "must be a loopback address (metrics are not for the network)"));
+                    return Err(
+                        self.invalid("metrics_listen", "must be a loopback address (metrics are not for the network)")
+                    );
                 }
                 Some(addr)
             }
@@ -237,15 +244,27 @@ impl Resolver<'_> {
             return Err(self.invalid("snippet_storage", "must be a Proxmox storage id ([A-Za-z0-9._-], at most 64)"));
         }
         let secrets_bundle = raw.secrets_bundle.unwrap_or_else(|| "default".into());
-        if secrets_bundle.is_empty() || !secrets_bundle.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        if secrets_bundle.is_empty()
+            || !secrets_bundle.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
             return Err(self.invalid("secrets_bundle", "must be a bundle name of letters, digits, `.`, `_`, `-`"));
         }
         let ssh_public_key_path = match raw.ssh_public_key_path {
             None => None,
             Some(p) => Some(self.abs_path("ssh_public_key_path", Some(p), PathBuf::new())?),
         };
-        let proxmox = self.proxmox(&raw.proxmox_backend, raw.proxmox_api_url, raw.proxmox_api_token, raw.proxmox_tls_fingerprint, raw.proxmox_tls_ca_path, raw.proxmox_tls_insecure, raw.proxmox_node, raw.proxmox_command_timeout)?;
-        let provisioning_timeout = self.duration("provisioning_timeout", raw.provisioning_timeout, Duration::from_secs(600))?;
+        let proxmox = self.proxmox(
+            &raw.proxmox_backend,
+            raw.proxmox_api_url,
+            raw.proxmox_api_token,
+            raw.proxmox_tls_fingerprint,
+            raw.proxmox_tls_ca_path,
+            raw.proxmox_tls_insecure,
+            raw.proxmox_node,
+            raw.proxmox_command_timeout,
+        )?;
+        let provisioning_timeout =
+            self.duration("provisioning_timeout", raw.provisioning_timeout, Duration::from_secs(600))?;
         if provisioning_timeout.is_zero() {
             return Err(self.invalid("provisioning_timeout", "must be greater than 0"));
         }
@@ -285,14 +304,22 @@ impl Resolver<'_> {
             snippets_dir: self.abs_path("snippets_dir", raw.snippets_dir, "/var/lib/vz/snippets".into())?,
             snippet_storage,
             controller_url: self.url("controller_url", raw.controller_url, format!("http://{bootstrap_listen}"))?,
-            artifact_upload_url: self.url("artifact_upload_url", raw.artifact_upload_url, format!("http://{artifact_listen}/upload"))?,
+            artifact_upload_url: self.url(
+                "artifact_upload_url",
+                raw.artifact_upload_url,
+                format!("http://{artifact_listen}/upload"),
+            )?,
             bootstrap_listen,
             artifact_listen,
             agent_subnet,
             metrics_listen,
             secrets_dir: self.abs_path("secrets_dir", raw.secrets_dir, "/etc/agentlab/secrets".into())?,
             secrets_bundle,
-            secrets_age_key_path: self.abs_path("secrets_age_key_path", raw.secrets_age_key_path, "/etc/agentlab/keys/age.key".into())?,
+            secrets_age_key_path: self.abs_path(
+                "secrets_age_key_path",
+                raw.secrets_age_key_path,
+                "/etc/agentlab/keys/age.key".into(),
+            )?,
             ssh_public_key_path,
             proxmox,
             provisioning_timeout,
@@ -342,7 +369,9 @@ impl Resolver<'_> {
                     ));
                 }
                 let trust = if let Some(fp) = fingerprint {
-                    TlsTrust::Fingerprint(Fingerprint::parse(&fp).map_err(|e| self.invalid("proxmox_tls_fingerprint", e))?)
+                    TlsTrust::Fingerprint(
+                        Fingerprint::parse(&fp).map_err(|e| self.invalid("proxmox_tls_fingerprint", e))?,
+                    )
                 } else if let Some(ca) = ca_path {
                     TlsTrust::CaFile(self.abs_path("proxmox_tls_ca_path", Some(ca), PathBuf::new())?)
                 } else if insecure {
@@ -353,7 +382,9 @@ impl Resolver<'_> {
                 ProxmoxBackend::Api { url, token, trust }
             }
             other => {
-                return Err(self.invalid("proxmox_backend", format!("`{other}` is not a backend; use `api` or `shell`")));
+                return Err(
+                    self.invalid("proxmox_backend", format!("`{other}` is not a backend; use `api` or `shell`"))
+                );
             }
         };
         Ok(ProxmoxConfig { backend, node, command_timeout })

@@ -10,7 +10,8 @@ const TOKEN: &str = "proxmox_api_token: root@pam!agentlab=0d08f8bc-0a12-4072-8f1
 
 #[test]
 fn defaults_and_derived_paths() {
-    let config = parse(&format!("data_dir: /srv/agentlab\nrun_dir: /tmp/run\n{TOKEN}")).unwrap_or_else(|e| panic!("{e}"));
+    let config =
+        parse(&format!("data_dir: /srv/agentlab\nrun_dir: /tmp/run\n{TOKEN}")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.db_path, PathBuf::from("/srv/agentlab/agentlab.db"));
     assert_eq!(config.artifact_dir, PathBuf::from("/srv/agentlab/artifacts"));
     assert_eq!(config.socket_path, PathBuf::from("/tmp/run/agentlabd.sock"));
@@ -43,7 +44,9 @@ fn every_key_is_known_to_the_raw_struct() {
             "agent_subnet" => "10.77.0.0/16",
             "proxmox_backend" => "api",
             "proxmox_api_token" => "root@pam!agentlab=secret",
-            "proxmox_tls_fingerprint" => "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89",
+            "proxmox_tls_fingerprint" => {
+                "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
+            }
             "snippet_storage" | "secrets_bundle" | "proxmox_node" => "local",
             _ => "/abs/path",
         };

@@ -1,0 +1,256 @@
+//! The profile schema: what a sandbox is cloned from and how it is configured.
+//!
+//! The schema is the Go version's (inventory §3.2) without its defects: unknown fields are
+//! errors (not silently ignored), `type` is `vm` only (the Go loader accepted `lxc` that
+//! nothing provisioned), CPU over-commit maps to `cpulimit` (not to the CPU *type*: D9),
+//! the allowlist group is `agent_nat_allow` (Proxmox caps group names at 18 characters),
+//! and `secrets_bundle` is honoured per profile.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+mod validate;
+pub use validate::{FieldError, is_host_mount_key};
+
+/// One profile, as written in a profile file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: ProfileKind,
+    pub template_vmid: u32,
+    /// The node to place sandboxes on; unset = chosen by the daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub network: NetworkSpec,
+    #[serde(default)]
+    pub resources: ResourceSpec,
+    #[serde(default)]
+    pub storage: StorageSpec,
+    #[serde(default)]
+    pub behavior: BehaviorSpec,
+    /// The secrets bundle for jobs of this profile; unset = the daemon's `secrets_bundle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_bundle: Option<String>,
+    #[serde(default)]
+    pub repo: RepoSpec,
+    #[serde(default)]
+    pub artifacts: ArtifactSpec,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileKind {
+    #[default]
+    Vm,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    #[serde(default)]
+    pub model: NicModel,
+    #[serde(default)]
+    pub mode: NetworkMode,
+    /// Accepted for compatibility; the firewall is what enforces the mode, so it must be on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<bool>,
+    /// Accepted for compatibility; must name the mode's group when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall_group: Option<String>,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            bridge: default_bridge(),
+            model: NicModel::default(),
+            mode: NetworkMode::default(),
+            firewall: None,
+            firewall_group: None,
+        }
+    }
+}
+
+fn default_bridge() -> String {
+    "vmbr1".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicModel {
+    #[default]
+    Virtio,
+    E1000,
+    Rtl8139,
+    Vmxnet3,
+}
+
+/// What a sandbox may reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// No network beyond the guest listener.
+    Off,
+    /// Internet through NAT; LAN, tailnet and host blocked.
+    #[default]
+    Nat,
+    /// Only the allowlisted destinations.
+    Allowlist,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Off => "off",
+            NetworkMode::Nat => "nat",
+            NetworkMode::Allowlist => "allowlist",
+        }
+    }
+
+    /// The Proxmox security group that enforces this mode (names ≤ 18 characters).
+    pub fn security_group(self) -> &'static str {
+        match self {
+            NetworkMode::Off => "agent_nat_off",
+            NetworkMode::Nat => "agent_nat_default",
+            NetworkMode::Allowlist => "agent_nat_allow",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    #[serde(default = "default_cores")]
+    pub cores: u32,
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    /// Host CPUs the VM may run on (Proxmox `affinity`), e.g. `0-3,8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpulist: Option<String>,
+    /// CPU time cap in cores (Proxmox `cpulimit`, 0 = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpulimit: Option<f64>,
+}
+
+impl Default for ResourceSpec {
+    fn default() -> Self {
+        ResourceSpec { cores: default_cores(), memory_mb: default_memory_mb(), cpulist: None, cpulimit: None }
+    }
+}
+
+fn default_cores() -> u32 {
+    2
+}
+fn default_memory_mb() -> u32 {
+    4096
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSpec {
+    /// Grow the root disk to this size (never shrinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_size_gb: Option<u32>,
+    #[serde(default = "default_scsihw")]
+    pub scsihw: String,
+    #[serde(default)]
+    pub workspace: WorkspacePolicy,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec { root_size_gb: None, scsihw: default_scsihw(), workspace: WorkspacePolicy::default() }
+    }
+}
+
+fn default_scsihw() -> String {
+    "virtio-scsi-pci".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspacePolicy {
+    #[default]
+    None,
+    Attach,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BehaviorSpec {
+    #[serde(default)]
+    pub keepalive_default: bool,
+    /// Lease length for sandboxes of this profile; unset = no lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_minutes_default: Option<u32>,
+    /// Idle minutes before idle-stop; 0 disables; unset = the daemon's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_minutes_default: Option<u32>,
+    #[serde(default)]
+    pub inner_sandbox: InnerSandbox,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inner_sandbox_args: Vec<String>,
+    /// Default job mode (`dangerous` runs the agent with every permission it asks for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// Whether the guest runner wraps the agent in bubblewrap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InnerSandbox {
+    #[default]
+    None,
+    Bubblewrap,
+}
+
+impl<'de> Deserialize<'de> for InnerSandbox {
+    /// Accepts the Go version's spellings: `bubblewrap|bwrap|true|yes|1` and
+    /// `none|off|false|no|0|disabled`, as strings, booleans or numbers.
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Number(i64),
+            Word(String),
+        }
+        let word = match Raw::deserialize(de)? {
+            Raw::Flag(b) => b.to_string(),
+            Raw::Number(n) => n.to_string(),
+            Raw::Word(w) => w.trim().to_ascii_lowercase(),
+        };
+        match word.as_str() {
+            "bubblewrap" | "bwrap" | "true" | "yes" | "1" => Ok(InnerSandbox::Bubblewrap),
+            "none" | "off" | "false" | "no" | "0" | "disabled" | "" => Ok(InnerSandbox::None),
+            other => {
+                Err(serde::de::Error::custom(format!("unknown inner_sandbox `{other}`: use `bubblewrap` or `none`")))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoSpec {
+    /// Where the guest clones the repository (absolute path inside the guest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_minutes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_hours: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+}

@@ -1,0 +1,85 @@
+//! One function per command: ask the daemon, print the answer.
+
+use crate::args::{Cli, Command, DebugCommand, ListArgs, ProfileCommand, SandboxCommand, ShowArgs};
+use crate::client::{ClientError, DaemonClient};
+use crate::render;
+use agentlab_actors::protocol::{
+    DebugActorsResponse, EventsResponse, ProfilesResponse, SandboxView, SandboxesResponse, StatusResponse,
+};
+use std::process::ExitCode;
+
+pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
+    match &cli.command {
+        Command::Status => {
+            let value = client.get_value("/v1/status").await?;
+            print_or(cli.json, &value, |v: StatusResponse| render::status(&v))
+        }
+        Command::Profile(ProfileCommand::List) => {
+            let value = client.get_value("/v1/profiles").await?;
+            print_or(cli.json, &value, |v: ProfilesResponse| render::profiles(&v))
+        }
+        Command::Sandbox(SandboxCommand::List(args)) | Command::Ls(args) => list(client, cli.json, args).await,
+        Command::Sandbox(SandboxCommand::Show(args)) | Command::Show(args) => show(client, cli.json, args).await,
+        Command::Logs(args) => {
+            let events: EventsResponse =
+                client.get(&format!("/v1/sandboxes/{}/events?tail={}", args.vmid, args.tail)).await?;
+            // NDJSON with --json: one event per line, as the Go version's `logs --json`.
+            for event in &events.events {
+                if cli.json {
+                    println!("{}", serde_json::to_string(event).unwrap_or_default());
+                } else {
+                    println!("{}", render::event_line(event));
+                }
+            }
+            Ok(())
+        }
+        Command::Debug(DebugCommand::Actors) => {
+            let value = client.get_value("/v1/debug/actors").await?;
+            print_or(cli.json, &value, |v: DebugActorsResponse| render::actors(&v))
+        }
+        Command::Version | Command::Completion { .. } => Ok(()),
+    }
+}
+
+async fn list(client: &DaemonClient, json: bool, args: &ListArgs) -> Result<(), ClientError> {
+    let path = match args.filter {
+        Some(state) => format!("/v1/sandboxes?state={state}"),
+        None => "/v1/sandboxes".to_string(),
+    };
+    let value = client.get_value(&path).await?;
+    print_or(json, &value, |v: SandboxesResponse| render::sandboxes(&v))
+}
+
+async fn show(client: &DaemonClient, json: bool, args: &ShowArgs) -> Result<(), ClientError> {
+    let value = client.get_value(&format!("/v1/sandboxes/{}", args.vmid)).await?;
+    print_or(json, &value, |v: SandboxView| render::sandbox(&v))
+}
+
+/// `--json`: the daemon's body, indented. Otherwise: decode and render for people.
+fn print_or<T: serde::de::DeserializeOwned>(
+    json: bool,
+    value: &serde_json::Value,
+    render: impl FnOnce(T) -> String,
+) -> Result<(), ClientError> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        return Ok(());
+    }
+    let decoded: T = serde_json::from_value(value.clone()).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    let text = render(decoded);
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}
+
+pub fn version(json: bool) -> ExitCode {
+    let version = env!("CARGO_PKG_VERSION");
+    if json {
+        println!("{}", serde_json::json!({"version": version}));
+    } else {
+        println!("agentlab {version}");
+    }
+    ExitCode::SUCCESS
+}

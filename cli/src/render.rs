@@ -1,0 +1,137 @@
+//! Text output for people: tables and summaries. `--json` bypasses all of this.
+
+use agentlab_actors::protocol::{
+    DebugActorsResponse, EventView, ProfilesResponse, SandboxView, SandboxesResponse, StatusResponse,
+};
+use comfy_table::{Table, presets::NOTHING};
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_style(NOTHING);
+    table.set_header(header.iter().copied());
+    table
+}
+
+fn or_dash(value: Option<&str>) -> String {
+    value.filter(|v| !v.is_empty()).unwrap_or("-").to_string()
+}
+
+pub fn status(s: &StatusResponse) -> String {
+    let mut out = format!("agentlabd {} (pid {}, up {}s)\n", s.daemon.version, s.daemon.pid, s.daemon.uptime_seconds);
+    let px = &s.proxmox;
+    if px.reachable {
+        out.push_str(&format!(
+            "proxmox:   reachable, {} via {} backend ({})\n",
+            px.version.as_deref().unwrap_or("unknown version"),
+            px.backend,
+            px.endpoint
+        ));
+    } else {
+        out.push_str(&format!(
+            "proxmox:   UNREACHABLE via {} backend ({})\n           {}\n",
+            px.backend,
+            px.endpoint,
+            px.error.as_deref().unwrap_or("no reason given")
+        ));
+    }
+    out.push_str(&format!("profiles:  {} loaded from {}\n", s.profiles.count, s.profiles.dir));
+    if let Some(error) = &s.profiles.last_reload_error {
+        out.push_str(&format!(
+            "           last reload refused (previous set in use):\n           {}\n",
+            error.replace('\n', "\n           ")
+        ));
+    }
+    let total: u64 = s.sandboxes.values().sum();
+    let by_state: Vec<String> = s.sandboxes.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+    if by_state.is_empty() {
+        out.push_str(&format!("sandboxes: {total}\n"));
+    } else {
+        out.push_str(&format!("sandboxes: {total} ({})\n", by_state.join(", ")));
+    }
+    out.push_str(&format!("socket:    {}\ndatabase:  {}\n", s.listeners.socket, s.daemon.db_path));
+    if !s.recent_failures.is_empty() {
+        out.push_str("recent failures:\n");
+        for event in &s.recent_failures {
+            out.push_str(&format!("  {}\n", event_line(event)));
+        }
+    }
+    out
+}
+
+pub fn profiles(p: &ProfilesResponse) -> String {
+    let mut t = table(&["NAME", "TEMPLATE", "MODE", "CORES", "MEMORY MB", "TTL MIN", "KEEPALIVE"]);
+    for profile in &p.profiles {
+        t.add_row(vec![
+            profile.name.clone(),
+            profile.template_vmid.to_string(),
+            profile.network_mode.as_str().to_string(),
+            profile.cores.to_string(),
+            profile.memory_mb.to_string(),
+            profile.ttl_minutes_default.map_or_else(|| "-".into(), |t| t.to_string()),
+            profile.keepalive_default.to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+pub fn sandboxes(s: &SandboxesResponse) -> String {
+    if s.sandboxes.is_empty() {
+        return "no sandboxes\n".to_string();
+    }
+    let mut t = table(&["VMID", "NAME", "PROFILE", "STATE", "IP", "LEASE"]);
+    for sbx in &s.sandboxes {
+        t.add_row(vec![
+            sbx.vmid.to_string(),
+            sbx.name.clone(),
+            sbx.profile.clone(),
+            sbx.state.to_string(),
+            or_dash(sbx.ip.as_deref()),
+            or_dash(sbx.lease_expires_at.as_deref()),
+        ]);
+    }
+    t.to_string()
+}
+
+pub fn sandbox(s: &SandboxView) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12} {v}\n"));
+    line("vmid", s.vmid.to_string());
+    line("name", s.name.clone());
+    line("profile", s.profile.clone());
+    line("state", s.state.to_string());
+    line("ip", or_dash(s.ip.as_deref()));
+    line("node", or_dash(s.node.as_deref()));
+    line("network", format!("{} (group {})", s.network.mode.as_str(), s.network.firewall_group));
+    line("resources", format!("{} cores, {} MiB", s.resources.cores, s.resources.memory_mb));
+    line("keepalive", s.keepalive.to_string());
+    line("lease", or_dash(s.lease_expires_at.as_deref()));
+    line("tags", if s.tags.is_empty() { "-".into() } else { s.tags.join(",") });
+    line("job", or_dash(s.job_id.as_deref()));
+    line("workspace", or_dash(s.workspace_id.as_deref()));
+    if let Some(error) = &s.error {
+        line("error", error.clone());
+    }
+    line("created", s.created_at.clone());
+    line("updated", s.updated_at.clone());
+    out
+}
+
+pub fn event_line(e: &EventView) -> String {
+    format!("{}  {:<24} {}", e.ts, e.kind, e.msg)
+}
+
+pub fn actors(a: &DebugActorsResponse) -> String {
+    let mut t = table(&["NAME", "KIND", "STATE", "STATUS", "UPTIME S", "RESTARTS"]);
+    for actor in &a.actors {
+        let indent = if actor.parent.is_some() { "  " } else { "" };
+        t.add_row(vec![
+            format!("{indent}{}", actor.name),
+            actor.kind.clone(),
+            actor.state.clone(),
+            actor.status.clone(),
+            actor.uptime_seconds.to_string(),
+            actor.restarts.to_string(),
+        ]);
+    }
+    t.to_string()
+}
