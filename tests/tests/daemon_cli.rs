@@ -28,6 +28,18 @@ fn status_says_proxmox_is_unreachable_and_why_instead_of_dying() {
 }
 
 #[test]
+fn every_request_is_logged_with_the_peer_uid_from_so_peercred() {
+    let ws = Workspace::new();
+    let daemon = ws.start_daemon();
+    assert_eq!(ws.cli(&["sandbox", "list"]).code, 0);
+    let uid = nix::unistd::getuid().as_raw();
+    let logged = eventually(Duration::from_secs(5), || {
+        daemon.log().lines().any(|l| l.contains("path=/v1/sandboxes") && l.contains(&format!("uid=Some({uid})")))
+    });
+    assert!(logged, "request line with uid={uid} missing; log:\n{}", daemon.log());
+}
+
+#[test]
 fn profile_list_shows_every_shipped_profile() {
     let ws = Workspace::new();
     let _daemon = ws.start_daemon();
