@@ -5,6 +5,7 @@
 //! Only the daemon's `pve` gateway actor calls it.
 
 pub mod api;
+pub mod contract;
 mod error;
 pub mod shell;
 
