@@ -1,15 +1,23 @@
-//! The Proxmox VE client AgentLab talks through.
+//! The Proxmox VE client AgentLab talks through, and the contract it is held to.
 //!
-//! `Pve` is the one interface; `api::ApiClient` (HTTPS + API token) and
-//! `shell::ShellClient` (`pvesh`/`qm` on the host) implement it with the same error classes.
-//! Only the daemon's `pve` gateway actor calls it.
+//! `Pve` (in `ops`) is every operation AgentLab needs, written once over a `Transport`:
+//! `api::ApiTransport` (HTTPS + API token, certificate pinning) or `shell::ShellTransport`
+//! (`pvesh` on the host). Both give the same typed results and the same error classes.
+//! `contract` holds Proxmox's API schema and validates requests against it (the simulator
+//! enforces it). Only the daemon's `pve` gateway actor calls `Pve`.
 
 pub mod api;
 pub mod contract;
 mod error;
+mod ops;
 pub mod shell;
+pub mod transport;
+pub mod types;
+mod upid;
 
 pub use error::{ErrorClass, PveError};
+pub use ops::{Pve, PveClient, TaskPolicy};
+pub use upid::{Upid, UpidParseError};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,16 +32,6 @@ pub struct PveVersion {
     pub release: String,
     #[serde(default)]
     pub repoid: String,
-}
-
-/// What AgentLab needs from Proxmox.
-pub trait Pve: Send + Sync {
-    /// Which backend this is (`api` or `shell`), for status output.
-    fn backend(&self) -> &'static str;
-    /// Where it talks to (the API URL, or the `pvesh` path).
-    fn endpoint(&self) -> String;
-    /// The Proxmox version; also proves the credentials work.
-    fn version(&self) -> PveFuture<'_, PveVersion>;
 }
 
 /// Installs rustls' ring provider once per process. Binaries call it first; tests that

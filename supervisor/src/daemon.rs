@@ -7,9 +7,9 @@ use agentlab_actors::events;
 use agentlab_actors::profiles::ProfileRegistry;
 use agentlab_actors::root::{ActorDirectory, ROOT_ACTOR, RestartPolicy, RootArgs, RootSupervisor};
 use agentlab_actors::store::{NewEvent, Stage, Store};
-use agentlab_proxmox::Pve;
-use agentlab_proxmox::api::{ApiClient, ApiConfig, TlsTrust};
-use agentlab_proxmox::shell::{ShellClient, ShellConfig};
+use agentlab_proxmox::api::{ApiConfig, ApiTransport, TlsTrust};
+use agentlab_proxmox::shell::{ShellConfig, ShellTransport};
+use agentlab_proxmox::{Pve, PveClient, TaskPolicy};
 use anyhow::Context;
 use ractor::Actor;
 use std::sync::Arc;
@@ -28,19 +28,19 @@ pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
                     "proxmox_tls_insecure is set: the Proxmox certificate is NOT verified and the API token can be stolen by anyone on the path; pin it with proxmox_tls_fingerprint"
                 );
             }
-            Arc::new(
-                ApiClient::new(ApiConfig {
-                    url: url.clone(),
-                    token: token.clone(),
-                    trust: trust.clone(),
-                    timeout: config.proxmox.command_timeout,
-                })
-                .context("cannot set up the Proxmox API client")?,
-            )
+            let transport = ApiTransport::new(ApiConfig {
+                url: url.clone(),
+                token: token.clone(),
+                trust: trust.clone(),
+                timeout: config.proxmox.command_timeout,
+            })
+            .context("cannot set up the Proxmox API client")?;
+            Arc::new(PveClient::new(transport, TaskPolicy::default()))
         }
-        ProxmoxBackend::Shell => {
-            Arc::new(ShellClient::new(ShellConfig { pvesh: "pvesh".into(), timeout: config.proxmox.command_timeout }))
-        }
+        ProxmoxBackend::Shell => Arc::new(PveClient::new(
+            ShellTransport::new(ShellConfig { pvesh: "pvesh".into(), timeout: config.proxmox.command_timeout }),
+            TaskPolicy::default(),
+        )),
     })
 }
 

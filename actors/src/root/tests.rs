@@ -4,7 +4,8 @@
 use super::*;
 use crate::model::{SandboxEvent, SandboxState, sandbox_state};
 use crate::store::{SandboxRecord, Store};
-use agentlab_proxmox::api::{ApiClient, ApiConfig, TlsTrust};
+use agentlab_proxmox::api::{ApiConfig, ApiTransport, TlsTrust};
+use agentlab_proxmox::{PveClient, TaskPolicy};
 use ractor::{RpcReplyPort, SpawnErr, call_t};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -113,13 +114,14 @@ async fn start(vmids: &[u32], policy: RestartPolicy) -> Harness {
     let spawns: HashMap<u32, Arc<AtomicU32>> = vmids.iter().map(|v| (*v, Arc::default())).collect();
     let factory = ProbeFactory { store: Arc::clone(&store), directory: directory.clone(), spawns: spawns.clone() };
     // A real API client pointed at a closed port: Proxmox is simply unreachable here.
-    let pve = ApiClient::new(ApiConfig {
+    let transport = ApiTransport::new(ApiConfig {
         url: "https://127.0.0.1:1".into(),
         token: "root@pam!t=x".into(),
         trust: TlsTrust::Insecure,
         timeout: Duration::from_secs(2),
     })
     .unwrap_or_else(|e| panic!("{e}"));
+    let pve = PveClient::new(transport, TaskPolicy::default());
     let args = RootArgs {
         store: Arc::clone(&store),
         pve: Arc::new(pve),

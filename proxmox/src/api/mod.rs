@@ -5,8 +5,9 @@ mod tls;
 
 pub use tls::{Fingerprint, TlsTrust};
 
-use crate::{Pve, PveError, PveFuture, PveVersion};
-use serde::de::DeserializeOwned;
+use crate::transport::{Method, Params, Transport, segment};
+use crate::{PveError, PveFuture};
+use serde_json::Value;
 use std::time::Duration;
 
 /// How to reach and authenticate to the API.
@@ -21,7 +22,8 @@ pub struct ApiConfig {
     pub timeout: Duration,
 }
 
-pub struct ApiClient {
+/// HTTPS to the Proxmox API with an API token.
+pub struct ApiTransport {
     base: String,
     auth_header: String,
     http: reqwest::Client,
@@ -29,10 +31,10 @@ pub struct ApiClient {
     trust: TlsTrust,
 }
 
-impl std::fmt::Debug for ApiClient {
+impl std::fmt::Debug for ApiTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token.
-        f.debug_struct("ApiClient").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("ApiTransport").field("base", &self.base).finish_non_exhaustive()
     }
 }
 
@@ -63,8 +65,13 @@ pub fn validate_token(token: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl ApiClient {
-    pub fn new(config: ApiConfig) -> Result<ApiClient, PveError> {
+/// `application/x-www-form-urlencoded`, also used for query strings.
+pub fn urlencode(params: &Params) -> String {
+    params.iter().map(|(k, v)| format!("{}={}", segment(k), segment(v))).collect::<Vec<_>>().join("&")
+}
+
+impl ApiTransport {
+    pub fn new(config: ApiConfig) -> Result<ApiTransport, PveError> {
         crate::install_crypto_provider();
         validate_token(&config.token).map_err(|e| PveError::Config(format!("proxmox_api_token {e}")))?;
         let url = config.url.trim_end_matches('/');
@@ -77,7 +84,7 @@ impl ApiClient {
             .connect_timeout(config.timeout.min(Duration::from_secs(10)));
         let builder = config.trust.apply(builder)?;
         let http = builder.build().map_err(|e| PveError::Config(format!("cannot build HTTP client: {e}")))?;
-        Ok(ApiClient {
+        Ok(ApiTransport {
             base,
             auth_header: format!("PVEAPIToken={}", config.token),
             http,
@@ -86,11 +93,26 @@ impl ApiClient {
         })
     }
 
-    /// GET `path` (relative to `/api2/json`) and decode `data`.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, PveError> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
+    async fn send(&self, method: Method, path: String, params: Params) -> Result<Value, PveError> {
+        let mut url = format!("{}{path}", self.base);
+        let request = match method {
+            Method::Get | Method::Delete => {
+                if !params.is_empty() {
+                    url.push('?');
+                    url.push_str(&urlencode(&params));
+                }
+                let m = if method == Method::Get { reqwest::Method::GET } else { reqwest::Method::DELETE };
+                self.http.request(m, url)
+            }
+            Method::Post | Method::Put => {
+                let m = if method == Method::Post { reqwest::Method::POST } else { reqwest::Method::PUT };
+                self.http
+                    .request(m, url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(urlencode(&params))
+            }
+        };
+        let response = request
             .header(reqwest::header::AUTHORIZATION, &self.auth_header)
             .send()
             .await
@@ -120,6 +142,20 @@ impl ApiClient {
     }
 }
 
+impl Transport for ApiTransport {
+    fn kind(&self) -> &'static str {
+        "api"
+    }
+
+    fn endpoint(&self) -> String {
+        self.base.clone()
+    }
+
+    fn call(&self, method: Method, path: String, params: Params) -> PveFuture<'_, Value> {
+        Box::pin(self.send(method, path, params))
+    }
+}
+
 /// The whole source chain in one line (reqwest's own Display hides the cause).
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
@@ -135,43 +171,39 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 #[derive(serde::Deserialize)]
-struct Envelope<T> {
-    data: Option<T>,
+struct Envelope {
+    #[serde(default)]
+    data: Value,
     #[serde(default)]
     message: Option<String>,
     #[serde(default)]
-    errors: Option<serde_json::Map<String, serde_json::Value>>,
+    errors: Option<serde_json::Map<String, Value>>,
 }
 
-async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, PveError> {
+/// The `{"data": …}` envelope, or a classified error. Error text: `message` (PVE 8.3+),
+/// else the reason phrase (older hosts put the text only there), else the status.
+async fn decode(response: reqwest::Response) -> Result<Value, PveError> {
     let status = response.status();
+    let reason = response
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
     let bytes = response.bytes().await.map_err(|e| PveError::Transient(error_chain(&e)))?;
     if status.is_success() {
-        let envelope: Envelope<T> = serde_json::from_slice(&bytes)
+        let envelope: Envelope = serde_json::from_slice(&bytes)
             .map_err(|e| PveError::Other(format!("unexpected answer from proxmox ({e})")))?;
-        return envelope.data.ok_or_else(|| PveError::Other("proxmox answered without `data`".into()));
+        return Ok(envelope.data);
     }
-    let envelope: Option<Envelope<serde_json::Value>> = serde_json::from_slice(&bytes).ok();
+    let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
     let (message, errors) = match envelope {
         Some(env) => (env.message, env.errors),
         None => (None, None),
     };
-    let text = message.unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
+    let text = message
+        .filter(|m| !m.trim().is_empty())
+        .or(reason)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
     Err(PveError::from_status(status.as_u16(), &text, errors.as_ref()))
-}
-
-impl Pve for ApiClient {
-    fn backend(&self) -> &'static str {
-        "api"
-    }
-
-    fn endpoint(&self) -> String {
-        self.base.clone()
-    }
-
-    fn version(&self) -> PveFuture<'_, PveVersion> {
-        Box::pin(self.get("/version"))
-    }
 }
 
 #[cfg(test)]
@@ -190,14 +222,17 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_host_is_a_transient_error_saying_why() {
-        let client = ApiClient::new(ApiConfig {
-            url: "https://127.0.0.1:1".into(),
-            token: "root@pam!t=secret".into(),
-            trust: TlsTrust::Insecure,
-            timeout: Duration::from_secs(5),
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-        let err = client.version().await.err();
+        let client = crate::PveClient::new(
+            ApiTransport::new(ApiConfig {
+                url: "https://127.0.0.1:1".into(),
+                token: "root@pam!t=secret".into(),
+                trust: TlsTrust::Insecure,
+                timeout: Duration::from_secs(5),
+            })
+            .unwrap_or_else(|e| panic!("{e}")),
+            crate::TaskPolicy::default(),
+        );
+        let err = crate::Pve::version(&client).await.err();
         assert_eq!(err.as_ref().map(PveError::class), Some(crate::ErrorClass::Transient), "{err:?}");
         assert!(err.map(|e| e.to_string()).unwrap_or_default().to_lowercase().contains("refused"));
     }
