@@ -11,6 +11,8 @@ pub mod contract;
 mod error;
 mod ops;
 pub mod shell;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod transport;
 pub mod types;
 mod upid;

@@ -18,6 +18,8 @@ pub struct ShellConfig {
     /// `pvesh`, or a path to it.
     pub pvesh: PathBuf,
     pub timeout: Duration,
+    /// Extra environment for `pvesh` (e.g. `PVE_SIM_ADMIN` for the simulator's personality).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,7 +44,7 @@ impl ShellTransport {
         for (key, value) in &params {
             command.arg(format!("--{key}")).arg(value);
         }
-        command.args(["--output-format", "json"]).kill_on_drop(true);
+        command.args(["--output-format", "json"]).envs(self.config.env.iter().map(|(k, v)| (k, v))).kill_on_drop(true);
         let output = tokio::time::timeout(self.config.timeout, command.output())
             .await
             .map_err(|_| PveError::Timeout(self.config.timeout))?
@@ -149,6 +151,7 @@ mod tests {
         let t = ShellTransport::new(ShellConfig {
             pvesh: PathBuf::from("/nonexistent/pvesh"),
             timeout: Duration::from_secs(5),
+            env: Vec::new(),
         });
         let err = t.call(Method::Get, "/version".into(), vec![]).await.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("runs on the Proxmox host"), "{err}");

@@ -38,7 +38,11 @@ pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
             Arc::new(PveClient::new(transport, TaskPolicy::default()))
         }
         ProxmoxBackend::Shell => Arc::new(PveClient::new(
-            ShellTransport::new(ShellConfig { pvesh: "pvesh".into(), timeout: config.proxmox.command_timeout }),
+            ShellTransport::new(ShellConfig {
+                pvesh: "pvesh".into(),
+                timeout: config.proxmox.command_timeout,
+                env: Vec::new(),
+            }),
             TaskPolicy::default(),
         )),
     })

@@ -1,0 +1,266 @@
+//! The simulated cluster: nodes, VMs, storages and their volumes, firewall, tasks.
+//! Everything lives behind one mutex; handlers never hold it across an await.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    Stopped,
+    Running,
+    /// Suspended to RAM: `status: running`, `qmpstatus: paused`.
+    Paused,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotEntry {
+    pub name: String,
+    pub description: String,
+    pub snaptime: u64,
+    pub parent: Option<String>,
+    /// The config at the time of the snapshot (restored by rollback).
+    #[serde(skip)]
+    pub config: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub power: PowerState,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FirewallRuleEntry {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub action: String,
+    pub enable: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macro_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Vm {
+    pub vmid: u32,
+    pub node: String,
+    /// Config keys as Proxmox stores them (property strings stay text).
+    pub config: BTreeMap<String, String>,
+    pub template: bool,
+    pub power: PowerState,
+    pub lock: Option<String>,
+    pub snapshots: Vec<SnapshotEntry>,
+    pub firewall_options: Map<String, Value>,
+    pub firewall_rules: Vec<FirewallRuleEntry>,
+    /// Set while running: the guest agent answers from this moment on.
+    #[serde(skip)]
+    pub agent_ready_at: Option<Instant>,
+    #[serde(skip)]
+    pub started_at: Option<Instant>,
+    /// The address the guest reports once its agent answers.
+    pub guest_ip: Option<String>,
+    pub pid: Option<u32>,
+    /// When the config appeared (ms since simulator start), for `/cluster/resources` lag.
+    pub created_ms: u64,
+}
+
+impl Vm {
+    pub fn name(&self) -> String {
+        self.config.get("name").cloned().unwrap_or_else(|| format!("VM {}", self.vmid))
+    }
+
+    /// SHA1-like digest of the config (any stable hash serves optimistic concurrency).
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for (k, v) in &self.config {
+            hasher.update(k.as_bytes());
+            hasher.update(b"=");
+            hasher.update(v.as_bytes());
+            hasher.update(b"\n");
+        }
+        let bytes = hasher.finalize();
+        bytes.iter().take(20).map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        let mib: u64 = self
+            .config
+            .get("memory")
+            .and_then(|m| m.split(',').next())
+            .and_then(|m| m.trim_start_matches("current=").parse().ok())
+            .unwrap_or(512);
+        mib * 1024 * 1024
+    }
+
+    pub fn cores(&self) -> u64 {
+        self.config.get("cores").and_then(|c| c.parse().ok()).unwrap_or(1)
+    }
+
+    /// Volume ids the config references (disks, unused, cloud-init drive), with their keys.
+    pub fn referenced_volumes(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .filter(|(k, _)| is_disk_key(k) || k.starts_with("unused"))
+            .filter_map(|(k, v)| {
+                let volid = v.split(',').next()?.to_string();
+                (volid.contains(':') && volid != "none" && !v.contains("media=cdrom") || volid.ends_with("-cloudinit"))
+                    .then(|| (k.clone(), volid))
+            })
+            .collect()
+    }
+}
+
+pub fn is_disk_key(key: &str) -> bool {
+    ["scsi", "virtio", "sata", "ide", "efidisk", "tpmstate"]
+        .iter()
+        .any(|p| key.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Dir,
+    LvmThin,
+    ZfsPool,
+}
+
+impl StorageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageKind::Dir => "dir",
+            StorageKind::LvmThin => "lvmthin",
+            StorageKind::ZfsPool => "zfspool",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeEntry {
+    pub volname: String,
+    pub owner: Option<u32>,
+    pub size: u64,
+    pub format: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Storage {
+    pub id: String,
+    pub kind: StorageKind,
+    pub content: Vec<String>,
+    /// For directory storages: the mount point (`<path>/snippets/` holds snippets).
+    pub path: Option<PathBuf>,
+    pub total: u64,
+    pub volumes: BTreeMap<String, VolumeEntry>,
+}
+
+impl Storage {
+    pub fn used(&self) -> u64 {
+        self.volumes.values().map(|v| v.size).sum()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityGroupEntry {
+    pub comment: Option<String>,
+    pub rules: Vec<FirewallRuleEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub maxmem: u64,
+    pub maxcpu: u64,
+}
+
+/// The whole cluster.
+#[derive(Debug, Serialize)]
+pub struct World {
+    pub nodes: Vec<NodeEntry>,
+    pub vms: BTreeMap<u32, Vm>,
+    pub storages: BTreeMap<String, Storage>,
+    pub cluster_firewall: Map<String, Value>,
+    pub groups: BTreeMap<String, SecurityGroupEntry>,
+    pub next_pid: u32,
+    pub guest_subnet: Ipv4Addr,
+}
+
+impl World {
+    pub fn node_exists(&self, node: &str) -> bool {
+        self.nodes.iter().any(|n| n.name == node)
+    }
+
+    /// The VM `vmid` if it lives on `node` (Proxmox keeps configs per node).
+    pub fn vm_on(&self, node: &str, vmid: u32) -> Option<&Vm> {
+        self.vms.get(&vmid).filter(|vm| vm.node == node)
+    }
+
+    pub fn vm_on_mut(&mut self, node: &str, vmid: u32) -> Option<&mut Vm> {
+        self.vms.get_mut(&vmid).filter(|vm| vm.node == node)
+    }
+
+    pub fn pid(&mut self) -> u32 {
+        self.next_pid += 1;
+        self.next_pid
+    }
+
+    /// A deterministic guest address in the guest subnet for `vmid`.
+    pub fn guest_ip_for(&self, vmid: u32) -> String {
+        let [a, b, _, _] = self.guest_subnet.octets();
+        let host = vmid % 60_000 + 10;
+        Ipv4Addr::new(a, b, (host / 250) as u8, (host % 250 + 2) as u8).to_string()
+    }
+
+    /// Splits `storage:volname` and finds the storage.
+    pub fn parse_volid<'a>(&self, volid: &'a str) -> Option<(&'a str, &'a str)> {
+        volid.split_once(':').filter(|(s, _)| self.storages.contains_key(*s))
+    }
+
+    /// The owner VMID encoded in a volume name (`vm-<N>-`, `base-<N>-`, dir `<N>/`).
+    pub fn owner_of(volname: &str) -> Option<u32> {
+        let last = volname.rsplit('/').next().unwrap_or(volname);
+        for prefix in ["vm-", "base-"] {
+            if let Some(rest) = last.strip_prefix(prefix) {
+                return rest.split('-').next().and_then(|n| n.parse().ok());
+            }
+        }
+        None
+    }
+
+    /// Frees a volume (no-op if already gone).
+    pub fn free_volume(&mut self, volid: &str) -> bool {
+        match volid.split_once(':') {
+            Some((storage, volname)) => {
+                self.storages.get_mut(storage).is_some_and(|s| s.volumes.remove(volname).is_some())
+            }
+            None => false,
+        }
+    }
+
+    /// The next free `vm-<vmid>-disk-N` name on a storage.
+    pub fn next_disk_name(&self, storage: &str, vmid: u32) -> String {
+        let volumes = self.storages.get(storage).map(|s| &s.volumes);
+        let dir = self.storages.get(storage).is_some_and(|s| s.kind == StorageKind::Dir);
+        (0..)
+            .map(|n| if dir { format!("{vmid}/vm-{vmid}-disk-{n}.qcow2") } else { format!("vm-{vmid}-disk-{n}") })
+            .find(|name| volumes.is_none_or(|v| !v.contains_key(name)))
+            .unwrap_or_default()
+    }
+}
