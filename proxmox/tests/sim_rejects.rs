@@ -3,7 +3,7 @@
 
 mod support;
 
-use agentlab_proxmox::transport::{Method, Transport};
+use agentlab_proxmox::transport::Method;
 use agentlab_proxmox::{ErrorClass, PveError};
 use serde_json::Value;
 

@@ -5,6 +5,7 @@ use crate::config::{Config, ProxmoxBackend};
 use crate::socket;
 use agentlab_actors::events;
 use agentlab_actors::profiles::ProfileRegistry;
+use agentlab_actors::pve::rate_limit::{RateLimitedTransport, TokenBucket};
 use agentlab_actors::root::{ActorDirectory, ROOT_ACTOR, RestartPolicy, RootArgs, RootSupervisor};
 use agentlab_actors::store::{NewEvent, Stage, Store};
 use agentlab_proxmox::api::{ApiConfig, ApiTransport, TlsTrust};
@@ -21,6 +22,8 @@ const PVE_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 const ROOT_STOP_GRACE: Duration = Duration::from_secs(20);
 
 pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
+    let rps = config.proxmox.rate_limit_rps;
+    let bucket = Arc::new(TokenBucket::new(rps, rps));
     Ok(match &config.proxmox.backend {
         ProxmoxBackend::Api { url, token, trust } => {
             if *trust == TlsTrust::Insecure {
@@ -35,16 +38,13 @@ pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
                 timeout: config.proxmox.command_timeout,
             })
             .context("cannot set up the Proxmox API client")?;
-            Arc::new(PveClient::new(transport, TaskPolicy::default()))
+            Arc::new(PveClient::new(RateLimitedTransport::new(transport, bucket), TaskPolicy::default()))
         }
-        ProxmoxBackend::Shell => Arc::new(PveClient::new(
-            ShellTransport::new(ShellConfig {
-                pvesh: "pvesh".into(),
-                timeout: config.proxmox.command_timeout,
-                env: Vec::new(),
-            }),
-            TaskPolicy::default(),
-        )),
+        ProxmoxBackend::Shell => {
+            let transport =
+                ShellTransport::new(ShellConfig { pvesh: "pvesh".into(), timeout: config.proxmox.command_timeout, env: Vec::new() });
+            Arc::new(PveClient::new(RateLimitedTransport::new(transport, bucket), TaskPolicy::default()))
+        }
     })
 }
 
@@ -66,6 +66,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         store: Arc::clone(&store),
         pve,
         pve_probe_interval: PVE_PROBE_INTERVAL,
+        pve_limits: config.proxmox.gateway_limits(),
         factories: Vec::new(),
         directory: ActorDirectory::default(),
         policy: RestartPolicy::default(),

@@ -52,6 +52,24 @@ pub struct ProxmoxStatus {
     /// When this was last checked; absent before the first probe finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_at: Option<String>,
+    /// Whether the API token was accepted (absent when Proxmox could not be asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// The firewall switches AgentLab's network modes depend on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallStatus>,
+}
+
+/// A Proxmox firewall rule acts only when the datacenter firewall, the VM's firewall option
+/// and `firewall=1` on the NIC are all on; the daemon sets the last two per VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirewallStatus {
+    /// `/cluster/firewall/options` `enable`.
+    pub datacenter_enabled: bool,
+    /// Whether each mode's security group exists.
+    pub groups: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,47 +1,77 @@
 //! The `pve` gateway: the only caller of Proxmox.
 //!
-//! It never awaits Proxmox in its own handler: each call runs on a spawned task and its
-//! result comes back as a message, so `status` answers at once even while Proxmox hangs.
-//! For now it probes reachability (`GET /version`) on a timer; the Proxmox issue adds the
-//! rate limit, per-VM ordering, clone caps and retries here.
+//! Operations arrive as `Submit(Job)`. The actor only decides their order (one mutating
+//! operation per VMID at a time, in arrival order) and spawns them; the policy of
+//! `gateway` (clone caps, template exclusion, task cap, retries) runs on each job's own
+//! task, and the transport is rate limited (`rate_limit`). So the mailbox never waits on
+//! Proxmox, and `status` answers at once even while Proxmox hangs. A timer probes
+//! reachability, the token, the nodes and the firewall switches.
+
+mod gateway;
+pub mod rate_limit;
+mod retry;
+pub mod stats;
+
+pub use gateway::{Admission, Gateway, GatewayLimits, Job, OpSpec, Shared};
+pub use retry::{RetryPolicy, is_retryable};
 
 use crate::events;
 use crate::model::time_format;
-use crate::protocol::ProxmoxStatus;
+use crate::protocol::{FirewallStatus, ProxmoxStatus};
 use crate::store::{NewEvent, Stage};
-use agentlab_proxmox::{Pve, PveError, PveVersion};
+use agentlab_proxmox::{ErrorClass, Pve, PveError};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 pub const PVE_ACTOR: &str = "pve";
 
+/// The security groups of the three network modes.
+pub const SECURITY_GROUPS: [&str; 3] = ["agent_nat_off", "agent_nat_default", "agent_nat_allow"];
+
 pub enum PveMsg {
-    /// The last known reachability. Before the first probe has finished, the reply waits
-    /// for it.
+    /// The last known state of Proxmox. Before the first probe has finished, the reply
+    /// waits for it.
     Health(RpcReplyPort<ProxmoxStatus>),
-    /// Check reachability now (also sent by the probe timer).
+    /// Check Proxmox now (also sent by the probe timer).
     Probe,
     /// A probe's outcome.
-    Probed(Result<PveVersion, PveError>),
+    Probed(ProxmoxStatus),
+    /// An operation to schedule.
+    Submit(Job),
+    /// Operation counts and latencies.
+    Stats(RpcReplyPort<BTreeMap<(String, String), stats::OpStat>>),
 }
 
 pub struct PveGatewayArgs {
     pub pve: Arc<dyn Pve>,
     pub probe_interval: Duration,
+    pub limits: GatewayLimits,
+}
+
+/// A `Gateway` that submits to the running `pve` actor.
+pub fn gateway() -> Gateway {
+    Gateway::new(|job| match ActorRef::<PveMsg>::where_is(PVE_ACTOR) {
+        Some(actor) => actor.send_message(PveMsg::Submit(job)).map_err(|_| PveError::Transient("the pve gateway is stopping".into())),
+        None => Err(PveError::Transient("the pve gateway is not running".into())),
+    })
 }
 
 pub struct PveGateway;
 
 pub struct PveGatewayState {
-    pve: Arc<dyn Pve>,
+    shared: Arc<Shared>,
     status: ProxmoxStatus,
     probing: bool,
     probed_once: bool,
     waiting: Vec<RpcReplyPort<ProxmoxStatus>>,
     probe_interval: Duration,
     probe_timer: Option<JoinHandle<()>>,
+    /// Per VMID: completion of the last operation queued for it.
+    tails: HashMap<u32, oneshot::Receiver<()>>,
 }
 
 impl Actor for PveGateway {
@@ -49,11 +79,7 @@ impl Actor for PveGateway {
     type State = PveGatewayState;
     type Arguments = PveGatewayArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<PveMsg>,
-        args: PveGatewayArgs,
-    ) -> Result<PveGatewayState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<PveMsg>, args: PveGatewayArgs) -> Result<PveGatewayState, ActorProcessingErr> {
         let status = ProxmoxStatus {
             backend: args.pve.backend().to_string(),
             endpoint: args.pve.endpoint(),
@@ -62,45 +88,36 @@ impl Actor for PveGateway {
             error: Some("not checked yet".to_string()),
             error_class: None,
             checked_at: None,
+            token_ok: None,
+            nodes: Vec::new(),
+            firewall: None,
         };
         myself.send_message(PveMsg::Probe)?;
         Ok(PveGatewayState {
-            pve: args.pve,
+            shared: Arc::new(Shared::new(args.pve, args.limits)),
             status,
             probing: false,
             probed_once: false,
             waiting: Vec::new(),
             probe_interval: args.probe_interval,
             probe_timer: None,
+            tails: HashMap::new(),
         })
     }
 
-    async fn post_start(
-        &self,
-        myself: ActorRef<PveMsg>,
-        state: &mut PveGatewayState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_start(&self, myself: ActorRef<PveMsg>, state: &mut PveGatewayState) -> Result<(), ActorProcessingErr> {
         state.probe_timer = Some(myself.send_interval(state.probe_interval, || PveMsg::Probe));
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<PveMsg>,
-        state: &mut PveGatewayState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<PveMsg>, state: &mut PveGatewayState) -> Result<(), ActorProcessingErr> {
         if let Some(timer) = state.probe_timer.take() {
             timer.abort();
         }
         Ok(())
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<PveMsg>,
-        msg: PveMsg,
-        state: &mut PveGatewayState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<PveMsg>, msg: PveMsg, state: &mut PveGatewayState) -> Result<(), ActorProcessingErr> {
         match msg {
             PveMsg::Health(reply) => {
                 if state.probed_once {
@@ -112,54 +129,93 @@ impl Actor for PveGateway {
             PveMsg::Probe => {
                 if !state.probing {
                     state.probing = true;
-                    let pve = Arc::clone(&state.pve);
+                    let pve = Arc::clone(&state.shared.pve);
+                    let base = state.status.clone();
                     let me = myself.clone();
                     tokio::spawn(async move {
-                        let result = pve.version().await;
+                        let status = probe(pve.as_ref(), base).await;
                         // The gateway may have stopped meanwhile; then nobody needs the answer.
-                        let _ = me.send_message(PveMsg::Probed(result));
+                        let _ = me.send_message(PveMsg::Probed(status));
                     });
                 }
             }
-            PveMsg::Probed(result) => {
+            PveMsg::Probed(status) => {
                 state.probing = false;
                 let was_reachable = state.probed_once.then_some(state.status.reachable);
                 state.probed_once = true;
-                state.status.checked_at = Some(time_format::now());
-                match result {
-                    Ok(version) => {
-                        state.status.reachable = true;
-                        state.status.version = Some(format!("{} (release {})", version.version, version.release));
-                        state.status.error = None;
-                        state.status.error_class = None;
-                        if was_reachable == Some(false) {
-                            events::emit(NewEvent::new(
-                                "proxmox.reachable",
-                                Stage::Recovery,
-                                "Proxmox is reachable again",
-                            ));
-                        }
-                    }
-                    Err(error) => {
-                        state.status.reachable = false;
-                        state.status.error = Some(error.to_string());
-                        state.status.error_class = Some(error.class().as_str().to_string());
-                        if was_reachable != Some(false) {
-                            tracing::warn!(%error, "proxmox unreachable");
-                            events::emit(
-                                NewEvent::new("proxmox.unreachable.failed", Stage::Recovery, error.to_string())
-                                    .payload(serde_json::json!({"class": error.class().as_str()})),
-                            );
-                        }
-                    }
+                if status.reachable && was_reachable == Some(false) {
+                    events::emit(NewEvent::new("proxmox.reachable", Stage::Recovery, "Proxmox is reachable again"));
                 }
+                if !status.reachable && was_reachable != Some(false) {
+                    let error = status.error.clone().unwrap_or_default();
+                    tracing::warn!(%error, "proxmox unreachable");
+                    events::emit(
+                        NewEvent::new("proxmox.unreachable.failed", Stage::Recovery, error)
+                            .payload(serde_json::json!({"class": status.error_class})),
+                    );
+                }
+                state.status = status;
                 for reply in state.waiting.drain(..) {
                     let _ = reply.send(state.status.clone());
                 }
             }
+            PveMsg::Submit(job) => {
+                let (after, done) = match job.spec.vmid {
+                    Some(vmid) => {
+                        let (tx, rx) = oneshot::channel();
+                        (state.tails.insert(vmid, rx), Some(tx))
+                    }
+                    None => (None, None),
+                };
+                // Forget queues whose last operation has finished.
+                state.tails.retain(|_, rx| !matches!(rx.try_recv(), Ok(()) | Err(oneshot::error::TryRecvError::Closed)));
+                let admission = Admission { shared: Arc::clone(&state.shared), after, done };
+                tokio::spawn((job.run)(admission));
+            }
+            PveMsg::Stats(reply) => {
+                let _ = reply.send(state.shared.stats.snapshot());
+            }
         }
         Ok(())
     }
+}
+
+/// Version (reachability and token), nodes, datacenter firewall, security groups.
+async fn probe(pve: &dyn Pve, mut status: ProxmoxStatus) -> ProxmoxStatus {
+    status.checked_at = Some(time_format::now());
+    match pve.version().await {
+        Err(error) => {
+            status.reachable = error.class() == ErrorClass::Auth;
+            status.token_ok = (error.class() == ErrorClass::Auth).then_some(false);
+            status.error = Some(error.to_string());
+            status.error_class = Some(error.class().as_str().to_string());
+            status.version = None;
+            return status;
+        }
+        Ok(version) => {
+            status.reachable = true;
+            status.token_ok = Some(true);
+            status.version = Some(format!("{} (release {})", version.version, version.release));
+            status.error = None;
+            status.error_class = None;
+        }
+    }
+    match pve.nodes().await {
+        Ok(nodes) => status.nodes = nodes.into_iter().map(|n| n.node).collect(),
+        Err(e) => status.error = Some(format!("cannot list nodes: {e}")),
+    }
+    let datacenter = pve.cluster_firewall_options().await.map(|o| o.get("enable").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))) == Some(1));
+    let groups = pve.security_groups().await.map(|g| g.into_iter().map(|g| g.group).collect::<Vec<_>>());
+    match (datacenter, groups) {
+        (Ok(enabled), Ok(groups)) => {
+            status.firewall = Some(FirewallStatus {
+                datacenter_enabled: enabled,
+                groups: SECURITY_GROUPS.iter().map(|g| (g.to_string(), groups.iter().any(|x| x == g))).collect(),
+            })
+        }
+        (Err(e), _) | (_, Err(e)) => status.error = Some(format!("cannot read the firewall configuration: {e}")),
+    }
+    status
 }
 
 #[cfg(test)]
@@ -169,10 +225,10 @@ mod tests {
 
     #[test]
     fn the_model_and_netfilter_agree_on_group_names() {
-        let pairs =
-            [(NetworkMode::Off, Mode::Off), (NetworkMode::Nat, Mode::Nat), (NetworkMode::Allowlist, Mode::Allowlist)];
+        let pairs = [(NetworkMode::Off, Mode::Off), (NetworkMode::Nat, Mode::Nat), (NetworkMode::Allowlist, Mode::Allowlist)];
         for (model, netfilter) in pairs {
             assert_eq!(model.security_group(), netfilter.group_name());
         }
+        assert_eq!(super::SECURITY_GROUPS, [Mode::Off.group_name(), Mode::Nat.group_name(), Mode::Allowlist.group_name()]);
     }
 }

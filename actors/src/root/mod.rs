@@ -17,7 +17,7 @@ pub use restart_budget::{RestartBudget, RestartPolicy, Verdict};
 
 use crate::events::{EVENTS_ACTOR, EventLog, emit};
 use crate::protocol::ActorView;
-use crate::pve::{PVE_ACTOR, PveGateway, PveGatewayArgs};
+use crate::pve::{GatewayLimits, PVE_ACTOR, PveGateway, PveGatewayArgs};
 use crate::store::{NewEvent, Stage, Store};
 use agentlab_proxmox::Pve;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -42,6 +42,7 @@ pub struct RootArgs {
     pub store: Arc<Store>,
     pub pve: Arc<dyn Pve>,
     pub pve_probe_interval: Duration,
+    pub pve_limits: GatewayLimits,
     pub factories: Vec<Arc<dyn EntityFactory>>,
     pub directory: ActorDirectory,
     pub policy: RestartPolicy,
@@ -53,6 +54,7 @@ pub struct RootState {
     store: Arc<Store>,
     pve: Arc<dyn Pve>,
     pve_probe_interval: Duration,
+    pve_limits: GatewayLimits,
     factories: HashMap<&'static str, Arc<dyn EntityFactory>>,
     directory: ActorDirectory,
     budget: RestartBudget,
@@ -69,6 +71,7 @@ impl Actor for RootSupervisor {
             store: args.store,
             pve: args.pve,
             pve_probe_interval: args.pve_probe_interval,
+            pve_limits: args.pve_limits,
             factories: args.factories.into_iter().map(|f| (f.kind(), f)).collect(),
             directory: args.directory,
             budget: RestartBudget::new(args.policy),
@@ -170,7 +173,11 @@ async fn spawn_service(myself: &ActorRef<RootMsg>, state: &RootState, name: &str
             Actor::spawn_linked(Some(name.to_string()), EventLog, Arc::clone(&state.store), supervisor).await?;
         }
         PVE_ACTOR => {
-            let args = PveGatewayArgs { pve: Arc::clone(&state.pve), probe_interval: state.pve_probe_interval };
+            let args = PveGatewayArgs {
+                pve: Arc::clone(&state.pve),
+                probe_interval: state.pve_probe_interval,
+                limits: state.pve_limits,
+            };
             Actor::spawn_linked(Some(name.to_string()), PveGateway, args, supervisor).await?;
         }
         other => return Err(format!("no service actor `{other}`").into()),

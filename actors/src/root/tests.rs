@@ -126,6 +126,7 @@ async fn start(vmids: &[u32], policy: RestartPolicy) -> Harness {
         store: Arc::clone(&store),
         pve: Arc::new(pve),
         pve_probe_interval: Duration::from_secs(60),
+        pve_limits: crate::pve::GatewayLimits::default(),
         factories: vec![Arc::new(factory)],
         directory,
         policy,

@@ -60,6 +60,9 @@ async fn proxmox_health() -> ProxmoxStatus {
         error: Some(why),
         error_class: Some("gateway".into()),
         checked_at: None,
+        token_ok: None,
+        nodes: Vec::new(),
+        firewall: None,
     };
     match ActorRef::<PveMsg>::where_is(PVE_ACTOR) {
         None => unknown("the pve gateway actor is not running (see the daemon log)".into()),

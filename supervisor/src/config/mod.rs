@@ -51,6 +51,21 @@ pub struct ProxmoxConfig {
     /// Unset: chosen per sandbox among the cluster's nodes.
     pub node: Option<String>,
     pub command_timeout: Duration,
+    /// Requests per second the gateway sends at most.
+    pub rate_limit_rps: u32,
+    pub max_concurrent_tasks: u32,
+    /// Concurrent clones per storage (Proxmox serialises them on a 10 s storage lock).
+    pub clone_concurrency: u32,
+}
+
+impl ProxmoxConfig {
+    pub fn gateway_limits(&self) -> agentlab_actors::pve::GatewayLimits {
+        agentlab_actors::pve::GatewayLimits {
+            max_concurrent_tasks: self.max_concurrent_tasks as usize,
+            clone_concurrency: self.clone_concurrency as usize,
+            retry: agentlab_actors::pve::RetryPolicy { deadline: self.command_timeout, ..Default::default() },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +204,13 @@ impl Resolver<'_> {
         if path.is_absolute() { Ok(path) } else { Err(self.invalid(key, "must be an absolute path")) }
     }
 
+    fn at_least_one(&self, key: &str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+        match value.unwrap_or(default) {
+            0 => Err(self.invalid(key, "must be at least 1")),
+            v => Ok(v),
+        }
+    }
+
     fn duration(&self, key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
@@ -253,7 +275,7 @@ impl Resolver<'_> {
             None => None,
             Some(p) => Some(self.abs_path("ssh_public_key_path", Some(p), PathBuf::new())?),
         };
-        let proxmox = self.proxmox(
+        let mut proxmox = self.proxmox(
             &raw.proxmox_backend,
             raw.proxmox_api_url,
             raw.proxmox_api_token,
@@ -263,6 +285,9 @@ impl Resolver<'_> {
             raw.proxmox_node,
             raw.proxmox_command_timeout,
         )?;
+        proxmox.rate_limit_rps = self.at_least_one("proxmox_rate_limit_rps", raw.proxmox_rate_limit_rps, 20)?;
+        proxmox.max_concurrent_tasks = self.at_least_one("proxmox_max_concurrent_tasks", raw.proxmox_max_concurrent_tasks, 8)?;
+        proxmox.clone_concurrency = self.at_least_one("proxmox_clone_concurrency", raw.proxmox_clone_concurrency, 2)?;
         let provisioning_timeout =
             self.duration("provisioning_timeout", raw.provisioning_timeout, Duration::from_secs(600))?;
         if provisioning_timeout.is_zero() {
@@ -387,7 +412,7 @@ impl Resolver<'_> {
                 );
             }
         };
-        Ok(ProxmoxConfig { backend, node, command_timeout })
+        Ok(ProxmoxConfig { backend, node, command_timeout, rate_limit_rps: 20, max_concurrent_tasks: 8, clone_concurrency: 2 })
     }
 }
 

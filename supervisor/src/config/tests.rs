@@ -23,6 +23,7 @@ fn defaults_and_derived_paths() {
     assert_eq!(config.provisioning_timeout, Duration::from_secs(600));
     assert_eq!((config.vmid_min, config.vmid_max), (1000, 8999));
     assert_eq!(config.artifact_max_bytes, 268_435_456);
+    assert_eq!((config.proxmox.rate_limit_rps, config.proxmox.max_concurrent_tasks, config.proxmox.clone_concurrency), (20, 8, 2));
     assert!(matches!(config.proxmox.backend, ProxmoxBackend::Api { trust: TlsTrust::System, .. }));
 }
 
@@ -33,7 +34,8 @@ fn every_key_is_known_to_the_raw_struct() {
     for key in KEYS {
         let value = match *key {
             "proxmox_tls_insecure" | "idle_stop_enabled" => "false",
-            "artifact_max_bytes" | "idle_stop_minutes_default" => "10",
+            "artifact_max_bytes" | "idle_stop_minutes_default" | "proxmox_rate_limit_rps" => "10",
+            "proxmox_max_concurrent_tasks" | "proxmox_clone_concurrency" => "3",
             "vmid_min" => "1000",
             "vmid_max" => "2000",
             "idle_stop_cpu_threshold" => "0.1",

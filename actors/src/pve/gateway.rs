@@ -1,0 +1,360 @@
+//! The gateway's policy, applied to every Proxmox operation:
+//! - one mutating operation at a time per VMID, in arrival order (a chain of completions
+//!   handed out by the actor as requests arrive);
+//! - at most `clone_concurrency` clones per storage (Proxmox serialises them on a storage
+//!   lock with a 10 s timeout, so more would fail with `got timeout`);
+//! - clones of a template never run with maintenance of that template (shared/exclusive);
+//! - at most `max_concurrent_tasks` Proxmox tasks at once;
+//! - retries with full-jitter back-off for locks, lock timeouts, transient errors and
+//!   timeouts, until the deadline; nothing else is retried.
+//! The requests themselves are rate limited by the transport (`rate_limit`).
+
+use super::retry::{RetryPolicy, is_retryable};
+use super::stats::Stats;
+use agentlab_proxmox::types::{CloneSpec, ClusterVm, ConfigChange, DestroyOptions, GuestInterface, Snapshot, TaskStatus, VmAction, VmConfig, VmStatus};
+use agentlab_proxmox::{Pve, PveError, PveVersion};
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, OwnedSemaphorePermit, RwLock, Semaphore, oneshot};
+use tokio::time::Instant;
+
+/// What the gateway must know about an operation to schedule it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpSpec {
+    pub name: &'static str,
+    /// The VM the operation changes (serialised per VMID); None for reads.
+    pub vmid: Option<u32>,
+    /// Starts a Proxmox task (counts against the task cap).
+    pub task: bool,
+    /// A clone of `(node, source)`.
+    pub clone_of: Option<(String, u32)>,
+}
+
+impl OpSpec {
+    pub fn read(name: &'static str) -> OpSpec {
+        OpSpec { name, vmid: None, task: false, clone_of: None }
+    }
+
+    pub fn change(name: &'static str, vmid: u32) -> OpSpec {
+        OpSpec { name, vmid: Some(vmid), task: false, clone_of: None }
+    }
+
+    pub fn task(name: &'static str, vmid: u32) -> OpSpec {
+        OpSpec { name, vmid: Some(vmid), task: true, clone_of: None }
+    }
+}
+
+/// Limits, from the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLimits {
+    pub max_concurrent_tasks: usize,
+    pub clone_concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        GatewayLimits { max_concurrent_tasks: 8, clone_concurrency: 2, retry: RetryPolicy::default() }
+    }
+}
+
+/// State shared by the gateway's jobs (never awaited by the actor itself).
+pub struct Shared {
+    pub pve: Arc<dyn Pve>,
+    pub limits: GatewayLimits,
+    pub tasks: Arc<Semaphore>,
+    pub stats: Arc<Stats>,
+    clone_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    templates: Mutex<HashMap<u32, Arc<RwLock<()>>>>,
+    source_storage: Mutex<HashMap<u32, String>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Shared {
+    pub fn new(pve: Arc<dyn Pve>, limits: GatewayLimits) -> Shared {
+        Shared {
+            tasks: Arc::new(Semaphore::new(limits.max_concurrent_tasks.max(1))),
+            pve,
+            limits,
+            stats: Arc::new(Stats::default()),
+            clone_slots: Mutex::new(HashMap::new()),
+            templates: Mutex::new(HashMap::new()),
+            source_storage: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn clone_slot(&self, storage: &str) -> Arc<Semaphore> {
+        let cap = self.limits.clone_concurrency.max(1);
+        Arc::clone(locked(&self.clone_slots).entry(storage.to_string()).or_insert_with(|| Arc::new(Semaphore::new(cap))))
+    }
+
+    fn template_lock(&self, vmid: u32, create: bool) -> Option<Arc<RwLock<()>>> {
+        let mut map = locked(&self.templates);
+        if create {
+            Some(Arc::clone(map.entry(vmid).or_default()))
+        } else {
+            map.get(&vmid).cloned()
+        }
+    }
+
+    /// The storage of a clone source's first disk (cached: templates do not move).
+    async fn storage_of(&self, node: &str, source: u32) -> Result<String, PveError> {
+        if let Some(s) = locked(&self.source_storage).get(&source) {
+            return Ok(s.clone());
+        }
+        let config = self.pve.vm_config(node, source).await?;
+        let storage = config
+            .values
+            .iter()
+            .filter(|(k, v)| is_disk(k) && !v.contains("media=cdrom") && !v.contains("-cloudinit"))
+            .find_map(|(_, v)| v.split(':').next().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
+        locked(&self.source_storage).insert(source, storage.clone());
+        Ok(storage)
+    }
+}
+
+fn is_disk(key: &str) -> bool {
+    ["scsi", "virtio", "sata", "ide"].iter().any(|p| key.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
+}
+
+/// Holds what an admitted operation must keep until it ends.
+#[derive(Default)]
+struct Held {
+    _clone: Option<OwnedSemaphorePermit>,
+    _template_read: Option<OwnedRwLockReadGuard<()>>,
+    _template_write: Option<OwnedRwLockWriteGuard<()>>,
+    _task: Option<OwnedSemaphorePermit>,
+}
+
+/// An operation handed to the actor: it decides the order, then the job runs on its own task.
+pub struct Job {
+    pub spec: OpSpec,
+    pub run: Box<dyn FnOnce(Admission) -> BoxFuture<'static, ()> + Send>,
+}
+
+/// What the actor gives a job: its place in its VM's queue and the shared state.
+pub struct Admission {
+    pub shared: Arc<Shared>,
+    pub after: Option<oneshot::Receiver<()>>,
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// An attempt: `(pve, attempt number from 0)`.
+pub type Attempt<T> = dyn Fn(Arc<dyn Pve>, u32) -> BoxFuture<'static, Result<T, PveError>> + Send + Sync;
+
+impl Admission {
+    async fn execute<T>(mut self, spec: &OpSpec, attempt: &Attempt<T>) -> Result<T, PveError> {
+        if let Some(after) = self.after.take() {
+            // Err: the previous operation's job vanished; its turn is over either way.
+            let _ = after.await;
+        }
+        let started = Instant::now();
+        let result = self.admitted(spec, attempt).await;
+        let (outcome, attempts) = match &result {
+            Ok((_, n)) => ("ok".to_string(), *n),
+            Err((e, n)) => (e.class().as_str().to_string(), *n),
+        };
+        self.shared.stats.record(spec.name, &outcome, started.elapsed(), attempts);
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+        result.map(|(v, _)| v).map_err(|(e, _)| e)
+    }
+
+    async fn admitted<T>(&self, spec: &OpSpec, attempt: &Attempt<T>) -> Result<(T, u32), (PveError, u32)> {
+        let shared = &self.shared;
+        let mut held = Held::default();
+        if let Some((node, source)) = &spec.clone_of {
+            let storage = shared.storage_of(node, *source).await.map_err(|e| (e, 1))?;
+            held._clone = shared.clone_slot(&storage).acquire_owned().await.ok();
+            if let Some(lock) = shared.template_lock(*source, true) {
+                held._template_read = Some(lock.read_owned().await);
+            }
+        } else if let Some(vmid) = spec.vmid
+            && let Some(lock) = shared.template_lock(vmid, false)
+        {
+            held._template_write = Some(lock.write_owned().await);
+        }
+        if spec.task {
+            held._task = Arc::clone(&shared.tasks).acquire_owned().await.ok();
+        }
+        let policy = shared.limits.retry;
+        let first = Instant::now();
+        let mut n = 0u32;
+        loop {
+            match attempt(Arc::clone(&shared.pve), n).await {
+                Ok(v) => return Ok((v, n + 1)),
+                Err(e) if is_retryable(&e) && first.elapsed() < policy.deadline => {
+                    tracing::debug!(op = spec.name, attempt = n + 1, error = %e, "retrying proxmox operation");
+                    tokio::time::sleep(policy.delay(n)).await;
+                    n += 1;
+                }
+                Err(e) => return Err((e, n + 1)),
+            }
+        }
+    }
+}
+
+/// The typed front of the gateway, used by every actor that needs Proxmox.
+#[derive(Clone)]
+pub struct Gateway {
+    submit: Arc<dyn Fn(Job) -> Result<(), PveError> + Send + Sync>,
+}
+
+impl Gateway {
+    /// A gateway that sends jobs to the `pve` actor.
+    pub fn new(submit: impl Fn(Job) -> Result<(), PveError> + Send + Sync + 'static) -> Gateway {
+        Gateway { submit: Arc::new(submit) }
+    }
+
+    /// Runs `attempt` under the gateway's policy; its result.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        spec: OpSpec,
+        attempt: impl Fn(Arc<dyn Pve>, u32) -> BoxFuture<'static, Result<T, PveError>> + Send + Sync + 'static,
+    ) -> Result<T, PveError> {
+        let (tx, rx) = oneshot::channel();
+        let job_spec = spec.clone();
+        let job = Job {
+            spec,
+            run: Box::new(move |admission: Admission| {
+                Box::pin(async move {
+                    let result = admission.execute(&job_spec, &attempt).await;
+                    let _ = tx.send(result);
+                })
+            }),
+        };
+        (self.submit)(job)?;
+        rx.await.map_err(|_| PveError::Transient("the pve gateway stopped before answering".into()))?
+    }
+
+    pub async fn version(&self) -> Result<PveVersion, PveError> {
+        self.run(OpSpec::read("version"), |pve, _| Box::pin(async move { pve.version().await })).await
+    }
+
+    pub async fn cluster_vms(&self) -> Result<Vec<ClusterVm>, PveError> {
+        self.run(OpSpec::read("cluster_vms"), |pve, _| Box::pin(async move { pve.cluster_vms().await })).await
+    }
+
+    pub async fn next_vmid(&self, wanted: Option<u32>) -> Result<u32, PveError> {
+        self.run(OpSpec::read("next_vmid"), move |pve, _| Box::pin(async move { pve.next_vmid(wanted).await })).await
+    }
+
+    pub async fn vm_status(&self, node: &str, vmid: u32) -> Result<VmStatus, PveError> {
+        let node = node.to_string();
+        self.run(OpSpec::read("vm_status"), move |pve, _| {
+            let node = node.clone();
+            Box::pin(async move { pve.vm_status(&node, vmid).await })
+        })
+        .await
+    }
+
+    pub async fn vm_config(&self, node: &str, vmid: u32) -> Result<VmConfig, PveError> {
+        let node = node.to_string();
+        self.run(OpSpec::read("vm_config"), move |pve, _| {
+            let node = node.clone();
+            Box::pin(async move { pve.vm_config(&node, vmid).await })
+        })
+        .await
+    }
+
+    /// A clone; retried after an ambiguous failure, a target that now exists is the
+    /// earlier attempt's (waited on until its `clone` lock clears).
+    pub async fn clone_vm(&self, node: &str, source: u32, spec: CloneSpec) -> Result<TaskStatus, PveError> {
+        let node = node.to_string();
+        let op = OpSpec { name: "clone", vmid: Some(spec.newid), task: true, clone_of: Some((node.clone(), source)) };
+        self.run(op, move |pve, attempt| {
+            let (node, spec) = (node.clone(), spec.clone());
+            Box::pin(async move {
+                match pve.clone_vm(&node, source, &spec).await {
+                    Err(PveError::AlreadyExists(_)) if attempt > 0 => wait_unlocked(pve.as_ref(), &node, spec.newid).await,
+                    other => other,
+                }
+            })
+        })
+        .await
+    }
+
+    pub async fn update_config(&self, node: &str, vmid: u32, change: ConfigChange) -> Result<(), PveError> {
+        let node = node.to_string();
+        self.run(OpSpec::change("update_config", vmid), move |pve, _| {
+            let (node, change) = (node.clone(), change.clone());
+            Box::pin(async move { pve.update_config(&node, vmid, &change).await })
+        })
+        .await
+    }
+
+    pub async fn vm_action(&self, node: &str, vmid: u32, action: VmAction) -> Result<TaskStatus, PveError> {
+        let node = node.to_string();
+        self.run(OpSpec::task(action.path(), vmid), move |pve, attempt| {
+            let node = node.clone();
+            Box::pin(async move {
+                match pve.vm_action(&node, vmid, action).await {
+                    // An earlier attempt that timed out may have started it.
+                    Err(e) if attempt > 0 && action == VmAction::Start && e.to_string().contains("already running") => {
+                        Ok(done_task())
+                    }
+                    other => other,
+                }
+            })
+        })
+        .await
+    }
+
+    /// Destroy; a VM already gone after a retried attempt is success.
+    pub async fn destroy_vm(&self, node: &str, vmid: u32, options: DestroyOptions) -> Result<TaskStatus, PveError> {
+        let node = node.to_string();
+        self.run(OpSpec::task("destroy", vmid), move |pve, attempt| {
+            let node = node.clone();
+            Box::pin(async move {
+                match pve.destroy_vm(&node, vmid, options).await {
+                    Err(PveError::NotFound(_)) if attempt > 0 => Ok(done_task()),
+                    other => other,
+                }
+            })
+        })
+        .await
+    }
+
+    pub async fn snapshots(&self, node: &str, vmid: u32) -> Result<Vec<Snapshot>, PveError> {
+        let node = node.to_string();
+        self.run(OpSpec::read("snapshots"), move |pve, _| {
+            let node = node.clone();
+            Box::pin(async move { pve.snapshots(&node, vmid).await })
+        })
+        .await
+    }
+
+    pub async fn agent_interfaces(&self, node: &str, vmid: u32) -> Result<Vec<GuestInterface>, PveError> {
+        let node = node.to_string();
+        self.run(OpSpec::read("agent_interfaces"), move |pve, _| {
+            let node = node.clone();
+            Box::pin(async move { pve.agent_interfaces(&node, vmid).await })
+        })
+        .await
+    }
+}
+
+fn done_task() -> TaskStatus {
+    TaskStatus { upid: String::new(), status: "stopped".into(), exitstatus: Some("OK".into()), task_type: None }
+}
+
+/// Waits until a VM's config lock is gone (an earlier clone attempt finishing).
+async fn wait_unlocked(pve: &dyn Pve, node: &str, vmid: u32) -> Result<TaskStatus, PveError> {
+    for _ in 0..600 {
+        let status = pve.vm_status(node, vmid).await?;
+        if status.lock.is_none() {
+            return Ok(done_task());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(PveError::Locked(format!("VM {vmid} stayed locked after its clone")))
+}
