@@ -131,7 +131,7 @@ fn classify_message(text: String) -> PveError {
         PveError::AgentNotRunning(text)
     } else if lower.contains("not running") {
         PveError::NotRunning(text)
-    } else if lower.contains("ipcc_send_rec") || lower.contains("connection refused") {
+    } else if lower.contains("ipcc_send_rec") || lower.contains("connection refused") || lower.contains("no quorum") {
         PveError::Transient(text)
     } else {
         PveError::Other(text)
@@ -153,6 +153,7 @@ mod tests {
             (500, "VM 101 not running", ErrorClass::NotRunning),
             (500, "QEMU guest agent is not running", ErrorClass::AgentNotRunning),
             (500, "ipcc_send_rec[1] failed: Connection refused", ErrorClass::Transient),
+            (500, "cluster not ready - no quorum?", ErrorClass::Transient),
             (503, "Service Unavailable", ErrorClass::Transient),
             (500, "something else", ErrorClass::Other),
         ];

@@ -445,7 +445,17 @@ pub trait Pve: Send + Sync {
             let started = tokio::time::Instant::now();
             let mut delay = policy.first_poll;
             loop {
-                let status = self.task_status(&task_node, upid).await?;
+                let status = match self.task_status(&task_node, upid).await {
+                    Ok(status) => status,
+                    // A failed poll is not a failed task: keep asking until the deadline.
+                    // A brand-new task can briefly be unknown on another node.
+                    Err(e) if poll_error_is_passing(&e) && started.elapsed() < policy.deadline => {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(policy.max_poll);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if !status.is_running() {
                     return if status.succeeded() {
                         Ok(status)
@@ -461,6 +471,14 @@ pub trait Pve: Send + Sync {
                 delay = (delay * 2).min(policy.max_poll);
             }
         })
+    }
+}
+
+fn poll_error_is_passing(e: &PveError) -> bool {
+    match e {
+        PveError::Transient(_) | PveError::Timeout(_) => true,
+        PveError::Validation { message, .. } => message.contains("no such task"),
+        _ => false,
     }
 }
 

@@ -23,20 +23,33 @@ fn validation(result: Result<Value, PveError>) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_parameters_and_true_for_booleans_are_400s() {
     let env = support::sim().await;
-    let (param, message) = validation(call(&env, Method::Post, "/nodes/pve1/qemu/9000/clone", &[("newid", "1001"), ("linked", "1")]).await);
-    assert_eq!((param.as_str(), message.as_str()), ("linked", "property is not defined in schema and the schema does not allow additional properties"));
-    let (param, message) = validation(call(&env, Method::Post, "/nodes/pve1/qemu/9000/clone", &[("newid", "1001"), ("full", "true")]).await);
+    let (param, message) = validation(
+        call(&env, Method::Post, "/nodes/pve1/qemu/9000/clone", &[("newid", "1001"), ("linked", "1")]).await,
+    );
+    assert_eq!(
+        (param.as_str(), message.as_str()),
+        ("linked", "property is not defined in schema and the schema does not allow additional properties")
+    );
+    let (param, message) = validation(
+        call(&env, Method::Post, "/nodes/pve1/qemu/9000/clone", &[("newid", "1001"), ("full", "true")]).await,
+    );
     assert_eq!((param.as_str(), message.as_str()), ("full", "type check ('boolean') failed - got 'true'"));
     let requests = env.sim.sim.requests();
     assert!(requests.iter().all(|r| r.verdict == "rejected"), "both were logged as rejected");
-    assert!(env.sim.sim.world().vms.get(&1001).is_none(), "a rejected request changes nothing");
+    assert!(!env.sim.sim.world().vms.contains_key(&1001), "a rejected request changes nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fwgroup_on_net0_is_refused() {
     let env = support::sim().await;
     let (param, message) = validation(
-        call(&env, Method::Put, "/nodes/pve1/qemu/9000/config", &[("net0", "virtio,bridge=vmbr1,firewall=1,fwgroup=agent_nat_default")]).await,
+        call(
+            &env,
+            Method::Put,
+            "/nodes/pve1/qemu/9000/config",
+            &[("net0", "virtio,bridge=vmbr1,firewall=1,fwgroup=agent_nat_default")],
+        )
+        .await,
     );
     assert_eq!(param, "net0");
     assert!(message.contains("net0.fwgroup: property is not defined in schema"), "{message}");
@@ -45,7 +58,15 @@ async fn fwgroup_on_net0_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snippets_cannot_be_uploaded_through_the_api() {
     let env = support::sim().await;
-    let (param, message) = validation(call(&env, Method::Post, "/nodes/pve1/storage/local/upload", &[("content", "snippets"), ("filename", "a.yaml")]).await);
+    let (param, message) = validation(
+        call(
+            &env,
+            Method::Post,
+            "/nodes/pve1/storage/local/upload",
+            &[("content", "snippets"), ("filename", "a.yaml")],
+        )
+        .await,
+    );
     assert_eq!(param, "content");
     assert_eq!(message, "value 'snippets' does not have a value in the enumeration 'iso, vztmpl, import'");
 }
@@ -53,18 +74,33 @@ async fn snippets_cannot_be_uploaded_through_the_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_19_character_group_name_is_refused() {
     let env = support::sim().await;
-    let (param, message) = validation(call(&env, Method::Post, "/cluster/firewall/groups", &[("group", "agent_nat_allowlist")]).await);
+    let (param, message) =
+        validation(call(&env, Method::Post, "/cluster/firewall/groups", &[("group", "agent_nat_allowlist")]).await);
     assert_eq!((param.as_str(), message.as_str()), ("group", "value may only be 18 characters long"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lvm_thin_volumes_must_be_named_after_their_vmid() {
     let env = support::sim().await;
-    let err = call(&env, Method::Post, "/nodes/pve1/storage/local-lvm/content", &[("vmid", "9100"), ("filename", "workspace-1"), ("size", "1G")]).await;
+    let err = call(
+        &env,
+        Method::Post,
+        "/nodes/pve1/storage/local-lvm/content",
+        &[("vmid", "9100"), ("filename", "workspace-1"), ("size", "1G")],
+    )
+    .await;
     let text = err.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(text.contains("illegal name 'workspace-1' - should be 'vm-9100-*'"), "{text}");
     // vmid=0, as the Go version sent, is not even a valid parameter.
-    let (param, _) = validation(call(&env, Method::Post, "/nodes/pve1/storage/local-lvm/content", &[("vmid", "0"), ("filename", "vm-0-disk-0"), ("size", "1G")]).await);
+    let (param, _) = validation(
+        call(
+            &env,
+            Method::Post,
+            "/nodes/pve1/storage/local-lvm/content",
+            &[("vmid", "0"), ("filename", "vm-0-disk-0"), ("size", "1G")],
+        )
+        .await,
+    );
     assert_eq!(param, "vmid");
 }
 
@@ -77,13 +113,17 @@ async fn a_linked_clone_of_a_non_template_is_refused() {
     let err = call(&env, Method::Post, "/nodes/pve1/qemu/1001/clone", &[("newid", "1002"), ("full", "0")]).await.err();
     let err = err.unwrap_or_else(|| panic!("must fail"));
     assert_eq!(err.class(), ErrorClass::Other);
-    assert!(err.to_string().contains("Linked clone feature is not supported for 'local-lvm:vm-1001-disk-0' (scsi0)"), "{err}");
+    assert!(
+        err.to_string().contains("Linked clone feature is not supported for 'local-lvm:vm-1001-disk-0' (scsi0)"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_content_sub_paths_that_do_not_exist_are_501() {
     let env = support::sim().await;
-    let err = call(&env, Method::Post, "/nodes/pve1/storage/local-lvm/content/vm-9000-disk-0/snapshot", &[]).await.err();
+    let err =
+        call(&env, Method::Post, "/nodes/pve1/storage/local-lvm/content/vm-9000-disk-0/snapshot", &[]).await.err();
     let text = err.map(|e| e.to_string()).unwrap_or_default();
     assert!(text.contains("not implemented"), "{text}");
 }

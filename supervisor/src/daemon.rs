@@ -41,8 +41,11 @@ pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
             Arc::new(PveClient::new(RateLimitedTransport::new(transport, bucket), TaskPolicy::default()))
         }
         ProxmoxBackend::Shell => {
-            let transport =
-                ShellTransport::new(ShellConfig { pvesh: "pvesh".into(), timeout: config.proxmox.command_timeout, env: Vec::new() });
+            let transport = ShellTransport::new(ShellConfig {
+                pvesh: "pvesh".into(),
+                timeout: config.proxmox.command_timeout,
+                env: Vec::new(),
+            });
             Arc::new(PveClient::new(RateLimitedTransport::new(transport, bucket), TaskPolicy::default()))
         }
     })

@@ -7,11 +7,15 @@
 //! - at most `max_concurrent_tasks` Proxmox tasks at once;
 //! - retries with full-jitter back-off for locks, lock timeouts, transient errors and
 //!   timeouts, until the deadline; nothing else is retried.
+//!
 //! The requests themselves are rate limited by the transport (`rate_limit`).
 
 use super::retry::{RetryPolicy, is_retryable};
 use super::stats::Stats;
-use agentlab_proxmox::types::{CloneSpec, ClusterVm, ConfigChange, DestroyOptions, GuestInterface, Snapshot, TaskStatus, VmAction, VmConfig, VmStatus};
+use agentlab_proxmox::types::{
+    CloneSpec, ClusterVm, ConfigChange, DestroyOptions, GuestInterface, Snapshot, TaskStatus, VmAction, VmConfig,
+    VmStatus,
+};
 use agentlab_proxmox::{Pve, PveError, PveVersion};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -92,16 +96,14 @@ impl Shared {
 
     fn clone_slot(&self, storage: &str) -> Arc<Semaphore> {
         let cap = self.limits.clone_concurrency.max(1);
-        Arc::clone(locked(&self.clone_slots).entry(storage.to_string()).or_insert_with(|| Arc::new(Semaphore::new(cap))))
+        Arc::clone(
+            locked(&self.clone_slots).entry(storage.to_string()).or_insert_with(|| Arc::new(Semaphore::new(cap))),
+        )
     }
 
     fn template_lock(&self, vmid: u32, create: bool) -> Option<Arc<RwLock<()>>> {
         let mut map = locked(&self.templates);
-        if create {
-            Some(Arc::clone(map.entry(vmid).or_default()))
-        } else {
-            map.get(&vmid).cloned()
-        }
+        if create { Some(Arc::clone(map.entry(vmid).or_default())) } else { map.get(&vmid).cloned() }
     }
 
     /// The storage of a clone source's first disk (cached: templates do not move).
@@ -122,7 +124,9 @@ impl Shared {
 }
 
 fn is_disk(key: &str) -> bool {
-    ["scsi", "virtio", "sata", "ide"].iter().any(|p| key.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
+    ["scsi", "virtio", "sata", "ide"]
+        .iter()
+        .any(|p| key.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
 }
 
 /// Holds what an admitted operation must keep until it ends.
@@ -173,7 +177,7 @@ impl Admission {
         let shared = &self.shared;
         let mut held = Held::default();
         if let Some((node, source)) = &spec.clone_of {
-            let storage = shared.storage_of(node, *source).await.map_err(|e| (e, 1))?;
+            let storage = retrying(shared.limits.retry, spec.name, |_| shared.storage_of(node, *source)).await?.0;
             held._clone = shared.clone_slot(&storage).acquire_owned().await.ok();
             if let Some(lock) = shared.template_lock(*source, true) {
                 held._template_read = Some(lock.read_owned().await);
@@ -186,19 +190,28 @@ impl Admission {
         if spec.task {
             held._task = Arc::clone(&shared.tasks).acquire_owned().await.ok();
         }
-        let policy = shared.limits.retry;
-        let first = Instant::now();
-        let mut n = 0u32;
-        loop {
-            match attempt(Arc::clone(&shared.pve), n).await {
-                Ok(v) => return Ok((v, n + 1)),
-                Err(e) if is_retryable(&e) && first.elapsed() < policy.deadline => {
-                    tracing::debug!(op = spec.name, attempt = n + 1, error = %e, "retrying proxmox operation");
-                    tokio::time::sleep(policy.delay(n)).await;
-                    n += 1;
-                }
-                Err(e) => return Err((e, n + 1)),
+        retrying(shared.limits.retry, spec.name, |n| attempt(Arc::clone(&shared.pve), n)).await
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the deadline passes; the result
+/// with the number of attempts made.
+async fn retrying<T, F, Fut>(policy: RetryPolicy, op: &str, mut attempt: F) -> Result<(T, u32), (PveError, u32)>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T, PveError>>,
+{
+    let first = Instant::now();
+    let mut n = 0u32;
+    loop {
+        match attempt(n).await {
+            Ok(v) => return Ok((v, n + 1)),
+            Err(e) if is_retryable(&e) && first.elapsed() < policy.deadline => {
+                tracing::debug!(op, attempt = n + 1, error = %e, "retrying proxmox operation");
+                tokio::time::sleep(policy.delay(n)).await;
+                n += 1;
             }
+            Err(e) => return Err((e, n + 1)),
         }
     }
 }
@@ -275,7 +288,9 @@ impl Gateway {
             let (node, spec) = (node.clone(), spec.clone());
             Box::pin(async move {
                 match pve.clone_vm(&node, source, &spec).await {
-                    Err(PveError::AlreadyExists(_)) if attempt > 0 => wait_unlocked(pve.as_ref(), &node, spec.newid).await,
+                    Err(PveError::AlreadyExists(_)) if attempt > 0 => {
+                        wait_unlocked(pve.as_ref(), &node, spec.newid).await
+                    }
                     other => other,
                 }
             })

@@ -55,7 +55,9 @@ pub struct PveGatewayArgs {
 /// A `Gateway` that submits to the running `pve` actor.
 pub fn gateway() -> Gateway {
     Gateway::new(|job| match ActorRef::<PveMsg>::where_is(PVE_ACTOR) {
-        Some(actor) => actor.send_message(PveMsg::Submit(job)).map_err(|_| PveError::Transient("the pve gateway is stopping".into())),
+        Some(actor) => actor
+            .send_message(PveMsg::Submit(job))
+            .map_err(|_| PveError::Transient("the pve gateway is stopping".into())),
         None => Err(PveError::Transient("the pve gateway is not running".into())),
     })
 }
@@ -79,7 +81,11 @@ impl Actor for PveGateway {
     type State = PveGatewayState;
     type Arguments = PveGatewayArgs;
 
-    async fn pre_start(&self, myself: ActorRef<PveMsg>, args: PveGatewayArgs) -> Result<PveGatewayState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PveMsg>,
+        args: PveGatewayArgs,
+    ) -> Result<PveGatewayState, ActorProcessingErr> {
         let status = ProxmoxStatus {
             backend: args.pve.backend().to_string(),
             endpoint: args.pve.endpoint(),
@@ -105,19 +111,32 @@ impl Actor for PveGateway {
         })
     }
 
-    async fn post_start(&self, myself: ActorRef<PveMsg>, state: &mut PveGatewayState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<PveMsg>,
+        state: &mut PveGatewayState,
+    ) -> Result<(), ActorProcessingErr> {
         state.probe_timer = Some(myself.send_interval(state.probe_interval, || PveMsg::Probe));
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<PveMsg>, state: &mut PveGatewayState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PveMsg>,
+        state: &mut PveGatewayState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(timer) = state.probe_timer.take() {
             timer.abort();
         }
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<PveMsg>, msg: PveMsg, state: &mut PveGatewayState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<PveMsg>,
+        msg: PveMsg,
+        state: &mut PveGatewayState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             PveMsg::Health(reply) => {
                 if state.probed_once {
@@ -168,7 +187,9 @@ impl Actor for PveGateway {
                     None => (None, None),
                 };
                 // Forget queues whose last operation has finished.
-                state.tails.retain(|_, rx| !matches!(rx.try_recv(), Ok(()) | Err(oneshot::error::TryRecvError::Closed)));
+                state
+                    .tails
+                    .retain(|_, rx| !matches!(rx.try_recv(), Ok(()) | Err(oneshot::error::TryRecvError::Closed)));
                 let admission = Admission { shared: Arc::clone(&state.shared), after, done };
                 tokio::spawn((job.run)(admission));
             }
@@ -204,7 +225,9 @@ async fn probe(pve: &dyn Pve, mut status: ProxmoxStatus) -> ProxmoxStatus {
         Ok(nodes) => status.nodes = nodes.into_iter().map(|n| n.node).collect(),
         Err(e) => status.error = Some(format!("cannot list nodes: {e}")),
     }
-    let datacenter = pve.cluster_firewall_options().await.map(|o| o.get("enable").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))) == Some(1));
+    let datacenter = pve.cluster_firewall_options().await.map(|o| {
+        o.get("enable").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))) == Some(1)
+    });
     let groups = pve.security_groups().await.map(|g| g.into_iter().map(|g| g.group).collect::<Vec<_>>());
     match (datacenter, groups) {
         (Ok(enabled), Ok(groups)) => {
@@ -225,10 +248,14 @@ mod tests {
 
     #[test]
     fn the_model_and_netfilter_agree_on_group_names() {
-        let pairs = [(NetworkMode::Off, Mode::Off), (NetworkMode::Nat, Mode::Nat), (NetworkMode::Allowlist, Mode::Allowlist)];
+        let pairs =
+            [(NetworkMode::Off, Mode::Off), (NetworkMode::Nat, Mode::Nat), (NetworkMode::Allowlist, Mode::Allowlist)];
         for (model, netfilter) in pairs {
             assert_eq!(model.security_group(), netfilter.group_name());
         }
-        assert_eq!(super::SECURITY_GROUPS, [Mode::Off.group_name(), Mode::Nat.group_name(), Mode::Allowlist.group_name()]);
+        assert_eq!(
+            super::SECURITY_GROUPS,
+            [Mode::Off.group_name(), Mode::Nat.group_name(), Mode::Allowlist.group_name()]
+        );
     }
 }

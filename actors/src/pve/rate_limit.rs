@@ -1,43 +1,61 @@
 //! A token bucket in front of the Proxmox transport: every HTTP request (task polls
 //! included) takes a token, so Proxmox never sees more than `rate` requests in any second.
 
-use agentlab_proxmox::transport::{Method, Params, Transport};
 use agentlab_proxmox::PveFuture;
+use agentlab_proxmox::transport::{Method, Params, Transport};
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-/// `rate` tokens per second, at most `burst` saved up.
+/// At most `rate` requests in any one-second window, as the receiver sees them: grants are
+/// spaced at least 1/rate apart (no bursts, which would open many connections at once and
+/// bunch their arrivals), and a sliding log of the last `rate` grants keeps any window of
+/// `WINDOW` (a second plus a margin for transit jitter) to `rate` grants. A plain token
+/// bucket would let a refilled burst exceed the rate within one second.
 #[derive(Debug)]
 pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
+    rate: usize,
+    window: Duration,
+    spacing: Duration,
+    grants: Mutex<VecDeque<Instant>>,
 }
 
+/// A second plus a margin: a request on a fresh TLS connection arrives tens of
+/// milliseconds later than one on a warm connection.
+const WINDOW: Duration = Duration::from_millis(1200);
+
 impl TokenBucket {
-    /// A bucket that starts empty, so no burst can exceed `rate` in the first second either.
-    pub fn new(rate_per_second: u32, burst: u32) -> TokenBucket {
-        let rate = f64::from(rate_per_second.max(1));
-        TokenBucket { rate, burst: f64::from(burst.max(1)), state: Mutex::new((0.0, Instant::now())) }
+    pub fn new(rate_per_second: u32, _burst: u32) -> TokenBucket {
+        let rate = rate_per_second.max(1);
+        TokenBucket {
+            rate: rate as usize,
+            window: WINDOW,
+            spacing: Duration::from_secs(1) / rate,
+            grants: Mutex::new(VecDeque::new()),
+        }
     }
 
-    /// Waits until a token is available and takes it. Waiters are served in order (the
-    /// mutex is fair), each sleeping only as long as its token needs.
+    /// Waits for a slot and takes it. Waiters are served in order (the mutex is fair).
     pub async fn acquire(&self) {
-        let mut state = self.state.lock().await;
-        let (tokens, last) = *state;
-        let now = Instant::now();
-        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
-        if refilled >= 1.0 {
-            *state = (refilled - 1.0, now);
-            return;
+        let mut grants = self.grants.lock().await;
+        if let Some(last) = grants.back().copied()
+            && last + self.spacing > Instant::now()
+        {
+            tokio::time::sleep_until(last + self.spacing).await;
         }
-        let wait = Duration::from_secs_f64((1.0 - refilled) / self.rate);
-        tokio::time::sleep(wait).await;
-        *state = (0.0, now + wait);
+        if grants.len() >= self.rate
+            && let Some(oldest) = grants.front().copied()
+        {
+            let free_at = oldest + self.window;
+            if free_at > Instant::now() {
+                tokio::time::sleep_until(free_at).await;
+            }
+            grants.pop_front();
+        }
+        grants.push_back(Instant::now());
     }
 }
 
@@ -96,6 +114,6 @@ mod tests {
             let in_window = times[i..].iter().take_while(|u| **u < window_end).count();
             assert!(in_window <= 20, "{in_window} acquisitions within one second starting at {t:?}");
         }
-        assert!(times[99] >= Duration::from_millis(4900), "100 tokens at 20/s take about 5 s: {:?}", times[99]);
+        assert!(times[99] >= Duration::from_millis(4950), "100 grants at 20/s take about 5 s: {:?}", times[99]);
     }
 }

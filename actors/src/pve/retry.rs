@@ -15,7 +15,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { base: Duration::from_millis(200), cap: Duration::from_secs(10), deadline: Duration::from_secs(120) }
+        RetryPolicy {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(10),
+            deadline: Duration::from_secs(120),
+        }
     }
 }
 
@@ -38,7 +42,11 @@ fn random_unit() -> f64 {
     static STATE: AtomicU64 = AtomicU64::new(0);
     let mut x = STATE.load(Ordering::Relaxed);
     if x == 0 {
-        x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(88172645463325252) | 1;
+        x = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(88172645463325252)
+            | 1;
     }
     x ^= x << 13;
     x ^= x >> 7;

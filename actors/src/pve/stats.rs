@@ -31,10 +31,9 @@ impl Stats {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let stat = ops.entry((op.to_string(), outcome.to_string())).or_insert_with(|| OpStat {
-            buckets: vec![0; BUCKETS_MS.len() + 1],
-            ..OpStat::default()
-        });
+        let stat = ops
+            .entry((op.to_string(), outcome.to_string()))
+            .or_insert_with(|| OpStat { buckets: vec![0; BUCKETS_MS.len() + 1], ..OpStat::default() });
         stat.count += 1;
         stat.total_ms += ms;
         stat.retries += u64::from(attempts.saturating_sub(1));

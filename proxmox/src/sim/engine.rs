@@ -50,7 +50,7 @@ impl SimError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
-    /// HTTP 503 before anything happens.
+    /// HTTP 500 `cluster not ready - no quorum?` before anything happens.
     Error,
     /// The VM's config lock could not be taken in time.
     LockTimeout,
@@ -183,15 +183,18 @@ impl Sim {
         if f.mutating_only && !mutating {
             return None;
         }
-        let dice =
-            [(Fault::Drop, f.drop_rate), (Fault::Error, f.error_rate), (Fault::LockTimeout, f.lock_timeout_rate)];
+        // Config locks are taken by changes only; a read never times out on one.
+        let lock_rate = if mutating { f.lock_timeout_rate } else { 0.0 };
+        let dice = [(Fault::Drop, f.drop_rate), (Fault::Error, f.error_rate), (Fault::LockTimeout, lock_rate)];
         dice.into_iter().find(|(_, rate)| *rate > 0.0 && self.roll() < *rate).map(|(fault, _)| fault)
     }
 
     pub fn record(&self, mut record: RequestRecord) {
         let mut requests = lock(&self.requests);
         record.seq = requests.len() as u64 + 1;
-        record.at_ms = self.now_ms();
+        if record.at_ms == 0 {
+            record.at_ms = self.now_ms();
+        }
         requests.push(record);
     }
 

@@ -55,9 +55,10 @@ pub enum Outcome {
 /// log (`api` or `cli`).
 pub async fn execute(sim: &Arc<Sim>, source: &str, method: &str, path: &str, params: Params, user: &str) -> Outcome {
     let contract = Contract::get();
+    // Stamped on arrival: rate checks are about when requests came in.
     let mut record = RequestRecord {
         seq: 0,
-        at_ms: 0,
+        at_ms: sim.now_ms().max(1),
         source: source.to_string(),
         method: method.to_string(),
         path: path.to_string(),
@@ -93,8 +94,9 @@ pub async fn execute(sim: &Arc<Sim>, source: &str, method: &str, path: &str, par
                 Outcome::Drop
             }
             Fault::Error => {
-                record.status = 503;
-                Outcome::Error(SimError::status(503, "Service Unavailable"))
+                // What Proxmox answers while the cluster briefly loses quorum.
+                record.status = 500;
+                Outcome::Error(SimError::die("cluster not ready - no quorum?"))
             }
             Fault::LockTimeout => {
                 record.status = 500;

@@ -286,7 +286,8 @@ impl Resolver<'_> {
             raw.proxmox_command_timeout,
         )?;
         proxmox.rate_limit_rps = self.at_least_one("proxmox_rate_limit_rps", raw.proxmox_rate_limit_rps, 20)?;
-        proxmox.max_concurrent_tasks = self.at_least_one("proxmox_max_concurrent_tasks", raw.proxmox_max_concurrent_tasks, 8)?;
+        proxmox.max_concurrent_tasks =
+            self.at_least_one("proxmox_max_concurrent_tasks", raw.proxmox_max_concurrent_tasks, 8)?;
         proxmox.clone_concurrency = self.at_least_one("proxmox_clone_concurrency", raw.proxmox_clone_concurrency, 2)?;
         let provisioning_timeout =
             self.duration("provisioning_timeout", raw.provisioning_timeout, Duration::from_secs(600))?;
@@ -412,7 +413,14 @@ impl Resolver<'_> {
                 );
             }
         };
-        Ok(ProxmoxConfig { backend, node, command_timeout, rate_limit_rps: 20, max_concurrent_tasks: 8, clone_concurrency: 2 })
+        Ok(ProxmoxConfig {
+            backend,
+            node,
+            command_timeout,
+            rate_limit_rps: 20,
+            max_concurrent_tasks: 8,
+            clone_concurrency: 2,
+        })
     }
 }
 

@@ -23,7 +23,10 @@ fn defaults_and_derived_paths() {
     assert_eq!(config.provisioning_timeout, Duration::from_secs(600));
     assert_eq!((config.vmid_min, config.vmid_max), (1000, 8999));
     assert_eq!(config.artifact_max_bytes, 268_435_456);
-    assert_eq!((config.proxmox.rate_limit_rps, config.proxmox.max_concurrent_tasks, config.proxmox.clone_concurrency), (20, 8, 2));
+    assert_eq!(
+        (config.proxmox.rate_limit_rps, config.proxmox.max_concurrent_tasks, config.proxmox.clone_concurrency),
+        (20, 8, 2)
+    );
     assert!(matches!(config.proxmox.backend, ProxmoxBackend::Api { trust: TlsTrust::System, .. }));
 }
 
