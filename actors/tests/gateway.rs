@@ -63,6 +63,18 @@ async fn setup(latency_factor: f64, faults: FaultConfig, rps: u32, clone_concurr
     Setup { sim, _dir: dir, gateway, actor }
 }
 
+/// Every request passed the simulator's schema validation.
+fn assert_all_requests_valid(sim: &SimHandle) {
+    let rejected: Vec<String> = sim
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.verdict == "rejected" || r.verdict == "not_implemented")
+        .map(|r| format!("{} {} {:?}", r.method, r.path, r.errors))
+        .collect();
+    assert!(rejected.is_empty(), "{rejected:?}");
+}
+
 /// The most clone tasks that ran at the same moment.
 fn max_concurrent_clones(sim: &SimHandle) -> usize {
     let tasks: Vec<(u64, u64)> = sim
@@ -95,6 +107,7 @@ async fn twenty_linked_clones_at_once_all_succeed_within_the_clone_cap() {
     let lock_timeouts =
         s.sim.sim.tasks().iter().filter(|t| t.exitstatus.as_deref().is_some_and(|e| e.contains("got timeout"))).count();
     assert_eq!(lock_timeouts, 0, "no clone task hit the storage lock timeout");
+    assert_all_requests_valid(&s.sim);
     s.actor.stop(None);
 }
 
@@ -139,6 +152,7 @@ async fn fifty_clone_start_destroy_sequences_complete_under_ten_percent_faults()
     assert!(faulted > 0, "faults were injected");
     let left: Vec<u32> = s.sim.sim.world().vms.keys().copied().filter(|v| *v != 9000).collect();
     assert!(left.is_empty(), "VMs left behind: {left:?}");
+    assert_all_requests_valid(&s.sim);
     s.actor.stop(None);
 }
 
@@ -182,5 +196,6 @@ async fn proxmox_never_sees_more_requests_per_second_than_the_limit() {
     let worst = times.iter().map(|t| times.iter().filter(|u| **u >= *t && **u < t + 1000).count()).max().unwrap_or(0);
     println!("{} requests; at most {worst} in any one-second window (limit 10)", times.len());
     assert!(worst <= 10, "{worst} requests within one second");
+    assert_all_requests_valid(&s.sim);
     s.actor.stop(None);
 }

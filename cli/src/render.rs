@@ -19,13 +19,35 @@ fn or_dash(value: Option<&str>) -> String {
 pub fn status(s: &StatusResponse) -> String {
     let mut out = format!("agentlabd {} (pid {}, up {}s)\n", s.daemon.version, s.daemon.pid, s.daemon.uptime_seconds);
     let px = &s.proxmox;
-    if px.reachable {
+    if px.reachable && px.token_ok == Some(false) {
         out.push_str(&format!(
-            "proxmox:   reachable, {} via {} backend ({})\n",
+            "proxmox:   reachable via {} backend ({}) but the API TOKEN IS REFUSED\n           {}\n",
+            px.backend,
+            px.endpoint,
+            px.error.as_deref().unwrap_or("no reason given")
+        ));
+    } else if px.reachable {
+        out.push_str(&format!(
+            "proxmox:   reachable, {} via {} backend ({}), token accepted\n",
             px.version.as_deref().unwrap_or("unknown version"),
             px.backend,
             px.endpoint
         ));
+        if !px.nodes.is_empty() {
+            out.push_str(&format!("nodes:     {}\n", px.nodes.join(", ")));
+        }
+        if let Some(fw) = &px.firewall {
+            let groups: Vec<String> = fw
+                .groups
+                .iter()
+                .map(|(g, exists)| format!("{g} {}", if *exists { "present" } else { "missing" }))
+                .collect();
+            out.push_str(&format!(
+                "firewall:  datacenter {}; groups: {}\n",
+                if fw.datacenter_enabled { "enabled" } else { "DISABLED (network modes are not enforced by Proxmox)" },
+                groups.join(", ")
+            ));
+        }
     } else {
         out.push_str(&format!(
             "proxmox:   UNREACHABLE via {} backend ({})\n           {}\n",

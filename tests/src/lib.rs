@@ -84,6 +84,18 @@ impl Workspace {
         self.write_raw_config(&format!("{base}{extra}"));
     }
 
+    /// A config whose Proxmox is `sim`, with `fingerprint` pinned.
+    pub fn write_sim_config(&self, sim: &SimProcess, fingerprint: &str, extra: &str) {
+        let text = format!(
+            "profiles_dir: {root}/profiles\ndata_dir: {root}/data\nrun_dir: {root}/run\n\
+             proxmox_api_url: {url}\nproxmox_api_token: {SIM_TOKEN}\nproxmox_tls_fingerprint: {fingerprint}\n\
+             proxmox_command_timeout: 10s\n{extra}",
+            root = self.path().display(),
+            url = sim.api_url,
+        );
+        self.write_raw_config(&text);
+    }
+
     pub fn write_raw_config(&self, text: &str) {
         use std::os::unix::fs::PermissionsExt;
         let path = self.config_path();
@@ -161,6 +173,77 @@ impl CliOutput {
     /// stdout as JSON, or a panic showing everything.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// The token the test simulators accept.
+pub const SIM_TOKEN: &str = "root@pam!agentlab=11111111-2222-3333-4444-555555555555";
+
+/// A `pve-sim` process on ephemeral loopback ports; killed when dropped.
+pub struct SimProcess {
+    child: Child,
+    pub api_url: String,
+    pub admin_url: String,
+    pub fingerprint: String,
+}
+
+impl SimProcess {
+    /// Starts `pve-sim` with state in `dir` and extra arguments.
+    pub fn start(dir: &Path, extra: &[&str]) -> SimProcess {
+        let ready = dir.join("pve-sim.ready");
+        let log = std::fs::File::create(dir.join("pve-sim.log")).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(bin("pve-sim"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--token",
+                SIM_TOKEN,
+                "--latency-factor",
+                "0.01",
+            ])
+            .arg("--state-dir")
+            .arg(dir.join("pve-sim"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn pve-sim: {e}"));
+        let mut sim =
+            SimProcess { child, api_url: String::new(), admin_url: String::new(), fingerprint: String::new() };
+        let up = eventually(Duration::from_secs(20), || ready.exists());
+        assert!(up, "pve-sim did not start: {}", std::fs::read_to_string(dir.join("pve-sim.log")).unwrap_or_default());
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ready).unwrap_or_default()).unwrap_or_default();
+        sim.api_url = info["api"].as_str().unwrap_or_default().to_string();
+        sim.admin_url = info["admin"].as_str().unwrap_or_default().to_string();
+        sim.fingerprint = info["fingerprint"].as_str().unwrap_or_default().to_string();
+        sim
+    }
+}
+
+impl SimProcess {
+    /// Every request the product sent passed the simulator's schema validation.
+    pub fn assert_all_requests_valid(&self) {
+        let out = Command::new("curl").args(["-s", &format!("{}/admin/requests", self.admin_url)]).output();
+        let requests: Vec<serde_json::Value> = match out {
+            Ok(o) => serde_json::from_slice(&o.stdout).unwrap_or_default(),
+            Err(e) => panic!("curl: {e}"),
+        };
+        assert!(!requests.is_empty(), "the simulator saw no request");
+        let rejected: Vec<&serde_json::Value> =
+            requests.iter().filter(|r| r["verdict"] == "rejected" || r["verdict"] == "not_implemented").collect();
+        assert!(rejected.is_empty(), "requests the simulator rejected: {rejected:?}");
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

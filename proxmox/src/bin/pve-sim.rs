@@ -3,6 +3,7 @@
 //! `PVE_SIM_ADMIN`, like the real commands act on the host.
 
 use agentlab_proxmox::sim::{FaultConfig, LatencyModel, SimConfig, cli};
+
 use clap::Parser;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -65,6 +66,18 @@ struct Args {
     /// Write `{"api","admin","fingerprint"}` here once listening.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Run this program as the guest of every started VM (e.g. agent-runner).
+    #[arg(long)]
+    guest_command: Option<PathBuf>,
+    /// An argument for the guest program; repeatable.
+    #[arg(long = "guest-arg", allow_hyphen_values = true)]
+    guest_args: Vec<String>,
+    /// Environment for the guest program, `KEY=VALUE`; repeatable.
+    #[arg(long = "guest-env")]
+    guest_env: Vec<String>,
+    /// The address guests report (they run on loopback).
+    #[arg(long, default_value = "127.0.0.1")]
+    guest_address: String,
 }
 
 fn main() -> ExitCode {
@@ -141,6 +154,24 @@ fn build_config(args: &Args) -> Result<SimConfig, String> {
             mutating_only: args.faults_mutating_only,
         },
         seed: args.seed,
+        guest: match &args.guest_command {
+            None => None,
+            Some(program) => Some(agentlab_proxmox::sim::GuestRuntime {
+                program: program.clone(),
+                args: args.guest_args.clone(),
+                root: args.state_dir.join("guests"),
+                address: args.guest_address.clone(),
+                env: args
+                    .guest_env
+                    .iter()
+                    .map(|kv| {
+                        kv.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .ok_or_else(|| format!("--guest-env `{kv}` is not KEY=VALUE"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            }),
+        },
     })
 }
 

@@ -85,6 +85,7 @@ async fn create_vm(State(sim): State<Arc<Sim>>, Json(new): Json<NewVm>) -> Resul
 
 /// Deletes a VM and the volumes it owns, as if someone did it on the host.
 async fn vanish_vm(State(sim): State<Arc<Sim>>, Path(vmid): Path<u32>) -> StatusCode {
+    sim.stop_guest(vmid);
     let mut world = sim.world();
     match world.vms.remove(&vmid) {
         Some(vm) => {

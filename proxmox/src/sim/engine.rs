@@ -121,6 +121,8 @@ pub struct Sim {
     storage_locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
     pub started: Instant,
     pub fingerprint: String,
+    /// Guest processes of running VMs (the VM runtime); dropping one kills it.
+    guests: Mutex<HashMap<u32, tokio::process::Child>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,7 +145,24 @@ impl Sim {
             storage_locks: Mutex::new(HashMap::new()),
             started: Instant::now(),
             fingerprint,
+            guests: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn add_guest(&self, vmid: u32, child: tokio::process::Child) {
+        lock(&self.guests).insert(vmid, child);
+    }
+
+    /// Kills a VM's guest process (the VM stopped, rolled back or was destroyed).
+    pub fn stop_guest(&self, vmid: u32) {
+        if let Some(mut child) = lock(&self.guests).remove(&vmid) {
+            let _ = child.start_kill();
+        }
+    }
+
+    /// The OS pid of a VM's guest process, if it runs one.
+    pub fn guest_pid(&self, vmid: u32) -> Option<u32> {
+        lock(&self.guests).get(&vmid).and_then(|c| c.id())
     }
 
     pub fn world(&self) -> MutexGuard<'_, World> {

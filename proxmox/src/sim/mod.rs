@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod cli;
 mod engine;
+mod guest;
 mod handlers;
 pub mod http;
 pub mod latency;
@@ -55,6 +56,22 @@ pub struct SimConfig {
     pub faults: FaultConfig,
     /// Seed of the fault dice (same seed, same faults).
     pub seed: u64,
+    /// Run a real guest program for each started VM.
+    pub guest: Option<GuestRuntime>,
+}
+
+/// The "VM runtime": when a VM starts, the simulator runs `program` as its guest, with the
+/// bootstrap descriptor that cloud-init would have written (taken from the VM's `cicustom`
+/// user snippet). Guests run on loopback and report `address` through the guest agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestRuntime {
+    pub program: std::path::PathBuf,
+    pub args: Vec<String>,
+    /// Per-VM directories (`<root>/<vmid>/{etc,secrets,repo,run}`) and the guest's log.
+    pub root: PathBuf,
+    pub address: String,
+    /// Extra environment for every guest.
+    pub env: Vec<(String, String)>,
 }
 
 impl SimConfig {
@@ -74,6 +91,7 @@ impl SimConfig {
             latency: LatencyModel::scaled(0.01),
             faults: FaultConfig::default(),
             seed: 7,
+            guest: None,
         }
     }
 }

@@ -81,6 +81,7 @@ pub fn shutdown(sim: &Arc<Sim>, req: &Req) -> Answer {
     let node = req.node().to_string();
     let vmid = req.vmid();
     with_vm(sim, req, ready)?;
+    sim.stop_guest(vmid);
     let mut world = sim.world();
     if let Some(vm) = world.vm_on_mut(&node, vmid) {
         super::lifecycle::power_off(vm);

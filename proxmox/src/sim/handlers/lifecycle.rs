@@ -216,18 +216,44 @@ pub fn start(sim: &Arc<Sim>, req: &Req) -> Answer {
         }
         tokio::time::sleep(task_sim.latency("start")).await;
         let agent_delay = task_sim.latency("agent_ready");
+        let guest = start_guest(&task_sim, &node, vmid)?;
         let mut world = task_sim.world();
         let pid = world.pid();
-        let ip = world.guest_ip_for(vmid);
+        let ip = match (&guest, &task_sim.config.guest) {
+            (Some(_), Some(runtime)) => runtime.address.clone(),
+            _ => world.guest_ip_for(vmid),
+        };
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         vm.power = PowerState::Running;
         vm.started_at = Some(Instant::now());
         vm.agent_ready_at = Some(Instant::now() + agent_delay);
         vm.pid = Some(pid);
         vm.guest_ip = Some(ip);
+        if let Some(child) = guest {
+            log.push(format!("guest process started (pid {})", child.id().unwrap_or(0)));
+            task_sim.add_guest(vmid, child);
+        }
         Ok(log)
     });
     Ok(Value::String(upid))
+}
+
+/// With the VM runtime on: the guest process of a VM whose user snippet carries a
+/// bootstrap descriptor.
+fn start_guest(sim: &Sim, node: &str, vmid: u32) -> Result<Option<tokio::process::Child>, String> {
+    let Some(runtime) = &sim.config.guest else { return Ok(None) };
+    let snippet = {
+        let world = sim.world();
+        let cicustom = world.vm_on(node, vmid).and_then(|vm| vm.config.get("cicustom").cloned());
+        cicustom
+            .and_then(|c| crate::sim::guest::user_snippet(&c, |s| world.storages.get(s).and_then(|st| st.path.clone())))
+    };
+    match snippet {
+        Some(path) => {
+            crate::sim::guest::launch(runtime, vmid, &path).map_err(|e| format!("pve-sim guest runtime: {e}"))
+        }
+        None => Ok(None),
+    }
 }
 
 /// cicustom files are read at start: each must exist in the snippets directory (≤ 1 MiB).
@@ -272,6 +298,7 @@ pub fn stop(sim: &Arc<Sim>, req: &Req, shutdown: bool) -> Answer {
         }
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
         tokio::time::sleep(task_sim.latency(if shutdown { "shutdown" } else { "stop" })).await;
+        task_sim.stop_guest(vmid);
         let mut world = task_sim.world();
         if let Some(vm) = world.vm_on_mut(&node, vmid) {
             power_off(vm);
@@ -366,6 +393,7 @@ pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
             vm.lock = Some("destroyed".into());
         }
         tokio::time::sleep(task_sim.latency("destroy")).await;
+        task_sim.stop_guest(vmid);
         let mut world = task_sim.world();
         let vm = world.vms.remove(&vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         let mut log = Vec::new();

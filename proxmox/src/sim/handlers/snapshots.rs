@@ -129,6 +129,7 @@ pub fn rollback(sim: &Arc<Sim>, req: &Req) -> Answer {
         };
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
         tokio::time::sleep(task_sim.latency("rollback")).await;
+        task_sim.stop_guest(vmid);
         let mut world = task_sim.world();
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         vm.lock = None;

@@ -1,0 +1,87 @@
+//! The VM runtime: a started VM's guest is a real process. Its bootstrap descriptor is the
+//! `/etc/agentlab/bootstrap.json` entry of the `write_files` list in the VM's cloud-init
+//! user snippet, exactly what cloud-init would have written inside the VM.
+
+use super::GuestRuntime;
+use std::path::{Path, PathBuf};
+
+pub const BOOTSTRAP_PATH: &str = "/etc/agentlab/bootstrap.json";
+
+/// The descriptor from a cloud-config snippet, if it has one.
+pub fn bootstrap_from_snippet(text: &str) -> Result<Option<String>, String> {
+    let value: serde_json::Value =
+        serde_saphyr::from_str(text).map_err(|e| format!("snippet is not valid YAML: {e}"))?;
+    let files = value.get("write_files").and_then(|f| f.as_array()).cloned().unwrap_or_default();
+    Ok(files
+        .iter()
+        .find(|f| f.get("path").and_then(|p| p.as_str()) == Some(BOOTSTRAP_PATH))
+        .and_then(|f| f.get("content").and_then(|c| c.as_str()).map(str::to_string)))
+}
+
+/// The snippet file a `cicustom` value's `user=` points at, under `local_path`.
+pub fn user_snippet(cicustom: &str, storage_path: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
+    let volid = cicustom.split(',').find_map(|p| p.strip_prefix("user="))?;
+    let (storage, name) = volid.split_once(':')?;
+    let file = name.strip_prefix("snippets/")?;
+    Some(storage_path(storage)?.join("snippets").join(file))
+}
+
+/// Starts the guest of `vmid`; `Ok(None)` when the snippet carries no descriptor.
+pub fn launch(runtime: &GuestRuntime, vmid: u32, snippet: &Path) -> Result<Option<tokio::process::Child>, String> {
+    let text = std::fs::read_to_string(snippet).map_err(|e| format!("cannot read {}: {e}", snippet.display()))?;
+    let Some(descriptor) = bootstrap_from_snippet(&text)? else {
+        return Ok(None);
+    };
+    let home = runtime.root.join(vmid.to_string());
+    let dirs = ["etc", "secrets", "repo", "run"].map(|d| home.join(d));
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    set_mode(&dirs[1], 0o700)?;
+    let bootstrap = dirs[0].join("bootstrap.json");
+    std::fs::write(&bootstrap, descriptor).map_err(|e| format!("cannot write {}: {e}", bootstrap.display()))?;
+    set_mode(&bootstrap, 0o600)?;
+    let log = std::fs::File::create(home.join("guest.log")).map_err(|e| format!("cannot create the guest log: {e}"))?;
+    let err_log = log.try_clone().map_err(|e| e.to_string())?;
+    let child = tokio::process::Command::new(&runtime.program)
+        .args(&runtime.args)
+        .envs(runtime.env.iter().map(|(k, v)| (k, v)))
+        .env("AGENTLAB_BOOTSTRAP", &bootstrap)
+        .env("AGENTLAB_SECRETS_DIR", &dirs[1])
+        .env("AGENTLAB_REPO_DIR", &dirs[2])
+        .env("AGENTLAB_RUN_DIR", &dirs[3])
+        .env("AGENTLAB_VMID", vmid.to_string())
+        .current_dir(&home)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the guest program {}: {e}", runtime.program.display()))?;
+    Ok(Some(child))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_is_found_in_write_files() {
+        let snippet = "#cloud-config\nusers:\n  - name: agent\nwrite_files:\n  - path: /etc/motd\n    content: hi\n  - path: /etc/agentlab/bootstrap.json\n    permissions: '0600'\n    content: '{\"token\":\"t\",\"controller\":\"http://h\",\"vmid\":1001}'\n";
+        assert_eq!(
+            bootstrap_from_snippet(snippet),
+            Ok(Some(r#"{"token":"t","controller":"http://h","vmid":1001}"#.to_string()))
+        );
+        assert_eq!(bootstrap_from_snippet("#cloud-config\nusers: []\n"), Ok(None));
+        let path = user_snippet("user=local:snippets/a.yaml,network=local:snippets/n.yaml", |s| {
+            (s == "local").then(|| PathBuf::from("/var/lib/vz"))
+        });
+        assert_eq!(path, Some(PathBuf::from("/var/lib/vz/snippets/a.yaml")));
+    }
+}

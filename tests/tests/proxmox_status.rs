@@ -1,0 +1,59 @@
+//! `agentlabd` against a `pve-sim` process over the API backend: with the certificate
+//! fingerprint pinned, `status` shows Proxmox reachable with its version, nodes, token and
+//! firewall switches; with a wrong pin, a TLS error naming both fingerprints.
+
+use agentlab_e2e::{SimProcess, Workspace};
+
+#[test]
+fn a_pinned_simulator_is_reachable_with_token_nodes_and_firewall_switches() {
+    let ws = Workspace::new();
+    let sim = SimProcess::start(ws.path(), &["--nodes", "2"]);
+    ws.write_sim_config(&sim, &sim.fingerprint, "");
+    let _daemon = ws.start_daemon();
+    let out = ws.cli(&["--json", "status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let px = &out.json()["proxmox"];
+    assert_eq!(px["reachable"], true, "{px}");
+    assert_eq!(px["token_ok"], true);
+    assert_eq!(px["backend"], "api");
+    assert!(px["version"].as_str().unwrap_or_default().contains("9.1"), "{px}");
+    assert_eq!(px["nodes"], serde_json::json!(["pve1", "pve2"]));
+    assert_eq!(px["firewall"]["datacenter_enabled"], false);
+    assert_eq!(px["firewall"]["groups"]["agent_nat_default"], false);
+    let text = ws.cli(&["status"]).stdout;
+    assert!(text.contains("reachable") && text.contains("token accepted"), "{text}");
+    assert!(text.contains("datacenter DISABLED"), "{text}");
+    sim.assert_all_requests_valid();
+}
+
+#[test]
+fn a_wrong_fingerprint_is_a_tls_error_naming_expected_and_actual() {
+    let ws = Workspace::new();
+    let sim = SimProcess::start(ws.path(), &[]);
+    let wrong = ["AB"; 32].join(":");
+    ws.write_sim_config(&sim, &wrong, "");
+    let _daemon = ws.start_daemon();
+    let out = ws.cli(&["--json", "status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let px = &out.json()["proxmox"];
+    assert_eq!(px["reachable"], false);
+    assert_eq!(px["error_class"], "tls");
+    let error = px["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&wrong), "expected fingerprint missing: {error}");
+    assert!(error.contains(&sim.fingerprint), "actual fingerprint missing: {error}");
+}
+
+#[test]
+fn a_refused_token_is_reported_as_such() {
+    let ws = Workspace::new();
+    let sim = SimProcess::start(ws.path(), &[]);
+    ws.write_sim_config(&sim, &sim.fingerprint, "");
+    let config =
+        std::fs::read_to_string(ws.config_path()).unwrap_or_default().replace("11111111-2222", "99999999-2222");
+    ws.write_raw_config(&config);
+    let _daemon = ws.start_daemon();
+    let px = ws.cli(&["--json", "status"]).json()["proxmox"].clone();
+    assert_eq!(px["token_ok"], false, "{px}");
+    assert_eq!(px["error_class"], "auth");
+    assert!(ws.cli(&["status"]).stdout.contains("API TOKEN IS REFUSED"));
+}
