@@ -3,14 +3,15 @@
 //! Every error names the file, and where it can, the line and the key.
 
 mod raw;
+mod resolve;
 #[cfg(test)]
 mod tests;
 
 use agentlab_actors::model::suggest;
-use agentlab_proxmox::api::{Fingerprint, TlsTrust, validate_token};
+use agentlab_proxmox::api::TlsTrust;
 use ipnet::IpNet;
 use raw::{KEYS, RawConfig};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -163,7 +164,7 @@ impl Config {
             let key = e.path().to_string();
             ConfigError::Invalid { path: path.into(), line: line_of(text, &key), key, message: e.inner().to_string() }
         })?;
-        Resolver { path, text }.resolve(raw)
+        resolve::Resolver { path, text }.resolve(raw)
     }
 }
 
@@ -181,251 +182,4 @@ fn check_permissions(path: &Path, metadata: &std::fs::Metadata) -> Result<(), Co
         Some(what) => Err(ConfigError::Permissions { path: path.into(), mode, what }),
         None => Ok(()),
     }
-}
-
-/// Turns raw values into checked ones, naming the key and line on any error.
-struct Resolver<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
-impl Resolver<'_> {
-    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.into(),
-            line: line_of(self.text, key),
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-
-    fn abs_path(&self, key: &str, value: Option<String>, default: PathBuf) -> Result<PathBuf, ConfigError> {
-        let path = value.map(PathBuf::from).unwrap_or(default);
-        if path.is_absolute() { Ok(path) } else { Err(self.invalid(key, "must be an absolute path")) }
-    }
-
-    fn at_least_one(&self, key: &str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
-        match value.unwrap_or(default) {
-            0 => Err(self.invalid(key, "must be at least 1")),
-            v => Ok(v),
-        }
-    }
-
-    fn duration(&self, key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(text) => humantime::parse_duration(text.trim())
-                .map_err(|e| self.invalid(key, format!("`{text}` is not a duration like 30s, 2m or 1h ({e})"))),
-        }
-    }
-
-    fn socket_addr(&self, key: &str, value: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
-        let text = value.unwrap_or_else(|| default.to_string());
-        text.parse().map_err(|_| self.invalid(key, format!("`{text}` is not an IP:port address")))
-    }
-
-    fn url(&self, key: &str, value: Option<String>, default: String) -> Result<String, ConfigError> {
-        let url = value.unwrap_or(default);
-        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-        match rest {
-            Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(url),
-            _ => Err(self.invalid(key, format!("`{url}` must be an http:// or https:// URL with a host"))),
-        }
-    }
-
-    fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let data_dir = self.abs_path("data_dir", raw.data_dir, "/var/lib/agentlab".into())?;
-        let run_dir = self.abs_path("run_dir", raw.run_dir, "/run/agentlab".into())?;
-        let bootstrap_listen = self.socket_addr("bootstrap_listen", raw.bootstrap_listen, "10.77.0.1:8844")?;
-        let artifact_listen = self.socket_addr("artifact_listen", raw.artifact_listen, "10.77.0.1:8846")?;
-        let agent_subnet = match raw.agent_subnet {
-            Some(text) => text
-                .parse::<IpNet>()
-                .map_err(|_| self.invalid("agent_subnet", format!("`{text}` is not a CIDR such as 10.77.0.0/16")))?,
-            None => derived_subnet(bootstrap_listen.ip()),
-        };
-        let metrics_listen = match raw.metrics_listen.filter(|s| !s.trim().is_empty()) {
-            None => None,
-            Some(text) => {
-                let addr: SocketAddr = text
-                    .parse()
-                    .map_err(|_| self.invalid("metrics_listen", format!("`{text}` is not an IP:port address")))?;
-                if !addr.ip().is_loopback() {
-                    return Err(
-                        self.invalid("metrics_listen", "must be a loopback address (metrics are not for the network)")
-                    );
-                }
-                Some(addr)
-            }
-        };
-        let snippet_storage = raw.snippet_storage.unwrap_or_else(|| "local".into());
-        if snippet_storage.is_empty()
-            || snippet_storage.len() > 64
-            || !snippet_storage.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(self.invalid("snippet_storage", "must be a Proxmox storage id ([A-Za-z0-9._-], at most 64)"));
-        }
-        let secrets_bundle = raw.secrets_bundle.unwrap_or_else(|| "default".into());
-        if secrets_bundle.is_empty()
-            || !secrets_bundle.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(self.invalid("secrets_bundle", "must be a bundle name of letters, digits, `.`, `_`, `-`"));
-        }
-        let ssh_public_key_path = match raw.ssh_public_key_path {
-            None => None,
-            Some(p) => Some(self.abs_path("ssh_public_key_path", Some(p), PathBuf::new())?),
-        };
-        let mut proxmox = self.proxmox(
-            &raw.proxmox_backend,
-            raw.proxmox_api_url,
-            raw.proxmox_api_token,
-            raw.proxmox_tls_fingerprint,
-            raw.proxmox_tls_ca_path,
-            raw.proxmox_tls_insecure,
-            raw.proxmox_node,
-            raw.proxmox_command_timeout,
-        )?;
-        proxmox.rate_limit_rps = self.at_least_one("proxmox_rate_limit_rps", raw.proxmox_rate_limit_rps, 20)?;
-        proxmox.max_concurrent_tasks =
-            self.at_least_one("proxmox_max_concurrent_tasks", raw.proxmox_max_concurrent_tasks, 8)?;
-        proxmox.clone_concurrency = self.at_least_one("proxmox_clone_concurrency", raw.proxmox_clone_concurrency, 2)?;
-        let provisioning_timeout =
-            self.duration("provisioning_timeout", raw.provisioning_timeout, Duration::from_secs(600))?;
-        if provisioning_timeout.is_zero() {
-            return Err(self.invalid("provisioning_timeout", "must be greater than 0"));
-        }
-        let artifact_max_bytes = raw.artifact_max_bytes.unwrap_or(256 * 1024 * 1024);
-        if artifact_max_bytes == 0 {
-            return Err(self.invalid("artifact_max_bytes", "must be greater than 0"));
-        }
-        let idle_stop = IdleStopConfig {
-            enabled: raw.idle_stop_enabled.unwrap_or(true),
-            interval: self.duration("idle_stop_interval", raw.idle_stop_interval, Duration::from_secs(60))?,
-            minutes_default: raw.idle_stop_minutes_default.unwrap_or(30),
-            cpu_threshold: raw.idle_stop_cpu_threshold.unwrap_or(0.05),
-        };
-        if idle_stop.enabled && idle_stop.interval.is_zero() {
-            return Err(self.invalid("idle_stop_interval", "must be greater than 0 when idle_stop_enabled is true"));
-        }
-        if !(0.0..=1.0).contains(&idle_stop.cpu_threshold) {
-            return Err(self.invalid("idle_stop_cpu_threshold", "must be between 0 and 1 (a fraction of one core)"));
-        }
-        let vmid_min = raw.vmid_min.unwrap_or(1000);
-        let vmid_max = raw.vmid_max.unwrap_or(8999);
-        if vmid_min < 100 {
-            return Err(self.invalid("vmid_min", "must be at least 100 (Proxmox reserves lower VMIDs)"));
-        }
-        if vmid_max > 999_999_999 {
-            return Err(self.invalid("vmid_max", "must be at most 999999999"));
-        }
-        if vmid_min > vmid_max {
-            return Err(self.invalid("vmid_max", format!("must not be below vmid_min ({vmid_min})")));
-        }
-        Ok(Config {
-            path: self.path.to_path_buf(),
-            profiles_dir: self.abs_path("profiles_dir", raw.profiles_dir, "/etc/agentlab/profiles".into())?,
-            socket_path: self.abs_path("socket_path", raw.socket_path, run_dir.join("agentlabd.sock"))?,
-            db_path: self.abs_path("db_path", raw.db_path, data_dir.join("agentlab.db"))?,
-            artifact_dir: self.abs_path("artifact_dir", raw.artifact_dir, data_dir.join("artifacts"))?,
-            snippets_dir: self.abs_path("snippets_dir", raw.snippets_dir, "/var/lib/vz/snippets".into())?,
-            snippet_storage,
-            controller_url: self.url("controller_url", raw.controller_url, format!("http://{bootstrap_listen}"))?,
-            artifact_upload_url: self.url(
-                "artifact_upload_url",
-                raw.artifact_upload_url,
-                format!("http://{artifact_listen}/upload"),
-            )?,
-            bootstrap_listen,
-            artifact_listen,
-            agent_subnet,
-            metrics_listen,
-            secrets_dir: self.abs_path("secrets_dir", raw.secrets_dir, "/etc/agentlab/secrets".into())?,
-            secrets_bundle,
-            secrets_age_key_path: self.abs_path(
-                "secrets_age_key_path",
-                raw.secrets_age_key_path,
-                "/etc/agentlab/keys/age.key".into(),
-            )?,
-            ssh_public_key_path,
-            proxmox,
-            provisioning_timeout,
-            artifact_max_bytes,
-            idle_stop,
-            vmid_min,
-            vmid_max,
-            data_dir,
-            run_dir,
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn proxmox(
-        &self,
-        backend: &Option<String>,
-        url: Option<String>,
-        token: Option<String>,
-        fingerprint: Option<String>,
-        ca_path: Option<String>,
-        insecure: Option<bool>,
-        node: Option<String>,
-        timeout: Option<String>,
-    ) -> Result<ProxmoxConfig, ConfigError> {
-        let command_timeout = self.duration("proxmox_command_timeout", timeout, Duration::from_secs(120))?;
-        if command_timeout.is_zero() {
-            return Err(self.invalid("proxmox_command_timeout", "must be greater than 0"));
-        }
-        let node = node.filter(|n| !n.trim().is_empty());
-        let backend = match backend.as_deref().unwrap_or("api") {
-            "shell" => ProxmoxBackend::Shell,
-            "api" => {
-                let url = self.url("proxmox_api_url", url, "https://localhost:8006".into())?;
-                let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
-                    self.invalid(
-                        "proxmox_api_token",
-                        "is required with proxmox_backend: api; create one with `pveum user token add root@pam agentlab --privsep=0` and set USER@REALM!TOKENID=SECRET",
-                    )
-                })?;
-                validate_token(&token).map_err(|e| self.invalid("proxmox_api_token", e))?;
-                let insecure = insecure.unwrap_or(false);
-                let chosen = [fingerprint.is_some(), ca_path.is_some(), insecure].iter().filter(|b| **b).count();
-                if chosen > 1 {
-                    return Err(self.invalid(
-                        "proxmox_tls_fingerprint",
-                        "set only one of proxmox_tls_fingerprint, proxmox_tls_ca_path and proxmox_tls_insecure",
-                    ));
-                }
-                let trust = if let Some(fp) = fingerprint {
-                    TlsTrust::Fingerprint(
-                        Fingerprint::parse(&fp).map_err(|e| self.invalid("proxmox_tls_fingerprint", e))?,
-                    )
-                } else if let Some(ca) = ca_path {
-                    TlsTrust::CaFile(self.abs_path("proxmox_tls_ca_path", Some(ca), PathBuf::new())?)
-                } else if insecure {
-                    TlsTrust::Insecure
-                } else {
-                    TlsTrust::System
-                };
-                ProxmoxBackend::Api { url, token, trust }
-            }
-            other => {
-                return Err(
-                    self.invalid("proxmox_backend", format!("`{other}` is not a backend; use `api` or `shell`"))
-                );
-            }
-        };
-        Ok(ProxmoxConfig {
-            backend,
-            node,
-            command_timeout,
-            rate_limit_rps: 20,
-            max_concurrent_tasks: 8,
-            clone_concurrency: 2,
-        })
-    }
-}
-
-/// The Go version's rule: the agent subnet is the bootstrap address's /16 (/64 for IPv6).
-fn derived_subnet(ip: IpAddr) -> IpNet {
-    let prefix = if ip.is_ipv4() { 16 } else { 64 };
-    IpNet::new(ip, prefix).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))
 }

@@ -2,6 +2,7 @@
 //! (pve-api behaviors.md §5). `dispatch` maps every endpoint of the contract.
 
 mod agent;
+mod clone;
 mod cluster;
 mod disks;
 mod firewall;
@@ -31,7 +32,7 @@ pub async fn dispatch(sim: &Arc<Sim>, req: &Req) -> Answer {
         "GET /nodes/{node}/qemu" => qemu::list(sim, req),
         "GET /nodes/{node}/qemu/{vmid}" => qemu::index(),
         "DELETE /nodes/{node}/qemu/{vmid}" => lifecycle::destroy(sim, req),
-        "POST /nodes/{node}/qemu/{vmid}/clone" => lifecycle::clone(sim, req),
+        "POST /nodes/{node}/qemu/{vmid}/clone" => clone::clone(sim, req),
         "GET /nodes/{node}/qemu/{vmid}/config" => qemu::get_config(sim, req),
         "POST /nodes/{node}/qemu/{vmid}/config" => qemu::update_config(sim, req, true).await,
         "PUT /nodes/{node}/qemu/{vmid}/config" => qemu::update_config(sim, req, false).await,
