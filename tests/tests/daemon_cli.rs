@@ -98,6 +98,8 @@ fn record(vmid: u32, state: SandboxState) -> SandboxRecord {
         provision_step: None,
         snippet_path: None,
         error: None,
+        ttl_minutes: None,
+        description: None,
         created_at: now.clone(),
         updated_at: now,
     }

@@ -62,6 +62,22 @@ CREATE INDEX events_job ON events(job_id, id);
 CREATE INDEX events_kind ON events(kind, id);
 ",
     },
+    Migration {
+        version: 3,
+        name: "bootstrap_tokens",
+        sql: "
+CREATE TABLE bootstrap_tokens (
+    token_hash  TEXT PRIMARY KEY,
+    vmid        INTEGER NOT NULL,
+    expires_at  TEXT NOT NULL,
+    consumed_at TEXT,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX bootstrap_tokens_vmid ON bootstrap_tokens(vmid);
+ALTER TABLE sandboxes ADD COLUMN ttl_minutes INTEGER;
+ALTER TABLE sandboxes ADD COLUMN description TEXT;
+",
+    },
 ];
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -130,6 +146,13 @@ mod tests {
                 [],
             )
             .unwrap_or_else(|e| panic!("seed v2: {e}"));
+        }
+        if version >= 3 {
+            conn.execute(
+                "INSERT INTO bootstrap_tokens (token_hash, vmid, expires_at, created_at) VALUES ('abc', 1001, '2999-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("seed v3: {e}"));
         }
     }
 

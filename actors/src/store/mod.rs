@@ -4,10 +4,13 @@
 
 mod events;
 mod migrations;
+mod sandbox_updates;
 mod sandboxes;
+mod tokens;
 
 pub use events::{EventPage, NewEvent, Stage};
 pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
+pub use sandbox_updates::SandboxPatch;
 pub use sandboxes::SandboxRecord;
 #[cfg(test)]
 pub(crate) use sandboxes::sample_record as sandboxes_sample;
@@ -46,6 +49,8 @@ pub enum StoreError {
     SandboxNotFound(u32),
     #[error("sandbox {0} already exists")]
     SandboxExists(u32),
+    #[error("no free VMID in the configured range (vmid_min..vmid_max); destroy sandboxes or widen the range")]
+    NoFreeVmid,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -31,6 +31,10 @@ pub struct SandboxRecord {
     /// The cloud-init snippet file, recorded before the VM references it.
     pub snippet_path: Option<String>,
     pub error: Option<String>,
+    /// The lease length asked for (renewals reuse it when none is given).
+    pub ttl_minutes: Option<u32>,
+    /// Carried into the VM's Proxmox description.
+    pub description: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -64,7 +68,8 @@ impl SandboxRecord {
 }
 
 const COLUMNS: &str = "vmid, name, profile, state, ip, node, tags, keepalive, lease_expires_at, last_used_at, \
-    network_mode, cores, memory_mb, job_id, workspace_id, provision_step, snippet_path, error, created_at, updated_at";
+    network_mode, cores, memory_mb, job_id, workspace_id, provision_step, snippet_path, error, created_at, updated_at, \
+    ttl_minutes, description";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, String>> {
     let state: String = row.get(3)?;
@@ -101,6 +106,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, String>> {
             error: row.get(17)?,
             created_at: row.get(18)?,
             updated_at: row.get(19)?,
+            ttl_minutes: row.get(20)?,
+            description: row.get(21)?,
         }),
     })
 }
@@ -123,34 +130,7 @@ fn query_records(
 impl Store {
     /// Inserts a new record with a `sandbox.state` event (created in `record.state`).
     pub fn insert_sandbox(&self, record: &SandboxRecord, peer_uid: Option<u32>) -> StoreResult<()> {
-        self.write(|tx| {
-            let exists: Option<u32> = tx
-                .query_row("SELECT vmid FROM sandboxes WHERE vmid = ?1", [record.vmid], |r| r.get(0))
-                .optional()
-                .map_err(|e| self.err(e))?;
-            if exists.is_some() {
-                return Err(StoreError::SandboxExists(record.vmid));
-            }
-            let tags = serde_json::to_string(&record.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            tx.execute(
-                &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
-                params![
-                    record.vmid, record.name, record.profile, record.state.as_str(), record.ip, record.node, tags,
-                    record.keepalive, record.lease_expires_at, record.last_used_at, record.network_mode.as_str(),
-                    record.cores, record.memory_mb, record.job_id, record.workspace_id, record.provision_step,
-                    record.snippet_path, record.error, record.created_at, record.updated_at
-                ],
-            )
-            .map_err(|e| self.err(e))?;
-            insert_event(
-                tx,
-                self,
-                &NewEvent::sandbox(record.vmid, "sandbox.state", Stage::Lifecycle, format!("sandbox created in {}", record.state))
-                    .payload(serde_json::json!({"from_state": null, "to_state": record.state.as_str()}))
-                    .by(peer_uid),
-            )?;
-            Ok(())
-        })
+        self.write(|tx| insert_in(tx, self, record, peer_uid))
     }
 
     pub fn get_sandbox(&self, vmid: u32) -> StoreResult<Option<SandboxRecord>> {
@@ -251,6 +231,47 @@ impl Store {
     }
 }
 
+/// Inserts a record (with its creation event) inside a caller's transaction.
+pub(crate) fn insert_in(
+    tx: &rusqlite::Transaction<'_>,
+    store: &Store,
+    record: &SandboxRecord,
+    peer_uid: Option<u32>,
+) -> StoreResult<()> {
+    let exists: Option<u32> = tx
+        .query_row("SELECT vmid FROM sandboxes WHERE vmid = ?1", [record.vmid], |r| r.get(0))
+        .optional()
+        .map_err(|e| store.err(e))?;
+    if exists.is_some() {
+        return Err(StoreError::SandboxExists(record.vmid));
+    }
+    let tags = serde_json::to_string(&record.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+                &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
+                params![
+                    record.vmid, record.name, record.profile, record.state.as_str(), record.ip, record.node, tags,
+                    record.keepalive, record.lease_expires_at, record.last_used_at, record.network_mode.as_str(),
+                    record.cores, record.memory_mb, record.job_id, record.workspace_id, record.provision_step,
+                    record.snippet_path, record.error, record.created_at, record.updated_at, record.ttl_minutes,
+                    record.description
+                ],
+            )
+            .map_err(|e| store.err(e))?;
+    insert_event(
+        tx,
+        store,
+        &NewEvent::sandbox(
+            record.vmid,
+            "sandbox.state",
+            Stage::Lifecycle,
+            format!("sandbox created in {}", record.state),
+        )
+        .payload(serde_json::json!({"from_state": null, "to_state": record.state.as_str()}))
+        .by(peer_uid),
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) fn sample_record(vmid: u32, state: SandboxState) -> SandboxRecord {
     let now = time_format::now();
@@ -273,6 +294,8 @@ pub(crate) fn sample_record(vmid: u32, state: SandboxState) -> SandboxRecord {
         provision_step: None,
         snippet_path: None,
         error: None,
+        ttl_minutes: None,
+        description: None,
         created_at: now.clone(),
         updated_at: now,
     }
