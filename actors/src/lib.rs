@@ -16,4 +16,6 @@ pub mod pve;
 #[cfg(feature = "runtime")]
 pub mod root;
 #[cfg(feature = "runtime")]
+pub mod sandbox;
+#[cfg(feature = "runtime")]
 pub mod store;

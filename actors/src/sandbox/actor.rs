@@ -1,0 +1,441 @@
+//! The sandbox actor. Handlers decide (admission table, transition table), record (store),
+//! then start the side effect on a task whose completion comes back as a message; the
+//! mailbox never waits on Proxmox.
+
+use super::pipeline::{self, Failure};
+use super::teardown::{self, TeardownError};
+use super::SandboxContext;
+use crate::model::{Admission, ErrorCode, Operation, SandboxEvent, SandboxState, sandbox_ops, sandbox_state, time_format};
+use crate::protocol::SandboxView;
+use crate::store::{NewEvent, SandboxPatch, SandboxRecord, Stage};
+use agentlab_proxmox::PveError;
+use agentlab_proxmox::types::VmAction;
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How provisioning ended, for whoever waits on it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    Ready(SandboxView),
+    Failed(SandboxView),
+}
+
+/// A refused or failed operation, with the API code it maps to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn op_error(code: ErrorCode, message: impl Into<String>) -> OpError {
+    OpError { code, message: message.into() }
+}
+
+pub enum SandboxMsg {
+    /// First message after (re)start: converge from the record.
+    Reconcile,
+    Get(RpcReplyPort<Option<SandboxView>>),
+    /// Answer once provisioning is over (at once if it already is).
+    WaitSettled(RpcReplyPort<Settled>),
+    Destroy { force: bool, by: Option<u32>, reply: RpcReplyPort<Result<SandboxView, OpError>> },
+    RenewLease { until: String, by: Option<u32>, reply: RpcReplyPort<Result<SandboxView, OpError>> },
+    LeaseExpired,
+    Probe,
+    Probed(Result<agentlab_proxmox::types::VmStatus, PveError>),
+    ProvisionDone(Result<(), Failure>),
+    TeardownDone { result: Result<(), TeardownError>, then: AfterTeardown },
+    StopDone(Result<(), String>),
+    /// Test hook: panic inside the handler (debug builds only).
+    #[cfg(debug_assertions)]
+    Panic,
+}
+
+/// What a finished teardown leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterTeardown {
+    /// The record becomes DESTROYED and the actor stops.
+    Destroyed,
+    /// The record keeps its state (FAILED after a failed provisioning).
+    KeepState,
+}
+
+pub struct SandboxActor {
+    pub ctx: Arc<SandboxContext>,
+}
+
+pub struct SandboxActorState {
+    vmid: u32,
+    name: String,
+    work: Option<tokio::task::JoinHandle<()>>,
+    settle_waiters: Vec<RpcReplyPort<Settled>>,
+    destroy_waiters: Vec<RpcReplyPort<Result<SandboxView, OpError>>>,
+    lease_timer: Option<JoinHandle<Result<(), MessagingErr<SandboxMsg>>>>,
+    probe_timer: Option<JoinHandle<()>>,
+    probing: bool,
+}
+
+impl SandboxActor {
+    fn load(&self, vmid: u32) -> Result<SandboxRecord, ActorProcessingErr> {
+        Ok(self.ctx.store.get_sandbox(vmid)?.ok_or_else(|| format!("sandbox {vmid} has no record"))?)
+    }
+
+    fn publish(&self, state: &SandboxActorState, rec: &SandboxRecord) {
+        self.ctx.directory.set_state(&state.name, rec.state.as_str());
+    }
+
+    fn busy(state: &SandboxActorState) -> bool {
+        state.work.as_ref().is_some_and(|w| !w.is_finished())
+    }
+
+    fn start_provisioning(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: &SandboxRecord) {
+        if Self::busy(state) {
+            return;
+        }
+        let ctx = Arc::clone(&self.ctx);
+        let vmid = state.vmid;
+        let me = me.clone();
+        let created = time_format::parse(&rec.created_at).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+        let elapsed = (time::OffsetDateTime::now_utc() - created).max(time::Duration::ZERO);
+        let remaining = ctx.settings.provisioning_timeout.saturating_sub(elapsed.try_into().unwrap_or_default());
+        state.work = Some(tokio::spawn(async move {
+            let outcome = match tokio::time::timeout(remaining, pipeline::provision(Arc::clone(&ctx), vmid)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    let step = ctx.store.get_sandbox(vmid).ok().flatten().and_then(|r| r.provision_step).unwrap_or_else(|| "?".into());
+                    Err(Failure {
+                        step,
+                        error: format!("provisioning did not finish within provisioning_timeout ({:?})", ctx.settings.provisioning_timeout),
+                    })
+                }
+            };
+            let _ = me.send_message(SandboxMsg::ProvisionDone(outcome));
+        }));
+    }
+
+    fn start_teardown(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: SandboxRecord, then: AfterTeardown) {
+        if let Some(work) = state.work.take() {
+            // An interrupted step is safe: every step is idempotent and teardown tolerates "gone".
+            work.abort();
+        }
+        let ctx = Arc::clone(&self.ctx);
+        let me = me.clone();
+        state.work = Some(tokio::spawn(async move {
+            let result = teardown::teardown(ctx, rec).await;
+            let _ = me.send_message(SandboxMsg::TeardownDone { result, then });
+        }));
+    }
+
+    fn arm_timers(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: &SandboxRecord) {
+        if let Some(timer) = state.lease_timer.take() {
+            timer.abort();
+        }
+        if let Some(expires) = rec.lease_expires_at.as_deref().and_then(|t| time_format::parse(t).ok()) {
+            let left = expires - time::OffsetDateTime::now_utc();
+            let delay: Duration = left.try_into().unwrap_or(Duration::ZERO);
+            state.lease_timer = Some(me.send_after(delay, || SandboxMsg::LeaseExpired));
+        }
+        if state.probe_timer.is_none() {
+            state.probe_timer = Some(me.send_interval(self.ctx.settings.probe_interval, || SandboxMsg::Probe));
+        }
+    }
+
+    fn settle(&self, state: &mut SandboxActorState, rec: &SandboxRecord) {
+        let settled = match rec.state {
+            SandboxState::Requested | SandboxState::Provisioning | SandboxState::Booting => return,
+            SandboxState::Failed | SandboxState::Destroyed | SandboxState::Timeout => Settled::Failed(rec.view()),
+            _ => Settled::Ready(rec.view()),
+        };
+        for waiter in state.settle_waiters.drain(..) {
+            let _ = waiter.send(settled.clone());
+        }
+    }
+
+    fn begin_destroy(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: SandboxRecord, by: Option<u32>) -> Result<(), ActorProcessingErr> {
+        let event = NewEvent::sandbox(rec.vmid, "sandbox.destroy.started", Stage::Lifecycle, "destroy requested").by(by);
+        self.ctx.store.patch_sandbox(rec.vmid, &SandboxPatch { provision_step: Some(Some("destroy".into())), ..Default::default() }, Some(&event))?;
+        self.start_teardown(me, state, rec, AfterTeardown::Destroyed);
+        Ok(())
+    }
+
+    /// Moves the record with `event` from whatever state it is in now; false if the table refuses.
+    fn move_by(&self, vmid: u32, event: SandboxEvent, error: Option<&str>) -> Result<Option<SandboxRecord>, ActorProcessingErr> {
+        let rec = self.load(vmid)?;
+        match sandbox_state::transition(rec.state, event) {
+            Ok(to) => {
+                self.ctx.store.transition_sandbox(vmid, rec.state, to, error, None)?;
+                Ok(Some(self.load(vmid)?))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+impl Actor for SandboxActor {
+    type Msg = SandboxMsg;
+    type State = SandboxActorState;
+    type Arguments = u32;
+
+    async fn pre_start(&self, myself: ActorRef<SandboxMsg>, vmid: u32) -> Result<SandboxActorState, ActorProcessingErr> {
+        // Only load here; every Proxmox check happens in handlers so failures reach the root.
+        let rec = self.load(vmid)?;
+        let state = SandboxActorState {
+            vmid,
+            name: format!("{}:{vmid}", super::KIND),
+            work: None,
+            settle_waiters: Vec::new(),
+            destroy_waiters: Vec::new(),
+            lease_timer: None,
+            probe_timer: None,
+            probing: false,
+        };
+        self.publish(&state, &rec);
+        myself.send_message(SandboxMsg::Reconcile)?;
+        Ok(state)
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<SandboxMsg>, state: &mut SandboxActorState) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.lease_timer.take() {
+            timer.abort();
+        }
+        if let Some(timer) = state.probe_timer.take() {
+            timer.abort();
+        }
+        // Provisioning in flight is left to the record: the next start resumes it.
+        if let Some(work) = state.work.take() {
+            work.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<SandboxMsg>, msg: SandboxMsg, state: &mut SandboxActorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SandboxMsg::Reconcile => {
+                let rec = self.load(state.vmid)?;
+                self.publish(state, &rec);
+                if rec.provision_step.as_deref() == Some("destroy") {
+                    self.start_teardown(&myself, state, rec, AfterTeardown::Destroyed);
+                    return Ok(());
+                }
+                match rec.state {
+                    SandboxState::Requested | SandboxState::Provisioning | SandboxState::Booting => {
+                        self.arm_timers(&myself, state, &rec);
+                        self.start_provisioning(&myself, state, &rec);
+                    }
+                    SandboxState::Failed if rec.snippet_path.is_some() || rec.node.is_some() && rec.provision_step.is_some() => {
+                        // A failure whose cleanup was interrupted: finish it.
+                        self.start_teardown(&myself, state, rec, AfterTeardown::KeepState);
+                    }
+                    SandboxState::Timeout => myself.send_message(SandboxMsg::LeaseExpired)?,
+                    SandboxState::Destroyed => myself.stop(Some("sandbox destroyed".into())),
+                    _ => self.arm_timers(&myself, state, &rec),
+                }
+            }
+            SandboxMsg::Get(reply) => {
+                let _ = reply.send(self.ctx.store.get_sandbox(state.vmid)?.map(|r| r.view()));
+            }
+            SandboxMsg::WaitSettled(reply) => {
+                state.settle_waiters.push(reply);
+                let rec = self.load(state.vmid)?;
+                if !Self::busy(state) {
+                    self.settle(state, &rec);
+                }
+            }
+            SandboxMsg::ProvisionDone(outcome) => {
+                state.work = None;
+                match outcome {
+                    Ok(()) => {
+                        let rec = self.load(state.vmid)?;
+                        self.publish(state, &rec);
+                        self.arm_timers(&myself, state, &rec);
+                        self.settle(state, &rec);
+                    }
+                    Err(failure) => {
+                        let reason = format!("provisioning failed at step {}: {}", failure.step, failure.error);
+                        tracing::warn!(vmid = state.vmid, %reason, "sandbox failed");
+                        let event = NewEvent::sandbox(state.vmid, "sandbox.provision_failed", Stage::Recovery, reason.clone())
+                            .payload(serde_json::json!({"step": failure.step, "error": failure.error}));
+                        self.ctx.store.append_event(&event)?;
+                        if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Fail, Some(&reason))? {
+                            self.publish(state, &rec);
+                            self.start_teardown(&myself, state, rec, AfterTeardown::KeepState);
+                        }
+                    }
+                }
+            }
+            SandboxMsg::Destroy { force, by, reply } => {
+                let rec = self.load(state.vmid)?;
+                let op = if force { Operation::ForceDestroy } else { Operation::Destroy };
+                match sandbox_ops::check(rec.state, op) {
+                    Admission::AlreadyDone => {
+                        let _ = reply.send(Ok(rec.view()));
+                    }
+                    Admission::Refused => {
+                        let valid: Vec<&str> = sandbox_ops::allowed_states(op).iter().map(|s| s.as_str()).collect();
+                        let _ = reply.send(Err(op_error(
+                            ErrorCode::InvalidState,
+                            format!("cannot destroy sandbox {} in state {} (valid: {}); use --force to destroy it anyway", rec.vmid, rec.state, valid.join(", ")),
+                        )));
+                    }
+                    Admission::Allowed => {
+                        state.destroy_waiters.push(reply);
+                        if rec.provision_step.as_deref() != Some("destroy") {
+                            self.begin_destroy(&myself, state, rec, by)?;
+                        }
+                    }
+                }
+            }
+            SandboxMsg::TeardownDone { result, then } => {
+                state.work = None;
+                let rec = self.load(state.vmid)?;
+                match (result, then) {
+                    (Ok(()), AfterTeardown::Destroyed) => {
+                        let patch = SandboxPatch { provision_step: Some(None), ..Default::default() };
+                        self.ctx.store.patch_sandbox(state.vmid, &patch, None)?;
+                        let rec = match self.move_by(state.vmid, SandboxEvent::Destroy, None)? {
+                            Some(rec) => rec,
+                            None => rec,
+                        };
+                        self.publish(state, &rec);
+                        for waiter in state.destroy_waiters.drain(..) {
+                            let _ = waiter.send(Ok(rec.view()));
+                        }
+                        self.settle(state, &rec);
+                        myself.stop(Some("sandbox destroyed".into()));
+                    }
+                    (Ok(()), AfterTeardown::KeepState) => {
+                        let patch = SandboxPatch { provision_step: Some(None), ..Default::default() };
+                        self.ctx.store.patch_sandbox(state.vmid, &patch, None)?;
+                        let rec = self.load(state.vmid)?;
+                        self.settle(state, &rec);
+                        self.arm_timers(&myself, state, &rec);
+                    }
+                    (Err(error), _) => {
+                        let (code, kind) = match &error {
+                            TeardownError::NotOurs(_) => (ErrorCode::Conflict, "sandbox.destroy.refused"),
+                            TeardownError::Failed(_) => (ErrorCode::Internal, "sandbox.destroy.failed"),
+                        };
+                        let event = NewEvent::sandbox(state.vmid, kind, Stage::Lifecycle, error.to_string());
+                        let patch = SandboxPatch { provision_step: Some(None), ..Default::default() };
+                        self.ctx.store.patch_sandbox(state.vmid, &patch, Some(&event))?;
+                        for waiter in state.destroy_waiters.drain(..) {
+                            let _ = waiter.send(Err(op_error(code, error.to_string())));
+                        }
+                        self.settle(state, &rec);
+                    }
+                }
+            }
+            SandboxMsg::RenewLease { until, by, reply } => {
+                let rec = self.load(state.vmid)?;
+                if sandbox_ops::check(rec.state, Operation::LeaseRenew) != Admission::Allowed {
+                    let _ = reply.send(Err(op_error(
+                        ErrorCode::InvalidState,
+                        format!("cannot renew the lease of sandbox {} in state {}: leases are renewed only while RUNNING", rec.vmid, rec.state),
+                    )));
+                    return Ok(());
+                }
+                let event = NewEvent::sandbox(rec.vmid, "sandbox.lease", Stage::Lease, format!("lease renewed until {until}"))
+                    .payload(serde_json::json!({"expires_at": until}))
+                    .by(by);
+                self.ctx.store.patch_sandbox(rec.vmid, &SandboxPatch { lease_expires_at: Some(Some(until)), ..Default::default() }, Some(&event))?;
+                let rec = self.load(state.vmid)?;
+                self.arm_timers(&myself, state, &rec);
+                let _ = reply.send(Ok(rec.view()));
+            }
+            SandboxMsg::LeaseExpired => {
+                let rec = self.load(state.vmid)?;
+                let expired = rec.lease_expires_at.as_deref().and_then(|t| time_format::parse(t).ok()).is_none_or(|t| t <= time::OffsetDateTime::now_utc());
+                if !expired && rec.state != SandboxState::Timeout {
+                    self.arm_timers(&myself, state, &rec);
+                    return Ok(());
+                }
+                let rec = match self.move_by(state.vmid, SandboxEvent::LeaseExpired, Some("lease expired"))? {
+                    Some(rec) => {
+                        self.ctx.store.append_event(&NewEvent::sandbox(rec.vmid, "sandbox.lease.expired", Stage::Lease, "lease expired"))?;
+                        rec
+                    }
+                    None => rec,
+                };
+                self.publish(state, &rec);
+                if rec.keepalive {
+                    if rec.state == SandboxState::Timeout {
+                        // Keepalive: stop and keep the VM instead of destroying it.
+                        if let Some(work) = state.work.take() {
+                            work.abort();
+                        }
+                        let (ctx, me, vmid, node) = (Arc::clone(&self.ctx), myself.clone(), rec.vmid, rec.node.clone());
+                        state.work = Some(tokio::spawn(async move {
+                            let result = match node {
+                                Some(node) => match ctx.gateway.vm_action(&node, vmid, VmAction::Stop).await {
+                                    Ok(_) | Err(PveError::NotFound(_)) => Ok(()),
+                                    Err(e) => Err(e.to_string()),
+                                },
+                                None => Ok(()),
+                            };
+                            let _ = me.send_message(SandboxMsg::StopDone(result));
+                        }));
+                    }
+                } else if rec.state != SandboxState::Destroyed && rec.provision_step.as_deref() != Some("destroy") {
+                    self.begin_destroy(&myself, state, rec, None)?;
+                }
+                self.settle(state, &self.load(state.vmid)?);
+            }
+            SandboxMsg::StopDone(result) => {
+                state.work = None;
+                match result {
+                    Ok(()) => {
+                        if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Stop, None)? {
+                            self.publish(state, &rec);
+                        }
+                    }
+                    Err(e) => {
+                        self.ctx.store.append_event(&NewEvent::sandbox(state.vmid, "sandbox.stop.failed", Stage::Lifecycle, e))?;
+                    }
+                }
+            }
+            SandboxMsg::Probe => {
+                let rec = self.load(state.vmid)?;
+                let probe_states = [SandboxState::Ready, SandboxState::Running, SandboxState::Suspended, SandboxState::Stopped];
+                if state.probing || Self::busy(state) || !probe_states.contains(&rec.state) {
+                    return Ok(());
+                }
+                let Some(node) = rec.node.clone() else { return Ok(()) };
+                state.probing = true;
+                let (ctx, me, vmid) = (Arc::clone(&self.ctx), myself.clone(), rec.vmid);
+                tokio::spawn(async move {
+                    let result = ctx.gateway.vm_status(&node, vmid).await;
+                    let _ = me.send_message(SandboxMsg::Probed(result));
+                });
+            }
+            SandboxMsg::Probed(result) => {
+                state.probing = false;
+                let rec = self.load(state.vmid)?;
+                if Self::busy(state) {
+                    return Ok(());
+                }
+                match result {
+                    Err(PveError::NotFound(_)) => {
+                        let msg = format!("VM {} vanished from Proxmox (deleted outside AgentLab)", rec.vmid);
+                        self.ctx.store.append_event(&NewEvent::sandbox(rec.vmid, "sandbox.vanished", Stage::Recovery, msg.clone()))?;
+                        teardown::remove_local(&self.ctx, &rec)?;
+                        if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Destroy, Some(&msg))? {
+                            self.publish(state, &rec);
+                        }
+                        myself.stop(Some("VM vanished".into()));
+                    }
+                    Ok(status) if !status.is_running() && matches!(rec.state, SandboxState::Ready | SandboxState::Running | SandboxState::Suspended) => {
+                        let msg = "VM stopped outside AgentLab";
+                        if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Stop, Some(msg))? {
+                            self.publish(state, &rec);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            #[cfg(debug_assertions)]
+            SandboxMsg::Panic => panic!("sandbox {} panicked on request (test hook)", state.vmid),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! Sandboxes: one actor per sandbox (`sandbox:<vmid>`) owning its state machine, its
+//! provisioning pipeline, its lease timer and its health probe. The store record is the
+//! source of truth; the actor re-reads it before every decision, so a restarted actor
+//! continues exactly where the record says.
+
+mod actor;
+mod pipeline;
+pub mod snippet;
+mod teardown;
+
+pub use actor::{SandboxActor, SandboxMsg, Settled};
+pub use pipeline::Step;
+
+use crate::profiles::ProfileRegistry;
+use crate::pve::Gateway;
+use crate::root::{ActorDirectory, EntityFactory, SpawnFuture};
+use crate::store::Store;
+use ipnet::IpNet;
+use ractor::{Actor, ActorCell, SpawnErr};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The daemon settings sandboxes depend on.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// `proxmox_node`; unset: the profile's node, else the node with the most free memory.
+    pub node: Option<String>,
+    pub snippets_dir: PathBuf,
+    pub snippet_storage: String,
+    pub ssh_public_key: Option<String>,
+    pub controller_url: String,
+    pub agent_subnet: IpNet,
+    /// The guest listener's address and ports (the one private destination guests may reach).
+    pub gateway_ip: IpAddr,
+    pub listener_ports: Vec<u16>,
+    pub provisioning_timeout: Duration,
+    pub probe_interval: Duration,
+    /// How often the guest agent is asked for the address while booting.
+    pub ip_poll_interval: Duration,
+}
+
+/// Everything a sandbox actor uses.
+pub struct SandboxContext {
+    pub store: Arc<Store>,
+    pub profiles: Arc<ProfileRegistry>,
+    pub gateway: Gateway,
+    pub settings: SandboxSettings,
+    pub directory: ActorDirectory,
+}
+
+pub const KIND: &str = "sandbox";
+
+/// The `sandbox` entity kind for the root supervisor.
+pub struct SandboxFactory {
+    pub ctx: Arc<SandboxContext>,
+}
+
+impl EntityFactory for SandboxFactory {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn live_ids(&self) -> Result<Vec<String>, String> {
+        let vmids = self.ctx.store.live_sandbox_vmids().map_err(|e| e.to_string())?;
+        Ok(vmids.into_iter().map(|v| v.to_string()).collect())
+    }
+
+    fn spawn(&self, id: String, name: String, supervisor: ActorCell) -> SpawnFuture {
+        let ctx = Arc::clone(&self.ctx);
+        Box::pin(async move {
+            let vmid: u32 = id.parse().map_err(|_| SpawnErr::StartupFailed(format!("bad sandbox id {id}").into()))?;
+            let (actor, _) = Actor::spawn_linked(Some(name), SandboxActor { ctx }, vmid, supervisor).await?;
+            Ok(actor.get_cell())
+        })
+    }
+
+    fn give_up(&self, id: &str, reason: &str) -> Result<(), String> {
+        let vmid: u32 = id.parse().map_err(|_| format!("bad sandbox id {id}"))?;
+        let record = self.ctx.store.get_sandbox(vmid).map_err(|e| e.to_string())?.ok_or("record gone")?;
+        match crate::model::sandbox_state::transition(record.state, crate::model::SandboxEvent::Fail) {
+            Ok(to) => self.ctx.store.transition_sandbox(vmid, record.state, to, Some(reason), None).map_err(|e| e.to_string()),
+            // Already past failing (stopped, timed out…): keep the state, say why.
+            Err(_) => self
+                .ctx
+                .store
+                .patch_sandbox(vmid, &crate::store::SandboxPatch { error: Some(Some(reason.to_string())), ..Default::default() }, None)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The `agentlab` tag: the daemon never changes or destroys a VM without it.
+pub const OWNER_TAG: &str = "agentlab";
+
+/// The description marker written at clone time (before the tag can be set).
+pub fn description_marker(vmid: u32) -> String {
+    format!("agentlab-sandbox:{vmid}")
+}

@@ -1,0 +1,120 @@
+//! The cloud-init user snippet of a sandbox: the `agent` user with the daemon's SSH key, and
+//! `/etc/agentlab/bootstrap.json` with a fresh one-time token. Proxmox cannot receive
+//! snippets through its API, so the daemon writes the file into the snippet storage's
+//! directory itself (mode 0600), after recording its path.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// What the guest runner reads; the token is the only copy of the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bootstrap<'a> {
+    pub token: &'a str,
+    pub controller: &'a str,
+    pub vmid: u32,
+}
+
+/// 256 random bits, hex (64 characters).
+pub fn random_token() -> std::io::Result<String> {
+    random_hex(32)
+}
+
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What the store keeps instead of the token.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// YAML single-quoted scalar.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The `#cloud-config` document.
+pub fn render(ssh_public_key: Option<&str>, bootstrap: &Bootstrap<'_>) -> String {
+    let json = serde_json::to_string(bootstrap).unwrap_or_default();
+    let mut out = String::from("#cloud-config\n# Written by agentlabd; removed when the sandbox is destroyed.\nusers:\n  - name: agent\n    shell: /bin/bash\n    sudo: ALL=(ALL) NOPASSWD:ALL\n    lock_passwd: true\n");
+    if let Some(key) = ssh_public_key.map(str::trim).filter(|k| !k.is_empty()) {
+        out.push_str(&format!("    ssh_authorized_keys:\n      - {}\n", quoted(key)));
+    }
+    out.push_str("write_files:\n  - path: /etc/agentlab/bootstrap.json\n    owner: root:root\n    permissions: '0600'\n");
+    out.push_str(&format!("    content: {}\n", quoted(&json)));
+    out
+}
+
+/// `<dir>/agentlab-<vmid>-<random>.yaml`: unguessable, so another tenant of the host
+/// cannot predict it.
+pub fn new_path(dir: &Path, vmid: u32) -> std::io::Result<PathBuf> {
+    Ok(dir.join(format!("agentlab-{vmid}-{}.yaml", random_hex(6)?)))
+}
+
+/// Writes the snippet atomically with mode 0600.
+pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("yaml.tmp");
+    {
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Removes a snippet; a missing file is fine (removal is idempotent).
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The `cicustom` value for a snippet file on `storage`.
+pub fn cicustom(storage: &str, path: &Path) -> String {
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("user={storage}:snippets/{file}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_cloud_config_with_the_descriptor_and_key() {
+        let token = "a".repeat(64);
+        let text = render(Some("ssh-ed25519 AAAA agentlab"), &Bootstrap { token: &token, controller: "http://10.77.0.1:8844", vmid: 1001 });
+        assert!(text.starts_with("#cloud-config\n"));
+        assert!(text.contains("- 'ssh-ed25519 AAAA agentlab'"));
+        let expected = format!("content: '{{\"token\":\"{token}\",\"controller\":\"http://10.77.0.1:8844\",\"vmid\":1001}}'");
+        assert!(text.contains(&expected), "{text}");
+        assert!(!render(None, &Bootstrap { token: "t", controller: "c", vmid: 1 }).contains("ssh_authorized_keys"));
+    }
+
+    #[test]
+    fn tokens_are_random_and_only_their_hash_is_kept() {
+        let (a, b) = (random_token().unwrap_or_default(), random_token().unwrap_or_default());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_ne!(token_hash(&a), a);
+    }
+
+    #[test]
+    fn files_are_private_and_removal_is_idempotent() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = new_path(dir.path(), 1001).unwrap_or_else(|e| panic!("{e}"));
+        assert!(path.file_name().is_some_and(|f| f.to_string_lossy().starts_with("agentlab-1001-")));
+        write(&path, "#cloud-config\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).ok(), Some(0o600));
+        assert_eq!(cicustom("local", &path), format!("user=local:snippets/{}", path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()));
+        remove(&path).unwrap_or_else(|e| panic!("{e}"));
+        remove(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
