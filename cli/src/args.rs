@@ -35,10 +35,14 @@ pub enum Command {
     /// Sandboxes (one VM each).
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Alias of `sandbox new`.
+    New(NewArgs),
     /// Alias of `sandbox list`.
     Ls(ListArgs),
     /// Alias of `sandbox show`.
     Show(ShowArgs),
+    /// Alias of `sandbox destroy`.
+    Rm(DestroyArgs),
     /// Events of a sandbox, oldest first.
     Logs(LogsArgs),
     /// Daemon internals.
@@ -61,10 +65,81 @@ pub enum ProfileCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
+    /// Create a sandbox and wait until it is READY (a VM cloned from the profile's template).
+    New(NewArgs),
     /// List sandboxes.
     List(ListArgs),
     /// Show one sandbox.
     Show(ShowArgs),
+    /// Destroy a sandbox's VM and snippet (idempotent).
+    Destroy(DestroyArgs),
+    /// The sandbox lease.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// Profile name (or give `+modifiers` instead).
+    #[arg(long)]
+    pub profile: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lease: minutes, or a duration such as 90m or 2h (rounded up to minutes).
+    #[arg(long, value_parser = parse_ttl)]
+    pub ttl: Option<u32>,
+    /// Stop and keep the VM when the lease ends instead of destroying it.
+    #[arg(long)]
+    pub keepalive: bool,
+    /// A workspace to attach (not available in this version yet).
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Use this VMID instead of allocating one.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(100..))]
+    pub vmid: Option<u32>,
+    /// A Proxmox tag for the VM (repeatable); `agentlab` is always added.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// `+small +secure` → the profile `secure-small`.
+    #[arg(value_name = "+MODIFIER")]
+    pub modifiers: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DestroyArgs {
+    /// Destroy even while provisioning.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+    pub vmid: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Extend the lease of a RUNNING sandbox.
+    Renew {
+        /// New lease from now: minutes, or a duration such as 30m.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: u32,
+        #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+        vmid: u32,
+    },
+}
+
+/// Minutes, or a duration rounded up to whole minutes; must be positive.
+fn parse_ttl(text: &str) -> Result<u32, String> {
+    let minutes = match text.parse::<u64>() {
+        Ok(m) => m,
+        Err(_) => {
+            let d = humantime::parse_duration(text)
+                .map_err(|e| format!("`{text}` is not minutes or a duration like 30m ({e})"))?;
+            d.as_secs().div_ceil(60)
+        }
+    };
+    match u32::try_from(minutes) {
+        Ok(0) | Err(_) => Err(format!("`{text}` must be a positive number of minutes")),
+        Ok(m) => Ok(m),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +160,9 @@ pub struct ShowArgs {
 pub struct LogsArgs {
     #[arg(value_parser = clap::value_parser!(u32).range(100..))]
     pub vmid: u32,
+    /// Keep printing new events as they happen (Ctrl-C to stop).
+    #[arg(long)]
+    pub follow: bool,
     /// How many of the newest events to show (at most 1000).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub tail: u32,

@@ -22,12 +22,22 @@ pub struct DaemonClient {
 /// Why a request failed; `envelope()` gives what `--json` prints.
 #[derive(Debug)]
 pub enum ClientError {
-    NotRunning { socket: PathBuf, cause: String },
-    PermissionDenied { socket: PathBuf },
+    NotRunning {
+        socket: PathBuf,
+        cause: String,
+    },
+    PermissionDenied {
+        socket: PathBuf,
+    },
     Timeout(Duration),
     Transport(String),
-    Api { status: u16, envelope: ErrorEnvelope },
+    Api {
+        status: u16,
+        envelope: ErrorEnvelope,
+    },
     BadResponse(String),
+    /// A command line that cannot be sent (exit code 2).
+    Usage(String),
 }
 
 impl ClientError {
@@ -39,6 +49,7 @@ impl ClientError {
             }
             ClientError::Timeout(_) => ErrorEnvelope::new(ErrorCode::ClientTimeout, self.message()),
             ClientError::BadResponse(_) => ErrorEnvelope::new(ErrorCode::BadResponse, self.message()),
+            ClientError::Usage(_) => ErrorEnvelope::new(ErrorCode::BadRequest, self.message()),
         }
     }
 
@@ -58,6 +69,7 @@ impl ClientError {
             ClientError::Transport(e) => format!("talking to agentlabd failed: {e}"),
             ClientError::Api { envelope, .. } => envelope.message.clone(),
             ClientError::BadResponse(e) => format!("unexpected answer from agentlabd: {e}"),
+            ClientError::Usage(e) => e.clone(),
         }
     }
 }
@@ -79,13 +91,26 @@ impl DaemonClient {
         self.get(path_and_query).await
     }
 
+    /// POST a JSON body; the answer's JSON.
+    pub async fn post_value(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
+        let bytes = self.send(hyper::Method::POST, path, Bytes::from(body.to_string())).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
+    }
+
     async fn get_raw(&self, path_and_query: &str) -> Result<Bytes, ClientError> {
+        self.send(hyper::Method::GET, path_and_query, Bytes::new()).await
+    }
+
+    async fn send(&self, method: hyper::Method, path_and_query: &str, body: Bytes) -> Result<Bytes, ClientError> {
         self.preflight()?;
         let uri: hyper::Uri = Uri::new(&self.socket, path_and_query).into();
-        let request = hyper::Request::get(uri)
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
             .header("accept", "application/json")
+            .header("content-type", "application/json")
             .header("user-agent", concat!("agentlab/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(body))
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| self.connect_error(&e))?;

@@ -1,10 +1,14 @@
 //! One function per command: ask the daemon, print the answer.
 
-use crate::args::{Cli, Command, DebugCommand, ListArgs, ProfileCommand, SandboxCommand, ShowArgs};
+use crate::args::{
+    Cli, Command, DebugCommand, LeaseCommand, ListArgs, NewArgs, ProfileCommand, SandboxCommand, ShowArgs,
+};
 use crate::client::{ClientError, DaemonClient};
 use crate::render;
+use agentlab_actors::model::modifiers;
 use agentlab_actors::protocol::{
-    DebugActorsResponse, EventsResponse, ProfilesResponse, SandboxView, SandboxesResponse, StatusResponse,
+    CreateSandboxRequest, CreateSandboxResponse, DebugActorsResponse, EventsResponse, ProfilesResponse,
+    RenewLeaseResponse, SandboxView, SandboxesResponse, StatusResponse,
 };
 use std::process::ExitCode;
 
@@ -17,6 +21,19 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         Command::Profile(ProfileCommand::List) => {
             let value = client.get_value("/v1/profiles").await?;
             print_or(cli.json, &value, |v: ProfilesResponse| render::profiles(&v))
+        }
+        Command::Sandbox(SandboxCommand::New(args)) | Command::New(args) => sandbox_new(client, cli.json, args).await,
+        Command::Sandbox(SandboxCommand::Destroy(args)) | Command::Rm(args) => {
+            let body = serde_json::json!({"force": args.force});
+            let value = client.post_value(&format!("/v1/sandboxes/{}/destroy", args.vmid), &body).await?;
+            print_or(cli.json, &value, |v: SandboxView| format!("sandbox {} {}\n", v.vmid, v.state))
+        }
+        Command::Sandbox(SandboxCommand::Lease(LeaseCommand::Renew { ttl, vmid })) => {
+            let body = serde_json::json!({"ttl_minutes": ttl});
+            let value = client.post_value(&format!("/v1/sandboxes/{vmid}/lease/renew"), &body).await?;
+            print_or(cli.json, &value, |v: RenewLeaseResponse| {
+                format!("sandbox {} lease until {}\n", v.vmid, v.lease_expires_at.unwrap_or_else(|| "-".into()))
+            })
         }
         Command::Sandbox(SandboxCommand::List(args)) | Command::Ls(args) => list(client, cli.json, args).await,
         Command::Sandbox(SandboxCommand::Show(args)) | Command::Show(args) => show(client, cli.json, args).await,
@@ -39,6 +56,39 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         }
         Command::Version | Command::Completion { .. } => Ok(()),
     }
+}
+
+async fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Result<(), ClientError> {
+    let profile = match (&args.profile, args.modifiers.is_empty()) {
+        (Some(_), false) => return Err(ClientError::Usage("use either --profile or +modifiers, not both".into())),
+        (None, true) => {
+            return Err(ClientError::Usage(
+                "a profile is needed: --profile NAME or +modifiers (see `agentlab profile list`)".into(),
+            ));
+        }
+        (Some(p), true) => p.clone(),
+        (None, false) => {
+            let profiles: ProfilesResponse = client.get("/v1/profiles").await?;
+            let names: Vec<String> = profiles.profiles.into_iter().map(|p| p.name).collect();
+            modifiers::resolve(&args.modifiers, &names).map_err(|e| ClientError::Usage(e.to_string()))?
+        }
+    };
+    let request = CreateSandboxRequest {
+        name: args.name.clone(),
+        profile,
+        ttl_minutes: args.ttl,
+        keepalive: args.keepalive.then_some(true),
+        workspace_id: args.workspace.clone(),
+        vmid: args.vmid,
+        job_id: None,
+        tags: args.tags.clone(),
+    };
+    if !json {
+        eprintln!("creating a sandbox from profile `{}` (waits until the VM is READY)…", request.profile);
+    }
+    let body = serde_json::to_value(&request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    let value = client.post_value("/v1/sandboxes", &body).await?;
+    print_or(json, &value, |v: CreateSandboxResponse| render::created(&v))
 }
 
 async fn list(client: &DaemonClient, json: bool, args: &ListArgs) -> Result<(), ClientError> {

@@ -138,6 +138,21 @@ pub fn sandbox(s: &SandboxView) -> String {
     out
 }
 
+pub fn created(c: &agentlab_actors::protocol::CreateSandboxResponse) -> String {
+    let mut out = String::new();
+    for t in &c.timings {
+        out.push_str(&format!("  {:<10} {:>7} ms\n", t.phase, t.ms));
+    }
+    out.push_str(&format!(
+        "sandbox {} ({}) {} at {}\n",
+        c.sandbox.vmid,
+        c.sandbox.name,
+        c.sandbox.state,
+        c.sandbox.ip.as_deref().unwrap_or("-")
+    ));
+    out
+}
+
 pub fn event_line(e: &EventView) -> String {
     format!("{}  {:<24} {}", e.ts, e.kind, e.msg)
 }

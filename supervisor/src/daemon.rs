@@ -7,6 +7,7 @@ use agentlab_actors::events;
 use agentlab_actors::profiles::ProfileRegistry;
 use agentlab_actors::pve::rate_limit::{RateLimitedTransport, TokenBucket};
 use agentlab_actors::root::{ActorDirectory, ROOT_ACTOR, RestartPolicy, RootArgs, RootSupervisor};
+use agentlab_actors::sandbox::{SandboxContext, SandboxFactory, SandboxSettings};
 use agentlab_actors::store::{NewEvent, Stage, Store};
 use agentlab_proxmox::api::{ApiConfig, ApiTransport, TlsTrust};
 use agentlab_proxmox::shell::{ShellConfig, ShellTransport};
@@ -51,6 +52,37 @@ pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
     })
 }
 
+/// What sandbox actors need from the config; the SSH key is read once, here.
+fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
+    let ssh_public_key = match &config.ssh_public_key_path {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read ssh_public_key_path {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => {
+            tracing::warn!("no ssh_public_key_path: sandboxes get no SSH key for user `agent`");
+            None
+        }
+    };
+    std::fs::create_dir_all(&config.snippets_dir)
+        .with_context(|| format!("cannot create snippets_dir {}", config.snippets_dir.display()))?;
+    Ok(SandboxSettings {
+        node: config.proxmox.node.clone(),
+        snippets_dir: config.snippets_dir.clone(),
+        snippet_storage: config.snippet_storage.clone(),
+        ssh_public_key,
+        controller_url: config.controller_url.clone(),
+        agent_subnet: config.agent_subnet,
+        gateway_ip: config.bootstrap_listen.ip(),
+        listener_ports: vec![config.bootstrap_listen.port(), config.artifact_listen.port()],
+        provisioning_timeout: config.provisioning_timeout,
+        probe_interval: config.sandbox_probe_interval.mul_f64(config.test_time_scale),
+        ip_poll_interval: Duration::from_secs(2).mul_f64(config.test_time_scale).max(Duration::from_millis(50)),
+    })
+}
+
 pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let config = Arc::new(config);
@@ -65,13 +97,22 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     let profiles = Arc::new(profiles);
 
     let (listener, socket_guard) = socket::bind(&config.socket_path)?;
+    let directory = ActorDirectory::default();
+    let gateway = agentlab_actors::pve::gateway();
+    let sandboxes = Arc::new(SandboxContext {
+        store: Arc::clone(&store),
+        profiles: Arc::clone(&profiles),
+        gateway: gateway.clone(),
+        settings: sandbox_settings(&config)?,
+        directory: directory.clone(),
+    });
     let args = RootArgs {
         store: Arc::clone(&store),
         pve,
         pve_probe_interval: PVE_PROBE_INTERVAL,
         pve_limits: config.proxmox.gateway_limits(),
-        factories: Vec::new(),
-        directory: ActorDirectory::default(),
+        factories: vec![Arc::new(SandboxFactory { ctx: sandboxes })],
+        directory,
         policy: RestartPolicy::default(),
     };
     let (root, root_handle) = Actor::spawn(Some(ROOT_ACTOR.to_string()), RootSupervisor, args)
@@ -88,6 +129,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         store: Arc::clone(&store),
         profiles: Arc::clone(&profiles),
         root: root.clone(),
+        gateway,
         started_at: time::OffsetDateTime::now_utc(),
         started: tokio::time::Instant::now(),
     };

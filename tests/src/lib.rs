@@ -84,6 +84,22 @@ impl Workspace {
         self.write_raw_config(&format!("{base}{extra}"));
     }
 
+    /// Where the simulator's `local` storage keeps snippets (pass `--local-storage-path`
+    /// `<workspace>/pve-local` to the simulator).
+    pub fn sim_snippets_dir(&self) -> PathBuf {
+        self.path().join("pve-local/snippets")
+    }
+
+    /// A config for sandboxes against `sim`: snippets in its `local` storage, leases and
+    /// probes scaled down by 100.
+    pub fn write_sandbox_config(&self, sim: &SimProcess, extra: &str) {
+        let extra = format!(
+            "snippets_dir: {}\ntest_time_scale: 0.01\nprovisioning_timeout: 60s\nsandbox_probe_interval: 10s\n{extra}",
+            self.sim_snippets_dir().display()
+        );
+        self.write_sim_config(sim, &sim.fingerprint, &extra);
+    }
+
     /// A config whose Proxmox is `sim`, with `fingerprint` pinned.
     pub fn write_sim_config(&self, sim: &SimProcess, fingerprint: &str, extra: &str) {
         let text = format!(
@@ -226,6 +242,32 @@ impl SimProcess {
 }
 
 impl SimProcess {
+    /// `GET <admin>/<path>` as JSON.
+    pub fn admin_get(&self, path: &str) -> serde_json::Value {
+        let out = Command::new("curl").args(["-s", &format!("{}{path}", self.admin_url)]).output();
+        match out {
+            Ok(o) => serde_json::from_slice(&o.stdout).unwrap_or_default(),
+            Err(e) => panic!("curl: {e}"),
+        }
+    }
+
+    /// A VM of the simulator's state, if it exists.
+    pub fn vm(&self, vmid: u32) -> Option<serde_json::Value> {
+        let state = self.admin_get("/admin/state");
+        let vm = state["world"]["vms"][vmid.to_string()].clone();
+        (!vm.is_null()).then_some(vm)
+    }
+
+    /// Creates a VM behind AgentLab's back.
+    pub fn admin_post(&self, path: &str, body: &serde_json::Value) -> bool {
+        Command::new("curl")
+            .args(["-s", "-f", "-X", "POST", "-H", "content-type: application/json", "-d", &body.to_string()])
+            .arg(format!("{}{path}", self.admin_url))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
     /// Every request the product sent passed the simulator's schema validation.
     pub fn assert_all_requests_valid(&self) {
         let out = Command::new("curl").args(["-s", &format!("{}/admin/requests", self.admin_url)]).output();

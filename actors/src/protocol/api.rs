@@ -215,3 +215,59 @@ pub struct ActorView {
 
 /// `GET /healthz` body.
 pub const HEALTHZ_BODY: &str = "ok";
+
+/// `POST /v1/sandboxes`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandboxRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub profile: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_minutes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// The created sandbox, with how long each provisioning phase took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateSandboxResponse {
+    #[serde(flatten)]
+    pub sandbox: SandboxView,
+    pub timings: Vec<PhaseTiming>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    pub phase: String,
+    pub ms: u64,
+}
+
+/// `POST /v1/sandboxes/{vmid}/destroy` (the body may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestroySandboxRequest {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /v1/sandboxes/{vmid}/lease/renew`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewLeaseRequest {
+    pub ttl_minutes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenewLeaseResponse {
+    pub vmid: u32,
+    pub lease_expires_at: Option<String>,
+}

@@ -2,10 +2,12 @@
 //! then start the side effect on a task whose completion comes back as a message; the
 //! mailbox never waits on Proxmox.
 
+use super::SandboxContext;
 use super::pipeline::{self, Failure};
 use super::teardown::{self, TeardownError};
-use super::SandboxContext;
-use crate::model::{Admission, ErrorCode, Operation, SandboxEvent, SandboxState, sandbox_ops, sandbox_state, time_format};
+use crate::model::{
+    Admission, ErrorCode, Operation, SandboxEvent, SandboxState, sandbox_ops, sandbox_state, time_format,
+};
 use crate::protocol::SandboxView;
 use crate::store::{NewEvent, SandboxPatch, SandboxRecord, Stage};
 use agentlab_proxmox::PveError;
@@ -39,13 +41,24 @@ pub enum SandboxMsg {
     Get(RpcReplyPort<Option<SandboxView>>),
     /// Answer once provisioning is over (at once if it already is).
     WaitSettled(RpcReplyPort<Settled>),
-    Destroy { force: bool, by: Option<u32>, reply: RpcReplyPort<Result<SandboxView, OpError>> },
-    RenewLease { until: String, by: Option<u32>, reply: RpcReplyPort<Result<SandboxView, OpError>> },
+    Destroy {
+        force: bool,
+        by: Option<u32>,
+        reply: RpcReplyPort<Result<SandboxView, OpError>>,
+    },
+    RenewLease {
+        until: String,
+        by: Option<u32>,
+        reply: RpcReplyPort<Result<SandboxView, OpError>>,
+    },
     LeaseExpired,
     Probe,
     Probed(Result<agentlab_proxmox::types::VmStatus, PveError>),
     ProvisionDone(Result<(), Failure>),
-    TeardownDone { result: Result<(), TeardownError>, then: AfterTeardown },
+    TeardownDone {
+        result: Result<(), TeardownError>,
+        then: AfterTeardown,
+    },
     StopDone(Result<(), String>),
     /// Test hook: panic inside the handler (debug builds only).
     #[cfg(debug_assertions)]
@@ -103,10 +116,19 @@ impl SandboxActor {
             let outcome = match tokio::time::timeout(remaining, pipeline::provision(Arc::clone(&ctx), vmid)).await {
                 Ok(result) => result,
                 Err(_) => {
-                    let step = ctx.store.get_sandbox(vmid).ok().flatten().and_then(|r| r.provision_step).unwrap_or_else(|| "?".into());
+                    let step = ctx
+                        .store
+                        .get_sandbox(vmid)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.provision_step)
+                        .unwrap_or_else(|| "?".into());
                     Err(Failure {
                         step,
-                        error: format!("provisioning did not finish within provisioning_timeout ({:?})", ctx.settings.provisioning_timeout),
+                        error: format!(
+                            "provisioning did not finish within provisioning_timeout ({:?})",
+                            ctx.settings.provisioning_timeout
+                        ),
                     })
                 }
             };
@@ -114,7 +136,13 @@ impl SandboxActor {
         }));
     }
 
-    fn start_teardown(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: SandboxRecord, then: AfterTeardown) {
+    fn start_teardown(
+        &self,
+        me: &ActorRef<SandboxMsg>,
+        state: &mut SandboxActorState,
+        rec: SandboxRecord,
+        then: AfterTeardown,
+    ) {
         if let Some(work) = state.work.take() {
             // An interrupted step is safe: every step is idempotent and teardown tolerates "gone".
             work.abort();
@@ -152,15 +180,31 @@ impl SandboxActor {
         }
     }
 
-    fn begin_destroy(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: SandboxRecord, by: Option<u32>) -> Result<(), ActorProcessingErr> {
-        let event = NewEvent::sandbox(rec.vmid, "sandbox.destroy.started", Stage::Lifecycle, "destroy requested").by(by);
-        self.ctx.store.patch_sandbox(rec.vmid, &SandboxPatch { provision_step: Some(Some("destroy".into())), ..Default::default() }, Some(&event))?;
+    fn begin_destroy(
+        &self,
+        me: &ActorRef<SandboxMsg>,
+        state: &mut SandboxActorState,
+        rec: SandboxRecord,
+        by: Option<u32>,
+    ) -> Result<(), ActorProcessingErr> {
+        let event =
+            NewEvent::sandbox(rec.vmid, "sandbox.destroy.started", Stage::Lifecycle, "destroy requested").by(by);
+        self.ctx.store.patch_sandbox(
+            rec.vmid,
+            &SandboxPatch { provision_step: Some(Some("destroy".into())), ..Default::default() },
+            Some(&event),
+        )?;
         self.start_teardown(me, state, rec, AfterTeardown::Destroyed);
         Ok(())
     }
 
     /// Moves the record with `event` from whatever state it is in now; false if the table refuses.
-    fn move_by(&self, vmid: u32, event: SandboxEvent, error: Option<&str>) -> Result<Option<SandboxRecord>, ActorProcessingErr> {
+    fn move_by(
+        &self,
+        vmid: u32,
+        event: SandboxEvent,
+        error: Option<&str>,
+    ) -> Result<Option<SandboxRecord>, ActorProcessingErr> {
         let rec = self.load(vmid)?;
         match sandbox_state::transition(rec.state, event) {
             Ok(to) => {
@@ -177,7 +221,11 @@ impl Actor for SandboxActor {
     type State = SandboxActorState;
     type Arguments = u32;
 
-    async fn pre_start(&self, myself: ActorRef<SandboxMsg>, vmid: u32) -> Result<SandboxActorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SandboxMsg>,
+        vmid: u32,
+    ) -> Result<SandboxActorState, ActorProcessingErr> {
         // Only load here; every Proxmox check happens in handlers so failures reach the root.
         let rec = self.load(vmid)?;
         let state = SandboxActorState {
@@ -195,7 +243,11 @@ impl Actor for SandboxActor {
         Ok(state)
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SandboxMsg>, state: &mut SandboxActorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SandboxMsg>,
+        state: &mut SandboxActorState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(timer) = state.lease_timer.take() {
             timer.abort();
         }
@@ -209,7 +261,12 @@ impl Actor for SandboxActor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SandboxMsg>, msg: SandboxMsg, state: &mut SandboxActorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SandboxMsg>,
+        msg: SandboxMsg,
+        state: &mut SandboxActorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SandboxMsg::Reconcile => {
                 let rec = self.load(state.vmid)?;
@@ -223,7 +280,9 @@ impl Actor for SandboxActor {
                         self.arm_timers(&myself, state, &rec);
                         self.start_provisioning(&myself, state, &rec);
                     }
-                    SandboxState::Failed if rec.snippet_path.is_some() || rec.node.is_some() && rec.provision_step.is_some() => {
+                    SandboxState::Failed
+                        if rec.snippet_path.is_some() || rec.node.is_some() && rec.provision_step.is_some() =>
+                    {
                         // A failure whose cleanup was interrupted: finish it.
                         self.start_teardown(&myself, state, rec, AfterTeardown::KeepState);
                     }
@@ -254,8 +313,9 @@ impl Actor for SandboxActor {
                     Err(failure) => {
                         let reason = format!("provisioning failed at step {}: {}", failure.step, failure.error);
                         tracing::warn!(vmid = state.vmid, %reason, "sandbox failed");
-                        let event = NewEvent::sandbox(state.vmid, "sandbox.provision_failed", Stage::Recovery, reason.clone())
-                            .payload(serde_json::json!({"step": failure.step, "error": failure.error}));
+                        let event =
+                            NewEvent::sandbox(state.vmid, "sandbox.provision_failed", Stage::Recovery, reason.clone())
+                                .payload(serde_json::json!({"step": failure.step, "error": failure.error}));
                         self.ctx.store.append_event(&event)?;
                         if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Fail, Some(&reason))? {
                             self.publish(state, &rec);
@@ -275,7 +335,12 @@ impl Actor for SandboxActor {
                         let valid: Vec<&str> = sandbox_ops::allowed_states(op).iter().map(|s| s.as_str()).collect();
                         let _ = reply.send(Err(op_error(
                             ErrorCode::InvalidState,
-                            format!("cannot destroy sandbox {} in state {} (valid: {}); use --force to destroy it anyway", rec.vmid, rec.state, valid.join(", ")),
+                            format!(
+                                "cannot destroy sandbox {} in state {} (valid: {}); use --force to destroy it anyway",
+                                rec.vmid,
+                                rec.state,
+                                valid.join(", ")
+                            ),
                         )));
                     }
                     Admission::Allowed => {
@@ -331,28 +396,45 @@ impl Actor for SandboxActor {
                 if sandbox_ops::check(rec.state, Operation::LeaseRenew) != Admission::Allowed {
                     let _ = reply.send(Err(op_error(
                         ErrorCode::InvalidState,
-                        format!("cannot renew the lease of sandbox {} in state {}: leases are renewed only while RUNNING", rec.vmid, rec.state),
+                        format!(
+                            "cannot renew the lease of sandbox {} in state {}: leases are renewed only while RUNNING",
+                            rec.vmid, rec.state
+                        ),
                     )));
                     return Ok(());
                 }
-                let event = NewEvent::sandbox(rec.vmid, "sandbox.lease", Stage::Lease, format!("lease renewed until {until}"))
-                    .payload(serde_json::json!({"expires_at": until}))
-                    .by(by);
-                self.ctx.store.patch_sandbox(rec.vmid, &SandboxPatch { lease_expires_at: Some(Some(until)), ..Default::default() }, Some(&event))?;
+                let event =
+                    NewEvent::sandbox(rec.vmid, "sandbox.lease", Stage::Lease, format!("lease renewed until {until}"))
+                        .payload(serde_json::json!({"expires_at": until}))
+                        .by(by);
+                self.ctx.store.patch_sandbox(
+                    rec.vmid,
+                    &SandboxPatch { lease_expires_at: Some(Some(until)), ..Default::default() },
+                    Some(&event),
+                )?;
                 let rec = self.load(state.vmid)?;
                 self.arm_timers(&myself, state, &rec);
                 let _ = reply.send(Ok(rec.view()));
             }
             SandboxMsg::LeaseExpired => {
                 let rec = self.load(state.vmid)?;
-                let expired = rec.lease_expires_at.as_deref().and_then(|t| time_format::parse(t).ok()).is_none_or(|t| t <= time::OffsetDateTime::now_utc());
+                let expired = rec
+                    .lease_expires_at
+                    .as_deref()
+                    .and_then(|t| time_format::parse(t).ok())
+                    .is_none_or(|t| t <= time::OffsetDateTime::now_utc());
                 if !expired && rec.state != SandboxState::Timeout {
                     self.arm_timers(&myself, state, &rec);
                     return Ok(());
                 }
                 let rec = match self.move_by(state.vmid, SandboxEvent::LeaseExpired, Some("lease expired"))? {
                     Some(rec) => {
-                        self.ctx.store.append_event(&NewEvent::sandbox(rec.vmid, "sandbox.lease.expired", Stage::Lease, "lease expired"))?;
+                        self.ctx.store.append_event(&NewEvent::sandbox(
+                            rec.vmid,
+                            "sandbox.lease.expired",
+                            Stage::Lease,
+                            "lease expired",
+                        ))?;
                         rec
                     }
                     None => rec,
@@ -390,13 +472,19 @@ impl Actor for SandboxActor {
                         }
                     }
                     Err(e) => {
-                        self.ctx.store.append_event(&NewEvent::sandbox(state.vmid, "sandbox.stop.failed", Stage::Lifecycle, e))?;
+                        self.ctx.store.append_event(&NewEvent::sandbox(
+                            state.vmid,
+                            "sandbox.stop.failed",
+                            Stage::Lifecycle,
+                            e,
+                        ))?;
                     }
                 }
             }
             SandboxMsg::Probe => {
                 let rec = self.load(state.vmid)?;
-                let probe_states = [SandboxState::Ready, SandboxState::Running, SandboxState::Suspended, SandboxState::Stopped];
+                let probe_states =
+                    [SandboxState::Ready, SandboxState::Running, SandboxState::Suspended, SandboxState::Stopped];
                 if state.probing || Self::busy(state) || !probe_states.contains(&rec.state) {
                     return Ok(());
                 }
@@ -417,14 +505,25 @@ impl Actor for SandboxActor {
                 match result {
                     Err(PveError::NotFound(_)) => {
                         let msg = format!("VM {} vanished from Proxmox (deleted outside AgentLab)", rec.vmid);
-                        self.ctx.store.append_event(&NewEvent::sandbox(rec.vmid, "sandbox.vanished", Stage::Recovery, msg.clone()))?;
+                        self.ctx.store.append_event(&NewEvent::sandbox(
+                            rec.vmid,
+                            "sandbox.vanished",
+                            Stage::Recovery,
+                            msg.clone(),
+                        ))?;
                         teardown::remove_local(&self.ctx, &rec)?;
                         if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Destroy, Some(&msg))? {
                             self.publish(state, &rec);
                         }
                         myself.stop(Some("VM vanished".into()));
                     }
-                    Ok(status) if !status.is_running() && matches!(rec.state, SandboxState::Ready | SandboxState::Running | SandboxState::Suspended) => {
+                    Ok(status)
+                        if !status.is_running()
+                            && matches!(
+                                rec.state,
+                                SandboxState::Ready | SandboxState::Running | SandboxState::Suspended
+                            ) =>
+                    {
                         let msg = "VM stopped outside AgentLab";
                         if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Stop, Some(msg))? {
                             self.publish(state, &rec);

@@ -80,12 +80,18 @@ impl EntityFactory for SandboxFactory {
         let vmid: u32 = id.parse().map_err(|_| format!("bad sandbox id {id}"))?;
         let record = self.ctx.store.get_sandbox(vmid).map_err(|e| e.to_string())?.ok_or("record gone")?;
         match crate::model::sandbox_state::transition(record.state, crate::model::SandboxEvent::Fail) {
-            Ok(to) => self.ctx.store.transition_sandbox(vmid, record.state, to, Some(reason), None).map_err(|e| e.to_string()),
+            Ok(to) => {
+                self.ctx.store.transition_sandbox(vmid, record.state, to, Some(reason), None).map_err(|e| e.to_string())
+            }
             // Already past failing (stopped, timed out…): keep the state, say why.
             Err(_) => self
                 .ctx
                 .store
-                .patch_sandbox(vmid, &crate::store::SandboxPatch { error: Some(Some(reason.to_string())), ..Default::default() }, None)
+                .patch_sandbox(
+                    vmid,
+                    &crate::store::SandboxPatch { error: Some(Some(reason.to_string())), ..Default::default() },
+                    None,
+                )
                 .map_err(|e| e.to_string()),
         }
     }

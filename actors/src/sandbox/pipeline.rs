@@ -23,7 +23,8 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 7] = [Step::Clone, Step::Configure, Step::Firewall, Step::Snippet, Step::Snapshot, Step::Boot, Step::WaitIp];
+    pub const ALL: [Step; 7] =
+        [Step::Clone, Step::Configure, Step::Firewall, Step::Snippet, Step::Snapshot, Step::Boot, Step::WaitIp];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,10 +66,15 @@ fn load(ctx: &SandboxContext, vmid: u32) -> Result<SandboxRecord, Failure> {
 }
 
 fn record_step(ctx: &SandboxContext, vmid: u32, step: Step) -> Result<(), Failure> {
-    let event = NewEvent::sandbox(vmid, "sandbox.provision.step", Stage::Lifecycle, format!("provisioning: {}", step.as_str()))
-        .payload(serde_json::json!({"step": step.as_str()}));
+    let event =
+        NewEvent::sandbox(vmid, "sandbox.provision.step", Stage::Lifecycle, format!("provisioning: {}", step.as_str()))
+            .payload(serde_json::json!({"step": step.as_str()}));
     ctx.store
-        .patch_sandbox(vmid, &SandboxPatch { provision_step: Some(Some(step.as_str().into())), ..Default::default() }, Some(&event))
+        .patch_sandbox(
+            vmid,
+            &SandboxPatch { provision_step: Some(Some(step.as_str().into())), ..Default::default() },
+            Some(&event),
+        )
         .map_err(|e| fail(step, e))
 }
 
@@ -85,7 +91,8 @@ pub async fn provision(ctx: Arc<SandboxContext>, vmid: u32) -> Result<(), Failur
         let step = match rec.state {
             SandboxState::Requested => {
                 record_step(&ctx, vmid, Step::Clone)?;
-                transition(&ctx, &load(&ctx, vmid)?, SandboxEvent::BeginProvisioning).map_err(|e| fail(Step::Clone, e))?;
+                transition(&ctx, &load(&ctx, vmid)?, SandboxEvent::BeginProvisioning)
+                    .map_err(|e| fail(Step::Clone, e))?;
                 continue;
             }
             SandboxState::Provisioning => rec.provision_step.as_deref().and_then(Step::parse).unwrap_or(Step::Clone),
@@ -94,7 +101,12 @@ pub async fn provision(ctx: Arc<SandboxContext>, vmid: u32) -> Result<(), Failur
                 _ => Step::Boot,
             },
             SandboxState::Ready => return Ok(()),
-            other => return Err(Failure { step: "provision".into(), error: format!("sandbox is {other}, not provisioning") }),
+            other => {
+                return Err(Failure {
+                    step: "provision".into(),
+                    error: format!("sandbox is {other}, not provisioning"),
+                });
+            }
         };
         run(&ctx, &rec, step).await.map_err(|e| fail(step, e))?;
         match step.next() {
@@ -132,7 +144,11 @@ async fn choose_node(ctx: &SandboxContext, profile: &crate::model::Profile) -> R
     if let Some(node) = profile.node.clone().or_else(|| ctx.settings.node.clone()) {
         return Ok(node);
     }
-    let nodes = ctx.gateway.run(OpSpec::read("nodes"), |pve, _| Box::pin(async move { pve.nodes().await })).await.map_err(|e| e.to_string())?;
+    let nodes = ctx
+        .gateway
+        .run(OpSpec::read("nodes"), |pve, _| Box::pin(async move { pve.nodes().await }))
+        .await
+        .map_err(|e| e.to_string())?;
     nodes
         .into_iter()
         .filter(|n| n.status.is_empty() || n.status == "online")
@@ -151,7 +167,9 @@ async fn clone(ctx: &Arc<SandboxContext>, rec: &SandboxRecord) -> Result<(), Str
         Some(node) => node.clone(),
         None => {
             let node = choose_node(ctx, &profile).await?;
-            ctx.store.patch_sandbox(rec.vmid, &SandboxPatch { node: Some(Some(node.clone())), ..Default::default() }, None).map_err(|e| e.to_string())?;
+            ctx.store
+                .patch_sandbox(rec.vmid, &SandboxPatch { node: Some(Some(node.clone())), ..Default::default() }, None)
+                .map_err(|e| e.to_string())?;
             node
         }
     };
@@ -160,7 +178,11 @@ async fn clone(ctx: &Arc<SandboxContext>, rec: &SandboxRecord) -> Result<(), Str
         Ok(config) => {
             let ours = config.get("description").is_some_and(|d| d.contains(&description_marker(rec.vmid)))
                 || config.tags().iter().any(|t| t == OWNER_TAG);
-            return if ours { Ok(()) } else { Err(format!("VMID {} is taken by a VM AgentLab does not own", rec.vmid)) };
+            return if ours {
+                Ok(())
+            } else {
+                Err(format!("VMID {} is taken by a VM AgentLab does not own", rec.vmid))
+            };
         }
         Err(PveError::NotFound(_)) => {}
         Err(e) => return Err(e.to_string()),
@@ -183,7 +205,8 @@ fn dns_name(name: &str, vmid: u32) -> String {
 }
 
 fn description(rec: &SandboxRecord) -> String {
-    let mut text = format!("{} (profile {}) — managed by AgentLab; do not edit", description_marker(rec.vmid), rec.profile);
+    let mut text =
+        format!("{} (profile {}) — managed by AgentLab; do not edit", description_marker(rec.vmid), rec.profile);
     if let Some(d) = &rec.description {
         text.push('\n');
         text.push_str(d);
@@ -196,7 +219,10 @@ async fn configure(ctx: &Arc<SandboxContext>, rec: &SandboxRecord) -> Result<(),
     let node = node_of(rec)?;
     let mut tags = vec![OWNER_TAG.to_string()];
     tags.extend(rec.tags.iter().cloned());
-    let model = serde_json::to_value(profile.network.model).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "virtio".into());
+    let model = serde_json::to_value(profile.network.model)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "virtio".into());
     let mut change = ConfigChange::default()
         .set("tags", tags.join(";"))
         .set("cores", rec.cores.to_string())
@@ -299,7 +325,9 @@ async fn write_snippet(ctx: &Arc<SandboxContext>, rec: &SandboxRecord) -> Result
     ctx.store.delete_bootstrap_tokens(rec.vmid).map_err(|e| e.to_string())?;
     let token = snippet::random_token().map_err(|e| format!("cannot read random bytes: {e}"))?;
     let expires = time::OffsetDateTime::now_utc() + ctx.settings.provisioning_timeout;
-    ctx.store.insert_bootstrap_token(&snippet::token_hash(&token), rec.vmid, &time_format::format(expires)).map_err(|e| e.to_string())?;
+    ctx.store
+        .insert_bootstrap_token(&snippet::token_hash(&token), rec.vmid, &time_format::format(expires))
+        .map_err(|e| e.to_string())?;
     let text = snippet::render(
         ctx.settings.ssh_public_key.as_deref(),
         &snippet::Bootstrap { token: &token, controller: &ctx.settings.controller_url, vmid: rec.vmid },
@@ -359,16 +387,25 @@ async fn wait_ip(ctx: &Arc<SandboxContext>, rec: &SandboxRecord) -> Result<(), S
                     .find(|ip| ctx.settings.agent_subnet.contains(ip));
                 if let Some(ip) = ip {
                     let current = load(ctx, rec.vmid).map_err(|f| f.error)?;
-                    let event = NewEvent::sandbox(rec.vmid, "sandbox.slo.ready", Stage::Slo, format!("guest address {ip}"))
-                        .payload(serde_json::json!({"ip": ip.to_string()}));
+                    let event =
+                        NewEvent::sandbox(rec.vmid, "sandbox.slo.ready", Stage::Slo, format!("guest address {ip}"))
+                            .payload(serde_json::json!({"ip": ip.to_string()}));
                     ctx.store
-                        .patch_sandbox(rec.vmid, &SandboxPatch { ip: Some(Some(ip.to_string())), ..Default::default() }, Some(&event))
+                        .patch_sandbox(
+                            rec.vmid,
+                            &SandboxPatch { ip: Some(Some(ip.to_string())), ..Default::default() },
+                            Some(&event),
+                        )
                         .map_err(|e| e.to_string())?;
                     transition(ctx, &current, SandboxEvent::GuestReady)?;
                     return Ok(());
                 }
             }
-            Err(e) if matches!(e.class(), agentlab_proxmox::ErrorClass::AgentNotRunning | agentlab_proxmox::ErrorClass::Other) => {}
+            Err(e)
+                if matches!(
+                    e.class(),
+                    agentlab_proxmox::ErrorClass::AgentNotRunning | agentlab_proxmox::ErrorClass::Other
+                ) => {}
             Err(e) => return Err(e.to_string()),
         }
         tokio::time::sleep(ctx.settings.ip_poll_interval).await;

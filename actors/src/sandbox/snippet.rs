@@ -40,11 +40,15 @@ fn quoted(text: &str) -> String {
 /// The `#cloud-config` document.
 pub fn render(ssh_public_key: Option<&str>, bootstrap: &Bootstrap<'_>) -> String {
     let json = serde_json::to_string(bootstrap).unwrap_or_default();
-    let mut out = String::from("#cloud-config\n# Written by agentlabd; removed when the sandbox is destroyed.\nusers:\n  - name: agent\n    shell: /bin/bash\n    sudo: ALL=(ALL) NOPASSWD:ALL\n    lock_passwd: true\n");
+    let mut out = String::from(
+        "#cloud-config\n# Written by agentlabd; removed when the sandbox is destroyed.\nusers:\n  - name: agent\n    shell: /bin/bash\n    sudo: ALL=(ALL) NOPASSWD:ALL\n    lock_passwd: true\n",
+    );
     if let Some(key) = ssh_public_key.map(str::trim).filter(|k| !k.is_empty()) {
         out.push_str(&format!("    ssh_authorized_keys:\n      - {}\n", quoted(key)));
     }
-    out.push_str("write_files:\n  - path: /etc/agentlab/bootstrap.json\n    owner: root:root\n    permissions: '0600'\n");
+    out.push_str(
+        "write_files:\n  - path: /etc/agentlab/bootstrap.json\n    owner: root:root\n    permissions: '0600'\n",
+    );
     out.push_str(&format!("    content: {}\n", quoted(&json)));
     out
 }
@@ -88,10 +92,14 @@ mod tests {
     #[test]
     fn renders_a_cloud_config_with_the_descriptor_and_key() {
         let token = "a".repeat(64);
-        let text = render(Some("ssh-ed25519 AAAA agentlab"), &Bootstrap { token: &token, controller: "http://10.77.0.1:8844", vmid: 1001 });
+        let text = render(
+            Some("ssh-ed25519 AAAA agentlab"),
+            &Bootstrap { token: &token, controller: "http://10.77.0.1:8844", vmid: 1001 },
+        );
         assert!(text.starts_with("#cloud-config\n"));
         assert!(text.contains("- 'ssh-ed25519 AAAA agentlab'"));
-        let expected = format!("content: '{{\"token\":\"{token}\",\"controller\":\"http://10.77.0.1:8844\",\"vmid\":1001}}'");
+        let expected =
+            format!("content: '{{\"token\":\"{token}\",\"controller\":\"http://10.77.0.1:8844\",\"vmid\":1001}}'");
         assert!(text.contains(&expected), "{text}");
         assert!(!render(None, &Bootstrap { token: "t", controller: "c", vmid: 1 }).contains("ssh_authorized_keys"));
     }
@@ -113,7 +121,13 @@ mod tests {
         assert!(path.file_name().is_some_and(|f| f.to_string_lossy().starts_with("agentlab-1001-")));
         write(&path, "#cloud-config\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).ok(), Some(0o600));
-        assert_eq!(cicustom("local", &path), format!("user=local:snippets/{}", path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()));
+        assert_eq!(
+            cicustom("local", &path),
+            format!(
+                "user=local:snippets/{}",
+                path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+            )
+        );
         remove(&path).unwrap_or_else(|e| panic!("{e}"));
         remove(&path).unwrap_or_else(|e| panic!("{e}"));
     }

@@ -62,7 +62,9 @@ async fn destroy_vm(ctx: &SandboxContext, node: &str, vmid: u32) -> Result<(), T
 pub fn remove_local(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), String> {
     if let Some(path) = &rec.snippet_path {
         snippet::remove(std::path::Path::new(path)).map_err(|e| format!("cannot remove snippet {path}: {e}"))?;
-        ctx.store.patch_sandbox(rec.vmid, &SandboxPatch { snippet_path: Some(None), ..Default::default() }, None).map_err(|e| e.to_string())?;
+        ctx.store
+            .patch_sandbox(rec.vmid, &SandboxPatch { snippet_path: Some(None), ..Default::default() }, None)
+            .map_err(|e| e.to_string())?;
     }
     ctx.store.delete_bootstrap_tokens(rec.vmid).map_err(|e| e.to_string())
 }

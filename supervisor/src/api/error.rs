@@ -25,7 +25,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::MalformedJson
         | ErrorCode::BodyRequired
         | ErrorCode::InvalidValue
-        | ErrorCode::UnknownProfile => StatusCode::BAD_REQUEST,
+        | ErrorCode::UnknownProfile
+        | ErrorCode::Unsupported => StatusCode::BAD_REQUEST,
+        ErrorCode::ProvisionFailed => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::ProxmoxUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::RouteNotFound | ErrorCode::SandboxNotFound => StatusCode::NOT_FOUND,
@@ -34,6 +37,13 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::ActorUnavailable | ErrorCode::DaemonUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::ClientTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::BadResponse => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl ApiError {
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.envelope = self.envelope.with_details(details);
+        self
     }
 }
 

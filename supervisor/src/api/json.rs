@@ -10,7 +10,6 @@ use serde::de::DeserializeOwned;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Like `axum::Json`, with our rejections. Request types carry `deny_unknown_fields`.
-#[cfg_attr(not(test), expect(dead_code, reason = "first used by POST /v1/sandboxes in the sandbox lifecycle"))]
 pub struct StrictJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for StrictJson<T>

@@ -5,11 +5,10 @@ mod error;
 mod json;
 mod peer;
 mod routes;
+mod sandbox_ops;
 
 pub use error::ApiError;
-pub use json::MAX_BODY_BYTES;
-#[expect(unused_imports, reason = "first used by POST /v1/sandboxes in the sandbox lifecycle")]
-pub use json::StrictJson;
+pub use json::{MAX_BODY_BYTES, StrictJson};
 pub use peer::Peer;
 
 use crate::config::Config;
@@ -21,7 +20,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use ractor::ActorRef;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -34,19 +33,25 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub profiles: Arc<ProfileRegistry>,
     pub root: ActorRef<RootMsg>,
+    pub gateway: agentlab_actors::pve::Gateway,
     pub started_at: OffsetDateTime,
     pub started: Instant,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/v1/status", get(routes::status))
         .route("/v1/profiles", get(routes::profiles))
-        .route("/v1/sandboxes", get(routes::list_sandboxes))
+        .route("/v1/sandboxes", get(routes::list_sandboxes).post(sandbox_ops::create))
         .route("/v1/sandboxes/{vmid}", get(routes::show_sandbox))
+        .route("/v1/sandboxes/{vmid}/destroy", post(sandbox_ops::destroy))
+        .route("/v1/sandboxes/{vmid}/lease/renew", post(sandbox_ops::renew_lease))
         .route("/v1/sandboxes/{vmid}/events", get(routes::sandbox_events))
-        .route("/v1/debug/actors", get(routes::debug_actors))
+        .route("/v1/debug/actors", get(routes::debug_actors));
+    #[cfg(debug_assertions)]
+    let router = router.route("/v1/debug/sandboxes/{vmid}/panic", post(sandbox_ops::debug_panic));
+    router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -147,7 +147,12 @@ pub struct EventsQuery {
     tail: Option<u32>,
     after: Option<i64>,
     limit: Option<u32>,
+    /// With `after`: wait up to this many seconds for a newer event (long poll, for
+    /// `logs --follow`); answers as soon as one is committed.
+    wait: Option<u64>,
 }
+
+const MAX_WAIT_SECONDS: u64 = 60;
 
 pub async fn sandbox_events(
     State(app): State<AppState>,
@@ -166,7 +171,18 @@ pub async fn sandbox_events(
         (None, Some(after)) => EventPage::After { after, limit: query.limit.unwrap_or(200).min(EVENTS_MAX) },
         (None, None) => EventPage::Tail(EVENTS_DEFAULT_TAIL),
     };
-    let events = app.store.sandbox_events(vmid, page)?;
+    let mut events = app.store.sandbox_events(vmid, page)?;
+    if let (true, Some(wait), EventPage::After { .. }) = (events.is_empty(), query.wait, page) {
+        let mut watch = app.store.watch_events();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait.min(MAX_WAIT_SECONDS));
+        while events.is_empty() {
+            // Woken by any committed event; re-read this sandbox's.
+            match tokio::time::timeout_at(deadline, watch.changed()).await {
+                Ok(Ok(())) => events = app.store.sandbox_events(vmid, page)?,
+                _ => break,
+            }
+        }
+    }
     let last_id = events.last().map(|e| e.id).or(query.after).unwrap_or(0);
     Ok(Json(EventsResponse { events, last_id }))
 }

@@ -44,6 +44,9 @@ pub struct Config {
     pub idle_stop: IdleStopConfig,
     pub vmid_min: u32,
     pub vmid_max: u32,
+    pub sandbox_probe_interval: Duration,
+    /// Tests and demos only: multiplies lease lengths and the probe interval (1 in production).
+    pub test_time_scale: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

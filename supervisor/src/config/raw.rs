@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub idle_stop_interval: Option<String>,
     pub idle_stop_minutes_default: Option<u32>,
     pub idle_stop_cpu_threshold: Option<f64>,
+    pub sandbox_probe_interval: Option<String>,
+    pub test_time_scale: Option<f64>,
     pub vmid_min: Option<u32>,
     pub vmid_max: Option<u32>,
 }
@@ -81,6 +83,8 @@ pub const KEYS: &[&str] = &[
     "idle_stop_interval",
     "idle_stop_minutes_default",
     "idle_stop_cpu_threshold",
+    "sandbox_probe_interval",
+    "test_time_scale",
     "vmid_min",
     "vmid_max",
 ];

@@ -147,7 +147,18 @@ impl Resolver<'_> {
         if vmid_min > vmid_max {
             return Err(self.invalid("vmid_max", format!("must not be below vmid_min ({vmid_min})")));
         }
+        let sandbox_probe_interval =
+            self.duration("sandbox_probe_interval", raw.sandbox_probe_interval, Duration::from_secs(30))?;
+        if sandbox_probe_interval.is_zero() {
+            return Err(self.invalid("sandbox_probe_interval", "must be greater than 0"));
+        }
+        let test_time_scale = raw.test_time_scale.unwrap_or(1.0);
+        if !(test_time_scale > 0.0 && test_time_scale <= 1.0) {
+            return Err(self.invalid("test_time_scale", "must be in (0, 1]; leave it unset in production"));
+        }
         Ok(Config {
+            sandbox_probe_interval,
+            test_time_scale,
             path: self.path.to_path_buf(),
             profiles_dir: self.abs_path("profiles_dir", raw.profiles_dir, "/etc/agentlab/profiles".into())?,
             socket_path: self.abs_path("socket_path", raw.socket_path, run_dir.join("agentlabd.sock"))?,

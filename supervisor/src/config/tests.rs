@@ -42,7 +42,10 @@ fn every_key_is_known_to_the_raw_struct() {
             "vmid_min" => "1000",
             "vmid_max" => "2000",
             "idle_stop_cpu_threshold" => "0.1",
-            "proxmox_command_timeout" | "provisioning_timeout" | "idle_stop_interval" => "1m",
+            "proxmox_command_timeout" | "provisioning_timeout" | "idle_stop_interval" | "sandbox_probe_interval" => {
+                "1m"
+            }
+            "test_time_scale" => "0.5",
             "bootstrap_listen" | "artifact_listen" => "10.77.0.1:8844",
             "metrics_listen" => "127.0.0.1:8847",
             "controller_url" | "artifact_upload_url" | "proxmox_api_url" => "https://pve.example:8006",

@@ -1,0 +1,285 @@
+//! Sandbox operations: create (waits until READY or failed), destroy, lease renewal. Each
+//! is one message to one `sandbox:<vmid>` actor; creation first records the sandbox (the
+//! VMID is reserved from that moment) and asks the root to spawn its actor.
+
+use super::{ApiError, AppState, Peer, StrictJson};
+use agentlab_actors::model::{ErrorCode, SandboxState, modifiers, time_format};
+use agentlab_actors::protocol::{
+    CreateSandboxRequest, CreateSandboxResponse, DestroySandboxRequest, PhaseTiming, RenewLeaseRequest,
+    RenewLeaseResponse, SandboxView,
+};
+use agentlab_actors::root::RootMsg;
+use agentlab_actors::sandbox::{SandboxMsg, Settled};
+use agentlab_actors::store::{EventPage, SandboxRecord};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use ractor::ActorRef;
+use std::collections::HashSet;
+use std::time::Duration;
+
+const ACTOR_TIMEOUT_MS: u64 = 10_000;
+
+/// One request-reply to an actor, with the API's errors for "gone" and "too slow".
+async fn ask<M: ractor::Message, T: Send + 'static>(
+    actor: &ActorRef<M>,
+    what: &str,
+    timeout: Duration,
+    build: impl FnOnce(ractor::RpcReplyPort<T>) -> M,
+) -> Result<T, ApiError> {
+    match actor.call(build, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(ApiError::new(ErrorCode::ActorUnavailable, format!("{what} did not answer within {timeout:?}")))
+        }
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Err(ApiError::new(ErrorCode::ActorUnavailable, format!("{what} stopped before answering; retry")))
+        }
+    }
+}
+
+async fn spawn_actor(app: &AppState, vmid: u32) -> Result<(), ApiError> {
+    let kind = agentlab_actors::sandbox::KIND.to_string();
+    ask(&app.root, "the root supervisor", Duration::from_millis(ACTOR_TIMEOUT_MS), |reply| RootMsg::SpawnEntity {
+        kind,
+        id: vmid.to_string(),
+        reply,
+    })
+    .await?
+    .map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, e))
+}
+
+fn actor(vmid: u32) -> Option<ActorRef<SandboxMsg>> {
+    ActorRef::<SandboxMsg>::where_is(format!("{}:{vmid}", agentlab_actors::sandbox::KIND))
+}
+
+fn tag_ok(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.'))
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    StrictJson(req): StrictJson<CreateSandboxRequest>,
+) -> Result<(StatusCode, Json<CreateSandboxResponse>), ApiError> {
+    let profiles = app.profiles.snapshot();
+    let names = profiles.names();
+    let profile_name = modifiers::resolve_profile_name(&req.profile, &names).ok_or_else(|| {
+        let near = modifiers::suggest_profiles(&req.profile, &names);
+        let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
+        ApiError::new(
+            ErrorCode::UnknownProfile,
+            format!("unknown profile `{}`{hint}; `agentlab profile list` shows them", req.profile),
+        )
+    })?;
+    let loaded =
+        profiles.get(&profile_name).ok_or_else(|| ApiError::new(ErrorCode::UnknownProfile, "profile vanished"))?;
+    let profile = &loaded.profile;
+    if req.workspace_id.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "workspaces are not available in this version of agentlabd yet; create the sandbox without --workspace",
+        ));
+    }
+    if req.job_id.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "binding a sandbox to a job is not available in this version yet; use `agentlab job run` once jobs land",
+        ));
+    }
+    if req.ttl_minutes == Some(0) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            "ttl_minutes must be greater than 0 (omit it for the profile's default)",
+        ));
+    }
+    if let Some(bad) = req.tags.iter().find(|t| !tag_ok(t)) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            format!("invalid tag `{bad}`: letters, digits, `_`, `-`, `+`, `.`"),
+        ));
+    }
+    if let Some(vmid) = req.vmid
+        && !(100..=999_999_999).contains(&vmid)
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            format!("vmid {vmid} is not a Proxmox VMID (100 to 999999999)"),
+        ));
+    }
+    let cluster = app.gateway.cluster_vms().await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::ProxmoxUnavailable,
+            format!("cannot list the cluster's VMs: {e}; `agentlab status` shows why"),
+        )
+    })?;
+    let taken: HashSet<u32> = cluster.iter().map(|v| v.vmid as u32).collect();
+    if let Some(vmid) = req.vmid
+        && taken.contains(&vmid)
+    {
+        return Err(ApiError::new(ErrorCode::Conflict, format!("VMID {vmid} is already used in the Proxmox cluster")));
+    }
+    let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default);
+    let now = time::OffsetDateTime::now_utc();
+    let lease = ttl.map(|m| {
+        let length = Duration::from_secs(u64::from(m) * 60).mul_f64(app.config.test_time_scale);
+        time_format::format(now + length)
+    });
+    let record = SandboxRecord {
+        vmid: 0,
+        name: req.name.clone().unwrap_or_default(),
+        profile: profile_name.clone(),
+        state: SandboxState::Requested,
+        ip: None,
+        node: None,
+        tags: req.tags.clone(),
+        keepalive: req.keepalive.unwrap_or(profile.behavior.keepalive_default),
+        lease_expires_at: lease,
+        last_used_at: None,
+        network_mode: profile.network.mode,
+        cores: profile.resources.cores,
+        memory_mb: profile.resources.memory_mb,
+        job_id: None,
+        workspace_id: None,
+        provision_step: None,
+        snippet_path: None,
+        error: None,
+        ttl_minutes: ttl,
+        description: profile.description.clone(),
+        created_at: time_format::format(now),
+        updated_at: time_format::format(now),
+    };
+    let range = app.config.vmid_min..=app.config.vmid_max;
+    let record = app.store.create_sandbox(record, req.vmid, range, &taken, peer.uid)?;
+    let vmid = record.vmid;
+    spawn_actor(&app, vmid).await?;
+    let sandbox = actor(vmid)
+        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("sandbox {vmid} has no actor")))?;
+    let wait_ms = (app.config.provisioning_timeout + Duration::from_secs(30)).as_millis() as u64;
+    let settled =
+        ask(&sandbox, &format!("sandbox {vmid}"), Duration::from_millis(wait_ms), SandboxMsg::WaitSettled).await?;
+    match settled {
+        Settled::Ready(view) => {
+            Ok((StatusCode::CREATED, Json(CreateSandboxResponse { timings: timings(&app, vmid), sandbox: view })))
+        }
+        Settled::Failed(view) => Err(ApiError::new(
+            ErrorCode::ProvisionFailed,
+            format!(
+                "sandbox {vmid} {}: {}",
+                view.state,
+                view.error.clone().unwrap_or_else(|| "provisioning failed".into())
+            ),
+        )
+        .with_details(serde_json::json!({"vmid": vmid, "state": view.state, "timings": timings(&app, vmid)}))),
+    }
+}
+
+/// Milliseconds between successive provisioning events (step starts, boot, ready).
+fn timings(app: &AppState, vmid: u32) -> Vec<PhaseTiming> {
+    let events = app.store.sandbox_events(vmid, EventPage::Tail(200)).unwrap_or_default();
+    let marks: Vec<(String, time::OffsetDateTime)> = events
+        .iter()
+        .filter_map(|e| {
+            let phase = match e.kind.as_str() {
+                "sandbox.provision.step" => e.json["step"].as_str().map(str::to_string),
+                "sandbox.state" if e.json["to_state"] == "READY" => Some("ready".to_string()),
+                _ => None,
+            }?;
+            time_format::parse(&e.ts).ok().map(|t| (phase, t))
+        })
+        .collect();
+    marks
+        .windows(2)
+        .map(|w| PhaseTiming { phase: w[0].0.clone(), ms: (w[1].1 - w[0].1).whole_milliseconds().max(0) as u64 })
+        .collect()
+}
+
+fn vmid_of(text: &str) -> Result<u32, ApiError> {
+    text.parse::<u32>().ok().filter(|v| *v >= 100).ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidValue, format!("invalid vmid `{text}`: expected a number of at least 100"))
+    })
+}
+
+/// The actor of a live sandbox; a record whose actor is gone gets one again.
+async fn live_actor(app: &AppState, vmid: u32) -> Result<Result<ActorRef<SandboxMsg>, SandboxView>, ApiError> {
+    let record = app.store.get_sandbox(vmid)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SandboxNotFound,
+            format!("sandbox {vmid} not found; AgentLab only manages sandboxes it created (`agentlab sandbox list`)"),
+        )
+    })?;
+    if record.state == SandboxState::Destroyed {
+        return Ok(Err(record.view()));
+    }
+    if let Some(actor) = actor(vmid) {
+        return Ok(Ok(actor));
+    }
+    spawn_actor(app, vmid).await?;
+    actor(vmid)
+        .map(Ok)
+        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("sandbox {vmid} has no actor")))
+}
+
+pub async fn destroy(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(vmid): Path<String>,
+    body: Bytes,
+) -> Result<Json<SandboxView>, ApiError> {
+    let vmid = vmid_of(&vmid)?;
+    let req: DestroySandboxRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        DestroySandboxRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidValue, format!("invalid request: {e}")))?
+    };
+    let actor = match live_actor(&app, vmid).await? {
+        Ok(actor) => actor,
+        // Destroying a destroyed sandbox is done.
+        Err(view) => return Ok(Json(view)),
+    };
+    let wait_ms = (app.config.proxmox.command_timeout * 4 + Duration::from_secs(30)).as_millis() as u64;
+    let answer = ask(&actor, &format!("sandbox {vmid}"), Duration::from_millis(wait_ms), |reply| SandboxMsg::Destroy {
+        force: req.force,
+        by: peer.uid,
+        reply,
+    })
+    .await?;
+    answer.map(Json).map_err(|e| ApiError::new(e.code, e.message))
+}
+
+pub async fn renew_lease(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(vmid): Path<String>,
+    StrictJson(req): StrictJson<RenewLeaseRequest>,
+) -> Result<Json<RenewLeaseResponse>, ApiError> {
+    let vmid = vmid_of(&vmid)?;
+    if req.ttl_minutes == 0 {
+        return Err(ApiError::new(ErrorCode::InvalidValue, "ttl_minutes must be greater than 0"));
+    }
+    let actor = live_actor(&app, vmid).await?.map_err(|view| {
+        ApiError::new(ErrorCode::InvalidState, format!("sandbox {vmid} is {}; its lease cannot be renewed", view.state))
+    })?;
+    let length = Duration::from_secs(u64::from(req.ttl_minutes) * 60).mul_f64(app.config.test_time_scale);
+    let until = time_format::format(time::OffsetDateTime::now_utc() + length);
+    let view = ask(&actor, &format!("sandbox {vmid}"), Duration::from_millis(ACTOR_TIMEOUT_MS), |reply| {
+        SandboxMsg::RenewLease { until, by: peer.uid, reply }
+    })
+    .await?
+    .map_err(|e| ApiError::new(e.code, e.message))?;
+    Ok(Json(RenewLeaseResponse { vmid, lease_expires_at: view.lease_expires_at }))
+}
+
+/// Debug builds only: makes a sandbox actor panic, to test crash isolation.
+#[cfg(debug_assertions)]
+pub async fn debug_panic(Path(vmid): Path<String>) -> Result<StatusCode, ApiError> {
+    let vmid = vmid_of(&vmid)?;
+    let actor = actor(vmid)
+        .ok_or_else(|| ApiError::new(ErrorCode::SandboxNotFound, format!("sandbox {vmid} has no live actor")))?;
+    actor.send_message(SandboxMsg::Panic).map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, e.to_string()))?;
+    Ok(StatusCode::ACCEPTED)
+}

@@ -1,0 +1,123 @@
+//! Sandboxes end to end with real `agentlabd`, `agentlab` and `pve-sim` processes.
+
+use agentlab_e2e::{SimProcess, Workspace, eventually};
+use std::time::Duration;
+
+fn sim_for(ws: &Workspace) -> SimProcess {
+    let local = ws.path().join("pve-local");
+    SimProcess::start(ws.path(), &["--local-storage-path", &local.display().to_string()])
+}
+
+#[test]
+fn sandbox_new_reaches_ready_with_everything_proxmox_needs_and_destroy_removes_it() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+
+    let out = ws.cli(&["--json", "sandbox", "new", "--profile", "yolo-ephemeral", "--name", "e2e", "--tag", "team-a"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let created = out.json();
+    assert_eq!(created["state"], "READY", "{created}");
+    let vmid = created["vmid"].as_u64().unwrap_or(0) as u32;
+    assert!((1000..=8999).contains(&vmid), "{created}");
+    assert!(created["ip"].as_str().is_some_and(|ip| ip.starts_with("10.77.")), "{created}");
+    let phases: Vec<&str> = created["timings"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|p| p["phase"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(phases, ["clone", "configure", "firewall", "snippet", "snapshot", "boot", "wait_ip"], "{created}");
+
+    let vm = sim.vm(vmid).unwrap_or_else(|| panic!("VM {vmid} missing in the simulator"));
+    let config = &vm["config"];
+    assert!(
+        config["scsi0"].as_str().is_some_and(|d| d.starts_with(&format!("local-lvm:vm-{vmid}-disk-"))),
+        "a linked clone: {config}"
+    );
+    let tags = config["tags"].as_str().unwrap_or_default();
+    assert!(tags.split(';').any(|t| t == "agentlab") && tags.contains("team-a"), "{tags}");
+    assert!(
+        config["net0"].as_str().is_some_and(|n| n.contains("bridge=vmbr1") && n.contains("firewall=1")),
+        "{config}"
+    );
+    assert_eq!(vm["firewall_options"]["enable"], 1, "{vm}");
+    let rules = vm["firewall_rules"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rules.iter().any(|r| r["type"] == "group" && r["action"] == "agent_nat_default" && r["enable"] == 1),
+        "{rules:?}"
+    );
+    let snapshots: Vec<&str> =
+        vm["snapshots"].as_array().map(|s| s.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(snapshots, ["clean"]);
+    let cicustom = config["cicustom"].as_str().unwrap_or_default().to_string();
+    let file = cicustom.strip_prefix("user=local:snippets/").unwrap_or_else(|| panic!("cicustom {cicustom}"));
+    let snippet = ws.sim_snippets_dir().join(file);
+    let text = std::fs::read_to_string(&snippet).unwrap_or_default();
+    assert!(
+        text.contains("/etc/agentlab/bootstrap.json") && text.contains(&format!("\\\"vmid\\\":{vmid}"))
+            || text.contains(&format!("\"vmid\":{vmid}")),
+        "{text}"
+    );
+    assert_eq!(vm["power"], "running");
+    let groups = sim.admin_get("/admin/state")["world"]["groups"].clone();
+    assert!(
+        groups["agent_nat_default"]["rules"].as_array().is_some_and(|r| !r.is_empty()),
+        "group created with its rules: {groups}"
+    );
+
+    let shown = ws.cli(&["--json", "sandbox", "show", &vmid.to_string()]).json();
+    assert_eq!(shown["state"], "READY");
+
+    let destroyed = ws.cli(&["--json", "sandbox", "destroy", &vmid.to_string()]);
+    assert_eq!(destroyed.code, 0, "{destroyed:?}");
+    assert_eq!(destroyed.json()["state"], "DESTROYED");
+    assert!(sim.vm(vmid).is_none(), "the VM is gone");
+    assert!(!snippet.exists(), "the snippet is gone");
+    let again = ws.cli(&["--json", "sandbox", "destroy", &vmid.to_string()]);
+    assert_eq!(again.code, 0, "destroy is idempotent: {again:?}");
+    sim.assert_all_requests_valid();
+}
+
+#[test]
+fn a_vm_without_the_agentlab_tag_is_never_touched() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    assert!(sim.admin_post("/admin/vms", &serde_json::json!({"vmid": 1500, "name": "precious", "running": true})));
+    let out = ws.cli(&["--json", "sandbox", "destroy", "--force", "1500"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.json()["code"], "v1/sandbox/not_found");
+    assert!(sim.vm(1500).is_some_and(|vm| vm["power"] == "running"), "the foreign VM survives");
+    // And the allocator never hands out its VMID.
+    let created = ws.cli(&["--json", "sandbox", "new", "--profile", "small", "--vmid", "1500"]);
+    assert_eq!(created.code, 1, "{created:?}");
+    assert_eq!(created.json()["code"], "v1/resource/conflict");
+}
+
+#[test]
+fn lease_expiry_destroys_a_normal_sandbox_and_stops_a_keepalive_one() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    // Five-minute leases at test_time_scale 0.01: they end 3 s after creation.
+    let normal = ws.cli(&["--json", "new", "--profile", "small", "--ttl", "5"]).json();
+    let keep = ws.cli(&["--json", "new", "--profile", "small", "--ttl", "5m", "--keepalive"]).json();
+    assert_eq!((normal["state"].as_str(), keep["state"].as_str()), (Some("READY"), Some("READY")), "{normal} {keep}");
+    let (a, b) = (normal["vmid"].as_u64().unwrap_or(0) as u32, keep["vmid"].as_u64().unwrap_or(0) as u32);
+    assert!(a > 0 && b > 0, "{normal} {keep}");
+    let state = |vmid: u32| {
+        ws.cli(&["--json", "show", &vmid.to_string()]).json()["state"].as_str().unwrap_or_default().to_string()
+    };
+    assert!(eventually(Duration::from_secs(20), || state(a) == "DESTROYED"), "normal sandbox is {}", state(a));
+    assert!(sim.vm(a).is_none());
+    assert!(eventually(Duration::from_secs(20), || state(b) == "STOPPED"), "keepalive sandbox is {}", state(b));
+    assert!(sim.vm(b).is_some_and(|vm| vm["power"] == "stopped"), "kept, stopped");
+    let logs = ws.cli(&["logs", &a.to_string()]).stdout;
+    assert!(logs.contains("sandbox.lease.expired") && logs.contains("TIMEOUT"), "{logs}");
+    // Renewal is refused unless RUNNING.
+    let renew = ws.cli(&["--json", "sandbox", "lease", "renew", "--ttl", "5", &b.to_string()]);
+    assert_eq!(renew.code, 1);
+    assert_eq!(renew.json()["code"], "v1/sandbox/invalid_state");
+}
