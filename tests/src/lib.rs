@@ -40,6 +40,28 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Waits `d` (for tests that need a moment to pass, such as a random kill time).
+pub fn pause(d: Duration) {
+    #[allow(clippy::disallowed_methods)]
+    std::thread::sleep(d);
+}
+
+/// A small deterministic random source for tests (xorshift).
+pub struct Dice(u64);
+
+impl Dice {
+    pub fn new(seed: u64) -> Dice {
+        Dice(seed.max(1))
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
 /// A temp directory with a config, the shipped profiles and room for data and the socket.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
@@ -94,7 +116,7 @@ impl Workspace {
     /// probes scaled down by 100.
     pub fn write_sandbox_config(&self, sim: &SimProcess, extra: &str) {
         let extra = format!(
-            "snippets_dir: {}\ntest_time_scale: 0.01\nprovisioning_timeout: 60s\nsandbox_probe_interval: 10s\n{extra}",
+            "snippets_dir: {}\ntest_time_scale: 0.01\nprovisioning_timeout: 60s\nsandbox_probe_interval: 100s\nproxmox_rate_limit_rps: 200\n{extra}",
             self.sim_snippets_dir().display()
         );
         self.write_sim_config(sim, &sim.fingerprint, &extra);
@@ -153,6 +175,19 @@ impl Workspace {
         });
         assert!(up, "agentlabd did not come up; log:\n{}", daemon.log());
         daemon
+    }
+
+    /// Starts the CLI in the background (stdout and stderr discarded).
+    pub fn cli_background(&self, args: &[&str]) -> Child {
+        Command::new(bin("agentlab"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .env_remove("AGENTLAB_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn agentlab: {e}"))
     }
 
     /// Runs the CLI against this workspace's socket.

@@ -121,3 +121,39 @@ fn lease_expiry_destroys_a_normal_sandbox_and_stops_a_keepalive_one() {
     assert_eq!(renew.code, 1);
     assert_eq!(renew.json()["code"], "v1/sandbox/invalid_state");
 }
+
+#[test]
+fn a_panicking_sandbox_actor_is_restarted_from_its_record_while_others_keep_answering() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    let a = ws.cli(&["--json", "new", "--profile", "small"]).json()["vmid"].as_u64().unwrap_or(0) as u32;
+    let b = ws.cli(&["--json", "new", "--profile", "small"]).json()["vmid"].as_u64().unwrap_or(0) as u32;
+    assert!(a > 0 && b > 0);
+    let panic = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--unix-socket"])
+        .arg(ws.socket())
+        .arg(format!("http://agentlab/v1/debug/sandboxes/{a}/panic"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert_eq!(panic, "202", "the test hook exists in debug builds");
+    // The sibling answers throughout: show, and an actor operation (lease renew is refused
+    // for READY, which still proves its actor answers).
+    for _ in 0..10 {
+        assert_eq!(ws.cli(&["--json", "show", &b.to_string()]).json()["state"], "READY");
+        let renew = ws.cli(&["--json", "sandbox", "lease", "renew", "--ttl", "5", &b.to_string()]);
+        assert_eq!(renew.json()["code"], "v1/sandbox/invalid_state", "{renew:?}");
+    }
+    let restarted = || {
+        let actors = ws.cli(&["--json", "debug", "actors"]).json()["actors"].as_array().cloned().unwrap_or_default();
+        actors.iter().any(|x| x["name"] == format!("sandbox:{a}") && x["restarts"] == 1 && x["state"] == "READY")
+    };
+    assert!(eventually(Duration::from_secs(10), restarted), "sandbox:{a} was not restarted from its record");
+    assert_eq!(ws.cli(&["--json", "show", &a.to_string()]).json()["state"], "READY");
+    let failures = ws.cli(&["--json", "status"]).json()["recent_failures"].clone();
+    assert!(failures.to_string().contains(&format!("actor sandbox:{a} failed")), "{failures}");
+    // The restarted actor still works: destroy goes through it.
+    assert_eq!(ws.cli(&["--json", "rm", &a.to_string()]).json()["state"], "DESTROYED");
+}

@@ -174,7 +174,19 @@ async fn clone(ctx: &Arc<SandboxContext>, rec: &SandboxRecord) -> Result<(), Str
         }
     };
     // Adopt a VM an earlier attempt cloned (it carries our marker); refuse anyone else's.
-    match ctx.gateway.vm_config(&node, rec.vmid).await {
+    // A clone still running (the daemon died during it) has a temporary config locked
+    // `clone` and no description yet: wait for it to finish before judging.
+    let mut config = ctx.gateway.vm_config(&node, rec.vmid).await;
+    for _ in 0..600 {
+        match &config {
+            Ok(c) if c.get("lock") == Some("clone") => {
+                tokio::time::sleep(ctx.settings.ip_poll_interval).await;
+                config = ctx.gateway.vm_config(&node, rec.vmid).await;
+            }
+            _ => break,
+        }
+    }
+    match config {
         Ok(config) => {
             let ours = config.get("description").is_some_and(|d| d.contains(&description_marker(rec.vmid)))
                 || config.tags().iter().any(|t| t == OWNER_TAG);

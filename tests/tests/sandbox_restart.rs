@@ -1,0 +1,80 @@
+//! Restart safety: `kill -9` of `agentlabd` at random moments while sandboxes provision,
+//! then a restart. Afterwards every VM belongs to a live record, every live record's VM
+//! exists, no snippet is left without a record, and no record is stuck provisioning.
+
+use agentlab_e2e::{Dice, SimProcess, Workspace, eventually, pause};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+#[test]
+fn twenty_kill_nine_rounds_while_five_sandboxes_provision_leave_nothing_behind() {
+    let ws = Workspace::new();
+    let local = ws.path().join("pve-local");
+    let sim = SimProcess::start(ws.path(), &["--local-storage-path", &local.display().to_string()]);
+    ws.write_sandbox_config(&sim, "");
+    let seed = std::process::id() as u64 * 2_654_435_761;
+    let mut dice = Dice::new(seed);
+    println!("kill test seed {seed}");
+    for _round in 0..20 {
+        let daemon = ws.start_daemon();
+        let clients: Vec<_> =
+            (0..5).map(|_| ws.cli_background(&["--json", "new", "--profile", "small", "--ttl", "600"])).collect();
+        pause(Duration::from_millis(dice.below(1500)));
+        daemon.kill9();
+        for mut client in clients {
+            let _ = client.wait();
+        }
+    }
+
+    let _daemon = ws.start_daemon();
+    let records = || ws.cli(&["--json", "sandbox", "list"]).json()["sandboxes"].as_array().cloned().unwrap_or_default();
+    let settled =
+        || records().iter().all(|r| !matches!(r["state"].as_str(), Some("REQUESTED" | "PROVISIONING" | "BOOTING")));
+    assert!(eventually(Duration::from_secs(120), settled), "records stuck provisioning: {:?}", records());
+
+    let records = records();
+    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &records {
+        *by_state.entry(r["state"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    let live: HashSet<u32> = records
+        .iter()
+        .filter(|r| r["state"] != "DESTROYED" && r["state"] != "FAILED")
+        .filter_map(|r| r["vmid"].as_u64().map(|v| v as u32))
+        .collect();
+    let state = sim.admin_get("/admin/state");
+    let vms: HashSet<u32> = state["world"]["vms"]
+        .as_object()
+        .map(|m| m.keys().filter_map(|k| k.parse().ok()).filter(|v| *v != 9000).collect())
+        .unwrap_or_default();
+    println!("{} records after 20 kill -9 rounds: {by_state:?}; {} VMs in the simulator", records.len(), vms.len());
+    let orphans: Vec<&u32> = vms.difference(&live).collect();
+    assert!(orphans.is_empty(), "VMs without a live record: {orphans:?}");
+    let missing: Vec<&u32> = live.difference(&vms).collect();
+    assert!(missing.is_empty(), "live records without a VM: {missing:?}");
+    let recorded: HashSet<String> =
+        records.iter().filter_map(|r| r["vmid"].as_u64()).map(|v| format!("agentlab-{v}-")).collect();
+    let files: Vec<String> = std::fs::read_dir(ws.sim_snippets_dir())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let stray: Vec<String> =
+        files.iter().cloned().filter(|f: &String| !recorded.iter().any(|p| f.starts_with(p))).collect();
+    assert!(stray.is_empty(), "snippets without a record: {stray:?}");
+    let stale_snippets: Vec<String> = files
+        .iter()
+        .cloned()
+        .filter(|f: &String| !live.iter().any(|v| f.starts_with(&format!("agentlab-{v}-"))))
+        .collect();
+    assert!(stale_snippets.is_empty(), "snippets of dead sandboxes: {stale_snippets:?}");
+
+    for vmid in &live {
+        let out = ws.cli(&["--json", "rm", "--force", &vmid.to_string()]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let left: Vec<String> = sim.admin_get("/admin/state")["world"]["vms"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(left, ["9000"], "only the template is left");
+    sim.assert_all_requests_valid();
+}
