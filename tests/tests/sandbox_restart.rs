@@ -78,3 +78,73 @@ fn twenty_kill_nine_rounds_while_five_sandboxes_provision_leave_nothing_behind()
     assert_eq!(left, ["9000"], "only the template is left");
     sim.assert_all_requests_valid();
 }
+
+#[test]
+fn thirty_create_destroy_cycles_under_faults_and_vms_deleted_behind_our_back_end_correct() {
+    let ws = Workspace::new();
+    let local = ws.path().join("pve-local");
+    let sim = SimProcess::start(
+        ws.path(),
+        &["--local-storage-path", &local.display().to_string(), "--error-rate", "0.05", "--lock-timeout-rate", "0.05"],
+    );
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    let mut vanished = Vec::new();
+    let mut created = 0;
+    for cycle in 0..30 {
+        let out = ws.cli(&["--json", "new", "--profile", "small", "--ttl", "600"]);
+        let sandbox = out.json();
+        let vmid = sandbox["vmid"].as_u64().or_else(|| sandbox["details"]["vmid"].as_u64()).unwrap_or(0) as u32;
+        assert!(vmid > 0, "cycle {cycle}: {out:?}");
+        if out.code == 0 {
+            created += 1;
+        }
+        if out.code == 0 && (cycle == 7 || cycle == 19) {
+            // Someone deletes the VM on the host; the health probe must notice.
+            let deleted = std::process::Command::new("curl")
+                .args(["-s", "-f", "-X", "DELETE", &format!("{}/admin/vms/{vmid}", sim.admin_url)])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(deleted);
+            vanished.push(vmid);
+            continue;
+        }
+        let destroyed = ws.cli(&["--json", "rm", "--force", &vmid.to_string()]);
+        assert_eq!(destroyed.code, 0, "cycle {cycle}: {destroyed:?}");
+    }
+    let state_of = |vmid: u32| {
+        ws.cli(&["--json", "show", &vmid.to_string()]).json()["state"].as_str().unwrap_or_default().to_string()
+    };
+    for vmid in &vanished {
+        assert!(
+            eventually(Duration::from_secs(30), || state_of(*vmid) == "DESTROYED"),
+            "vanished {vmid} is {}",
+            state_of(*vmid)
+        );
+        let logs = ws.cli(&["logs", &vmid.to_string()]).stdout;
+        assert!(logs.contains("sandbox.vanished"), "{logs}");
+    }
+    let records = ws.cli(&["--json", "sandbox", "list"]).json()["sandboxes"].as_array().cloned().unwrap_or_default();
+    let wrong: Vec<String> = records
+        .iter()
+        .filter(|r| !matches!(r["state"].as_str(), Some("DESTROYED" | "FAILED")))
+        .map(|r| format!("{} {}", r["vmid"], r["state"]))
+        .collect();
+    assert!(wrong.is_empty(), "records not ended: {wrong:?}");
+    let left: Vec<String> = sim.admin_get("/admin/state")["world"]["vms"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(left, ["9000"], "VMs left behind");
+    let requests = sim.admin_get("/admin/requests");
+    let faulted = requests
+        .as_array()
+        .map(|r| r.iter().filter(|x| x["verdict"].as_str().is_some_and(|v| v.starts_with("fault:"))).count())
+        .unwrap_or(0);
+    println!(
+        "30 cycles: {created} sandboxes READY, 2 deleted behind the daemon's back, {faulted} injected faults; no VM left"
+    );
+    assert!(faulted > 0);
+    sim.assert_all_requests_valid();
+}
