@@ -57,14 +57,10 @@ fn twenty_kill_nine_rounds_while_five_sandboxes_provision_leave_nothing_behind()
     let files: Vec<String> = std::fs::read_dir(ws.sim_snippets_dir())
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
-    let stray: Vec<String> =
-        files.iter().cloned().filter(|f: &String| !recorded.iter().any(|p| f.starts_with(p))).collect();
+    let stray: Vec<String> = files.iter().filter(|f| !recorded.iter().any(|p| f.starts_with(p))).cloned().collect();
     assert!(stray.is_empty(), "snippets without a record: {stray:?}");
-    let stale_snippets: Vec<String> = files
-        .iter()
-        .cloned()
-        .filter(|f: &String| !live.iter().any(|v| f.starts_with(&format!("agentlab-{v}-"))))
-        .collect();
+    let stale_snippets: Vec<String> =
+        files.iter().filter(|f| !live.iter().any(|v| f.starts_with(&format!("agentlab-{v}-")))).cloned().collect();
     assert!(stale_snippets.is_empty(), "snippets of dead sandboxes: {stale_snippets:?}");
 
     for vmid in &live {
