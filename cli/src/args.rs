@@ -76,6 +76,14 @@ pub enum SandboxCommand {
     /// The sandbox lease.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Compare records with Proxmox: orphan VMs (tagged agentlab, no record) and drift.
+    Reconcile {
+        /// Destroy orphans older than orphan_grace_period and fix drift (default: report only).
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Destroy every sandbox whose lease has expired (TIMEOUT).
+    Prune,
 }
 
 #[derive(Debug, clap::Args)]

@@ -35,6 +35,14 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
                 format!("sandbox {} lease until {}\n", v.vmid, v.lease_expires_at.unwrap_or_else(|| "-".into()))
             })
         }
+        Command::Sandbox(SandboxCommand::Reconcile { apply }) => {
+            let value = client.post_value("/v1/sandboxes/reconcile", &serde_json::json!({"apply": apply})).await?;
+            print_or(cli.json, &value, |v: serde_json::Value| render::reconcile(&v))
+        }
+        Command::Sandbox(SandboxCommand::Prune) => {
+            let value = client.post_value("/v1/sandboxes/prune", &serde_json::json!({})).await?;
+            print_or(cli.json, &value, |v: serde_json::Value| format!("pruned {} sandboxes\n", v["count"]))
+        }
         Command::Sandbox(SandboxCommand::List(args)) | Command::Ls(args) => list(client, cli.json, args).await,
         Command::Sandbox(SandboxCommand::Show(args)) | Command::Show(args) => show(client, cli.json, args).await,
         Command::Logs(args) => {

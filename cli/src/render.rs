@@ -153,6 +153,38 @@ pub fn created(c: &agentlab_actors::protocol::CreateSandboxResponse) -> String {
     out
 }
 
+pub fn reconcile(report: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{} {} VMs checked\n",
+        if report["dry_run"] == true { "dry run:" } else { "applied:" },
+        report["checked"]
+    );
+    for o in report["orphans"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "orphan  {} on {} (first seen {}): {}\n",
+            o["vmid"],
+            o["node"].as_str().unwrap_or(""),
+            o["first_seen"].as_str().unwrap_or(""),
+            o["action"].as_str().unwrap_or("")
+        ));
+    }
+    for d in report["drift"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "drift   {}: record {} but Proxmox says {}: {}\n",
+            d["vmid"],
+            d["record_state"].as_str().unwrap_or(""),
+            d["proxmox"].as_str().unwrap_or(""),
+            d["action"].as_str().unwrap_or("")
+        ));
+    }
+    if report["orphans"].as_array().is_none_or(|a| a.is_empty())
+        && report["drift"].as_array().is_none_or(|a| a.is_empty())
+    {
+        out.push_str("no orphans, no drift\n");
+    }
+    out
+}
+
 pub fn event_line(e: &EventView) -> String {
     format!("{}  {:<24} {}", e.ts, e.kind, e.msg)
 }

@@ -105,13 +105,14 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         gateway: gateway.clone(),
         settings: sandbox_settings(&config)?,
         directory: directory.clone(),
+        orphans: Default::default(),
     });
     let args = RootArgs {
         store: Arc::clone(&store),
         pve,
         pve_probe_interval: PVE_PROBE_INTERVAL,
         pve_limits: config.proxmox.gateway_limits(),
-        factories: vec![Arc::new(SandboxFactory { ctx: sandboxes })],
+        factories: vec![Arc::new(SandboxFactory { ctx: Arc::clone(&sandboxes) })],
         directory,
         policy: RestartPolicy::default(),
     };
@@ -130,9 +131,31 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         profiles: Arc::clone(&profiles),
         root: root.clone(),
         gateway,
+        sandboxes: Arc::clone(&sandboxes),
         started_at: time::OffsetDateTime::now_utc(),
         started: tokio::time::Instant::now(),
     };
+    // The startup orphan scan: reports (and starts the grace period of) VMs tagged
+    // `agentlab` that no record owns; `sandbox reconcile --apply` removes them later.
+    let scan = Arc::clone(&sandboxes);
+    tokio::spawn(async move {
+        match agentlab_actors::sandbox::reconcile::reconcile(&scan, &scan.orphans, false, Duration::ZERO).await {
+            Ok(report) if !report.orphans.is_empty() => {
+                let vmids: Vec<u32> = report.orphans.iter().map(|o| o.vmid).collect();
+                tracing::warn!(
+                    ?vmids,
+                    "VMs tagged agentlab without a record; `agentlab sandbox reconcile --apply` removes them after orphan_grace_period"
+                );
+                let _ = scan.store.append_event(&NewEvent::new(
+                    "sandbox.orphans.found",
+                    Stage::Recovery,
+                    format!("orphan VMs: {vmids:?}"),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "startup orphan scan failed"),
+        }
+    });
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(handle_signals(signals, Arc::clone(&profiles), shutdown.clone()));
     tracing::info!(socket = %config.socket_path.display(), profiles = profiles.snapshot().profiles.len(), "agentlabd ready");

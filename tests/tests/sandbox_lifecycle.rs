@@ -157,3 +157,34 @@ fn a_panicking_sandbox_actor_is_restarted_from_its_record_while_others_keep_answ
     // The restarted actor still works: destroy goes through it.
     assert_eq!(ws.cli(&["--json", "rm", &a.to_string()]).json()["state"], "DESTROYED");
 }
+
+#[test]
+fn reconcile_removes_tagged_orphans_and_never_untagged_vms() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "orphan_grace_period: 1ms\n");
+    assert!(sim.admin_post("/admin/vms", &serde_json::json!({"vmid": 1500, "name": "precious", "running": true})));
+    assert!(sim.admin_post("/admin/vms", &serde_json::json!({"vmid": 1600, "name": "lost", "tags": "agentlab"})));
+    let _daemon = ws.start_daemon();
+    let sandbox = ws.cli(&["--json", "new", "--profile", "small"]).json()["vmid"].as_u64().unwrap_or(0);
+
+    let dry = ws.cli(&["--json", "sandbox", "reconcile"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let report = dry.json();
+    assert_eq!(report["dry_run"], true);
+    let orphans: Vec<u64> =
+        report["orphans"].as_array().map(|o| o.iter().filter_map(|x| x["vmid"].as_u64()).collect()).unwrap_or_default();
+    assert_eq!(orphans, [1600], "only the tagged VM without a record is an orphan: {report}");
+    assert!(sim.vm(1600).is_some(), "a dry run changes nothing");
+
+    let applied = ws.cli(&["--json", "sandbox", "reconcile", "--apply"]).json();
+    assert_eq!(applied["orphans"][0]["action"], "destroyed", "{applied}");
+    assert!(sim.vm(1600).is_none());
+    assert_eq!(ws.cli(&["--json", "sandbox", "prune"]).code, 0);
+    assert_eq!(ws.cli(&["--json", "rm", "--force", "1500"]).code, 1);
+    assert!(
+        sim.vm(1500).is_some_and(|vm| vm["power"] == "running"),
+        "the untagged VM survives reconcile --apply, prune and destroy --force"
+    );
+    assert!(sim.vm(sandbox as u32).is_some(), "the live sandbox is untouched");
+}

@@ -5,6 +5,7 @@
 
 mod actor;
 mod pipeline;
+pub mod reconcile;
 pub mod snippet;
 mod teardown;
 
@@ -48,6 +49,7 @@ pub struct SandboxContext {
     pub gateway: Gateway,
     pub settings: SandboxSettings,
     pub directory: ActorDirectory,
+    pub orphans: reconcile::OrphanLedger,
 }
 
 pub const KIND: &str = "sandbox";

@@ -34,6 +34,7 @@ pub struct AppState {
     pub profiles: Arc<ProfileRegistry>,
     pub root: ActorRef<RootMsg>,
     pub gateway: agentlab_actors::pve::Gateway,
+    pub sandboxes: Arc<agentlab_actors::sandbox::SandboxContext>,
     pub started_at: OffsetDateTime,
     pub started: Instant,
 }
@@ -44,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(routes::status))
         .route("/v1/profiles", get(routes::profiles))
         .route("/v1/sandboxes", get(routes::list_sandboxes).post(sandbox_ops::create))
+        .route("/v1/sandboxes/reconcile", post(sandbox_ops::reconcile))
+        .route("/v1/sandboxes/prune", post(sandbox_ops::prune))
         .route("/v1/sandboxes/{vmid}", get(routes::show_sandbox))
         .route("/v1/sandboxes/{vmid}/destroy", post(sandbox_ops::destroy))
         .route("/v1/sandboxes/{vmid}/lease/renew", post(sandbox_ops::renew_lease))

@@ -283,3 +283,66 @@ pub async fn debug_panic(Path(vmid): Path<String>) -> Result<StatusCode, ApiErro
     actor.send_message(SandboxMsg::Panic).map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, e.to_string()))?;
     Ok(StatusCode::ACCEPTED)
 }
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileRequest {
+    #[serde(default)]
+    apply: bool,
+}
+
+/// `POST /v1/sandboxes/reconcile`: orphans and drift; dry run unless `apply`.
+pub async fn reconcile(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> Result<Json<agentlab_actors::sandbox::reconcile::ReconcileReport>, ApiError> {
+    let req: ReconcileRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReconcileRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidValue, format!("invalid request: {e}")))?
+    };
+    tracing::info!(apply = req.apply, uid = ?peer.uid, "reconcile");
+    let report = agentlab_actors::sandbox::reconcile::reconcile(
+        &app.sandboxes,
+        &app.sandboxes.orphans,
+        req.apply,
+        app.config.orphan_grace_period,
+    )
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::ProxmoxUnavailable, e))?;
+    Ok(Json(report))
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PruneResponse {
+    count: usize,
+    vmids: Vec<u32>,
+}
+
+/// `POST /v1/sandboxes/prune`: destroys every sandbox in TIMEOUT.
+pub async fn prune(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Json<PruneResponse>, ApiError> {
+    let timed_out = app.store.list_sandboxes(Some(SandboxState::Timeout))?;
+    let mut vmids = Vec::new();
+    for record in timed_out {
+        let actor = match live_actor(&app, record.vmid).await? {
+            Ok(actor) => actor,
+            Err(_) => continue,
+        };
+        let wait = app.config.proxmox.command_timeout * 4 + Duration::from_secs(30);
+        let answer = ask(&actor, &format!("sandbox {}", record.vmid), wait, |reply| SandboxMsg::Destroy {
+            force: true,
+            by: peer.uid,
+            reply,
+        })
+        .await?;
+        if answer.is_ok() {
+            vmids.push(record.vmid);
+        }
+    }
+    Ok(Json(PruneResponse { count: vmids.len(), vmids }))
+}

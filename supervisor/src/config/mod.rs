@@ -45,6 +45,8 @@ pub struct Config {
     pub vmid_min: u32,
     pub vmid_max: u32,
     pub sandbox_probe_interval: Duration,
+    /// How long an orphan VM is kept before `reconcile --apply` destroys it.
+    pub orphan_grace_period: Duration,
     /// Tests and demos only: multiplies lease lengths and the probe interval (1 in production).
     pub test_time_scale: f64,
 }

@@ -156,7 +156,11 @@ impl Resolver<'_> {
         if !(test_time_scale > 0.0 && test_time_scale <= 1.0) {
             return Err(self.invalid("test_time_scale", "must be in (0, 1]; leave it unset in production"));
         }
+        // The Go version's default: twice the provisioning timeout, within [5 min, 2 h].
+        let default_grace = (provisioning_timeout * 2).clamp(Duration::from_secs(300), Duration::from_secs(7200));
+        let orphan_grace_period = self.duration("orphan_grace_period", raw.orphan_grace_period, default_grace)?;
         Ok(Config {
+            orphan_grace_period,
             sandbox_probe_interval,
             test_time_scale,
             path: self.path.to_path_buf(),

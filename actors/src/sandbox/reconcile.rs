@@ -1,0 +1,133 @@
+//! Orphans and drift. An orphan is a VM tagged `agentlab` that no live record owns (a crash
+//! between clone and record, or a record lost to a restored backup); a VM without the tag is
+//! never an orphan and never touched. Drift is a live record that disagrees with Proxmox;
+//! each sandbox's actor fixes its own on its next probe, which reconcile asks for.
+
+use super::{OWNER_TAG, SandboxContext, SandboxMsg};
+use crate::model::{SandboxState, time_format};
+use crate::store::{NewEvent, Stage};
+use agentlab_proxmox::types::DestroyOptions;
+use ractor::ActorRef;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// When each orphan was first seen (orphans are destroyed only after the grace period).
+#[derive(Debug, Default)]
+pub struct OrphanLedger {
+    first_seen: Mutex<HashMap<u32, OffsetDateTime>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrphanReport {
+    pub vmid: u32,
+    pub node: String,
+    pub name: Option<String>,
+    pub first_seen: String,
+    /// `kept` (dry run or within grace), `destroyed`, or `failed: <why>`.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftReport {
+    pub vmid: u32,
+    pub record_state: SandboxState,
+    pub proxmox: String,
+    /// What was done: `probe requested` (apply) or `none` (dry run).
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub dry_run: bool,
+    pub checked: usize,
+    pub orphans: Vec<OrphanReport>,
+    pub drift: Vec<DriftReport>,
+}
+
+pub async fn reconcile(
+    ctx: &SandboxContext,
+    ledger: &OrphanLedger,
+    apply: bool,
+    grace: Duration,
+) -> Result<ReconcileReport, String> {
+    let vms = ctx.gateway.cluster_vms().await.map_err(|e| format!("cannot list the cluster's VMs: {e}"))?;
+    let records = ctx.store.list_sandboxes(None).map_err(|e| e.to_string())?;
+    let live: HashMap<u32, SandboxState> =
+        records.iter().filter(|r| !matches!(r.state, SandboxState::Destroyed)).map(|r| (r.vmid, r.state)).collect();
+    let now = OffsetDateTime::now_utc();
+    let mut report = ReconcileReport { dry_run: !apply, checked: vms.len(), orphans: Vec::new(), drift: Vec::new() };
+    for vm in &vms {
+        let vmid = vm.vmid as u32;
+        let tagged = agentlab_proxmox::types::split_tags(vm.tags.as_deref()).iter().any(|t| t == OWNER_TAG);
+        if !tagged || vm.template || live.contains_key(&vmid) {
+            continue;
+        }
+        let first_seen = {
+            let mut seen = match ledger.first_seen.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            *seen.entry(vmid).or_insert(now)
+        };
+        let old_enough = now - first_seen >= time::Duration::try_from(grace).unwrap_or(time::Duration::ZERO);
+        let action = if apply && old_enough {
+            match ctx
+                .gateway
+                .destroy_vm(&vm.node, vmid, DestroyOptions { purge: true, destroy_unreferenced_disks: true })
+                .await
+            {
+                Ok(_) => {
+                    let _ = ctx.store.append_event(&NewEvent::sandbox(
+                        vmid,
+                        "sandbox.orphan.destroyed",
+                        Stage::Recovery,
+                        format!("orphan VM {vmid} destroyed"),
+                    ));
+                    "destroyed".to_string()
+                }
+                Err(e) => format!("failed: {e}"),
+            }
+        } else {
+            "kept".to_string()
+        };
+        report.orphans.push(OrphanReport {
+            vmid,
+            node: vm.node.clone(),
+            name: vm.name.clone(),
+            first_seen: time_format::format(first_seen),
+            action,
+        });
+    }
+    let in_cluster: HashMap<u32, &agentlab_proxmox::types::ClusterVm> =
+        vms.iter().map(|v| (v.vmid as u32, v)).collect();
+    for record in records.iter().filter(|r| {
+        matches!(r.state, SandboxState::Ready | SandboxState::Running | SandboxState::Suspended | SandboxState::Stopped)
+    }) {
+        let proxmox = match in_cluster.get(&record.vmid) {
+            None => "missing".to_string(),
+            Some(vm) => vm.status.clone(),
+        };
+        let drifted = match proxmox.as_str() {
+            "missing" => true,
+            "stopped" => record.state != SandboxState::Stopped,
+            "running" => record.state == SandboxState::Stopped,
+            _ => false,
+        };
+        if !drifted {
+            continue;
+        }
+        let action = if apply {
+            match ActorRef::<SandboxMsg>::where_is(format!("{}:{}", super::KIND, record.vmid)) {
+                Some(actor) if actor.send_message(SandboxMsg::Probe).is_ok() => "probe requested".to_string(),
+                _ => "no live actor".to_string(),
+            }
+        } else {
+            "none".to_string()
+        };
+        report.drift.push(DriftReport { vmid: record.vmid, record_state: record.state, proxmox, action });
+    }
+    Ok(report)
+}
