@@ -43,6 +43,10 @@ pub enum Command {
     Show(ShowArgs),
     /// Alias of `sandbox destroy`.
     Rm(DestroyArgs),
+    /// Alias of `sandbox start`.
+    Start(VmidArg),
+    /// Alias of `sandbox stop`.
+    Stop(StopArgs),
     /// Events of a sandbox, oldest first.
     Logs(LogsArgs),
     /// Daemon internals.
@@ -73,6 +77,21 @@ pub enum SandboxCommand {
     Show(ShowArgs),
     /// Destroy a sandbox's VM and snippet (idempotent).
     Destroy(DestroyArgs),
+    /// Start a STOPPED sandbox and wait until it is READY.
+    Start(VmidArg),
+    /// Stop a sandbox's VM (kept, restartable), or every READY/RUNNING one with --all.
+    Stop(StopArgs),
+    /// Suspend a sandbox's VM to RAM.
+    Pause(VmidArg),
+    /// Resume a paused sandbox.
+    Resume(VmidArg),
+    /// Roll the VM back to its `clean` snapshot.
+    Revert(RevertArgs),
+    /// Named snapshots of a sandbox's VM.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Change cores, memory or tags.
+    Update(UpdateArgs),
     /// The sandbox lease.
     #[command(subcommand)]
     Lease(LeaseCommand),
@@ -111,6 +130,88 @@ pub struct NewArgs {
     /// `+small +secure` → the profile `secure-small`.
     #[arg(value_name = "+MODIFIER")]
     pub modifiers: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VmidArg {
+    #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+    pub vmid: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// Stop every READY or RUNNING sandbox.
+    #[arg(long, conflicts_with = "vmid")]
+    pub all: bool,
+    /// With --all: do not ask for confirmation.
+    #[arg(long, requires = "all")]
+    pub force: bool,
+    #[arg(value_parser = clap::value_parser!(u32).range(100..), required_unless_present = "all")]
+    pub vmid: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RevertArgs {
+    /// Revert even if the state would not allow it.
+    #[arg(long)]
+    pub force: bool,
+    /// Start the VM after the rollback (default: if it was running).
+    #[arg(long, conflicts_with = "no_restart")]
+    pub restart: bool,
+    /// Leave the VM stopped after the rollback.
+    #[arg(long)]
+    pub no_restart: bool,
+    #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+    pub vmid: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a named snapshot (STOPPED sandboxes, unless --force).
+    Save {
+        #[arg(long)]
+        force: bool,
+        #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+        vmid: u32,
+        name: String,
+    },
+    /// List a sandbox's snapshots.
+    List {
+        #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+        vmid: u32,
+    },
+    /// Roll back to a named snapshot (STOPPED sandboxes, unless --force).
+    Restore {
+        #[arg(long)]
+        force: bool,
+        #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+        vmid: u32,
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cores: Option<u32>,
+    /// MiB: 8192, 8192MiB, 8GiB, 8G, 8GB, 8M.
+    #[arg(long, value_parser = parse_memory)]
+    pub memory: Option<u32>,
+    /// Replace the tags (repeatable); `agentlab` is always kept.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+    pub vmid: u32,
+}
+
+fn parse_memory(text: &str) -> Result<u32, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let (number, factor) = [("GIB", 1024), ("GB", 1024), ("G", 1024), ("MIB", 1), ("MB", 1), ("M", 1)]
+        .iter()
+        .find_map(|(suffix, f)| upper.strip_suffix(suffix).map(|n| (n.to_string(), *f)))
+        .unwrap_or((upper.clone(), 1));
+    let n: u32 = number.trim().parse().map_err(|_| format!("`{text}` is not a size like 8192, 8GiB or 512M"))?;
+    n.checked_mul(factor).filter(|m| *m >= 64).ok_or_else(|| format!("`{text}` must be at least 64 MiB"))
 }
 
 #[derive(Debug, clap::Args)]

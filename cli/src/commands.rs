@@ -2,6 +2,7 @@
 
 use crate::args::{
     Cli, Command, DebugCommand, LeaseCommand, ListArgs, NewArgs, ProfileCommand, SandboxCommand, ShowArgs,
+    SnapshotCommand,
 };
 use crate::client::{ClientError, DaemonClient};
 use crate::render;
@@ -35,6 +36,89 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
                 format!("sandbox {} lease until {}\n", v.vmid, v.lease_expires_at.unwrap_or_else(|| "-".into()))
             })
         }
+        Command::Sandbox(SandboxCommand::Start(args)) | Command::Start(args) => {
+            if !cli.json {
+                eprintln!("starting sandbox {} (waits until it is READY)…", args.vmid);
+            }
+            op(client, cli.json, &format!("/v1/sandboxes/{}/start", args.vmid), serde_json::json!({})).await
+        }
+        Command::Sandbox(SandboxCommand::Stop(args)) | Command::Stop(args) => match args.vmid {
+            Some(vmid) => op(client, cli.json, &format!("/v1/sandboxes/{vmid}/stop"), serde_json::json!({})).await,
+            None => {
+                use std::io::IsTerminal;
+                if !args.force && (cli.json || !std::io::stdin().is_terminal()) {
+                    return Err(ClientError::Usage(
+                        "stop --all stops every READY and RUNNING sandbox: add --force to confirm".into(),
+                    ));
+                }
+                if !args.force {
+                    eprint!("stop every READY and RUNNING sandbox? type 'yes': ");
+                    let mut answer = String::new();
+                    let _ = std::io::stdin().read_line(&mut answer);
+                    if answer.trim() != "yes" {
+                        return Err(ClientError::Usage("not confirmed; nothing was stopped".into()));
+                    }
+                }
+                let value = client.post_value("/v1/sandboxes/stop_all", &serde_json::json!({})).await?;
+                print_or(cli.json, &value, |v: serde_json::Value| {
+                    format!("stopped {} of {} sandboxes\n", v["stopped"], v["total"])
+                })
+            }
+        },
+        Command::Sandbox(SandboxCommand::Pause(args)) => {
+            op(client, cli.json, &format!("/v1/sandboxes/{}/pause", args.vmid), serde_json::json!({})).await
+        }
+        Command::Sandbox(SandboxCommand::Resume(args)) => {
+            op(client, cli.json, &format!("/v1/sandboxes/{}/resume", args.vmid), serde_json::json!({})).await
+        }
+        Command::Sandbox(SandboxCommand::Revert(args)) => {
+            let restart = if args.restart {
+                Some(true)
+            } else if args.no_restart {
+                Some(false)
+            } else {
+                None
+            };
+            let body = serde_json::json!({"force": args.force, "restart": restart});
+            op(client, cli.json, &format!("/v1/sandboxes/{}/revert", args.vmid), body).await
+        }
+        Command::Sandbox(SandboxCommand::Snapshot(SnapshotCommand::Save { force, vmid, name })) => {
+            op(
+                client,
+                cli.json,
+                &format!("/v1/sandboxes/{vmid}/snapshots"),
+                serde_json::json!({"name": name, "force": force}),
+            )
+            .await
+        }
+        Command::Sandbox(SandboxCommand::Snapshot(SnapshotCommand::Restore { force, vmid, name })) => {
+            op(
+                client,
+                cli.json,
+                &format!("/v1/sandboxes/{vmid}/snapshots/{name}/restore"),
+                serde_json::json!({"force": force}),
+            )
+            .await
+        }
+        Command::Sandbox(SandboxCommand::Snapshot(SnapshotCommand::List { vmid })) => {
+            let value = client.get_value(&format!("/v1/sandboxes/{vmid}/snapshots")).await?;
+            print_or(cli.json, &value, |v: serde_json::Value| {
+                let list = v["snapshots"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    return "no snapshots\n".to_string();
+                }
+                list.iter()
+                    .map(|s| {
+                        format!("{}  {}\n", s["name"].as_str().unwrap_or(""), s["description"].as_str().unwrap_or(""))
+                    })
+                    .collect()
+            })
+        }
+        Command::Sandbox(SandboxCommand::Update(args)) => {
+            let tags = (!args.tags.is_empty()).then(|| args.tags.clone());
+            let body = serde_json::json!({"cores": args.cores, "memory_mb": args.memory, "tags": tags});
+            op(client, cli.json, &format!("/v1/sandboxes/{}/update", args.vmid), body).await
+        }
         Command::Sandbox(SandboxCommand::Reconcile { apply }) => {
             let value = client.post_value("/v1/sandboxes/reconcile", &serde_json::json!({"apply": apply})).await?;
             print_or(cli.json, &value, |v: serde_json::Value| render::reconcile(&v))
@@ -64,6 +148,12 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         }
         Command::Version | Command::Completion { .. } => Ok(()),
     }
+}
+
+/// POST an operation; print the sandbox it returns.
+async fn op(client: &DaemonClient, json: bool, path: &str, body: serde_json::Value) -> Result<(), ClientError> {
+    let value = client.post_value(path, &body).await?;
+    print_or(json, &value, |v: SandboxView| format!("sandbox {} {}\n", v.vmid, v.state))
 }
 
 async fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Result<(), ClientError> {

@@ -28,7 +28,22 @@ fn help_lists_exactly_the_commands_that_work() {
         .collect();
     assert_eq!(
         commands,
-        ["status", "profile", "sandbox", "new", "ls", "show", "rm", "logs", "debug", "version", "completion", "help"]
+        [
+            "status",
+            "profile",
+            "sandbox",
+            "new",
+            "ls",
+            "show",
+            "rm",
+            "start",
+            "stop",
+            "logs",
+            "debug",
+            "version",
+            "completion",
+            "help"
+        ]
     );
 }
 

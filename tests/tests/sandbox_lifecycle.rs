@@ -188,3 +188,59 @@ fn reconcile_removes_tagged_orphans_and_never_untagged_vms() {
     );
     assert!(sim.vm(sandbox as u32).is_some(), "the live sandbox is untouched");
 }
+
+#[test]
+fn operations_follow_the_state_table() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    let vmid = ws.cli(&["--json", "new", "--profile", "small"]).json()["vmid"].as_u64().unwrap_or(0).to_string();
+    let run = |args: &[&str]| {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        ws.cli(&full)
+    };
+    let state_after = |args: &[&str]| {
+        let out = run(args);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        out.json()["state"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(state_after(&["sandbox", "pause", &vmid]), "SUSPENDED");
+    assert_eq!(sim.vm(vmid.parse().unwrap_or(0)).map(|vm| vm["power"].clone()), Some(serde_json::json!("paused")));
+    assert_eq!(state_after(&["sandbox", "resume", &vmid]), "READY");
+    // A snapshot needs a stopped sandbox.
+    let refused = run(&["sandbox", "snapshot", "save", &vmid, "before"]);
+    assert_eq!(refused.json()["code"], "v1/sandbox/invalid_state", "{refused:?}");
+    assert_eq!(state_after(&["stop", &vmid]), "STOPPED");
+    assert_eq!(state_after(&["stop", &vmid]), "STOPPED", "stop is idempotent");
+    assert_eq!(state_after(&["sandbox", "snapshot", "save", &vmid, "before"]), "STOPPED");
+    let names: Vec<String> = run(&["sandbox", "snapshot", "list", &vmid]).json()["snapshots"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|x| x["name"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["clean", "before"]);
+    let started = run(&["start", &vmid]).json();
+    assert_eq!(started["state"], "READY", "{started}");
+    assert!(started["ip"].as_str().is_some_and(|ip| ip.starts_with("10.77.")));
+    let updated = run(&["sandbox", "update", "--cores", "3", "--memory", "3G", "--tag", "blue", &vmid]).json();
+    assert_eq!(
+        (updated["resources"]["cores"].as_u64(), updated["resources"]["memory_mb"].as_u64()),
+        (Some(3), Some(3072)),
+        "{updated}"
+    );
+    let vm = sim.vm(vmid.parse().unwrap_or(0)).unwrap_or_default();
+    assert_eq!(vm["config"]["cores"], "3");
+    assert!(vm["config"]["tags"].as_str().is_some_and(|t| t.contains("agentlab") && t.contains("blue")), "{vm}");
+    // Revert rolls back to `clean` (waited on) and, asked to, leaves the VM stopped.
+    assert_eq!(state_after(&["sandbox", "revert", "--no-restart", &vmid]), "STOPPED");
+    let vm = sim.vm(vmid.parse().unwrap_or(0)).unwrap_or_default();
+    assert_eq!(vm["config"]["cores"], "2", "the clean snapshot's config is back");
+    assert_eq!(vm["power"], "stopped");
+    assert_eq!(state_after(&["start", &vmid]), "READY");
+    let stop_all = run(&["stop", "--all", "--force"]).json();
+    assert_eq!(stop_all["stopped"], 1, "{stop_all}");
+    let refused = ws.cli(&["stop", "--all"]);
+    assert_eq!(refused.code, 2, "stop --all without --force and without a terminal is refused: {refused:?}");
+    sim.assert_all_requests_valid();
+}

@@ -4,12 +4,14 @@
 //! continues exactly where the record says.
 
 mod actor;
+pub mod operations;
 mod pipeline;
 pub mod reconcile;
 pub mod snippet;
 mod teardown;
 
-pub use actor::{SandboxActor, SandboxMsg, Settled};
+pub use actor::{OpError, SandboxActor, SandboxMsg, Settled};
+pub use operations::SandboxOp;
 pub use pipeline::Step;
 
 use crate::profiles::ProfileRegistry;

@@ -47,9 +47,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes", get(routes::list_sandboxes).post(sandbox_ops::create))
         .route("/v1/sandboxes/reconcile", post(sandbox_ops::reconcile))
         .route("/v1/sandboxes/prune", post(sandbox_ops::prune))
+        .route("/v1/sandboxes/stop_all", post(sandbox_ops::stop_all))
+        .route("/v1/sandboxes/{vmid}/revert", post(sandbox_ops::revert))
+        .route("/v1/sandboxes/{vmid}/update", post(sandbox_ops::update))
+        .route("/v1/sandboxes/{vmid}/snapshots", get(sandbox_ops::snapshot_list).post(sandbox_ops::snapshot_save))
+        .route("/v1/sandboxes/{vmid}/snapshots/{name}/restore", post(sandbox_ops::snapshot_restore))
         .route("/v1/sandboxes/{vmid}", get(routes::show_sandbox))
         .route("/v1/sandboxes/{vmid}/destroy", post(sandbox_ops::destroy))
         .route("/v1/sandboxes/{vmid}/lease/renew", post(sandbox_ops::renew_lease))
+        .route("/v1/sandboxes/{vmid}/{action}", post(sandbox_ops::simple_op))
         .route("/v1/sandboxes/{vmid}/events", get(routes::sandbox_events))
         .route("/v1/debug/actors", get(routes::debug_actors));
     #[cfg(debug_assertions)]

@@ -9,7 +9,7 @@ use agentlab_actors::protocol::{
     RenewLeaseResponse, SandboxView,
 };
 use agentlab_actors::root::RootMsg;
-use agentlab_actors::sandbox::{SandboxMsg, Settled};
+use agentlab_actors::sandbox::{SandboxMsg, SandboxOp, Settled};
 use agentlab_actors::store::{EventPage, SandboxRecord};
 use axum::Json;
 use axum::body::Bytes;
@@ -345,4 +345,194 @@ pub async fn prune(
         }
     }
     Ok(Json(PruneResponse { count: vmids.len(), vmids }))
+}
+
+/// Sends an operation to a sandbox's actor and maps its answer.
+async fn run_op(app: &AppState, peer: Peer, vmid: u32, op: SandboxOp, force: bool) -> Result<SandboxView, ApiError> {
+    let actor = live_actor(app, vmid).await?.map_err(|view| {
+        ApiError::new(ErrorCode::InvalidState, format!("sandbox {vmid} is {}; nothing can be done with it", view.state))
+    })?;
+    let wait = app.config.provisioning_timeout + app.config.proxmox.command_timeout * 4;
+    ask(&actor, &format!("sandbox {vmid}"), wait, |reply| SandboxMsg::Run { op, force, by: peer.uid, reply })
+        .await?
+        .map_err(|e| ApiError::new(e.code, e.message))
+}
+
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidValue, format!("invalid request: {e}")))
+    }
+}
+
+/// `POST /v1/sandboxes/{vmid}/{start|stop|pause|resume}`.
+pub async fn simple_op(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path((vmid, action)): Path<(String, String)>,
+) -> Result<Json<SandboxView>, ApiError> {
+    let vmid = vmid_of(&vmid)?;
+    let op = match action.as_str() {
+        "start" => SandboxOp::Start,
+        "stop" => SandboxOp::Stop,
+        "pause" => SandboxOp::Pause,
+        "resume" => SandboxOp::Resume,
+        other => return Err(ApiError::new(ErrorCode::RouteNotFound, format!("no sandbox operation `{other}`"))),
+    };
+    run_op(&app, peer, vmid, op, false).await.map(Json)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevertRequest {
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    restart: Option<bool>,
+}
+
+pub async fn revert(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(vmid): Path<String>,
+    body: Bytes,
+) -> Result<Json<SandboxView>, ApiError> {
+    let vmid = vmid_of(&vmid)?;
+    let req: RevertRequest = optional_body(&body)?;
+    run_op(&app, peer, vmid, SandboxOp::Revert { restart: req.restart }, req.force).await.map(Json)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    force: bool,
+}
+
+fn snapshot_name(name: &str) -> Result<String, ApiError> {
+    let ok = name.len() <= 40
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.len() >= 2
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !matches!(name, "current" | "pending");
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            format!(
+                "invalid snapshot name `{name}`: 2-40 letters, digits, `_`, `-`, starting with a letter (not `current` or `pending`)"
+            ),
+        ))
+    }
+}
+
+pub async fn snapshot_save(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(vmid): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
+    let vmid = vmid_of(&vmid)?;
+    let req: SnapshotRequest = optional_body(&body)?;
+    let name = snapshot_name(&req.name)?;
+    run_op(&app, peer, vmid, SandboxOp::SnapshotSave { name }, req.force).await.map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+pub async fn snapshot_restore(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path((vmid, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<SandboxView>, ApiError> {
+    let vmid = vmid_of(&vmid)?;
+    let req: SnapshotRequest = optional_body(&body)?;
+    let name = snapshot_name(&name)?;
+    run_op(&app, peer, vmid, SandboxOp::SnapshotRestore { name }, req.force).await.map(Json)
+}
+
+pub async fn snapshot_list(
+    State(app): State<AppState>,
+    Path(vmid): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let vmid = vmid_of(&vmid)?;
+    let record = app
+        .store
+        .get_sandbox(vmid)?
+        .ok_or_else(|| ApiError::new(ErrorCode::SandboxNotFound, format!("sandbox {vmid} not found")))?;
+    let node =
+        record.node.ok_or_else(|| ApiError::new(ErrorCode::InvalidState, format!("sandbox {vmid} has no VM yet")))?;
+    let snapshots = app
+        .gateway
+        .snapshots(&node, vmid)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::ProxmoxUnavailable, e.to_string()))?;
+    let list: Vec<serde_json::Value> = snapshots
+        .iter()
+        .map(
+            |s| serde_json::json!({"vmid": vmid, "name": s.name, "description": s.description, "snaptime": s.snaptime}),
+        )
+        .collect();
+    Ok(Json(serde_json::json!({"snapshots": list})))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    #[serde(default)]
+    cores: Option<u32>,
+    #[serde(default)]
+    memory_mb: Option<u32>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+pub async fn update(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(vmid): Path<String>,
+    StrictJson(req): StrictJson<UpdateRequest>,
+) -> Result<Json<SandboxView>, ApiError> {
+    let vmid = vmid_of(&vmid)?;
+    if req.cores.is_none() && req.memory_mb.is_none() && req.tags.is_none() {
+        return Err(ApiError::new(ErrorCode::InvalidValue, "nothing to update: give cores, memory_mb or tags"));
+    }
+    if req.cores == Some(0) || req.memory_mb.is_some_and(|m| m < 64) {
+        return Err(ApiError::new(ErrorCode::InvalidValue, "cores must be at least 1 and memory_mb at least 64"));
+    }
+    if let Some(bad) = req.tags.iter().flatten().find(|t| !tag_ok(t)) {
+        return Err(ApiError::new(ErrorCode::InvalidValue, format!("invalid tag `{bad}`")));
+    }
+    let op = SandboxOp::Update { cores: req.cores, memory_mb: req.memory_mb, tags: req.tags };
+    run_op(&app, peer, vmid, op, false).await.map(Json)
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct StopAllResult {
+    vmid: u32,
+    result: String,
+}
+
+/// `POST /v1/sandboxes/stop_all`: stops every READY or RUNNING sandbox.
+pub async fn stop_all(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let records = app.store.list_sandboxes(None)?;
+    let mut results = Vec::new();
+    for record in records.into_iter().filter(|r| matches!(r.state, SandboxState::Ready | SandboxState::Running)) {
+        let outcome = run_op(&app, peer, record.vmid, SandboxOp::Stop, false).await;
+        results.push(StopAllResult {
+            vmid: record.vmid,
+            result: outcome.map(|v| v.state.to_string()).unwrap_or_else(|e| e.envelope.message),
+        });
+    }
+    let stopped = results.iter().filter(|r| r.result == "STOPPED").count();
+    Ok(Json(
+        serde_json::json!({"total": results.len(), "stopped": stopped, "failed": results.len() - stopped, "results": results}),
+    ))
 }
