@@ -190,7 +190,7 @@ pub fn event_line(e: &EventView) -> String {
 }
 
 pub fn actors(a: &DebugActorsResponse) -> String {
-    let mut t = table(&["NAME", "KIND", "STATE", "STATUS", "UPTIME S", "RESTARTS"]);
+    let mut t = table(&["NAME", "KIND", "STATE", "STATUS", "UPTIME S", "RESTARTS", "LEASE"]);
     for actor in &a.actors {
         let indent = if actor.parent.is_some() { "  " } else { "" };
         t.add_row(vec![
@@ -200,6 +200,7 @@ pub fn actors(a: &DebugActorsResponse) -> String {
             actor.status.clone(),
             actor.uptime_seconds.to_string(),
             actor.restarts.to_string(),
+            or_dash(actor.lease_expires_at.as_deref()),
         ]);
     }
     t.to_string()

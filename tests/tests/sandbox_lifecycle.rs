@@ -105,6 +105,10 @@ fn lease_expiry_destroys_a_normal_sandbox_and_stops_a_keepalive_one() {
     let normal = ws.cli(&["--json", "new", "--profile", "small", "--ttl", "5"]).json();
     let keep = ws.cli(&["--json", "new", "--profile", "small", "--ttl", "5m", "--keepalive"]).json();
     assert_eq!((normal["state"].as_str(), keep["state"].as_str()), (Some("READY"), Some("READY")), "{normal} {keep}");
+    let actors = ws.cli(&["--json", "debug", "actors"]).json()["actors"].as_array().cloned().unwrap_or_default();
+    let shown = actors.iter().find(|a| a["name"] == format!("sandbox:{}", normal["vmid"])).cloned().unwrap_or_default();
+    assert_eq!(shown["lease_expires_at"], normal["lease_expires_at"], "debug actors shows the lease deadline: {shown}");
+    assert_eq!(shown["state"], "READY");
     let (a, b) = (normal["vmid"].as_u64().unwrap_or(0) as u32, keep["vmid"].as_u64().unwrap_or(0) as u32);
     assert!(a > 0 && b > 0, "{normal} {keep}");
     let state = |vmid: u32| {

@@ -208,6 +208,9 @@ pub struct ActorView {
     pub status: String,
     pub uptime_seconds: u64,
     pub restarts: u32,
+    /// Sandboxes: when the lease ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<String>,
     /// ractor 0.16 does not expose queue depth; kept for clients that read it.
     #[serde(default)]
     pub mailbox: Option<u64>,

@@ -10,6 +10,8 @@ pub struct ActorEntry {
     pub kind: String,
     pub parent: Option<String>,
     pub state: String,
+    /// Entity-specific facts worth showing (a sandbox's lease deadline).
+    pub lease_expires_at: Option<String>,
     pub started_at: Instant,
     pub restarts: u32,
 }
@@ -36,6 +38,7 @@ impl ActorDirectory {
                 kind: kind.to_string(),
                 parent: parent.map(str::to_string),
                 state: "-".to_string(),
+                lease_expires_at: None,
                 started_at: Instant::now(),
                 restarts,
             },
@@ -46,6 +49,12 @@ impl ActorDirectory {
     pub fn set_state(&self, name: &str, state: &str) {
         if let Some(entry) = self.lock().get_mut(name) {
             entry.state = state.to_string();
+        }
+    }
+
+    pub fn set_lease(&self, name: &str, lease: Option<&str>) {
+        if let Some(entry) = self.lock().get_mut(name) {
+            entry.lease_expires_at = lease.map(str::to_string);
         }
     }
 

@@ -273,6 +273,7 @@ fn actor_views(root: &ActorCell, directory: &ActorDirectory) -> Vec<ActorView> {
             status: format!("{:?}", cell.get_status()).to_lowercase(),
             uptime_seconds: entry.as_ref().map_or(0, |e| now.duration_since(e.started_at).as_secs()),
             restarts: entry.as_ref().map_or(0, |e| e.restarts),
+            lease_expires_at: entry.as_ref().and_then(|e| e.lease_expires_at.clone()),
             mailbox: None,
             parent,
             name,

@@ -54,7 +54,8 @@ pub enum SandboxMsg {
     },
     LeaseExpired,
     Probe,
-    Probed(Result<agentlab_proxmox::types::VmStatus, PveError>),
+    /// A probe's outcome: the VM's status and, while it runs, the guest's agent-subnet address.
+    Probed(Result<agentlab_proxmox::types::VmStatus, PveError>, Option<String>),
     ProvisionDone(Result<(), Failure>),
     TeardownDone {
         result: Result<(), TeardownError>,
@@ -126,6 +127,7 @@ impl SandboxActor {
 
     fn publish(&self, state: &SandboxActorState, rec: &SandboxRecord) {
         self.ctx.directory.set_state(&state.name, rec.state.as_str());
+        self.ctx.directory.set_lease(&state.name, rec.lease_expires_at.as_deref());
     }
 
     fn busy(state: &SandboxActorState) -> bool {
@@ -443,6 +445,7 @@ impl Actor for SandboxActor {
                     Some(&event),
                 )?;
                 let rec = self.load(state.vmid)?;
+                self.publish(state, &rec);
                 self.arm_timers(&myself, state, &rec);
                 let _ = reply.send(Ok(rec.view()));
             }
@@ -521,12 +524,30 @@ impl Actor for SandboxActor {
                 let Some(node) = rec.node.clone() else { return Ok(()) };
                 state.probing = true;
                 let (ctx, me, vmid) = (Arc::clone(&self.ctx), myself.clone(), rec.vmid);
+                let ask_ip = matches!(rec.state, SandboxState::Ready | SandboxState::Running);
                 tokio::spawn(async move {
                     let result = ctx.gateway.vm_status(&node, vmid).await;
-                    let _ = me.send_message(SandboxMsg::Probed(result));
+                    let ip = match (&result, ask_ip) {
+                        (Ok(status), true) if status.is_running() => ctx
+                            .gateway
+                            .agent_interfaces(&node, vmid)
+                            .await
+                            .ok()
+                            .and_then(|ifaces| {
+                                ifaces
+                                    .iter()
+                                    .flat_map(|i| &i.ip_addresses)
+                                    .filter(|a| a.ip_address_type == "ipv4")
+                                    .filter_map(|a| a.ip_address.parse::<std::net::IpAddr>().ok())
+                                    .find(|ip| ctx.settings.agent_subnet.contains(ip))
+                            })
+                            .map(|ip| ip.to_string()),
+                        _ => None,
+                    };
+                    let _ = me.send_message(SandboxMsg::Probed(result, ip));
                 });
             }
-            SandboxMsg::Probed(result) => {
+            SandboxMsg::Probed(result, ip) => {
                 state.probing = false;
                 let rec = self.load(state.vmid)?;
                 if Self::busy(state) {
@@ -559,7 +580,16 @@ impl Actor for SandboxActor {
                             self.publish(state, &rec);
                         }
                     }
-                    _ => {}
+                    Ok(_) => {
+                        if let Some(ip) = ip.filter(|ip| rec.ip.as_deref() != Some(ip.as_str())) {
+                            let msg = format!("guest address {} -> {ip}", rec.ip.as_deref().unwrap_or("-"));
+                            let event = NewEvent::sandbox(rec.vmid, "sandbox.ip_changed", Stage::Network, msg)
+                                .payload(serde_json::json!({"ip": ip}));
+                            let patch = SandboxPatch { ip: Some(Some(ip)), ..Default::default() };
+                            self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;
+                        }
+                    }
+                    Err(_) => {}
                 }
             }
             SandboxMsg::Run { op, force, by, reply } => {
