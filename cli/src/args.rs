@@ -130,6 +130,9 @@ pub struct NewArgs {
     /// `+small +secure` → the profile `secure-small`.
     #[arg(value_name = "+MODIFIER")]
     pub modifiers: Vec<String>,
+    /// Print a line per provisioning phase as it happens (default on a terminal).
+    #[arg(long, hide = true)]
+    pub progress: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -181,12 +181,45 @@ async fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Resul
         job_id: None,
         tags: args.tags.clone(),
     };
-    if !json {
-        eprintln!("creating a sandbox from profile `{}` (waits until the VM is READY)…", request.profile);
-    }
     let body = serde_json::to_value(&request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
-    let value = client.post_value("/v1/sandboxes", &body).await?;
-    print_or(json, &value, |v: CreateSandboxResponse| render::created(&v))
+    use std::io::IsTerminal;
+    if json || !(args.progress || std::io::stdout().is_terminal()) {
+        let value = client.post_value("/v1/sandboxes", &body).await?;
+        return print_or(json, &value, |v: CreateSandboxResponse| render::created(&v));
+    }
+    // On a terminal: record it, then follow its events, a line per phase as it happens.
+    let accepted: CreateSandboxResponse =
+        serde_json::from_value(client.post_value("/v1/sandboxes?wait=false", &body).await?)
+            .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    let vmid = accepted.sandbox.vmid;
+    println!("sandbox {vmid} from profile `{}`", request.profile);
+    let mut after = 0i64;
+    loop {
+        let page: EventsResponse = client.get(&format!("/v1/sandboxes/{vmid}/events?after={after}&wait=30")).await?;
+        after = page.last_id;
+        for event in &page.events {
+            if let Some(line) = render::progress_line(event) {
+                println!("{line}");
+            }
+        }
+        let view: SandboxView = client.get(&format!("/v1/sandboxes/{vmid}")).await?;
+        match view.state {
+            agentlab_actors::model::SandboxState::Ready => {
+                println!("sandbox {vmid} READY at {}", view.ip.as_deref().unwrap_or("-"));
+                return Ok(());
+            }
+            agentlab_actors::model::SandboxState::Failed
+            | agentlab_actors::model::SandboxState::Timeout
+            | agentlab_actors::model::SandboxState::Destroyed => {
+                let envelope = agentlab_actors::model::ErrorEnvelope::new(
+                    agentlab_actors::model::ErrorCode::ProvisionFailed,
+                    format!("sandbox {vmid} {}: {}", view.state, view.error.unwrap_or_default()),
+                );
+                return Err(ClientError::Api { status: 500, envelope });
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn list(client: &DaemonClient, json: bool, args: &ListArgs) -> Result<(), ClientError> {

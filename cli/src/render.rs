@@ -185,6 +185,17 @@ pub fn reconcile(report: &serde_json::Value) -> String {
     out
 }
 
+/// A line for `sandbox new` on a terminal, for the events that mark a phase.
+pub fn progress_line(e: &EventView) -> Option<String> {
+    match e.kind.as_str() {
+        "sandbox.provision.step" => e.json["step"].as_str().map(|s| format!("  … {s}")),
+        "sandbox.state" => e.json["to_state"].as_str().map(|s| format!("  state {s}")),
+        "sandbox.slo.ready" => Some(format!("  {}", e.msg)),
+        "sandbox.provision_failed" => Some(format!("  FAILED: {}", e.msg)),
+        _ => None,
+    }
+}
+
 pub fn event_line(e: &EventView) -> String {
     format!("{}  {:<24} {}", e.ts, e.kind, e.msg)
 }

@@ -68,6 +68,16 @@ fn sandbox_new_reaches_ready_with_everything_proxmox_needs_and_destroy_removes_i
     let shown = ws.cli(&["--json", "sandbox", "show", &vmid.to_string()]).json();
     assert_eq!(shown["state"], "READY");
 
+    // On a terminal, `new` prints a line per phase as it happens.
+    let progress = ws.cli(&["sandbox", "new", "--profile", "small", "--progress"]);
+    assert_eq!(progress.code, 0, "{progress:?}");
+    for phase in
+        ["… clone", "… configure", "… firewall", "… snippet", "… snapshot", "… boot", "… wait_ip", "state READY"]
+    {
+        assert!(progress.stdout.contains(phase), "{phase} missing:\n{}", progress.stdout);
+    }
+    assert!(progress.stdout.lines().last().is_some_and(|l| l.contains("READY at 10.77.")), "{}", progress.stdout);
+
     let destroyed = ws.cli(&["--json", "sandbox", "destroy", &vmid.to_string()]);
     assert_eq!(destroyed.code, 0, "{destroyed:?}");
     assert_eq!(destroyed.json()["state"], "DESTROYED");

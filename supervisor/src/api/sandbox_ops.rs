@@ -60,9 +60,17 @@ fn tag_ok(tag: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.'))
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQuery {
+    /// false: answer 202 as soon as the sandbox is recorded and follow its events instead.
+    wait: Option<bool>,
+}
+
 pub async fn create(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    axum::extract::Query(query): axum::extract::Query<CreateQuery>,
     StrictJson(req): StrictJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<CreateSandboxResponse>), ApiError> {
     let profiles = app.profiles.snapshot();
@@ -153,9 +161,36 @@ pub async fn create(
         updated_at: time_format::format(now),
     };
     let range = app.config.vmid_min..=app.config.vmid_max;
-    let record = app.store.create_sandbox(record, req.vmid, range, &taken, peer.uid)?;
+    let mut taken = taken;
+    // `/cluster/resources` can lag; `/cluster/nextid?vmid=N` is Proxmox's own check. A VMID
+    // it refuses is given up (its record ends DESTROYED) and another one is chosen.
+    let mut attempts = 0;
+    let record = loop {
+        let candidate = app.store.create_sandbox(record.clone(), req.vmid, range.clone(), &taken, peer.uid)?;
+        match app.gateway.next_vmid(Some(candidate.vmid)).await {
+            Ok(_) => break candidate,
+            Err(e) => {
+                let why = format!("VMID {} is not free in the cluster: {e}", candidate.vmid);
+                app.store.transition_sandbox(
+                    candidate.vmid,
+                    SandboxState::Requested,
+                    SandboxState::Destroyed,
+                    Some(&why),
+                    peer.uid,
+                )?;
+                attempts += 1;
+                if req.vmid.is_some() || attempts >= 5 {
+                    return Err(ApiError::new(ErrorCode::Conflict, why));
+                }
+                taken.insert(candidate.vmid);
+            }
+        }
+    };
     let vmid = record.vmid;
     spawn_actor(&app, vmid).await?;
+    if query.wait == Some(false) {
+        return Ok((StatusCode::ACCEPTED, Json(CreateSandboxResponse { timings: Vec::new(), sandbox: record.view() })));
+    }
     let sandbox = actor(vmid)
         .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("sandbox {vmid} has no actor")))?;
     let wait_ms = (app.config.provisioning_timeout + Duration::from_secs(30)).as_millis() as u64;
