@@ -3,7 +3,7 @@
 //! mailbox never waits on Proxmox.
 
 use super::SandboxContext;
-use super::operations::{self, SandboxOp, Then};
+use super::operations::{SandboxOp, Then};
 use super::pipeline::{self, Failure};
 use super::teardown::{self, TeardownError};
 use crate::model::{
@@ -12,7 +12,6 @@ use crate::model::{
 use crate::protocol::SandboxView;
 use crate::store::{NewEvent, SandboxPatch, SandboxRecord, Stage};
 use agentlab_proxmox::PveError;
-use agentlab_proxmox::types::VmAction;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use std::sync::Arc;
@@ -32,7 +31,7 @@ pub struct OpError {
     pub message: String,
 }
 
-fn op_error(code: ErrorCode, message: impl Into<String>) -> OpError {
+pub(super) fn op_error(code: ErrorCode, message: impl Into<String>) -> OpError {
     OpError { code, message: message.into() }
 }
 
@@ -80,7 +79,7 @@ pub enum SandboxMsg {
 }
 
 /// Turns an operation's reply into a settle waiter (start and revert answer once booted).
-fn reply_as_settled(reply: RpcReplyPort<Result<SandboxView, OpError>>) -> RpcReplyPort<Settled> {
+pub(super) fn reply_as_settled(reply: RpcReplyPort<Result<SandboxView, OpError>>) -> RpcReplyPort<Settled> {
     let (port, rx) = ractor::concurrency::oneshot();
     tokio::spawn(async move {
         let answer = match rx.await {
@@ -110,31 +109,36 @@ pub struct SandboxActor {
 }
 
 pub struct SandboxActorState {
-    vmid: u32,
-    name: String,
-    work: Option<tokio::task::JoinHandle<()>>,
-    settle_waiters: Vec<RpcReplyPort<Settled>>,
-    destroy_waiters: Vec<RpcReplyPort<Result<SandboxView, OpError>>>,
-    lease_timer: Option<JoinHandle<Result<(), MessagingErr<SandboxMsg>>>>,
-    probe_timer: Option<JoinHandle<()>>,
-    probing: bool,
+    pub(super) vmid: u32,
+    pub(super) name: String,
+    pub(super) work: Option<tokio::task::JoinHandle<()>>,
+    pub(super) settle_waiters: Vec<RpcReplyPort<Settled>>,
+    pub(super) destroy_waiters: Vec<RpcReplyPort<Result<SandboxView, OpError>>>,
+    pub(super) lease_timer: Option<JoinHandle<Result<(), MessagingErr<SandboxMsg>>>>,
+    pub(super) probe_timer: Option<JoinHandle<()>>,
+    pub(super) probing: bool,
 }
 
 impl SandboxActor {
-    fn load(&self, vmid: u32) -> Result<SandboxRecord, ActorProcessingErr> {
+    pub(super) fn load(&self, vmid: u32) -> Result<SandboxRecord, ActorProcessingErr> {
         Ok(self.ctx.store.get_sandbox(vmid)?.ok_or_else(|| format!("sandbox {vmid} has no record"))?)
     }
 
-    fn publish(&self, state: &SandboxActorState, rec: &SandboxRecord) {
+    pub(super) fn publish(&self, state: &SandboxActorState, rec: &SandboxRecord) {
         self.ctx.directory.set_state(&state.name, rec.state.as_str());
         self.ctx.directory.set_lease(&state.name, rec.lease_expires_at.as_deref());
     }
 
-    fn busy(state: &SandboxActorState) -> bool {
+    pub(super) fn busy(state: &SandboxActorState) -> bool {
         state.work.as_ref().is_some_and(|w| !w.is_finished())
     }
 
-    fn start_provisioning(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: &SandboxRecord) {
+    pub(super) fn start_provisioning(
+        &self,
+        me: &ActorRef<SandboxMsg>,
+        state: &mut SandboxActorState,
+        rec: &SandboxRecord,
+    ) {
         if Self::busy(state) {
             return;
         }
@@ -168,7 +172,7 @@ impl SandboxActor {
         }));
     }
 
-    fn start_teardown(
+    pub(super) fn start_teardown(
         &self,
         me: &ActorRef<SandboxMsg>,
         state: &mut SandboxActorState,
@@ -187,7 +191,7 @@ impl SandboxActor {
         }));
     }
 
-    fn arm_timers(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: &SandboxRecord) {
+    pub(super) fn arm_timers(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: &SandboxRecord) {
         if let Some(timer) = state.lease_timer.take() {
             timer.abort();
         }
@@ -201,7 +205,7 @@ impl SandboxActor {
         }
     }
 
-    fn settle(&self, state: &mut SandboxActorState, rec: &SandboxRecord) {
+    pub(super) fn settle(&self, state: &mut SandboxActorState, rec: &SandboxRecord) {
         let settled = match rec.state {
             SandboxState::Requested | SandboxState::Provisioning | SandboxState::Booting => return,
             SandboxState::Failed | SandboxState::Destroyed | SandboxState::Timeout => Settled::Failed(rec.view()),
@@ -212,7 +216,7 @@ impl SandboxActor {
         }
     }
 
-    fn begin_destroy(
+    pub(super) fn begin_destroy(
         &self,
         me: &ActorRef<SandboxMsg>,
         state: &mut SandboxActorState,
@@ -231,7 +235,7 @@ impl SandboxActor {
     }
 
     /// Moves the record with `event` from whatever state it is in now; false if the table refuses.
-    fn move_by(
+    pub(super) fn move_by(
         &self,
         vmid: u32,
         event: SandboxEvent,
@@ -449,258 +453,12 @@ impl Actor for SandboxActor {
                 self.arm_timers(&myself, state, &rec);
                 let _ = reply.send(Ok(rec.view()));
             }
-            SandboxMsg::LeaseExpired => {
-                let rec = self.load(state.vmid)?;
-                let expired = rec
-                    .lease_expires_at
-                    .as_deref()
-                    .and_then(|t| time_format::parse(t).ok())
-                    .is_none_or(|t| t <= time::OffsetDateTime::now_utc());
-                if !expired && rec.state != SandboxState::Timeout {
-                    self.arm_timers(&myself, state, &rec);
-                    return Ok(());
-                }
-                let rec = match self.move_by(state.vmid, SandboxEvent::LeaseExpired, Some("lease expired"))? {
-                    Some(rec) => {
-                        self.ctx.store.append_event(&NewEvent::sandbox(
-                            rec.vmid,
-                            "sandbox.lease.expired",
-                            Stage::Lease,
-                            "lease expired",
-                        ))?;
-                        rec
-                    }
-                    None => rec,
-                };
-                self.publish(state, &rec);
-                if rec.keepalive {
-                    if rec.state == SandboxState::Timeout {
-                        // Keepalive: stop and keep the VM instead of destroying it.
-                        if let Some(work) = state.work.take() {
-                            work.abort();
-                        }
-                        let (ctx, me, vmid, node) = (Arc::clone(&self.ctx), myself.clone(), rec.vmid, rec.node.clone());
-                        state.work = Some(tokio::spawn(async move {
-                            let result = match node {
-                                Some(node) => match ctx.gateway.vm_action(&node, vmid, VmAction::Stop).await {
-                                    Ok(_) | Err(PveError::NotFound(_)) => Ok(()),
-                                    Err(e) => Err(e.to_string()),
-                                },
-                                None => Ok(()),
-                            };
-                            let _ = me.send_message(SandboxMsg::StopDone(result));
-                        }));
-                    }
-                } else if rec.state != SandboxState::Destroyed && rec.provision_step.as_deref() != Some("destroy") {
-                    self.begin_destroy(&myself, state, rec, None)?;
-                }
-                self.settle(state, &self.load(state.vmid)?);
-            }
-            SandboxMsg::StopDone(result) => {
-                state.work = None;
-                match result {
-                    Ok(()) => {
-                        if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Stop, None)? {
-                            self.publish(state, &rec);
-                        }
-                    }
-                    Err(e) => {
-                        self.ctx.store.append_event(&NewEvent::sandbox(
-                            state.vmid,
-                            "sandbox.stop.failed",
-                            Stage::Lifecycle,
-                            e,
-                        ))?;
-                    }
-                }
-            }
-            SandboxMsg::Probe => {
-                let rec = self.load(state.vmid)?;
-                let probe_states =
-                    [SandboxState::Ready, SandboxState::Running, SandboxState::Suspended, SandboxState::Stopped];
-                if state.probing || Self::busy(state) || !probe_states.contains(&rec.state) {
-                    return Ok(());
-                }
-                let Some(node) = rec.node.clone() else { return Ok(()) };
-                state.probing = true;
-                let (ctx, me, vmid) = (Arc::clone(&self.ctx), myself.clone(), rec.vmid);
-                let ask_ip = matches!(rec.state, SandboxState::Ready | SandboxState::Running);
-                tokio::spawn(async move {
-                    let result = ctx.gateway.vm_status(&node, vmid).await;
-                    let ip = match (&result, ask_ip) {
-                        (Ok(status), true) if status.is_running() => ctx
-                            .gateway
-                            .agent_interfaces(&node, vmid)
-                            .await
-                            .ok()
-                            .and_then(|ifaces| {
-                                ifaces
-                                    .iter()
-                                    .flat_map(|i| &i.ip_addresses)
-                                    .filter(|a| a.ip_address_type == "ipv4")
-                                    .filter_map(|a| a.ip_address.parse::<std::net::IpAddr>().ok())
-                                    .find(|ip| ctx.settings.agent_subnet.contains(ip))
-                            })
-                            .map(|ip| ip.to_string()),
-                        _ => None,
-                    };
-                    let _ = me.send_message(SandboxMsg::Probed(result, ip));
-                });
-            }
-            SandboxMsg::Probed(result, ip) => {
-                state.probing = false;
-                let rec = self.load(state.vmid)?;
-                if Self::busy(state) {
-                    return Ok(());
-                }
-                match result {
-                    Err(PveError::NotFound(_)) => {
-                        let msg = format!("VM {} vanished from Proxmox (deleted outside AgentLab)", rec.vmid);
-                        self.ctx.store.append_event(&NewEvent::sandbox(
-                            rec.vmid,
-                            "sandbox.vanished",
-                            Stage::Recovery,
-                            msg.clone(),
-                        ))?;
-                        teardown::remove_local(&self.ctx, &rec)?;
-                        if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Destroy, Some(&msg))? {
-                            self.publish(state, &rec);
-                        }
-                        myself.stop(Some("VM vanished".into()));
-                    }
-                    Ok(status)
-                        if !status.is_running()
-                            && matches!(
-                                rec.state,
-                                SandboxState::Ready | SandboxState::Running | SandboxState::Suspended
-                            ) =>
-                    {
-                        let msg = "VM stopped outside AgentLab";
-                        if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Stop, Some(msg))? {
-                            self.publish(state, &rec);
-                        }
-                    }
-                    Ok(_) => {
-                        if let Some(ip) = ip.filter(|ip| rec.ip.as_deref() != Some(ip.as_str())) {
-                            let msg = format!("guest address {} -> {ip}", rec.ip.as_deref().unwrap_or("-"));
-                            let event = NewEvent::sandbox(rec.vmid, "sandbox.ip_changed", Stage::Network, msg)
-                                .payload(serde_json::json!({"ip": ip}));
-                            let patch = SandboxPatch { ip: Some(Some(ip)), ..Default::default() };
-                            self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;
-                        }
-                    }
-                    Err(_) => {}
-                }
-            }
-            SandboxMsg::Run { op, force, by, reply } => {
-                let rec = self.load(state.vmid)?;
-                if Self::busy(state) {
-                    let _ = reply.send(Err(op_error(
-                        ErrorCode::Conflict,
-                        format!("sandbox {} is busy ({}); try again when it settles", rec.vmid, rec.state),
-                    )));
-                    return Ok(());
-                }
-                let operation = op.operation();
-                let admission = sandbox_ops::check(rec.state, operation);
-                // --force lifts the state rule for revert and snapshots, as the Go version did.
-                let forced = force
-                    && matches!(
-                        op,
-                        SandboxOp::Revert { .. } | SandboxOp::SnapshotSave { .. } | SandboxOp::SnapshotRestore { .. }
-                    )
-                    && !matches!(
-                        rec.state,
-                        SandboxState::Requested
-                            | SandboxState::Provisioning
-                            | SandboxState::Booting
-                            | SandboxState::Destroyed
-                    );
-                match (admission, forced) {
-                    (Admission::AlreadyDone, _) => {
-                        let _ = reply.send(Ok(rec.view()));
-                    }
-                    (Admission::Refused, false) => {
-                        let valid: Vec<&str> =
-                            sandbox_ops::allowed_states(operation).iter().map(|s| s.as_str()).collect();
-                        let _ = reply.send(Err(op_error(
-                            ErrorCode::InvalidState,
-                            format!(
-                                "cannot {} sandbox {} in state {} (valid: {})",
-                                operation.as_str(),
-                                rec.vmid,
-                                rec.state,
-                                valid.join(", ")
-                            ),
-                        )));
-                    }
-                    _ => {
-                        let event = NewEvent::sandbox(
-                            rec.vmid,
-                            &format!("sandbox.{}.started", op.name()),
-                            Stage::Lifecycle,
-                            format!("{} requested", op.name()),
-                        )
-                        .by(by);
-                        self.ctx.store.append_event(&event)?;
-                        let (ctx, me) = (Arc::clone(&self.ctx), myself.clone());
-                        state.work = Some(tokio::spawn(async move {
-                            let result = operations::run(ctx, rec, op.clone()).await;
-                            let _ = me.send_message(SandboxMsg::RunDone { op, result, reply });
-                        }));
-                    }
-                }
-            }
-            SandboxMsg::RunDone { op, result, reply } => {
-                state.work = None;
-                match result {
-                    Ok(Then::Transitions(events)) => {
-                        for event in events {
-                            self.move_by(state.vmid, event, None)?;
-                        }
-                        let rec = self.load(state.vmid)?;
-                        self.ctx.store.append_event(&NewEvent::sandbox(
-                            rec.vmid,
-                            &format!("sandbox.{}.completed", op.name()),
-                            Stage::Lifecycle,
-                            format!("{} done", op.name()),
-                        ))?;
-                        self.publish(state, &rec);
-                        let _ = reply.send(Ok(rec.view()));
-                    }
-                    Ok(Then::Boot) => {
-                        // STOPPED (or back to it) → BOOTING, then boot and wait for the address.
-                        let rec = self.load(state.vmid)?;
-                        let rec = if rec.state == SandboxState::Stopped {
-                            rec
-                        } else {
-                            self.move_by(state.vmid, SandboxEvent::Stop, None)?.unwrap_or(rec)
-                        };
-                        self.ctx.store.patch_sandbox(
-                            rec.vmid,
-                            &SandboxPatch { provision_step: Some(Some("boot".into())), ..Default::default() },
-                            None,
-                        )?;
-                        let rec = self.move_by(state.vmid, SandboxEvent::Boot, None)?.unwrap_or(rec);
-                        self.publish(state, &rec);
-                        state.settle_waiters.push(reply_as_settled(reply));
-                        self.start_provisioning(&myself, state, &rec);
-                    }
-                    Err(error) => {
-                        let rec = self.load(state.vmid)?;
-                        self.ctx.store.append_event(&NewEvent::sandbox(
-                            rec.vmid,
-                            &format!("sandbox.{}.failed", op.name()),
-                            Stage::Lifecycle,
-                            error.clone(),
-                        ))?;
-                        let _ = reply.send(Err(op_error(
-                            ErrorCode::Internal,
-                            format!("{} of sandbox {} failed: {error}", op.name(), rec.vmid),
-                        )));
-                    }
-                }
-            }
+            SandboxMsg::LeaseExpired => self.on_lease_expired(&myself, state)?,
+            SandboxMsg::StopDone(result) => self.on_stop_done(state, result)?,
+            SandboxMsg::Probe => self.on_probe(&myself, state)?,
+            SandboxMsg::Probed(result, ip) => self.on_probed(&myself, state, result, ip)?,
+            SandboxMsg::Run { op, force, by, reply } => self.on_run(&myself, state, op, force, by, reply)?,
+            SandboxMsg::RunDone { op, result, reply } => self.on_run_done(&myself, state, op, result, reply)?,
             #[cfg(debug_assertions)]
             SandboxMsg::Panic => panic!("sandbox {} panicked on request (test hook)", state.vmid),
         }

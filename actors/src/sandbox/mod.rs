@@ -4,11 +4,13 @@
 //! continues exactly where the record says.
 
 mod actor;
+mod actor_ops;
 pub mod operations;
 mod pipeline;
 pub mod reconcile;
 pub mod snippet;
 mod teardown;
+mod timers;
 
 pub use actor::{OpError, SandboxActor, SandboxMsg, Settled};
 pub use operations::SandboxOp;

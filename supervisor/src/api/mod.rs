@@ -5,6 +5,8 @@ mod error;
 mod json;
 mod peer;
 mod routes;
+mod sandbox_create;
+mod sandbox_fleet;
 mod sandbox_ops;
 
 pub use error::ApiError;
@@ -44,10 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/v1/status", get(routes::status))
         .route("/v1/profiles", get(routes::profiles))
-        .route("/v1/sandboxes", get(routes::list_sandboxes).post(sandbox_ops::create))
-        .route("/v1/sandboxes/reconcile", post(sandbox_ops::reconcile))
-        .route("/v1/sandboxes/prune", post(sandbox_ops::prune))
-        .route("/v1/sandboxes/stop_all", post(sandbox_ops::stop_all))
+        .route("/v1/sandboxes", get(routes::list_sandboxes).post(sandbox_create::create))
+        .route("/v1/sandboxes/reconcile", post(sandbox_fleet::reconcile))
+        .route("/v1/sandboxes/prune", post(sandbox_fleet::prune))
+        .route("/v1/sandboxes/stop_all", post(sandbox_fleet::stop_all))
         .route("/v1/sandboxes/{vmid}/revert", post(sandbox_ops::revert))
         .route("/v1/sandboxes/{vmid}/update", post(sandbox_ops::update))
         .route("/v1/sandboxes/{vmid}/snapshots", get(sandbox_ops::snapshot_list).post(sandbox_ops::snapshot_save))

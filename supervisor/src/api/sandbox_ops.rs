@@ -1,28 +1,22 @@
-//! Sandbox operations: create (waits until READY or failed), destroy, lease renewal. Each
-//! is one message to one `sandbox:<vmid>` actor; creation first records the sandbox (the
-//! VMID is reserved from that moment) and asks the root to spawn its actor.
+//! Operations on one sandbox: destroy, lease renewal, start/stop/pause/resume, revert,
+//! snapshots, update. Each is one message to one `sandbox:<vmid>` actor.
 
 use super::{ApiError, AppState, Peer, StrictJson};
-use agentlab_actors::model::{ErrorCode, SandboxState, modifiers, time_format};
-use agentlab_actors::protocol::{
-    CreateSandboxRequest, CreateSandboxResponse, DestroySandboxRequest, PhaseTiming, RenewLeaseRequest,
-    RenewLeaseResponse, SandboxView,
-};
+use agentlab_actors::model::{ErrorCode, SandboxState, time_format};
+use agentlab_actors::protocol::{DestroySandboxRequest, RenewLeaseRequest, RenewLeaseResponse, SandboxView};
 use agentlab_actors::root::RootMsg;
-use agentlab_actors::sandbox::{SandboxMsg, SandboxOp, Settled};
-use agentlab_actors::store::{EventPage, SandboxRecord};
+use agentlab_actors::sandbox::{SandboxMsg, SandboxOp};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use ractor::ActorRef;
-use std::collections::HashSet;
 use std::time::Duration;
 
 const ACTOR_TIMEOUT_MS: u64 = 10_000;
 
 /// One request-reply to an actor, with the API's errors for "gone" and "too slow".
-async fn ask<M: ractor::Message, T: Send + 'static>(
+pub(super) async fn ask<M: ractor::Message, T: Send + 'static>(
     actor: &ActorRef<M>,
     what: &str,
     timeout: Duration,
@@ -39,7 +33,7 @@ async fn ask<M: ractor::Message, T: Send + 'static>(
     }
 }
 
-async fn spawn_actor(app: &AppState, vmid: u32) -> Result<(), ApiError> {
+pub(super) async fn spawn_actor(app: &AppState, vmid: u32) -> Result<(), ApiError> {
     let kind = agentlab_actors::sandbox::KIND.to_string();
     ask(&app.root, "the root supervisor", Duration::from_millis(ACTOR_TIMEOUT_MS), |reply| RootMsg::SpawnEntity {
         kind,
@@ -50,186 +44,14 @@ async fn spawn_actor(app: &AppState, vmid: u32) -> Result<(), ApiError> {
     .map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, e))
 }
 
-fn actor(vmid: u32) -> Option<ActorRef<SandboxMsg>> {
+pub(super) fn actor(vmid: u32) -> Option<ActorRef<SandboxMsg>> {
     ActorRef::<SandboxMsg>::where_is(format!("{}:{vmid}", agentlab_actors::sandbox::KIND))
 }
 
-fn tag_ok(tag: &str) -> bool {
+pub(super) fn tag_ok(tag: &str) -> bool {
     let mut chars = tag.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.'))
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateQuery {
-    /// false: answer 202 as soon as the sandbox is recorded and follow its events instead.
-    wait: Option<bool>,
-}
-
-pub async fn create(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    axum::extract::Query(query): axum::extract::Query<CreateQuery>,
-    StrictJson(req): StrictJson<CreateSandboxRequest>,
-) -> Result<(StatusCode, Json<CreateSandboxResponse>), ApiError> {
-    let profiles = app.profiles.snapshot();
-    let names = profiles.names();
-    let profile_name = modifiers::resolve_profile_name(&req.profile, &names).ok_or_else(|| {
-        let near = modifiers::suggest_profiles(&req.profile, &names);
-        let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
-        ApiError::new(
-            ErrorCode::UnknownProfile,
-            format!("unknown profile `{}`{hint}; `agentlab profile list` shows them", req.profile),
-        )
-    })?;
-    let loaded =
-        profiles.get(&profile_name).ok_or_else(|| ApiError::new(ErrorCode::UnknownProfile, "profile vanished"))?;
-    let profile = &loaded.profile;
-    if req.workspace_id.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "workspaces are not available in this version of agentlabd yet; create the sandbox without --workspace",
-        ));
-    }
-    if req.job_id.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "binding a sandbox to a job is not available in this version yet; use `agentlab job run` once jobs land",
-        ));
-    }
-    if req.ttl_minutes == Some(0) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidValue,
-            "ttl_minutes must be greater than 0 (omit it for the profile's default)",
-        ));
-    }
-    if let Some(bad) = req.tags.iter().find(|t| !tag_ok(t)) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidValue,
-            format!("invalid tag `{bad}`: letters, digits, `_`, `-`, `+`, `.`"),
-        ));
-    }
-    if let Some(vmid) = req.vmid
-        && !(100..=999_999_999).contains(&vmid)
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidValue,
-            format!("vmid {vmid} is not a Proxmox VMID (100 to 999999999)"),
-        ));
-    }
-    let cluster = app.gateway.cluster_vms().await.map_err(|e| {
-        ApiError::new(
-            ErrorCode::ProxmoxUnavailable,
-            format!("cannot list the cluster's VMs: {e}; `agentlab status` shows why"),
-        )
-    })?;
-    let taken: HashSet<u32> = cluster.iter().map(|v| v.vmid as u32).collect();
-    if let Some(vmid) = req.vmid
-        && taken.contains(&vmid)
-    {
-        return Err(ApiError::new(ErrorCode::Conflict, format!("VMID {vmid} is already used in the Proxmox cluster")));
-    }
-    let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default);
-    let now = time::OffsetDateTime::now_utc();
-    let lease = ttl.map(|m| {
-        let length = Duration::from_secs(u64::from(m) * 60).mul_f64(app.config.test_time_scale);
-        time_format::format(now + length)
-    });
-    let record = SandboxRecord {
-        vmid: 0,
-        name: req.name.clone().unwrap_or_default(),
-        profile: profile_name.clone(),
-        state: SandboxState::Requested,
-        ip: None,
-        node: None,
-        tags: req.tags.clone(),
-        keepalive: req.keepalive.unwrap_or(profile.behavior.keepalive_default),
-        lease_expires_at: lease,
-        last_used_at: None,
-        network_mode: profile.network.mode,
-        cores: profile.resources.cores,
-        memory_mb: profile.resources.memory_mb,
-        job_id: None,
-        workspace_id: None,
-        provision_step: None,
-        snippet_path: None,
-        error: None,
-        ttl_minutes: ttl,
-        description: profile.description.clone(),
-        created_at: time_format::format(now),
-        updated_at: time_format::format(now),
-    };
-    let range = app.config.vmid_min..=app.config.vmid_max;
-    let mut taken = taken;
-    // `/cluster/resources` can lag; `/cluster/nextid?vmid=N` is Proxmox's own check. A VMID
-    // it refuses is given up (its record ends DESTROYED) and another one is chosen.
-    let mut attempts = 0;
-    let record = loop {
-        let candidate = app.store.create_sandbox(record.clone(), req.vmid, range.clone(), &taken, peer.uid)?;
-        match app.gateway.next_vmid(Some(candidate.vmid)).await {
-            Ok(_) => break candidate,
-            Err(e) => {
-                let why = format!("VMID {} is not free in the cluster: {e}", candidate.vmid);
-                app.store.transition_sandbox(
-                    candidate.vmid,
-                    SandboxState::Requested,
-                    SandboxState::Destroyed,
-                    Some(&why),
-                    peer.uid,
-                )?;
-                attempts += 1;
-                if req.vmid.is_some() || attempts >= 5 {
-                    return Err(ApiError::new(ErrorCode::Conflict, why));
-                }
-                taken.insert(candidate.vmid);
-            }
-        }
-    };
-    let vmid = record.vmid;
-    spawn_actor(&app, vmid).await?;
-    if query.wait == Some(false) {
-        return Ok((StatusCode::ACCEPTED, Json(CreateSandboxResponse { timings: Vec::new(), sandbox: record.view() })));
-    }
-    let sandbox = actor(vmid)
-        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("sandbox {vmid} has no actor")))?;
-    let wait_ms = (app.config.provisioning_timeout + Duration::from_secs(30)).as_millis() as u64;
-    let settled =
-        ask(&sandbox, &format!("sandbox {vmid}"), Duration::from_millis(wait_ms), SandboxMsg::WaitSettled).await?;
-    match settled {
-        Settled::Ready(view) => {
-            Ok((StatusCode::CREATED, Json(CreateSandboxResponse { timings: timings(&app, vmid), sandbox: view })))
-        }
-        Settled::Failed(view) => Err(ApiError::new(
-            ErrorCode::ProvisionFailed,
-            format!(
-                "sandbox {vmid} {}: {}",
-                view.state,
-                view.error.clone().unwrap_or_else(|| "provisioning failed".into())
-            ),
-        )
-        .with_details(serde_json::json!({"vmid": vmid, "state": view.state, "timings": timings(&app, vmid)}))),
-    }
-}
-
-/// Milliseconds between successive provisioning events (step starts, boot, ready).
-fn timings(app: &AppState, vmid: u32) -> Vec<PhaseTiming> {
-    let events = app.store.sandbox_events(vmid, EventPage::Tail(200)).unwrap_or_default();
-    let marks: Vec<(String, time::OffsetDateTime)> = events
-        .iter()
-        .filter_map(|e| {
-            let phase = match e.kind.as_str() {
-                "sandbox.provision.step" => e.json["step"].as_str().map(str::to_string),
-                "sandbox.state" if e.json["to_state"] == "READY" => Some("ready".to_string()),
-                _ => None,
-            }?;
-            time_format::parse(&e.ts).ok().map(|t| (phase, t))
-        })
-        .collect();
-    marks
-        .windows(2)
-        .map(|w| PhaseTiming { phase: w[0].0.clone(), ms: (w[1].1 - w[0].1).whole_milliseconds().max(0) as u64 })
-        .collect()
 }
 
 fn vmid_of(text: &str) -> Result<u32, ApiError> {
@@ -239,7 +61,10 @@ fn vmid_of(text: &str) -> Result<u32, ApiError> {
 }
 
 /// The actor of a live sandbox; a record whose actor is gone gets one again.
-async fn live_actor(app: &AppState, vmid: u32) -> Result<Result<ActorRef<SandboxMsg>, SandboxView>, ApiError> {
+pub(super) async fn live_actor(
+    app: &AppState,
+    vmid: u32,
+) -> Result<Result<ActorRef<SandboxMsg>, SandboxView>, ApiError> {
     let record = app.store.get_sandbox(vmid)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::SandboxNotFound,
@@ -319,71 +144,14 @@ pub async fn debug_panic(Path(vmid): Path<String>) -> Result<StatusCode, ApiErro
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReconcileRequest {
-    #[serde(default)]
-    apply: bool,
-}
-
-/// `POST /v1/sandboxes/reconcile`: orphans and drift; dry run unless `apply`.
-pub async fn reconcile(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    body: Bytes,
-) -> Result<Json<agentlab_actors::sandbox::reconcile::ReconcileReport>, ApiError> {
-    let req: ReconcileRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReconcileRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidValue, format!("invalid request: {e}")))?
-    };
-    tracing::info!(apply = req.apply, uid = ?peer.uid, "reconcile");
-    let report = agentlab_actors::sandbox::reconcile::reconcile(
-        &app.sandboxes,
-        &app.sandboxes.orphans,
-        req.apply,
-        app.config.orphan_grace_period,
-    )
-    .await
-    .map_err(|e| ApiError::new(ErrorCode::ProxmoxUnavailable, e))?;
-    Ok(Json(report))
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct PruneResponse {
-    count: usize,
-    vmids: Vec<u32>,
-}
-
-/// `POST /v1/sandboxes/prune`: destroys every sandbox in TIMEOUT.
-pub async fn prune(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-) -> Result<Json<PruneResponse>, ApiError> {
-    let timed_out = app.store.list_sandboxes(Some(SandboxState::Timeout))?;
-    let mut vmids = Vec::new();
-    for record in timed_out {
-        let actor = match live_actor(&app, record.vmid).await? {
-            Ok(actor) => actor,
-            Err(_) => continue,
-        };
-        let wait = app.config.proxmox.command_timeout * 4 + Duration::from_secs(30);
-        let answer = ask(&actor, &format!("sandbox {}", record.vmid), wait, |reply| SandboxMsg::Destroy {
-            force: true,
-            by: peer.uid,
-            reply,
-        })
-        .await?;
-        if answer.is_ok() {
-            vmids.push(record.vmid);
-        }
-    }
-    Ok(Json(PruneResponse { count: vmids.len(), vmids }))
-}
-
 /// Sends an operation to a sandbox's actor and maps its answer.
-async fn run_op(app: &AppState, peer: Peer, vmid: u32, op: SandboxOp, force: bool) -> Result<SandboxView, ApiError> {
+pub(super) async fn run_op(
+    app: &AppState,
+    peer: Peer,
+    vmid: u32,
+    op: SandboxOp,
+    force: bool,
+) -> Result<SandboxView, ApiError> {
     let actor = live_actor(app, vmid).await?.map_err(|view| {
         ApiError::new(ErrorCode::InvalidState, format!("sandbox {vmid} is {}; nothing can be done with it", view.state))
     })?;
@@ -393,7 +161,7 @@ async fn run_op(app: &AppState, peer: Peer, vmid: u32, op: SandboxOp, force: boo
         .map_err(|e| ApiError::new(e.code, e.message))
 }
 
-fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         Ok(T::default())
     } else {
@@ -544,30 +312,4 @@ pub async fn update(
     }
     let op = SandboxOp::Update { cores: req.cores, memory_mb: req.memory_mb, tags: req.tags };
     run_op(&app, peer, vmid, op, false).await.map(Json)
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct StopAllResult {
-    vmid: u32,
-    result: String,
-}
-
-/// `POST /v1/sandboxes/stop_all`: stops every READY or RUNNING sandbox.
-pub async fn stop_all(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let records = app.store.list_sandboxes(None)?;
-    let mut results = Vec::new();
-    for record in records.into_iter().filter(|r| matches!(r.state, SandboxState::Ready | SandboxState::Running)) {
-        let outcome = run_op(&app, peer, record.vmid, SandboxOp::Stop, false).await;
-        results.push(StopAllResult {
-            vmid: record.vmid,
-            result: outcome.map(|v| v.state.to_string()).unwrap_or_else(|e| e.envelope.message),
-        });
-    }
-    let stopped = results.iter().filter(|r| r.result == "STOPPED").count();
-    Ok(Json(
-        serde_json::json!({"total": results.len(), "stopped": stopped, "failed": results.len() - stopped, "results": results}),
-    ))
 }

@@ -1,0 +1,187 @@
+//! `POST /v1/sandboxes`: validate, record the sandbox (reserving its VMID, checked with
+//! Proxmox's own `nextid`), spawn its actor, and wait until it is READY or failed (or, with
+//! `?wait=false`, answer 202 at once).
+
+use super::sandbox_ops::{actor, ask, spawn_actor, tag_ok};
+use super::{ApiError, AppState, Peer, StrictJson};
+use agentlab_actors::model::{ErrorCode, SandboxState, modifiers, time_format};
+use agentlab_actors::protocol::{CreateSandboxRequest, CreateSandboxResponse, PhaseTiming};
+use agentlab_actors::sandbox::{SandboxMsg, Settled};
+use agentlab_actors::store::{EventPage, SandboxRecord};
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQuery {
+    /// false: answer 202 as soon as the sandbox is recorded and follow its events instead.
+    wait: Option<bool>,
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    axum::extract::Query(query): axum::extract::Query<CreateQuery>,
+    StrictJson(req): StrictJson<CreateSandboxRequest>,
+) -> Result<(StatusCode, Json<CreateSandboxResponse>), ApiError> {
+    let profiles = app.profiles.snapshot();
+    let names = profiles.names();
+    let profile_name = modifiers::resolve_profile_name(&req.profile, &names).ok_or_else(|| {
+        let near = modifiers::suggest_profiles(&req.profile, &names);
+        let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
+        ApiError::new(
+            ErrorCode::UnknownProfile,
+            format!("unknown profile `{}`{hint}; `agentlab profile list` shows them", req.profile),
+        )
+    })?;
+    let loaded =
+        profiles.get(&profile_name).ok_or_else(|| ApiError::new(ErrorCode::UnknownProfile, "profile vanished"))?;
+    let profile = &loaded.profile;
+    if req.workspace_id.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "workspaces are not available in this version of agentlabd yet; create the sandbox without --workspace",
+        ));
+    }
+    if req.job_id.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "binding a sandbox to a job is not available in this version yet; use `agentlab job run` once jobs land",
+        ));
+    }
+    if req.ttl_minutes == Some(0) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            "ttl_minutes must be greater than 0 (omit it for the profile's default)",
+        ));
+    }
+    if let Some(bad) = req.tags.iter().find(|t| !tag_ok(t)) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            format!("invalid tag `{bad}`: letters, digits, `_`, `-`, `+`, `.`"),
+        ));
+    }
+    if let Some(vmid) = req.vmid
+        && !(100..=999_999_999).contains(&vmid)
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            format!("vmid {vmid} is not a Proxmox VMID (100 to 999999999)"),
+        ));
+    }
+    let cluster = app.gateway.cluster_vms().await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::ProxmoxUnavailable,
+            format!("cannot list the cluster's VMs: {e}; `agentlab status` shows why"),
+        )
+    })?;
+    let taken: HashSet<u32> = cluster.iter().map(|v| v.vmid as u32).collect();
+    if let Some(vmid) = req.vmid
+        && taken.contains(&vmid)
+    {
+        return Err(ApiError::new(ErrorCode::Conflict, format!("VMID {vmid} is already used in the Proxmox cluster")));
+    }
+    let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default);
+    let now = time::OffsetDateTime::now_utc();
+    let lease = ttl.map(|m| {
+        let length = Duration::from_secs(u64::from(m) * 60).mul_f64(app.config.test_time_scale);
+        time_format::format(now + length)
+    });
+    let record = SandboxRecord {
+        vmid: 0,
+        name: req.name.clone().unwrap_or_default(),
+        profile: profile_name.clone(),
+        state: SandboxState::Requested,
+        ip: None,
+        node: None,
+        tags: req.tags.clone(),
+        keepalive: req.keepalive.unwrap_or(profile.behavior.keepalive_default),
+        lease_expires_at: lease,
+        last_used_at: None,
+        network_mode: profile.network.mode,
+        cores: profile.resources.cores,
+        memory_mb: profile.resources.memory_mb,
+        job_id: None,
+        workspace_id: None,
+        provision_step: None,
+        snippet_path: None,
+        error: None,
+        ttl_minutes: ttl,
+        description: profile.description.clone(),
+        created_at: time_format::format(now),
+        updated_at: time_format::format(now),
+    };
+    let range = app.config.vmid_min..=app.config.vmid_max;
+    let mut taken = taken;
+    // `/cluster/resources` can lag; `/cluster/nextid?vmid=N` is Proxmox's own check. A VMID
+    // it refuses is given up (its record ends DESTROYED) and another one is chosen.
+    let mut attempts = 0;
+    let record = loop {
+        let candidate = app.store.create_sandbox(record.clone(), req.vmid, range.clone(), &taken, peer.uid)?;
+        match app.gateway.next_vmid(Some(candidate.vmid)).await {
+            Ok(_) => break candidate,
+            Err(e) => {
+                let why = format!("VMID {} is not free in the cluster: {e}", candidate.vmid);
+                app.store.transition_sandbox(
+                    candidate.vmid,
+                    SandboxState::Requested,
+                    SandboxState::Destroyed,
+                    Some(&why),
+                    peer.uid,
+                )?;
+                attempts += 1;
+                if req.vmid.is_some() || attempts >= 5 {
+                    return Err(ApiError::new(ErrorCode::Conflict, why));
+                }
+                taken.insert(candidate.vmid);
+            }
+        }
+    };
+    let vmid = record.vmid;
+    spawn_actor(&app, vmid).await?;
+    if query.wait == Some(false) {
+        return Ok((StatusCode::ACCEPTED, Json(CreateSandboxResponse { timings: Vec::new(), sandbox: record.view() })));
+    }
+    let sandbox = actor(vmid)
+        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("sandbox {vmid} has no actor")))?;
+    let wait_ms = (app.config.provisioning_timeout + Duration::from_secs(30)).as_millis() as u64;
+    let settled =
+        ask(&sandbox, &format!("sandbox {vmid}"), Duration::from_millis(wait_ms), SandboxMsg::WaitSettled).await?;
+    match settled {
+        Settled::Ready(view) => {
+            Ok((StatusCode::CREATED, Json(CreateSandboxResponse { timings: timings(&app, vmid), sandbox: view })))
+        }
+        Settled::Failed(view) => Err(ApiError::new(
+            ErrorCode::ProvisionFailed,
+            format!(
+                "sandbox {vmid} {}: {}",
+                view.state,
+                view.error.clone().unwrap_or_else(|| "provisioning failed".into())
+            ),
+        )
+        .with_details(serde_json::json!({"vmid": vmid, "state": view.state, "timings": timings(&app, vmid)}))),
+    }
+}
+
+/// Milliseconds between successive provisioning events (step starts, boot, ready).
+fn timings(app: &AppState, vmid: u32) -> Vec<PhaseTiming> {
+    let events = app.store.sandbox_events(vmid, EventPage::Tail(200)).unwrap_or_default();
+    let marks: Vec<(String, time::OffsetDateTime)> = events
+        .iter()
+        .filter_map(|e| {
+            let phase = match e.kind.as_str() {
+                "sandbox.provision.step" => e.json["step"].as_str().map(str::to_string),
+                "sandbox.state" if e.json["to_state"] == "READY" => Some("ready".to_string()),
+                _ => None,
+            }?;
+            time_format::parse(&e.ts).ok().map(|t| (phase, t))
+        })
+        .collect();
+    marks
+        .windows(2)
+        .map(|w| PhaseTiming { phase: w[0].0.clone(), ms: (w[1].1 - w[0].1).whole_milliseconds().max(0) as u64 })
+        .collect()
+}
