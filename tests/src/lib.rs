@@ -115,10 +115,17 @@ impl Workspace {
     /// A config for sandboxes against `sim`: snippets in its `local` storage, leases and
     /// probes scaled down by 100.
     pub fn write_sandbox_config(&self, sim: &SimProcess, extra: &str) {
-        let extra = format!(
-            "snippets_dir: {}\ntest_time_scale: 0.01\nprovisioning_timeout: 60s\nsandbox_probe_interval: 100s\nproxmox_rate_limit_rps: 200\n{extra}",
+        let defaults = format!(
+            "snippets_dir: {}\ntest_time_scale: 0.01\nprovisioning_timeout: 60s\nsandbox_probe_interval: 100s\nproxmox_rate_limit_rps: 200\n",
             self.sim_snippets_dir().display()
         );
+        // A key given in `extra` replaces the default (duplicate keys are config errors).
+        let overridden = |line: &&str| {
+            line.split(':').next().is_some_and(|k| extra.lines().any(|e| e.starts_with(&format!("{k}:"))))
+        };
+        let mut kept: String = defaults.lines().filter(|l| !overridden(l)).map(|l| format!("{l}\n")).collect();
+        kept.push_str(extra);
+        let extra = kept;
         self.write_sim_config(sim, &sim.fingerprint, &extra);
     }
 

@@ -144,3 +144,29 @@ fn thirty_create_destroy_cycles_under_faults_and_vms_deleted_behind_our_back_end
     assert!(faulted > 0);
     sim.assert_all_requests_valid();
 }
+
+#[test]
+fn after_a_restart_each_sandbox_checks_its_vm_at_once() {
+    let ws = Workspace::new();
+    let local = ws.path().join("pve-local");
+    let sim = SimProcess::start(ws.path(), &["--local-storage-path", &local.display().to_string()]);
+    // A probe interval far longer than the test: only the start-up self-check can notice.
+    ws.write_sandbox_config(&sim, "sandbox_probe_interval: 100000s\n");
+    let daemon = ws.start_daemon();
+    let vmid = ws.cli(&["--json", "new", "--profile", "small"]).json()["vmid"].as_u64().unwrap_or(0);
+    daemon.stop();
+    let deleted = std::process::Command::new("curl")
+        .args(["-s", "-f", "-X", "DELETE", &format!("{}/admin/vms/{vmid}", sim.admin_url)])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(deleted);
+    let _daemon = ws.start_daemon();
+    let state =
+        || ws.cli(&["--json", "show", &vmid.to_string()]).json()["state"].as_str().unwrap_or_default().to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || state() == "DESTROYED"),
+        "the restarted actor did not notice: {}",
+        state()
+    );
+}

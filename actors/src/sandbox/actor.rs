@@ -324,7 +324,11 @@ impl Actor for SandboxActor {
                     }
                     SandboxState::Timeout => myself.send_message(SandboxMsg::LeaseExpired)?,
                     SandboxState::Destroyed => myself.stop(Some("sandbox destroyed".into())),
-                    _ => self.arm_timers(&myself, state, &rec),
+                    _ => {
+                        self.arm_timers(&myself, state, &rec);
+                        // The self-check: does the VM still exist, run, have its address?
+                        myself.send_message(SandboxMsg::Probe)?;
+                    }
                 }
             }
             SandboxMsg::Get(reply) => {
