@@ -258,3 +258,21 @@ fn operations_follow_the_state_table() {
     assert_eq!(refused.code, 2, "stop --all without --force and without a terminal is refused: {refused:?}");
     sim.assert_all_requests_valid();
 }
+
+/// Regression (review finding): booting again counted the provisioning deadline from the
+/// sandbox's creation, so starting one older than `provisioning_timeout` failed at once and
+/// tore its VM down.
+#[test]
+fn starting_a_sandbox_older_than_the_provisioning_timeout_keeps_its_vm() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "provisioning_timeout: 3s\n");
+    let _daemon = ws.start_daemon();
+    let vmid = ws.cli(&["--json", "new", "--profile", "small"]).json()["vmid"].as_u64().unwrap_or(0).to_string();
+    assert_eq!(ws.cli(&["--json", "stop", &vmid]).json()["state"], "STOPPED");
+    agentlab_e2e::pause(Duration::from_millis(3500));
+    let started = ws.cli(&["--json", "start", &vmid]);
+    assert_eq!(started.code, 0, "{started:?}");
+    assert_eq!(started.json()["state"], "READY");
+    assert!(sim.vm(vmid.parse().unwrap_or(0)).is_some_and(|vm| vm["power"] == "running"), "the VM survived");
+}

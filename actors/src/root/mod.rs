@@ -193,6 +193,16 @@ async fn spawn_entity(myself: &ActorRef<RootMsg>, state: &mut RootState, kind: &
     let Some(factory) = state.factories.get(kind).cloned() else {
         return false;
     };
+    // Already alive (a concurrent request, or a respawn that raced a new request): nothing
+    // to do, and not a failure to count.
+    if let Some(cell) = ractor::registry::where_is(name.clone())
+        && matches!(
+            cell.get_status(),
+            ractor::ActorStatus::Running | ractor::ActorStatus::Starting | ractor::ActorStatus::Upgrading
+        )
+    {
+        return true;
+    }
     // Registered before the spawn so the actor's pre_start can publish its state.
     state.directory.register(&name, kind, Some(ROOT_ACTOR), state.budget.restarts(&name));
     match factory.spawn(id.to_string(), name.clone(), myself.get_cell()).await {

@@ -78,6 +78,12 @@ pub enum SandboxMsg {
     Panic,
 }
 
+/// A sandbox that reached READY before has an address on record; booting it again is a
+/// re-boot, never a first provisioning.
+pub(super) fn is_reboot(rec: &SandboxRecord) -> bool {
+    rec.ip.is_some()
+}
+
 /// Turns an operation's reply into a settle waiter (start and revert answer once booted).
 pub(super) fn reply_as_settled(reply: RpcReplyPort<Result<SandboxView, OpError>>) -> RpcReplyPort<Settled> {
     let (port, rx) = ractor::concurrency::oneshot();
@@ -145,9 +151,15 @@ impl SandboxActor {
         let ctx = Arc::clone(&self.ctx);
         let vmid = state.vmid;
         let me = me.clone();
-        let created = time_format::parse(&rec.created_at).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-        let elapsed = (time::OffsetDateTime::now_utc() - created).max(time::Duration::ZERO);
-        let remaining = ctx.settings.provisioning_timeout.saturating_sub(elapsed.try_into().unwrap_or_default());
+        // First provisioning counts from creation; a re-boot (start, revert — the sandbox had
+        // an address before) gets the whole timeout from now.
+        let remaining = if is_reboot(rec) {
+            ctx.settings.provisioning_timeout
+        } else {
+            let created = time_format::parse(&rec.created_at).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+            let elapsed = (time::OffsetDateTime::now_utc() - created).max(time::Duration::ZERO);
+            ctx.settings.provisioning_timeout.saturating_sub(elapsed.try_into().unwrap_or_default())
+        };
         state.work = Some(tokio::spawn(async move {
             let outcome = match tokio::time::timeout(remaining, pipeline::provision(Arc::clone(&ctx), vmid)).await {
                 Ok(result) => result,
@@ -179,13 +191,20 @@ impl SandboxActor {
         rec: SandboxRecord,
         then: AfterTeardown,
     ) {
-        if let Some(work) = state.work.take() {
+        let previous = state.work.take();
+        if let Some(work) = &previous {
             // An interrupted step is safe: every step is idempotent and teardown tolerates "gone".
             work.abort();
         }
         let ctx = Arc::clone(&self.ctx);
         let me = me.clone();
         state.work = Some(tokio::spawn(async move {
+            // Let the aborted work stop, then act on the record as it left it (it may have
+            // just recorded the node or the snippet).
+            if let Some(work) = previous {
+                let _ = work.await;
+            }
+            let rec = ctx.store.get_sandbox(rec.vmid).ok().flatten().unwrap_or(rec);
             let result = teardown::teardown(ctx, rec).await;
             let _ = me.send_message(SandboxMsg::TeardownDone { result, then });
         }));
@@ -357,7 +376,17 @@ impl Actor for SandboxActor {
                             NewEvent::sandbox(state.vmid, "sandbox.provision_failed", Stage::Recovery, reason.clone())
                                 .payload(serde_json::json!({"step": failure.step, "error": failure.error}));
                         self.ctx.store.append_event(&event)?;
-                        if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Fail, Some(&reason))? {
+                        let current = self.load(state.vmid)?;
+                        if is_reboot(&current) {
+                            // A sandbox that booted before keeps its VM and data: it is stopped,
+                            // not torn down.
+                            let patch = SandboxPatch { provision_step: Some(None), ..Default::default() };
+                            self.ctx.store.patch_sandbox(state.vmid, &patch, None)?;
+                            if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Stop, Some(&reason))? {
+                                self.publish(state, &rec);
+                                self.settle(state, &rec);
+                            }
+                        } else if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Fail, Some(&reason))? {
                             self.publish(state, &rec);
                             self.start_teardown(&myself, state, rec, AfterTeardown::KeepState);
                         }
@@ -396,12 +425,13 @@ impl Actor for SandboxActor {
                 let rec = self.load(state.vmid)?;
                 match (result, then) {
                     (Ok(()), AfterTeardown::Destroyed) => {
-                        let patch = SandboxPatch { provision_step: Some(None), ..Default::default() };
-                        self.ctx.store.patch_sandbox(state.vmid, &patch, None)?;
+                        // DESTROYED first: a crash right after leaves a finished record.
                         let rec = match self.move_by(state.vmid, SandboxEvent::Destroy, None)? {
                             Some(rec) => rec,
                             None => rec,
                         };
+                        let patch = SandboxPatch { provision_step: Some(None), ..Default::default() };
+                        self.ctx.store.patch_sandbox(state.vmid, &patch, None)?;
                         self.publish(state, &rec);
                         for waiter in state.destroy_waiters.drain(..) {
                             let _ = waiter.send(Ok(rec.view()));
@@ -427,6 +457,17 @@ impl Actor for SandboxActor {
                         for waiter in state.destroy_waiters.drain(..) {
                             let _ = waiter.send(Err(op_error(code, error.to_string())));
                         }
+                        // A teardown that failed mid-provisioning leaves nothing running: the
+                        // sandbox fails (with the reason) rather than stay provisioning forever.
+                        let rec = if matches!(
+                            rec.state,
+                            SandboxState::Requested | SandboxState::Provisioning | SandboxState::Booting
+                        ) {
+                            self.move_by(state.vmid, SandboxEvent::Fail, Some(&error.to_string()))?.unwrap_or(rec)
+                        } else {
+                            rec
+                        };
+                        self.publish(state, &rec);
                         self.settle(state, &rec);
                     }
                 }

@@ -78,6 +78,14 @@ pub async fn run(ctx: Arc<SandboxContext>, rec: SandboxRecord, op: SandboxOp) ->
     let node = rec.node.clone().ok_or("the sandbox has no node recorded")?;
     let vmid = rec.vmid;
     let gw = &ctx.gateway;
+    // The VMID may have been reused by someone else since the last probe: never act on a
+    // VM that is not AgentLab's.
+    let config = gw.vm_config(&node, vmid).await.map_err(text)?;
+    let ours = config.tags().iter().any(|t| t == super::OWNER_TAG)
+        || config.get("description").is_some_and(|d| d.contains(&super::description_marker(vmid)));
+    if !ours {
+        return Err(format!("VM {vmid} is no longer AgentLab's (no `agentlab` tag): nothing was changed"));
+    }
     match op {
         SandboxOp::Start => Ok(Then::Boot),
         SandboxOp::Stop => {

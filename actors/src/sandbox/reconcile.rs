@@ -6,7 +6,6 @@
 use super::{OWNER_TAG, SandboxContext, SandboxMsg};
 use crate::model::{SandboxState, time_format};
 use crate::store::{NewEvent, Stage};
-use agentlab_proxmox::types::DestroyOptions;
 use ractor::ActorRef;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -74,12 +73,9 @@ pub async fn reconcile(
         };
         let old_enough = now - first_seen >= time::Duration::try_from(grace).unwrap_or(time::Duration::ZERO);
         let action = if apply && old_enough {
-            match ctx
-                .gateway
-                .destroy_vm(&vm.node, vmid, DestroyOptions { purge: true, destroy_unreferenced_disks: true })
-                .await
-            {
-                Ok(_) => {
+            // Checked, stopped if running, then destroyed — as a sandbox's own teardown does.
+            match super::teardown::destroy_vm(ctx, &vm.node, vmid).await {
+                Ok(()) => {
                     let _ = ctx.store.append_event(&NewEvent::sandbox(
                         vmid,
                         "sandbox.orphan.destroyed",
@@ -100,6 +96,17 @@ pub async fn reconcile(
             first_seen: time_format::format(first_seen),
             action,
         });
+    }
+    // Forget VMs that are no longer orphans, so a later orphan at the same VMID gets its
+    // whole grace period.
+    {
+        let current: std::collections::HashSet<u32> =
+            report.orphans.iter().filter(|o| o.action == "kept").map(|o| o.vmid).collect();
+        let mut seen = match ledger.first_seen.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        seen.retain(|vmid, _| current.contains(vmid));
     }
     let in_cluster: HashMap<u32, &agentlab_proxmox::types::ClusterVm> =
         vms.iter().map(|v| (v.vmid as u32, v)).collect();

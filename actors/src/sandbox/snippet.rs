@@ -73,10 +73,14 @@ pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Removes a snippet; a missing file is fine (removal is idempotent).
 pub fn remove(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    // Also the temporary file of a write a crash interrupted (it holds a token too).
+    for file in [path.to_path_buf(), path.with_extension("yaml.tmp")] {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// The `cicustom` value for a snippet file on `storage`.

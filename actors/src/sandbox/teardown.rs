@@ -30,9 +30,25 @@ pub async fn teardown(ctx: Arc<SandboxContext>, rec: SandboxRecord) -> Result<()
     remove_local(&ctx, &rec).map_err(TeardownError::Failed)
 }
 
-async fn destroy_vm(ctx: &SandboxContext, node: &str, vmid: u32) -> Result<(), TeardownError> {
+/// Destroys the VM if it is ours: waits behind any operation already queued for this VMID
+/// (a clone of an interrupted provisioning), and out of a clone still holding its lock.
+pub(crate) async fn destroy_vm(ctx: &SandboxContext, node: &str, vmid: u32) -> Result<(), TeardownError> {
     let failed = |e: PveError| TeardownError::Failed(e.to_string());
-    let config = match ctx.gateway.vm_config(node, vmid).await {
+    ctx.gateway
+        .run(crate::pve::OpSpec::change("teardown_barrier", vmid), |_, _| Box::pin(async { Ok(()) }))
+        .await
+        .map_err(failed)?;
+    let mut config = ctx.gateway.vm_config(node, vmid).await;
+    for _ in 0..600 {
+        match &config {
+            Ok(c) if c.get("lock") == Some("clone") => {
+                tokio::time::sleep(ctx.settings.ip_poll_interval).await;
+                config = ctx.gateway.vm_config(node, vmid).await;
+            }
+            _ => break,
+        }
+    }
+    let config = match config {
         Ok(config) => config,
         Err(PveError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(failed(e)),

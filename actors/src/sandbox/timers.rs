@@ -26,6 +26,10 @@ impl SandboxActor {
             self.arm_timers(myself, state, &rec);
             return Ok(());
         }
+        if rec.provision_step.as_deref() == Some("destroy") {
+            // Already being destroyed: let that finish.
+            return Ok(());
+        }
         let rec = match self.move_by(state.vmid, SandboxEvent::LeaseExpired, Some("lease expired"))? {
             Some(rec) => {
                 self.ctx.store.append_event(&NewEvent::sandbox(
@@ -159,6 +163,17 @@ impl SandboxActor {
             {
                 let msg = "VM stopped outside AgentLab";
                 if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Stop, Some(msg))? {
+                    self.publish(state, &rec);
+                }
+            }
+            Ok(status) if status.is_paused() && matches!(rec.state, SandboxState::Ready | SandboxState::Running) => {
+                // Paused without the record knowing (a crash right after a pause).
+                if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Suspend, Some("VM found paused"))? {
+                    self.publish(state, &rec);
+                }
+            }
+            Ok(status) if !status.is_paused() && rec.state == SandboxState::Suspended => {
+                if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Resume, Some("VM found running"))? {
                     self.publish(state, &rec);
                 }
             }

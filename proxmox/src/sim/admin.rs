@@ -61,25 +61,12 @@ async fn create_vm(State(sim): State<Arc<Sim>>, Json(new): Json<NewVm>) -> Resul
         config.insert("tags".to_string(), tags);
     }
     let pid = new.running.then(|| world.pid());
-    world.vms.insert(
-        new.vmid,
-        Vm {
-            vmid: new.vmid,
-            node,
-            config,
-            template: false,
-            power: if new.running { PowerState::Running } else { PowerState::Stopped },
-            lock: None,
-            snapshots: Vec::new(),
-            firewall_options: Default::default(),
-            firewall_rules: Vec::new(),
-            agent_ready_at: None,
-            started_at: None,
-            guest_ip: None,
-            pid,
-            created_ms: 0,
-        },
-    );
+    let mut vm = Vm::new(new.vmid, &node, config, 0);
+    if new.running {
+        vm.power = PowerState::Running;
+        vm.pid = pid;
+    }
+    world.vms.insert(new.vmid, vm);
     Ok(StatusCode::CREATED)
 }
 

@@ -2,7 +2,7 @@
 
 use super::engine::Sim;
 use super::http::{self, DROP_HEADER};
-use super::world::{NodeEntry, PowerState, Storage, StorageKind, Vm, VolumeEntry, World};
+use super::world::{NodeEntry, Storage, StorageKind, Vm, VolumeEntry, World};
 use super::{SimConfig, admin, tls};
 use axum::Router;
 use axum::routing::any;
@@ -119,25 +119,9 @@ pub fn add_template(world: &mut World, vmid: u32, node: &str) {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    world.vms.insert(
-        vmid,
-        Vm {
-            vmid,
-            node: node.to_string(),
-            config,
-            template: true,
-            power: PowerState::Stopped,
-            lock: None,
-            snapshots: Vec::new(),
-            firewall_options: Default::default(),
-            firewall_rules: Vec::new(),
-            agent_ready_at: None,
-            started_at: None,
-            guest_ip: None,
-            pid: None,
-            created_ms: 0,
-        },
-    );
+    let mut vm = Vm::new(vmid, node, config, 0);
+    vm.template = true;
+    world.vms.insert(vmid, vm);
 }
 
 /// Starts both listeners. Returns once they accept connections.

@@ -81,6 +81,26 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// A stopped VM with `config` (no lock, snapshots, firewall or guest yet).
+    pub fn new(vmid: u32, node: &str, config: BTreeMap<String, String>, created_ms: u64) -> Vm {
+        Vm {
+            vmid,
+            node: node.to_string(),
+            config,
+            template: false,
+            power: PowerState::Stopped,
+            lock: None,
+            snapshots: Vec::new(),
+            firewall_options: Map::new(),
+            firewall_rules: Vec::new(),
+            agent_ready_at: None,
+            started_at: None,
+            guest_ip: None,
+            pid: None,
+            created_ms,
+        }
+    }
+
     pub fn name(&self) -> String {
         self.config.get("name").cloned().unwrap_or_else(|| format!("VM {}", self.vmid))
     }

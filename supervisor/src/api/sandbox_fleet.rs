@@ -1,6 +1,6 @@
 //! Whole-fleet operations: reconcile (orphans and drift), prune (expired sandboxes), stop_all.
 
-use super::sandbox_ops::{ask, live_actor, run_op};
+use super::sandbox_ops::{ask, live_actor, optional_body, run_op};
 use super::{ApiError, AppState, Peer};
 use agentlab_actors::model::{ErrorCode, SandboxState};
 use agentlab_actors::sandbox::{SandboxMsg, SandboxOp};
@@ -22,12 +22,7 @@ pub async fn reconcile(
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Bytes,
 ) -> Result<Json<agentlab_actors::sandbox::reconcile::ReconcileReport>, ApiError> {
-    let req: ReconcileRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReconcileRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidValue, format!("invalid request: {e}")))?
-    };
+    let req: ReconcileRequest = optional_body(&body)?;
     tracing::info!(apply = req.apply, uid = ?peer.uid, "reconcile");
     let report = agentlab_actors::sandbox::reconcile::reconcile(
         &app.sandboxes,

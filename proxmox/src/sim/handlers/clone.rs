@@ -5,7 +5,7 @@
 use super::{Answer, Sim, check_lock, vm_missing};
 use crate::sim::engine::SimError;
 use crate::sim::http::Req;
-use crate::sim::world::{PowerState, StorageKind, Vm, VolumeEntry, is_disk_key};
+use crate::sim::world::{StorageKind, Vm, VolumeEntry, is_disk_key};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -62,25 +62,9 @@ pub fn clone(sim: &Arc<Sim>, req: &Req) -> Answer {
         };
         // The target VMID is taken from this moment: its temporary config exists.
         let created_ms = sim.now_ms().max(1);
-        world.vms.insert(
-            newid,
-            Vm {
-                vmid: newid,
-                node: node.clone(),
-                config: Default::default(),
-                template: false,
-                power: PowerState::Stopped,
-                lock: Some("clone".into()),
-                snapshots: Vec::new(),
-                firewall_options: Default::default(),
-                firewall_rules: Vec::new(),
-                agent_ready_at: None,
-                started_at: None,
-                guest_ip: None,
-                pid: None,
-                created_ms,
-            },
-        );
+        let mut target = Vm::new(newid, &node, Default::default(), created_ms);
+        target.lock = Some("clone".into());
+        world.vms.insert(newid, target);
     }
     let name = req.get("name").map(str::to_string);
     let description = req.get("description").map(str::to_string);
