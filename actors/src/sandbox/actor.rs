@@ -3,6 +3,7 @@
 //! mailbox never waits on Proxmox.
 
 use super::SandboxContext;
+use super::generation::WorkGeneration;
 use super::operations::{SandboxOp, Then};
 use super::pipeline::{self, Failure};
 use super::teardown::{self, TeardownError};
@@ -54,13 +55,25 @@ pub enum SandboxMsg {
     LeaseExpired,
     Probe,
     /// A probe's outcome: the VM's status and, while it runs, the guest's agent-subnet address.
-    Probed(Result<agentlab_proxmox::types::VmStatus, PveError>, Option<String>),
-    ProvisionDone(Result<(), Failure>),
+    /// Tagged with the work generation at probe time (see `generation`).
+    Probed {
+        result: Result<agentlab_proxmox::types::VmStatus, PveError>,
+        ip: Option<String>,
+        generation: u64,
+    },
+    ProvisionDone {
+        outcome: Result<(), Failure>,
+        generation: u64,
+    },
     TeardownDone {
         result: Result<(), TeardownError>,
         then: AfterTeardown,
+        generation: u64,
     },
-    StopDone(Result<(), String>),
+    StopDone {
+        result: Result<(), String>,
+        generation: u64,
+    },
     /// An operator operation (start, stop, pause, resume, revert, snapshots, update).
     Run {
         op: SandboxOp,
@@ -72,6 +85,7 @@ pub enum SandboxMsg {
         op: SandboxOp,
         result: Result<Then, String>,
         reply: RpcReplyPort<Result<SandboxView, OpError>>,
+        generation: u64,
     },
     /// Test hook: panic inside the handler (debug builds only).
     #[cfg(debug_assertions)]
@@ -123,6 +137,8 @@ pub struct SandboxActorState {
     pub(super) lease_timer: Option<JoinHandle<Result<(), MessagingErr<SandboxMsg>>>>,
     pub(super) probe_timer: Option<JoinHandle<()>>,
     pub(super) probing: bool,
+    /// Which spawned task's completion is still acted on.
+    pub(super) generation: WorkGeneration,
 }
 
 impl SandboxActor {
@@ -133,6 +149,15 @@ impl SandboxActor {
     pub(super) fn publish(&self, state: &SandboxActorState, rec: &SandboxRecord) {
         self.ctx.directory.set_state(&state.name, rec.state.as_str());
         self.ctx.directory.set_lease(&state.name, rec.lease_expires_at.as_deref());
+    }
+
+    /// Whether a completion belongs to the work now in force; a stale one is logged and dropped.
+    pub(super) fn is_current(&self, state: &SandboxActorState, generation: u64) -> bool {
+        let current = state.generation.is_current(generation);
+        if !current {
+            tracing::debug!(vmid = state.vmid, generation, "dropping the completion of superseded work");
+        }
+        current
     }
 
     pub(super) fn busy(state: &SandboxActorState) -> bool {
@@ -160,6 +185,7 @@ impl SandboxActor {
             let elapsed = (time::OffsetDateTime::now_utc() - created).max(time::Duration::ZERO);
             ctx.settings.provisioning_timeout.saturating_sub(elapsed.try_into().unwrap_or_default())
         };
+        let generation = state.generation.advance();
         state.work = Some(tokio::spawn(async move {
             let outcome = match tokio::time::timeout(remaining, pipeline::provision(Arc::clone(&ctx), vmid)).await {
                 Ok(result) => result,
@@ -180,7 +206,7 @@ impl SandboxActor {
                     })
                 }
             };
-            let _ = me.send_message(SandboxMsg::ProvisionDone(outcome));
+            let _ = me.send_message(SandboxMsg::ProvisionDone { outcome, generation });
         }));
     }
 
@@ -198,6 +224,7 @@ impl SandboxActor {
         }
         let ctx = Arc::clone(&self.ctx);
         let me = me.clone();
+        let generation = state.generation.advance();
         state.work = Some(tokio::spawn(async move {
             // Let the aborted work stop, then act on the record as it left it (it may have
             // just recorded the node or the snippet).
@@ -206,7 +233,7 @@ impl SandboxActor {
             }
             let rec = ctx.store.get_sandbox(rec.vmid).ok().flatten().unwrap_or(rec);
             let result = teardown::teardown(ctx, rec).await;
-            let _ = me.send_message(SandboxMsg::TeardownDone { result, then });
+            let _ = me.send_message(SandboxMsg::TeardownDone { result, then, generation });
         }));
     }
 
@@ -292,6 +319,7 @@ impl Actor for SandboxActor {
             lease_timer: None,
             probe_timer: None,
             probing: false,
+            generation: WorkGeneration::default(),
         };
         self.publish(&state, &rec);
         myself.send_message(SandboxMsg::Reconcile)?;
@@ -360,7 +388,9 @@ impl Actor for SandboxActor {
                     self.settle(state, &rec);
                 }
             }
-            SandboxMsg::ProvisionDone(outcome) => {
+            SandboxMsg::ProvisionDone { generation, .. } | SandboxMsg::TeardownDone { generation, .. }
+                if !self.is_current(state, generation) => {}
+            SandboxMsg::ProvisionDone { outcome, .. } => {
                 state.work = None;
                 match outcome {
                     Ok(()) => {
@@ -420,7 +450,7 @@ impl Actor for SandboxActor {
                     }
                 }
             }
-            SandboxMsg::TeardownDone { result, then } => {
+            SandboxMsg::TeardownDone { result, then, .. } => {
                 state.work = None;
                 let rec = self.load(state.vmid)?;
                 match (result, then) {
@@ -499,11 +529,26 @@ impl Actor for SandboxActor {
                 let _ = reply.send(Ok(rec.view()));
             }
             SandboxMsg::LeaseExpired => self.on_lease_expired(&myself, state)?,
-            SandboxMsg::StopDone(result) => self.on_stop_done(state, result)?,
+            SandboxMsg::StopDone { result, generation } => {
+                if self.is_current(state, generation) {
+                    self.on_stop_done(state, result)?
+                }
+            }
             SandboxMsg::Probe => self.on_probe(&myself, state)?,
-            SandboxMsg::Probed(result, ip) => self.on_probed(&myself, state, result, ip)?,
+            SandboxMsg::Probed { result, ip, generation } => {
+                state.probing = false;
+                if self.is_current(state, generation) {
+                    self.on_probed(&myself, state, result, ip)?
+                }
+            }
             SandboxMsg::Run { op, force, by, reply } => self.on_run(&myself, state, op, force, by, reply)?,
-            SandboxMsg::RunDone { op, result, reply } => self.on_run_done(&myself, state, op, result, reply)?,
+            SandboxMsg::RunDone { op, reply, generation, .. } if !self.is_current(state, generation) => {
+                let _ = reply.send(Err(op_error(
+                    ErrorCode::Conflict,
+                    format!("{} of sandbox {} was superseded by later work", op.name(), state.vmid),
+                )));
+            }
+            SandboxMsg::RunDone { op, result, reply, .. } => self.on_run_done(&myself, state, op, result, reply)?,
             #[cfg(debug_assertions)]
             SandboxMsg::Panic => panic!("sandbox {} panicked on request (test hook)", state.vmid),
         }

@@ -67,9 +67,10 @@ impl SandboxActor {
                 .by(by);
                 self.ctx.store.append_event(&event)?;
                 let (ctx, me) = (Arc::clone(&self.ctx), myself.clone());
+                let generation = state.generation.advance();
                 state.work = Some(tokio::spawn(async move {
                     let result = operations::run(ctx, rec, op.clone()).await;
-                    let _ = me.send_message(SandboxMsg::RunDone { op, result, reply });
+                    let _ = me.send_message(SandboxMsg::RunDone { op, result, reply, generation });
                 }));
             }
         }

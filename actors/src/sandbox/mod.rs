@@ -5,6 +5,7 @@
 
 mod actor;
 mod actor_ops;
+mod generation;
 pub mod operations;
 mod pipeline;
 pub mod reconcile;

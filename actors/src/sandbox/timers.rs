@@ -50,6 +50,7 @@ impl SandboxActor {
                     work.abort();
                 }
                 let (ctx, me, vmid, node) = (Arc::clone(&self.ctx), myself.clone(), rec.vmid, rec.node.clone());
+                let generation = state.generation.advance();
                 state.work = Some(tokio::spawn(async move {
                     let result = match node {
                         Some(node) => match ctx.gateway.vm_action(&node, vmid, VmAction::Stop).await {
@@ -58,7 +59,7 @@ impl SandboxActor {
                         },
                         None => Ok(()),
                     };
-                    let _ = me.send_message(SandboxMsg::StopDone(result));
+                    let _ = me.send_message(SandboxMsg::StopDone { result, generation });
                 }));
             }
         } else if rec.state != SandboxState::Destroyed && rec.provision_step.as_deref() != Some("destroy") {
@@ -106,6 +107,7 @@ impl SandboxActor {
         state.probing = true;
         let (ctx, me, vmid) = (Arc::clone(&self.ctx), myself.clone(), rec.vmid);
         let ask_ip = matches!(rec.state, SandboxState::Ready | SandboxState::Running);
+        let generation = state.generation.current();
         tokio::spawn(async move {
             let result = ctx.gateway.vm_status(&node, vmid).await;
             let ip = match (&result, ask_ip) {
@@ -125,7 +127,7 @@ impl SandboxActor {
                     .map(|ip| ip.to_string()),
                 _ => None,
             };
-            let _ = me.send_message(SandboxMsg::Probed(result, ip));
+            let _ = me.send_message(SandboxMsg::Probed { result, ip, generation });
         });
         Ok(())
     }
@@ -137,7 +139,6 @@ impl SandboxActor {
         result: Result<agentlab_proxmox::types::VmStatus, PveError>,
         ip: Option<String>,
     ) -> Result<(), ActorProcessingErr> {
-        state.probing = false;
         let rec = self.load(state.vmid)?;
         if Self::busy(state) {
             return Ok(());
