@@ -134,6 +134,17 @@ fn lease_expiry_destroys_a_normal_sandbox_and_stops_a_keepalive_one() {
     let renew = ws.cli(&["--json", "sandbox", "lease", "renew", "--ttl", "5", &b.to_string()]);
     assert_eq!(renew.code, 1);
     assert_eq!(renew.json()["code"], "v1/sandbox/invalid_state");
+    // Started again, the keepalive sandbox gets its lease length anew instead of timing out
+    // at once on the expired one.
+    let expired = ws.cli(&["--json", "show", &b.to_string()]).json()["lease_expires_at"].as_str().map(str::to_string);
+    let started = ws.cli(&["--json", "sandbox", "start", &b.to_string()]);
+    assert_eq!(started.code, 0, "{started:?}");
+    let started = started.json();
+    assert_eq!(started["state"], "READY", "{started}");
+    let renewed = started["lease_expires_at"].as_str().map(str::to_string);
+    assert!(renewed.is_some() && renewed > expired, "lease {renewed:?} after start, was {expired:?}");
+    assert!(ws.cli(&["logs", &b.to_string()]).stdout.contains("renewed until"), "the renewal is logged");
+    assert!(eventually(Duration::from_secs(20), || state(b) == "STOPPED"), "the new lease expires too: {}", state(b));
 }
 
 #[test]

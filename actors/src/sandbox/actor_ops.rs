@@ -4,9 +4,9 @@
 use super::SandboxMsg;
 use super::actor::{OpError, SandboxActor, SandboxActorState, op_error, reply_as_settled};
 use super::operations::{self, SandboxOp, Then};
-use crate::model::{Admission, ErrorCode, SandboxEvent, SandboxState, sandbox_ops};
+use crate::model::{Admission, ErrorCode, SandboxEvent, SandboxState, sandbox_ops, time_format};
 use crate::protocol::SandboxView;
-use crate::store::{NewEvent, SandboxPatch, Stage};
+use crate::store::{NewEvent, SandboxPatch, SandboxRecord, Stage};
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 
@@ -109,10 +109,26 @@ impl SandboxActor {
                 } else {
                     self.move_by(state.vmid, SandboxEvent::Stop, None)?.unwrap_or(rec)
                 };
+                // A sandbox whose lease ran out (a keepalive one stopped at TIMEOUT) gets its
+                // lease length again: booted on an expired lease, it would time out at once.
+                let lease = self.lease_on_boot(&rec);
+                let event = lease.as_ref().map(|until| {
+                    NewEvent::sandbox(
+                        rec.vmid,
+                        "sandbox.lease",
+                        Stage::Lease,
+                        format!("the lease had expired; renewed until {until} for the boot"),
+                    )
+                    .payload(serde_json::json!({"expires_at": until}))
+                });
                 self.ctx.store.patch_sandbox(
                     rec.vmid,
-                    &SandboxPatch { provision_step: Some(Some("boot".into())), ..Default::default() },
-                    None,
+                    &SandboxPatch {
+                        provision_step: Some(Some("boot".into())),
+                        lease_expires_at: lease.map(Some),
+                        ..Default::default()
+                    },
+                    event.as_ref(),
                 )?;
                 let rec = self.move_by(state.vmid, SandboxEvent::Boot, None)?.unwrap_or(rec);
                 self.publish(state, &rec);
@@ -134,5 +150,13 @@ impl SandboxActor {
             }
         }
         Ok(())
+    }
+
+    /// The new lease deadline for a boot, when the recorded lease has already expired.
+    fn lease_on_boot(&self, rec: &SandboxRecord) -> Option<String> {
+        let minutes = rec.ttl_minutes?;
+        let expires = time_format::parse(rec.lease_expires_at.as_deref()?).ok()?;
+        let now = time::OffsetDateTime::now_utc();
+        (expires <= now).then(|| time_format::format(now + self.ctx.settings.lease_minute * minutes))
     }
 }

@@ -43,6 +43,8 @@ pub struct SandboxSettings {
     pub listener_ports: Vec<u16>,
     pub provisioning_timeout: Duration,
     pub probe_interval: Duration,
+    /// One minute of lease (60 s; shorter under `test_time_scale`).
+    pub lease_minute: Duration,
     /// How often the guest agent is asked for the address while booting.
     pub ip_poll_interval: Duration,
 }
