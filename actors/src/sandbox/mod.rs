@@ -31,7 +31,7 @@ use std::time::Duration;
 /// The daemon settings sandboxes depend on.
 #[derive(Debug, Clone)]
 pub struct SandboxSettings {
-    /// `proxmox_node`; unset: the profile's node, else the node with the most free memory.
+    /// `proxmox_node`; unset: the profile's node, else the node holding the template.
     pub node: Option<String>,
     pub snippets_dir: PathBuf,
     pub snippet_storage: String,

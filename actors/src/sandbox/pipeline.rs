@@ -139,22 +139,21 @@ fn profile_of(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<crate::model:
         .ok_or_else(|| format!("profile `{}` is no longer loaded", rec.profile))
 }
 
-/// The node: the record's, else config or profile, else the node with the most free memory.
+/// The node: the record's, else config or profile, else the node that holds the template.
+/// A clone runs on the template's node (its disks are there), so "the node with the most
+/// free memory" would fail on any cluster whose template is not on every node.
 async fn choose_node(ctx: &SandboxContext, profile: &crate::model::Profile) -> Result<String, String> {
     if let Some(node) = profile.node.clone().or_else(|| ctx.settings.node.clone()) {
         return Ok(node);
     }
-    let nodes = ctx
-        .gateway
-        .run(OpSpec::read("nodes"), |pve, _| Box::pin(async move { pve.nodes().await }))
-        .await
-        .map_err(|e| e.to_string())?;
-    nodes
-        .into_iter()
-        .filter(|n| n.status.is_empty() || n.status == "online")
-        .max_by_key(|n| n.maxmem.saturating_sub(n.mem))
-        .map(|n| n.node)
-        .ok_or_else(|| "Proxmox lists no online node".into())
+    let template = u64::from(profile.template_vmid);
+    let vms = ctx.gateway.cluster_vms().await.map_err(|e| e.to_string())?;
+    vms.into_iter().find(|v| v.vmid == template).map(|v| v.node).ok_or_else(|| {
+        format!(
+            "template VM {template} (profile `{}`) is not in the Proxmox cluster; create the template or fix the profile's template_vmid",
+            profile.name
+        )
+    })
 }
 
 fn node_of(rec: &SandboxRecord) -> Result<String, String> {
