@@ -287,3 +287,27 @@ fn starting_a_sandbox_older_than_the_provisioning_timeout_keeps_its_vm() {
     assert_eq!(started.json()["state"], "READY");
     assert!(sim.vm(vmid.parse().unwrap_or(0)).is_some_and(|vm| vm["power"] == "running"), "the VM survived");
 }
+
+#[test]
+fn a_vm_migrated_outside_agentlab_is_followed_not_declared_vanished() {
+    let ws = Workspace::new();
+    let local = ws.path().join("pve-local");
+    let sim = SimProcess::start(ws.path(), &["--local-storage-path", &local.display().to_string(), "--nodes", "2"]);
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    let created = ws.cli(&["--json", "new", "--profile", "small"]).json();
+    assert_eq!(created["state"], "READY", "{created}");
+    let vmid = created["vmid"].as_u64().unwrap_or(0) as u32;
+    let from = created["node"].as_str().unwrap_or_default().to_string();
+    let to = if from == "pve1" { "pve2" } else { "pve1" };
+    assert!(sim.admin_post(&format!("/admin/vms/{vmid}/move"), &serde_json::json!({"node": to})));
+    let show = || ws.cli(&["--json", "show", &vmid.to_string()]).json();
+    assert!(eventually(Duration::from_secs(20), || show()["node"] == to), "the probe follows the VM: {}", show());
+    assert_eq!(show()["state"], "READY", "still the same sandbox");
+    let logs = ws.cli(&["logs", &vmid.to_string()]).stdout;
+    assert!(logs.contains("sandbox.moved") && !logs.contains("vanished"), "{logs}");
+    // Operations go to the node it is on now.
+    let destroyed = ws.cli(&["--json", "sandbox", "destroy", &vmid.to_string()]);
+    assert_eq!(destroyed.code, 0, "{destroyed:?}");
+    assert!(sim.vm(vmid).is_none(), "destroyed on {to}");
+}

@@ -59,6 +59,8 @@ pub enum SandboxMsg {
     Probed {
         result: Result<agentlab_proxmox::types::VmStatus, PveError>,
         ip: Option<String>,
+        /// The node the VM was found on after a migration outside AgentLab.
+        moved_to: Option<String>,
         generation: u64,
     },
     ProvisionDone {
@@ -535,10 +537,10 @@ impl Actor for SandboxActor {
                 }
             }
             SandboxMsg::Probe => self.on_probe(&myself, state)?,
-            SandboxMsg::Probed { result, ip, generation } => {
+            SandboxMsg::Probed { result, ip, moved_to, generation } => {
                 state.probing = false;
                 if self.is_current(state, generation) {
-                    self.on_probed(&myself, state, result, ip)?
+                    self.on_probed(&myself, state, result, ip, moved_to)?
                 }
             }
             SandboxMsg::Run { op, force, by, reply } => self.on_run(&myself, state, op, force, by, reply)?,

@@ -1,5 +1,5 @@
 //! The sandbox actor's timers: lease expiry (destroy, or stop and keep with keepalive) and
-//! the health probe (vanished VM, stopped outside AgentLab, changed guest address).
+//! the health probe (vanished or migrated VM, stopped outside AgentLab, changed guest address).
 
 use super::actor::{SandboxActor, SandboxActorState};
 use super::{SandboxMsg, teardown};
@@ -109,7 +109,22 @@ impl SandboxActor {
         let ask_ip = matches!(rec.state, SandboxState::Ready | SandboxState::Running);
         let generation = state.generation.current();
         tokio::spawn(async move {
-            let result = ctx.gateway.vm_status(&node, vmid).await;
+            let (mut node, mut moved_to) = (node, None);
+            let mut result = ctx.gateway.vm_status(&node, vmid).await;
+            if matches!(result, Err(PveError::NotFound(_))) {
+                // Migrated outside AgentLab, the VM is gone from its node but not from the
+                // cluster (VMIDs are cluster-wide): follow it instead of declaring it vanished.
+                match ctx.gateway.cluster_vms().await {
+                    Ok(vms) => {
+                        if let Some(vm) = vms.iter().find(|v| v.vmid == u64::from(vmid) && v.node != node) {
+                            node = vm.node.clone();
+                            moved_to = Some(node.clone());
+                            result = ctx.gateway.vm_status(&node, vmid).await;
+                        }
+                    }
+                    Err(e) => result = Err(e),
+                }
+            }
             let ip = match (&result, ask_ip) {
                 (Ok(status), true) if status.is_running() => ctx
                     .gateway
@@ -127,7 +142,7 @@ impl SandboxActor {
                     .map(|ip| ip.to_string()),
                 _ => None,
             };
-            let _ = me.send_message(SandboxMsg::Probed { result, ip, generation });
+            let _ = me.send_message(SandboxMsg::Probed { result, ip, moved_to, generation });
         });
         Ok(())
     }
@@ -138,11 +153,20 @@ impl SandboxActor {
         state: &mut SandboxActorState,
         result: Result<agentlab_proxmox::types::VmStatus, PveError>,
         ip: Option<String>,
+        moved_to: Option<String>,
     ) -> Result<(), ActorProcessingErr> {
-        let rec = self.load(state.vmid)?;
         if Self::busy(state) {
             return Ok(());
         }
+        if let Some(node) = moved_to {
+            let rec = self.load(state.vmid)?;
+            let msg = format!("VM {} moved from node {} to {node}", rec.vmid, rec.node.as_deref().unwrap_or("-"));
+            let event = NewEvent::sandbox(rec.vmid, "sandbox.moved", Stage::Recovery, msg)
+                .payload(serde_json::json!({"node": node}));
+            let patch = SandboxPatch { node: Some(Some(node)), ..Default::default() };
+            self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;
+        }
+        let rec = self.load(state.vmid)?;
         match result {
             Err(PveError::NotFound(_)) => {
                 let msg = format!("VM {} vanished from Proxmox (deleted outside AgentLab)", rec.vmid);

@@ -1,5 +1,5 @@
 //! The admin listener (plain HTTP, loopback): state and request-log dumps, fault control,
-//! VMs created or deleted behind AgentLab's back, and the call endpoint the `pvesh`, `qm`
+//! VMs created, deleted or migrated behind AgentLab's back, and the call endpoint the `pvesh`, `qm`
 //! and `pvesm` personalities use.
 
 use super::engine::{FaultConfig, Sim};
@@ -23,6 +23,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/faults", put(set_faults))
         .route("/admin/vms", post(create_vm))
         .route("/admin/vms/{vmid}", delete(vanish_vm))
+        .route("/admin/vms/{vmid}/move", post(move_vm))
         .route("/admin/call", post(call))
         .with_state(sim)
 }
@@ -83,6 +84,28 @@ async fn vanish_vm(State(sim): State<Arc<Sim>>, Path(vmid): Path<u32>) -> Status
         }
         None => StatusCode::NOT_FOUND,
     }
+}
+
+/// Where a VM is moved to behind AgentLab's back.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveVm {
+    pub node: String,
+}
+
+/// Moves a VM to another node, as a migration started outside AgentLab would.
+async fn move_vm(
+    State(sim): State<Arc<Sim>>,
+    Path(vmid): Path<u32>,
+    Json(to): Json<MoveVm>,
+) -> Result<StatusCode, (StatusCode, String)> {
+    let mut world = sim.world();
+    if !world.nodes.iter().any(|n| n.name == to.node) {
+        return Err((StatusCode::BAD_REQUEST, format!("no node {}", to.node)));
+    }
+    let vm = world.vms.get_mut(&vmid).ok_or((StatusCode::NOT_FOUND, format!("no VM {vmid}")))?;
+    vm.node = to.node;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]
