@@ -87,7 +87,7 @@ pub async fn create(
     let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default);
     let now = time::OffsetDateTime::now_utc();
     let lease = ttl.map(|m| {
-        let length = Duration::from_secs(u64::from(m) * 60).mul_f64(app.config.test_time_scale);
+        let length = app.config.lease_length(m);
         time_format::format(now + length)
     });
     let record = SandboxRecord {

@@ -90,12 +90,7 @@ pub async fn destroy(
     body: Bytes,
 ) -> Result<Json<SandboxView>, ApiError> {
     let vmid = vmid_of(&vmid)?;
-    let req: DestroySandboxRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        DestroySandboxRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidValue, format!("invalid request: {e}")))?
-    };
+    let req: DestroySandboxRequest = optional_body(&body)?;
     let actor = match live_actor(&app, vmid).await? {
         Ok(actor) => actor,
         // Destroying a destroyed sandbox is done.
@@ -124,7 +119,7 @@ pub async fn renew_lease(
     let actor = live_actor(&app, vmid).await?.map_err(|view| {
         ApiError::new(ErrorCode::InvalidState, format!("sandbox {vmid} is {}; its lease cannot be renewed", view.state))
     })?;
-    let length = Duration::from_secs(u64::from(req.ttl_minutes) * 60).mul_f64(app.config.test_time_scale);
+    let length = app.config.lease_length(req.ttl_minutes);
     let until = time_format::format(time::OffsetDateTime::now_utc() + length);
     let view = ask(&actor, &format!("sandbox {vmid}"), Duration::from_millis(ACTOR_TIMEOUT_MS), |reply| {
         SandboxMsg::RenewLease { until, by: peer.uid, reply }

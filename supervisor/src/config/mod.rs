@@ -133,6 +133,11 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 }
 
 impl Config {
+    /// How long a lease of `minutes` lasts (shortened by `test_time_scale` in tests).
+    pub fn lease_length(&self, minutes: u32) -> Duration {
+        Duration::from_secs(u64::from(minutes) * 60).mul_f64(self.test_time_scale)
+    }
+
     /// Reads, checks and validates the config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let metadata = std::fs::metadata(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
