@@ -1,0 +1,27 @@
+//! Age-encrypted YAML secrets bundles: the schema a job's secrets payload is read from, where
+//! bundles live on the host, and how they are sealed and opened with the daemon's age key.
+//!
+//! Plaintext bundles are refused on purpose: a bundle at rest is always age-encrypted to the
+//! daemon's key, so a leaked secrets directory leaks nothing without the key file.
+
+mod age_file;
+mod age_key;
+mod atomic_write;
+mod bundle;
+mod error;
+mod locate;
+mod summary;
+
+pub use age_file::{
+    LoadedBundle, MAX_PLAINTEXT_BYTES, Sealed, decrypt_file, encrypt_to, load_bundle, load_bundle_with_key, seal,
+};
+pub use age_key::{AgeKey, generate_identity, write_identity};
+pub use bundle::{
+    ArtifactSecrets, ClaudeSecrets, GitSecrets, SUPPORTED_VERSION, SecretsBundle, SshKey, SshSecrets, TailscaleSecrets,
+};
+pub use error::BundleError;
+pub use locate::locate;
+pub use summary::{BundleSummary, GitFieldsSet};
+
+/// The age crate's recipient type, for callers of [`encrypt_to`].
+pub use age::x25519::Recipient as AgeRecipient;
