@@ -10,6 +10,8 @@ pub mod protocol;
 #[cfg(feature = "runtime")]
 pub mod events;
 #[cfg(feature = "runtime")]
+pub mod job;
+#[cfg(feature = "runtime")]
 pub mod profiles;
 #[cfg(feature = "runtime")]
 pub mod pve;

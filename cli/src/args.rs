@@ -1,6 +1,6 @@
 //! Command-line grammar. Only commands that work are here; each later capability adds its own.
 
-use agentlab_actors::model::SandboxState;
+use agentlab_actors::model::{JobState, SandboxState};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -47,7 +47,13 @@ pub enum Command {
     Start(VmidArg),
     /// Alias of `sandbox stop`.
     Stop(StopArgs),
-    /// Events of a sandbox, oldest first.
+    /// Jobs: an agent run on a repository in a fresh sandbox.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Secrets bundles (opened by the daemon with its age key).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Events of a sandbox or a job (with the job's redacted log), oldest first.
     Logs(LogsArgs),
     /// Daemon internals.
     #[command(subcommand)]
@@ -270,14 +276,143 @@ pub struct ShowArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
-    #[arg(value_parser = clap::value_parser!(u32).range(100..))]
-    pub vmid: u32,
+    /// A sandbox VMID or a job id (job_…).
+    #[arg(value_parser = parse_log_target)]
+    pub target: LogTarget,
     /// Keep printing new events as they happen (Ctrl-C to stop).
     #[arg(long)]
     pub follow: bool,
     /// How many of the newest events to show (at most 1000).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub tail: u32,
+}
+
+/// Whose events `logs` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Sandbox(u32),
+    Job(String),
+}
+
+impl LogTarget {
+    pub fn events_path(&self) -> String {
+        match self {
+            LogTarget::Sandbox(vmid) => format!("/v1/sandboxes/{vmid}/events"),
+            LogTarget::Job(id) => format!("/v1/jobs/{id}/events"),
+        }
+    }
+}
+
+fn parse_log_target(text: &str) -> Result<LogTarget, String> {
+    if text.starts_with("job_") {
+        return Ok(LogTarget::Job(text.to_string()));
+    }
+    match text.parse::<u32>() {
+        Ok(vmid) if vmid >= 100 => Ok(LogTarget::Sandbox(vmid)),
+        _ => Err(format!("`{text}` is neither a VMID (100 or more) nor a job id (job_…)")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Run an agent on a repository in a fresh sandbox (prints the job id, or follows it).
+    Run(JobRunArgs),
+    /// Show a job with its phase timeline and newest events.
+    Show {
+        id: String,
+        /// How many of the newest events to include (0: none).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        events_tail: u32,
+    },
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in one status: status=RUNNING.
+        #[arg(long, value_parser = parse_job_filter)]
+        filter: Option<JobState>,
+    },
+    /// Cancel a QUEUED or RUNNING job; its sandbox is destroyed.
+    Cancel { id: String },
+    /// List a job's artifacts, or download one.
+    Artifacts(ArtifactsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JobRunArgs {
+    /// The repository to clone (https://, ssh://, git@host:path, file:// or an absolute path).
+    #[arg(long)]
+    pub repo: String,
+    /// What the agent should do.
+    #[arg(long)]
+    pub task: String,
+    #[arg(long)]
+    pub profile: String,
+    /// Branch, tag or commit (default: the remote's default branch).
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    /// Minutes the agent may run (default: the profile's ttl_minutes_default, else 60).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ttl: Option<u32>,
+    /// Keep the sandbox after the job ends (a canceled job's sandbox is destroyed anyway).
+    #[arg(long)]
+    pub keepalive: bool,
+    /// `dangerous` (default) or `safe`.
+    #[arg(long)]
+    pub mode: Option<String>,
+    #[arg(long, value_parser = ["claude", "codex", "opencode", "custom"])]
+    pub agent: Option<String>,
+    /// Stream the job's redacted log and phases until it ends; exit 0 only if it COMPLETED.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ArtifactsArgs {
+    #[command(subcommand)]
+    pub action: Option<ArtifactsAction>,
+    /// The job whose artifacts to list.
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsAction {
+    /// Download an artifact and verify its SHA-256.
+    Download(DownloadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownloadArgs {
+    pub id: String,
+    /// Where to write it (default: the artifact's name in the current directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The artifact's name.
+    #[arg(long, conflicts_with_all = ["bundle", "latest"])]
+    pub name: Option<String>,
+    /// The runner's bundle (agentlab-artifacts.tar.gz).
+    #[arg(long, conflicts_with = "latest")]
+    pub bundle: bool,
+    /// The newest artifact (the default).
+    #[arg(long)]
+    pub latest: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Check that a bundle decrypts with the daemon's key and parses (no values are printed).
+    Validate {
+        /// Bundle name (default: the daemon's secrets_bundle).
+        #[arg(long)]
+        bundle: Option<String>,
+    },
+}
+
+fn parse_job_filter(text: &str) -> Result<JobState, String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not KEY=VALUE; use status=RUNNING"))?;
+    match key.trim() {
+        "status" => value.parse::<JobState>().map_err(|e| e.to_string()),
+        other => Err(format!("cannot filter on `{other}`; the filter is status=STATUS")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,13 @@ use std::time::Duration;
 /// The client reads at most this much of an answer.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
+/// A finished download.
+pub struct Downloaded {
+    pub size: u64,
+    pub sha256: String,
+    pub declared_sha256: Option<String>,
+}
+
 pub struct DaemonClient {
     socket: PathBuf,
     timeout: Duration,
@@ -95,6 +102,60 @@ impl DaemonClient {
     pub async fn post_value(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
         let bytes = self.send(hyper::Method::POST, path, Bytes::from(body.to_string())).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
+    }
+
+    /// GET a file into `out` (written to a temporary name, renamed when complete), hashing
+    /// it on the way. The daemon's `X-Artifact-Sha256` comes back for the caller to compare.
+    pub async fn download(&self, path_and_query: &str, out: &std::path::Path) -> Result<Downloaded, ClientError> {
+        use sha2::{Digest, Sha256};
+        use tokio::io::AsyncWriteExt;
+        self.preflight()?;
+        let uri: hyper::Uri = Uri::new(&self.socket, path_and_query).into();
+        let request = hyper::Request::builder()
+            .method(hyper::Method::GET)
+            .uri(uri)
+            .header("user-agent", concat!("agentlab/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| self.connect_error(&e))?;
+            let status = response.status().as_u16();
+            if !(200..300).contains(&status) {
+                let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))?
+                    .to_bytes();
+                let envelope = serde_json::from_slice::<ErrorEnvelope>(&body).unwrap_or_else(|_| {
+                    ErrorEnvelope::new(ErrorCode::BadResponse, format!("HTTP {status}"))
+                });
+                return Err(ClientError::Api { status, envelope });
+            }
+            let declared = response
+                .headers()
+                .get("x-artifact-sha256")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let partial = out.with_extension("partial");
+            let io = |e: std::io::Error| ClientError::Transport(format!("writing {}: {e}", partial.display()));
+            let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;
+            let mut body = response.into_body();
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ClientError::Transport(format!("download interrupted: {e}")))?;
+                if let Some(chunk) = frame.data_ref() {
+                    hasher.update(chunk);
+                    size += chunk.len() as u64;
+                    file.write_all(chunk).await.map_err(io)?;
+                }
+            }
+            file.sync_all().await.map_err(io)?;
+            tokio::fs::rename(&partial, out).await.map_err(io)?;
+            let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            Ok(Downloaded { size, sha256, declared_sha256: declared })
+        };
+        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| ClientError::Timeout(self.timeout))?
     }
 
     async fn get_raw(&self, path_and_query: &str) -> Result<Bytes, ClientError> {

@@ -129,18 +129,10 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         }
         Command::Sandbox(SandboxCommand::List(args)) | Command::Ls(args) => list(client, cli.json, args).await,
         Command::Sandbox(SandboxCommand::Show(args)) | Command::Show(args) => show(client, cli.json, args).await,
-        Command::Logs(args) => {
-            let events: EventsResponse =
-                client.get(&format!("/v1/sandboxes/{}/events?tail={}", args.vmid, args.tail)).await?;
-            // NDJSON with --json: one event per line, as the Go version's `logs --json`.
-            for event in &events.events {
-                if cli.json {
-                    println!("{}", serde_json::to_string(event).unwrap_or_default());
-                } else {
-                    println!("{}", render::event_line(event));
-                }
-            }
-            Ok(())
+        Command::Logs(args) => crate::follow::logs(client, cli.json, &args.target, args.tail, args.follow).await,
+        Command::Job(command) => crate::jobs::run(client, cli.json, command).await,
+        Command::Secrets(crate::args::SecretsCommand::Validate { bundle }) => {
+            crate::jobs::validate_secrets(client, cli.json, bundle).await
         }
         Command::Debug(DebugCommand::Actors) => {
             let value = client.get_value("/v1/debug/actors").await?;
@@ -237,7 +229,7 @@ async fn show(client: &DaemonClient, json: bool, args: &ShowArgs) -> Result<(), 
 }
 
 /// `--json`: the daemon's body, indented. Otherwise: decode and render for people.
-fn print_or<T: serde::de::DeserializeOwned>(
+pub fn print_or<T: serde::de::DeserializeOwned>(
     json: bool,
     value: &serde_json::Value,
     render: impl FnOnce(T) -> String,

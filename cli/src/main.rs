@@ -6,6 +6,8 @@
 mod args;
 mod client;
 mod commands;
+mod follow;
+mod jobs;
 mod render;
 
 use args::{Cli, Command};

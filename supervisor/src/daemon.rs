@@ -4,6 +4,7 @@ use crate::api::{self, AppState, Peer};
 use crate::config::{Config, ProxmoxBackend};
 use crate::socket;
 use agentlab_actors::events;
+use agentlab_actors::job::{JobContext, JobFactory, JobSettings, SecretsSettings};
 use agentlab_actors::profiles::ProfileRegistry;
 use agentlab_actors::pve::rate_limit::{RateLimitedTransport, TokenBucket};
 use agentlab_actors::root::{ActorDirectory, ROOT_ACTOR, RestartPolicy, RootArgs, RootSupervisor};
@@ -81,6 +82,7 @@ fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
         probe_interval: config.sandbox_probe_interval.mul_f64(config.test_time_scale),
         lease_minute: config.lease_length(1),
         ip_poll_interval: Duration::from_secs(2).mul_f64(config.test_time_scale).max(Duration::from_millis(50)),
+        vmid_range: config.vmid_min..=config.vmid_max,
     })
 }
 
@@ -108,12 +110,37 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         directory: directory.clone(),
         orphans: Default::default(),
     });
+    std::fs::create_dir_all(&config.artifact_dir)
+        .with_context(|| format!("cannot create artifact_dir {}", config.artifact_dir.display()))?;
+    let jobs = Arc::new(JobContext {
+        store: Arc::clone(&store),
+        profiles: Arc::clone(&profiles),
+        sandboxes: Arc::clone(&sandboxes),
+        settings: JobSettings {
+            secrets: SecretsSettings {
+                dir: config.secrets_dir.clone(),
+                default_bundle: config.secrets_bundle.clone(),
+                identity_path: config.secrets_age_key_path.clone(),
+            },
+            artifact_upload_url: config.artifact_upload_url.clone(),
+            artifact_dir: config.artifact_dir.clone(),
+            artifact_token_ttl: config.artifact_token_ttl,
+            release_retry: Duration::from_secs(10).mul_f64(config.test_time_scale).max(Duration::from_millis(500)),
+        },
+        directory: directory.clone(),
+    });
+    let shutdown = CancellationToken::new();
+    // Bound before any actor starts: a job resumed after a restart has its runner reporting.
+    let guest_listeners = crate::guest::serve(Arc::clone(&config), Arc::clone(&jobs), shutdown.clone()).await?;
     let args = RootArgs {
         store: Arc::clone(&store),
         pve,
         pve_probe_interval: PVE_PROBE_INTERVAL,
         pve_limits: config.proxmox.gateway_limits(),
-        factories: vec![Arc::new(SandboxFactory { ctx: Arc::clone(&sandboxes) })],
+        factories: vec![
+            Arc::new(SandboxFactory { ctx: Arc::clone(&sandboxes) }),
+            Arc::new(JobFactory { ctx: Arc::clone(&jobs) }),
+        ],
         directory,
         policy: RestartPolicy::default(),
     };
@@ -133,6 +160,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         root: root.clone(),
         gateway,
         sandboxes: Arc::clone(&sandboxes),
+        jobs: Arc::clone(&jobs),
         started_at: time::OffsetDateTime::now_utc(),
         started: tokio::time::Instant::now(),
     };
@@ -157,7 +185,6 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
             Err(e) => tracing::warn!(error = %e, "startup orphan scan failed"),
         }
     });
-    let shutdown = CancellationToken::new();
     let signals = tokio::spawn(handle_signals(signals, Arc::clone(&profiles), shutdown.clone()));
     tracing::info!(socket = %config.socket_path.display(), profiles = profiles.snapshot().profiles.len(), "agentlabd ready");
 
@@ -165,6 +192,10 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = serve.await;
     signals.abort();
+    shutdown.cancel();
+    for listener in guest_listeners {
+        let _ = tokio::time::timeout(Duration::from_secs(5), listener).await;
+    }
 
     tracing::info!("stopping actors");
     // Written directly: the events actor is about to stop with everything else.

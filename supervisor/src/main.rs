@@ -3,6 +3,7 @@
 mod api;
 mod config;
 mod daemon;
+mod guest;
 mod socket;
 
 use clap::Parser;
@@ -15,10 +16,68 @@ struct Args {
     /// Config file (YAML, not world-readable).
     #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Secrets bundles: the daemon's age key and sealed (encrypted) bundles.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SecretsCommand {
+    /// Write a new age identity (mode 0600) for `secrets_age_key_path`; prints its recipient.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Encrypt a plaintext YAML bundle to the identity's recipient (checks it parses first).
+    Seal {
+        /// The age identity file (`secrets_age_key_path`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The plaintext bundle (YAML).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Where to write the sealed bundle, e.g. /etc/agentlab/secrets/default.age.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs a `secrets` subcommand (no daemon, no config needed).
+fn secrets_command(command: SecretsCommand) -> ExitCode {
+    let result = match command {
+        SecretsCommand::Keygen { out } => agentlab_secrets::write_identity(&out).map(|recipient| {
+            println!("{recipient}");
+            eprintln!("agentlabd: wrote age identity {} (0600); its recipient is printed above", out.display());
+        }),
+        SecretsCommand::Seal { key, input, out } => agentlab_secrets::seal(&key, &input, &out).map(|sealed| {
+            eprintln!(
+                "agentlabd: sealed {} to {} for {}; delete the plaintext now",
+                input.display(),
+                out.display(),
+                sealed.recipient
+            );
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentlabd: {e} ({})", e.code());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Secrets(command)) = args.command {
+        return secrets_command(command);
+    }
     agentlab_proxmox::install_crypto_provider();
     init_logging();
 

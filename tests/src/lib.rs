@@ -2,6 +2,8 @@
 //! run the real `agentlab` against it. Binaries come from the same target directory as the
 //! test executable (cargo builds every workspace binary before running tests).
 
+pub mod jobs;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;

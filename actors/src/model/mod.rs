@@ -5,6 +5,7 @@ pub mod error_code;
 pub mod job_state;
 pub mod modifiers;
 pub mod profile;
+pub mod redact;
 pub mod sandbox_ops;
 pub mod sandbox_state;
 pub mod suggest;

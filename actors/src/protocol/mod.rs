@@ -2,4 +2,6 @@
 
 pub mod api;
 pub mod guest;
+pub mod jobs;
 pub use api::*;
+pub use jobs::*;

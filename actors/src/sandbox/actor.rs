@@ -89,6 +89,8 @@ pub enum SandboxMsg {
         reply: RpcReplyPort<Result<SandboxView, OpError>>,
         generation: u64,
     },
+    /// The sandbox's job started or ended (JobStarted, JobCompleted, Fail).
+    JobEvent(SandboxEvent),
     /// Test hook: panic inside the handler (debug builds only).
     #[cfg(debug_assertions)]
     Panic,
@@ -551,6 +553,11 @@ impl Actor for SandboxActor {
                 )));
             }
             SandboxMsg::RunDone { op, result, reply, .. } => self.on_run_done(&myself, state, op, result, reply)?,
+            SandboxMsg::JobEvent(event) => {
+                if let Some(rec) = self.move_by(state.vmid, event, None)? {
+                    self.publish(state, &rec);
+                }
+            }
             #[cfg(debug_assertions)]
             SandboxMsg::Panic => panic!("sandbox {} panicked on request (test hook)", state.vmid),
         }

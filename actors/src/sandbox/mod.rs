@@ -5,6 +5,7 @@
 
 mod actor;
 mod actor_ops;
+pub mod allocate;
 mod generation;
 pub mod operations;
 mod pipeline;
@@ -47,6 +48,8 @@ pub struct SandboxSettings {
     pub lease_minute: Duration,
     /// How often the guest agent is asked for the address while booting.
     pub ip_poll_interval: Duration,
+    /// `vmid_min..=vmid_max`.
+    pub vmid_range: std::ops::RangeInclusive<u32>,
 }
 
 /// Everything a sandbox actor uses.
@@ -104,6 +107,11 @@ impl EntityFactory for SandboxFactory {
                 .map_err(|e| e.to_string()),
         }
     }
+}
+
+/// The live actor of a sandbox, if it has one.
+pub fn actor_of(vmid: u32) -> Option<ractor::ActorRef<SandboxMsg>> {
+    ractor::ActorRef::<SandboxMsg>::where_is(format!("{KIND}:{vmid}"))
 }
 
 /// The `agentlab` tag: the daemon never changes or destroys a VM without it.

@@ -30,6 +30,10 @@ impl SandboxActor {
             // Already being destroyed: let that finish.
             return Ok(());
         }
+        if let Some(job) = rec.job_id.as_deref().and_then(crate::job::actor_of) {
+            // The job ends TIMEOUT with its sandbox's lease.
+            let _ = job.send_message(crate::job::JobMsg::SandboxLeaseExpired);
+        }
         let rec = match self.move_by(state.vmid, SandboxEvent::LeaseExpired, Some("lease expired"))? {
             Some(rec) => {
                 self.ctx.store.append_event(&NewEvent::sandbox(

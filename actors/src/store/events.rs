@@ -107,7 +107,7 @@ pub(crate) fn insert_event(tx: &Transaction<'_>, store: &Store, event: &NewEvent
     Ok(id)
 }
 
-fn view(row: &Row<'_>) -> rusqlite::Result<EventView> {
+pub(crate) fn event_view(row: &Row<'_>) -> rusqlite::Result<EventView> {
     let payload: String = row.get(7)?;
     Ok(EventView {
         id: row.get(0)?,
@@ -123,7 +123,7 @@ fn view(row: &Row<'_>) -> rusqlite::Result<EventView> {
     })
 }
 
-const EVENT_COLUMNS: &str = "id, ts, kind, stage, sandbox_vmid, job_id, msg, payload";
+pub(crate) const EVENT_COLUMNS: &str = "id, ts, kind, stage, sandbox_vmid, job_id, msg, payload";
 
 impl Store {
     /// Appends one event; returns its id.
@@ -141,7 +141,7 @@ impl Store {
                             "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE sandbox_vmid = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
                         ))
                         .map_err(|e| self.err(e))?;
-                    let rows = stmt.query_map(params![vmid, n], view).map_err(|e| self.err(e))?;
+                    let rows = stmt.query_map(params![vmid, n], event_view).map_err(|e| self.err(e))?;
                     rows.collect::<rusqlite::Result<Vec<_>>>()
                 }
                 EventPage::After { after, limit } => {
@@ -150,7 +150,7 @@ impl Store {
                             "SELECT {EVENT_COLUMNS} FROM events WHERE sandbox_vmid = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
                         ))
                         .map_err(|e| self.err(e))?;
-                    let rows = stmt.query_map(params![vmid, after, limit], view).map_err(|e| self.err(e))?;
+                    let rows = stmt.query_map(params![vmid, after, limit], event_view).map_err(|e| self.err(e))?;
                     rows.collect::<rusqlite::Result<Vec<_>>>()
                 }
             };
@@ -168,7 +168,7 @@ impl Store {
                      ORDER BY id DESC LIMIT ?1"
                 ))
                 .map_err(|e| self.err(e))?;
-            let rows = stmt.query_map([limit], view).map_err(|e| self.err(e))?;
+            let rows = stmt.query_map([limit], event_view).map_err(|e| self.err(e))?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
         })
     }

@@ -78,6 +78,52 @@ ALTER TABLE sandboxes ADD COLUMN ttl_minutes INTEGER;
 ALTER TABLE sandboxes ADD COLUMN description TEXT;
 ",
     },
+    Migration {
+        version: 4,
+        name: "jobs_and_artifacts",
+        sql: "
+CREATE TABLE jobs (
+    id                TEXT PRIMARY KEY,
+    repo_url          TEXT NOT NULL,
+    git_ref           TEXT,
+    profile           TEXT NOT NULL,
+    task              TEXT NOT NULL,
+    mode              TEXT NOT NULL,
+    agent             TEXT NOT NULL,
+    ttl_minutes       INTEGER NOT NULL,
+    keepalive         INTEGER NOT NULL,
+    status            TEXT NOT NULL,
+    sandbox_vmid      INTEGER,
+    runner_token_hash TEXT UNIQUE,
+    log_bytes         INTEGER NOT NULL DEFAULT 0,
+    result            TEXT,
+    error             TEXT,
+    deadline_at       TEXT NOT NULL,
+    sandbox_released  INTEGER NOT NULL DEFAULT 0,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+CREATE INDEX jobs_status ON jobs(status);
+CREATE TABLE artifact_tokens (
+    token_hash TEXT PRIMARY KEY,
+    job_id     TEXT NOT NULL REFERENCES jobs(id),
+    vmid       INTEGER NOT NULL,
+    expires_at TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE artifacts (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT NOT NULL REFERENCES jobs(id),
+    name       TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    mime       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (job_id, path)
+);
+",
+    },
 ];
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -154,6 +200,14 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("seed v3: {e}"));
         }
+        if version >= 4 {
+            conn.execute(
+                "INSERT INTO jobs (id, repo_url, profile, task, mode, agent, ttl_minutes, keepalive, status, deadline_at, created_at, updated_at)
+                 VALUES ('job_kept', 'https://example.invalid/r.git', 'yolo-ephemeral', 't', 'dangerous', 'claude', 60, 0, 'RUNNING', '2999-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("seed v4: {e}"));
+        }
     }
 
     #[test]
@@ -182,6 +236,10 @@ mod tests {
                     })
                     .unwrap_or(0);
                 assert_eq!(n, 1, "from v{start}");
+            }
+            if start >= 4 {
+                let job = store.get_job("job_kept").ok().flatten();
+                assert_eq!(job.map(|j| j.repo_url), Some("https://example.invalid/r.git".to_string()), "from v{start}");
             }
             // Opening again is a no-op.
             drop(store);

@@ -2,13 +2,17 @@
 //! migrations. Every state transition is written here before the side effect that
 //! depends on it.
 
+mod artifacts;
 mod events;
+mod jobs;
 mod migrations;
 mod sandbox_updates;
 mod sandboxes;
 mod tokens;
 
+pub use artifacts::{ArtifactGrant, MintedTokens};
 pub use events::{EventPage, NewEvent, Stage};
+pub use jobs::JobRecord;
 pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
 pub use sandbox_updates::SandboxPatch;
 pub use sandboxes::SandboxRecord;
@@ -49,6 +53,10 @@ pub enum StoreError {
     SandboxNotFound(u32),
     #[error("sandbox {0} already exists")]
     SandboxExists(u32),
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    #[error("job {id} is {actual}, not {expected}")]
+    JobStateConflict { id: String, expected: String, actual: String },
     #[error("no free VMID in the configured range (vmid_min..vmid_max); destroy sandboxes or widen the range")]
     NoFreeVmid,
 }

@@ -26,7 +26,15 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::BodyRequired
         | ErrorCode::InvalidValue
         | ErrorCode::UnknownProfile
-        | ErrorCode::Unsupported => StatusCode::BAD_REQUEST,
+        | ErrorCode::Unsupported
+        | ErrorCode::InvalidPath
+        | ErrorCode::SecretsInvalid => StatusCode::BAD_REQUEST,
+        ErrorCode::JobNotFound | ErrorCode::ArtifactNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::JobFinalized => StatusCode::CONFLICT,
+        ErrorCode::ArtifactTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::MissingBearerToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::InvalidToken | ErrorCode::RemoteAddressDenied => StatusCode::FORBIDDEN,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::ProvisionFailed => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::ProxmoxUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -66,7 +74,10 @@ impl From<StoreError> for ApiError {
             StoreError::SandboxExists(vmid) => {
                 ApiError::new(ErrorCode::Conflict, format!("sandbox {vmid} already exists"))
             }
-            StoreError::StateConflict { .. } => ApiError::new(ErrorCode::InvalidState, e.to_string()),
+            StoreError::StateConflict { .. } | StoreError::JobStateConflict { .. } => {
+                ApiError::new(ErrorCode::InvalidState, e.to_string())
+            }
+            StoreError::JobNotFound(id) => ApiError::new(ErrorCode::JobNotFound, format!("job {id} not found")),
             other => ApiError::new(ErrorCode::StoreFailed, format!("database error: {other}")),
         }
     }

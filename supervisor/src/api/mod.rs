@@ -2,6 +2,7 @@
 //! and maps the answer to HTTP; it holds no logic of its own.
 
 mod error;
+mod jobs;
 mod json;
 mod peer;
 mod routes;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub root: ActorRef<RootMsg>,
     pub gateway: agentlab_actors::pve::Gateway,
     pub sandboxes: Arc<agentlab_actors::sandbox::SandboxContext>,
+    pub jobs: Arc<agentlab_actors::job::JobContext>,
     pub started_at: OffsetDateTime,
     pub started: Instant,
 }
@@ -59,6 +61,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{vmid}/lease/renew", post(sandbox_ops::renew_lease))
         .route("/v1/sandboxes/{vmid}/{action}", post(sandbox_ops::simple_op))
         .route("/v1/sandboxes/{vmid}/events", get(routes::sandbox_events))
+        .route("/v1/jobs", get(jobs::list).post(jobs::create))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/jobs/{id}/artifacts", get(jobs::artifacts))
+        .route("/v1/jobs/{id}/artifacts/download", get(jobs::download))
+        .route("/v1/secrets/validate", post(jobs::validate_secrets))
         .route("/v1/debug/actors", get(routes::debug_actors));
     #[cfg(debug_assertions)]
     let router = router.route("/v1/debug/sandboxes/{vmid}/panic", post(sandbox_ops::debug_panic));

@@ -163,6 +163,15 @@ pub async fn sandbox_events(
     if app.store.get_sandbox(vmid)?.is_none() {
         return Err(not_found(vmid));
     }
+    events_page(&app, &query, |page| app.store.sandbox_events(vmid, page)).await.map(Json)
+}
+
+/// Pages events with `tail` or `after`; with `after` and `wait`, long-polls until one arrives.
+pub(super) async fn events_page(
+    app: &AppState,
+    query: &EventsQuery,
+    read: impl Fn(EventPage) -> Result<Vec<agentlab_actors::protocol::EventView>, agentlab_actors::store::StoreError>,
+) -> Result<EventsResponse, ApiError> {
     let page = match (query.tail, query.after) {
         (Some(_), Some(_)) => {
             return Err(ApiError::new(ErrorCode::InvalidValue, "use either tail or after, not both"));
@@ -171,20 +180,20 @@ pub async fn sandbox_events(
         (None, Some(after)) => EventPage::After { after, limit: query.limit.unwrap_or(200).min(EVENTS_MAX) },
         (None, None) => EventPage::Tail(EVENTS_DEFAULT_TAIL),
     };
-    let mut events = app.store.sandbox_events(vmid, page)?;
+    let mut events = read(page)?;
     if let (true, Some(wait), EventPage::After { .. }) = (events.is_empty(), query.wait, page) {
         let mut watch = app.store.watch_events();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait.min(MAX_WAIT_SECONDS));
         while events.is_empty() {
-            // Woken by any committed event; re-read this sandbox's.
+            // Woken by any committed event; re-read this entity's.
             match tokio::time::timeout_at(deadline, watch.changed()).await {
-                Ok(Ok(())) => events = app.store.sandbox_events(vmid, page)?,
+                Ok(Ok(())) => events = read(page)?,
                 _ => break,
             }
         }
     }
     let last_id = events.last().map(|e| e.id).or(query.after).unwrap_or(0);
-    Ok(Json(EventsResponse { events, last_id }))
+    Ok(EventsResponse { events, last_id })
 }
 
 pub async fn debug_actors(State(app): State<AppState>) -> Result<Json<DebugActorsResponse>, ApiError> {

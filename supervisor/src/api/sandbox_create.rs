@@ -4,14 +4,14 @@
 
 use super::sandbox_ops::{actor, ask, spawn_actor, tag_ok};
 use super::{ApiError, AppState, Peer, StrictJson};
-use agentlab_actors::model::{ErrorCode, SandboxState, modifiers, time_format};
+use agentlab_actors::model::{ErrorCode, modifiers, time_format};
 use agentlab_actors::protocol::{CreateSandboxRequest, CreateSandboxResponse, PhaseTiming};
+use agentlab_actors::sandbox::allocate::{AllocateError, SandboxRequest, allocate};
 use agentlab_actors::sandbox::{SandboxMsg, Settled};
-use agentlab_actors::store::{EventPage, SandboxRecord};
+use agentlab_actors::store::EventPage;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use std::collections::HashSet;
 use std::time::Duration;
 
 #[derive(Debug, serde::Deserialize)]
@@ -37,9 +37,6 @@ pub async fn create(
             format!("unknown profile `{}`{hint}; `agentlab profile list` shows them", req.profile),
         )
     })?;
-    let loaded =
-        profiles.get(&profile_name).ok_or_else(|| ApiError::new(ErrorCode::UnknownProfile, "profile vanished"))?;
-    let profile = &loaded.profile;
     if req.workspace_id.is_some() {
         return Err(ApiError::new(
             ErrorCode::Unsupported,
@@ -72,74 +69,22 @@ pub async fn create(
             format!("vmid {vmid} is not a Proxmox VMID (100 to 999999999)"),
         ));
     }
-    let cluster = app.gateway.cluster_vms().await.map_err(|e| {
-        ApiError::new(
-            ErrorCode::ProxmoxUnavailable,
-            format!("cannot list the cluster's VMs: {e}; `agentlab status` shows why"),
-        )
-    })?;
-    let taken: HashSet<u32> = cluster.iter().map(|v| v.vmid as u32).collect();
-    if let Some(vmid) = req.vmid
-        && taken.contains(&vmid)
-    {
-        return Err(ApiError::new(ErrorCode::Conflict, format!("VMID {vmid} is already used in the Proxmox cluster")));
-    }
-    let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default);
-    let now = time::OffsetDateTime::now_utc();
-    let lease = ttl.map(|m| {
-        let length = app.config.lease_length(m);
-        time_format::format(now + length)
-    });
-    let record = SandboxRecord {
-        vmid: 0,
-        name: req.name.clone().unwrap_or_default(),
+    let request = SandboxRequest {
+        name: req.name.clone(),
         profile: profile_name.clone(),
-        state: SandboxState::Requested,
-        ip: None,
-        node: None,
+        ttl_minutes: req.ttl_minutes,
+        keepalive: req.keepalive,
         tags: req.tags.clone(),
-        keepalive: req.keepalive.unwrap_or(profile.behavior.keepalive_default),
-        lease_expires_at: lease,
-        last_used_at: None,
-        network_mode: profile.network.mode,
-        cores: profile.resources.cores,
-        memory_mb: profile.resources.memory_mb,
+        vmid: req.vmid,
         job_id: None,
-        workspace_id: None,
-        provision_step: None,
-        snippet_path: None,
-        error: None,
-        ttl_minutes: ttl,
-        description: profile.description.clone(),
-        created_at: time_format::format(now),
-        updated_at: time_format::format(now),
+        peer_uid: peer.uid,
     };
-    let range = app.config.vmid_min..=app.config.vmid_max;
-    let mut taken = taken;
-    // `/cluster/resources` can lag; `/cluster/nextid?vmid=N` is Proxmox's own check. A VMID
-    // it refuses is given up (its record ends DESTROYED) and another one is chosen.
-    let mut attempts = 0;
-    let record = loop {
-        let candidate = app.store.create_sandbox(record.clone(), req.vmid, range.clone(), &taken, peer.uid)?;
-        match app.gateway.next_vmid(Some(candidate.vmid)).await {
-            Ok(_) => break candidate,
-            Err(e) => {
-                let why = format!("VMID {} is not free in the cluster: {e}", candidate.vmid);
-                app.store.transition_sandbox(
-                    candidate.vmid,
-                    SandboxState::Requested,
-                    SandboxState::Destroyed,
-                    Some(&why),
-                    peer.uid,
-                )?;
-                attempts += 1;
-                if req.vmid.is_some() || attempts >= 5 {
-                    return Err(ApiError::new(ErrorCode::Conflict, why));
-                }
-                taken.insert(candidate.vmid);
-            }
-        }
-    };
+    let record = allocate(&app.sandboxes, &request).await.map_err(|e| match e {
+        AllocateError::UnknownProfile(_) => ApiError::new(ErrorCode::UnknownProfile, e.to_string()),
+        AllocateError::Proxmox(_) => ApiError::new(ErrorCode::ProxmoxUnavailable, e.to_string()),
+        AllocateError::Conflict(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+        AllocateError::Store(e) => e.into(),
+    })?;
     let vmid = record.vmid;
     spawn_actor(&app, vmid).await?;
     if query.wait == Some(false) {

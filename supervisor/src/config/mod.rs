@@ -41,6 +41,11 @@ pub struct Config {
     pub proxmox: ProxmoxConfig,
     pub provisioning_timeout: Duration,
     pub artifact_max_bytes: u64,
+    /// How long a job's artifact token stays valid.
+    pub artifact_token_ttl: Duration,
+    /// Per-source limits on the guest listener (0 qps disables one).
+    pub bootstrap_rate_limit: RateLimit,
+    pub artifact_rate_limit: RateLimit,
     pub idle_stop: IdleStopConfig,
     pub vmid_min: u32,
     pub vmid_max: u32,
@@ -78,6 +83,13 @@ impl ProxmoxConfig {
 pub enum ProxmoxBackend {
     Api { url: String, token: String, trust: TlsTrust },
     Shell,
+}
+
+/// A per-source token bucket: `qps` refill, `burst` capacity; `qps == 0` disables it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub qps: f64,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

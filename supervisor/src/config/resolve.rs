@@ -124,6 +124,18 @@ impl Resolver<'_> {
         if artifact_max_bytes == 0 {
             return Err(self.invalid("artifact_max_bytes", "must be greater than 0"));
         }
+        let artifact_token_minutes = raw.artifact_token_ttl_minutes.unwrap_or(1440);
+        if artifact_token_minutes == 0 {
+            return Err(self.invalid("artifact_token_ttl_minutes", "must be greater than 0"));
+        }
+        let bootstrap_rate_limit = self.rate_limit(
+            "bootstrap_rate_limit_qps",
+            raw.bootstrap_rate_limit_qps,
+            raw.bootstrap_rate_limit_burst,
+            (1.0, 3),
+        )?;
+        let artifact_rate_limit =
+            self.rate_limit("artifact_rate_limit_qps", raw.artifact_rate_limit_qps, raw.artifact_rate_limit_burst, (5.0, 10))?;
         let idle_stop = IdleStopConfig {
             enabled: raw.idle_stop_enabled.unwrap_or(true),
             interval: self.duration("idle_stop_interval", raw.idle_stop_interval, Duration::from_secs(60))?,
@@ -191,12 +203,29 @@ impl Resolver<'_> {
             proxmox,
             provisioning_timeout,
             artifact_max_bytes,
+            artifact_token_ttl: Duration::from_secs(u64::from(artifact_token_minutes) * 60),
+            bootstrap_rate_limit,
+            artifact_rate_limit,
             idle_stop,
             vmid_min,
             vmid_max,
             data_dir,
             run_dir,
         })
+    }
+
+    fn rate_limit(
+        &self,
+        key: &str,
+        qps: Option<f64>,
+        burst: Option<u32>,
+        default: (f64, u32),
+    ) -> Result<super::RateLimit, ConfigError> {
+        let qps = qps.unwrap_or(default.0);
+        if !qps.is_finite() || qps < 0.0 {
+            return Err(self.invalid(key, "must be 0 (no limit) or a positive number of requests per second"));
+        }
+        Ok(super::RateLimit { qps, burst: burst.unwrap_or(default.1).max(1) })
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,336 @@
+//! The job actor. Like the sandbox actor, it decides (transition table), records (store),
+//! then starts side effects on tasks whose outcome comes back as a message.
+
+use super::{JobContext, release};
+use crate::model::job_state::{self, JobEvent};
+use crate::model::redact::Redactor;
+use crate::model::{ErrorCode, JobState, SandboxEvent, time_format};
+use crate::protocol::guest::{JobPhase, ReportResponse, ReportStatus, RunnerReport};
+use crate::sandbox::{OpError, SandboxMsg};
+use crate::store::{JobRecord, NewEvent, Stage};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub enum JobMsg {
+    /// First message after (re)start: converge from the record.
+    Reconcile,
+    /// The job's sandbox finished provisioning (or failed to).
+    SandboxSettled(Result<u32, String>),
+    /// A report from the runner, already authenticated by its runner token.
+    Report { report: RunnerReport, reply: RpcReplyPort<Result<ReportResponse, OpError>> },
+    Cancel { by: Option<u32>, reply: RpcReplyPort<Result<JobRecord, OpError>> },
+    /// The host-side deadline passed without a final report.
+    DeadlinePassed,
+    /// The sandbox's lease ran out under the job.
+    SandboxLeaseExpired,
+    /// The sandbox release finished (or failed and will be retried).
+    Released(Result<(), String>),
+}
+
+pub struct JobActor {
+    pub ctx: Arc<JobContext>,
+}
+
+pub struct JobActorState {
+    id: String,
+    name: String,
+    deadline: Option<JoinHandle<Result<(), MessagingErr<JobMsg>>>>,
+    /// Built from the job's secrets on first need; never persisted.
+    redactor: Option<Redactor>,
+    provisioning: Option<tokio::task::JoinHandle<()>>,
+    releasing: bool,
+}
+
+impl JobActor {
+    fn load(&self, id: &str) -> Result<JobRecord, ActorProcessingErr> {
+        Ok(self.ctx.store.get_job(id)?.ok_or_else(|| format!("job {id} has no record"))?)
+    }
+
+    fn publish(&self, state: &JobActorState, job: &JobRecord) {
+        self.ctx.directory.set_state(&state.name, job.status.as_str());
+        self.ctx.directory.set_lease(&state.name, Some(&job.deadline_at));
+    }
+
+    /// Applies `event` if the table allows it; the record after, or None if refused.
+    fn apply(
+        &self,
+        state: &JobActorState,
+        event: JobEvent,
+        error: Option<&str>,
+        result: Option<&serde_json::Value>,
+        by: Option<u32>,
+    ) -> Result<Option<JobRecord>, ActorProcessingErr> {
+        let job = self.load(&state.id)?;
+        let Ok(to) = job_state::transition(job.status, event) else {
+            return Ok(None);
+        };
+        let error = error.map(|e| self.redactor(state).redact(e));
+        let job = self.ctx.store.transition_job(&state.id, job.status, to, error.as_deref(), result, by)?;
+        self.publish(state, &job);
+        Ok(Some(job))
+    }
+
+    fn redactor<'a>(&self, state: &'a JobActorState) -> std::borrow::Cow<'a, Redactor> {
+        match &state.redactor {
+            Some(r) => std::borrow::Cow::Borrowed(r),
+            None => std::borrow::Cow::Owned(Redactor::new(Vec::<String>::new())),
+        }
+    }
+
+    fn ensure_redactor(&self, state: &mut JobActorState, job: &JobRecord) {
+        if state.redactor.is_none() {
+            state.redactor =
+                Some(super::secrets::redactor_for(&self.ctx.settings.secrets, &self.ctx.profiles, &job.profile));
+        }
+    }
+
+    fn arm_deadline(&self, me: &ActorRef<JobMsg>, state: &mut JobActorState, job: &JobRecord) {
+        if let Some(timer) = state.deadline.take() {
+            timer.abort();
+        }
+        let deadline = time_format::parse(&job.deadline_at).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+        let left: Duration = (deadline - time::OffsetDateTime::now_utc()).try_into().unwrap_or(Duration::ZERO);
+        state.deadline = Some(me.send_after(left, || JobMsg::DeadlinePassed));
+    }
+
+    /// Tells the sandbox actor what the job did (RUNNING, COMPLETED, FAILED).
+    fn tell_sandbox(&self, job: &JobRecord, event: SandboxEvent) {
+        if let Some(actor) = job.sandbox_vmid.and_then(crate::sandbox::actor_of) {
+            let _ = actor.send_message(SandboxMsg::JobEvent(event));
+        }
+    }
+
+    /// Ends the job with `event` and releases its sandbox; false if it had already ended.
+    fn finish(
+        &self,
+        me: &ActorRef<JobMsg>,
+        state: &mut JobActorState,
+        event: JobEvent,
+        error: Option<&str>,
+        result: Option<&serde_json::Value>,
+        by: Option<u32>,
+    ) -> Result<Option<JobRecord>, ActorProcessingErr> {
+        let Some(job) = self.apply(state, event, error, result, by)? else {
+            return Ok(None);
+        };
+        if let Some(work) = state.provisioning.take() {
+            work.abort();
+        }
+        if let Some(timer) = state.deadline.take() {
+            timer.abort();
+        }
+        let sandbox_event = match job.status {
+            JobState::Completed => Some(SandboxEvent::JobCompleted),
+            JobState::Failed | JobState::Timeout => Some(SandboxEvent::Fail),
+            _ => None,
+        };
+        if let Some(e) = sandbox_event {
+            self.tell_sandbox(&job, e);
+        }
+        self.start_release(me, state, &job);
+        Ok(Some(job))
+    }
+
+    fn start_release(&self, me: &ActorRef<JobMsg>, state: &mut JobActorState, job: &JobRecord) {
+        if state.releasing {
+            return;
+        }
+        state.releasing = true;
+        let (ctx, me, job) = (Arc::clone(&self.ctx), me.clone(), job.clone());
+        tokio::spawn(async move {
+            let result = release::release(&ctx, &job).await;
+            let _ = me.send_message(JobMsg::Released(result));
+        });
+    }
+
+    fn on_report(
+        &self,
+        me: &ActorRef<JobMsg>,
+        state: &mut JobActorState,
+        report: RunnerReport,
+    ) -> Result<Result<ReportResponse, OpError>, ActorProcessingErr> {
+        let job = self.load(&state.id)?;
+        if job.status.is_final() {
+            return Ok(Err(OpError {
+                code: ErrorCode::JobFinalized,
+                message: format!("job already finalized ({})", job.status),
+            }));
+        }
+        if job.sandbox_vmid != Some(report.vmid) || report.job_id != job.id {
+            return Ok(Err(OpError { code: ErrorCode::InvalidToken, message: "job sandbox mismatch".into() }));
+        }
+        self.ensure_redactor(state, &job);
+        let redactor = self.redactor(state).into_owned();
+        if let Some(log) = report.log.as_deref().filter(|l| !l.is_empty()) {
+            self.ctx.store.append_job_log(&job.id, report.log_offset, &redactor.redact(log))?;
+        }
+        if let Some(phase) = report.phase.filter(|p| p.reported_by_runner()) {
+            self.ctx.store.record_job_phase(&job.id, phase)?;
+        }
+        let job = if job.status == JobState::Queued {
+            // Any report means the runner is at work.
+            match self.apply(state, JobEvent::RunnerStarted, None, None, None)? {
+                Some(job) => {
+                    self.tell_sandbox(&job, SandboxEvent::JobStarted);
+                    job
+                }
+                None => job,
+            }
+        } else {
+            job
+        };
+        let job = match report.status {
+            ReportStatus::Running => job,
+            status => {
+                let message = report.message.as_deref().map(|m| redactor.redact(m));
+                let result = serde_json::json!({
+                    "status": status,
+                    "exit_code": report.exit_code,
+                    "commit": report.commit,
+                    "duration_seconds": report.duration_seconds,
+                    "message": message,
+                    "artifacts": report.artifacts,
+                    "reported_at": time_format::now(),
+                });
+                let (event, error) = match status {
+                    ReportStatus::Completed => (JobEvent::Succeeded, None),
+                    ReportStatus::Timeout => (JobEvent::TimedOut, Some("the agent ran past the job's TTL")),
+                    _ => (JobEvent::Failed, Some(message.as_deref().unwrap_or("the agent failed"))),
+                };
+                let error = match (error, report.exit_code) {
+                    (Some(e), Some(code)) if event != JobEvent::TimedOut => Some(format!("{e} (exit code {code})")),
+                    (e, _) => e.map(str::to_string),
+                };
+                self.finish(me, state, event, error.as_deref(), Some(&result), None)?.unwrap_or(job)
+            }
+        };
+        let sandbox_status = job
+            .sandbox_vmid
+            .and_then(|vmid| self.ctx.store.get_sandbox(vmid).ok().flatten())
+            .map(|s| s.state.to_string());
+        Ok(Ok(ReportResponse { job_status: job.status.to_string(), sandbox_status }))
+    }
+
+    fn reconcile(&self, me: &ActorRef<JobMsg>, state: &mut JobActorState) -> Result<(), ActorProcessingErr> {
+        let job = self.load(&state.id)?;
+        self.publish(state, &job);
+        if job.status.is_final() {
+            if job.sandbox_released {
+                me.stop(Some("job ended".into()));
+            } else {
+                self.start_release(me, state, &job);
+            }
+            return Ok(());
+        }
+        self.arm_deadline(me, state, &job);
+        let (ctx, me) = (Arc::clone(&self.ctx), me.clone());
+        state.provisioning = Some(tokio::spawn(async move {
+            let outcome = super::create::provision_sandbox(&ctx, &job).await;
+            let _ = me.send_message(JobMsg::SandboxSettled(outcome));
+        }));
+        Ok(())
+    }
+}
+
+impl Actor for JobActor {
+    type Msg = JobMsg;
+    type State = JobActorState;
+    type Arguments = String;
+
+    async fn pre_start(&self, myself: ActorRef<JobMsg>, id: String) -> Result<JobActorState, ActorProcessingErr> {
+        let job = self.load(&id)?;
+        let state = JobActorState {
+            name: format!("{}:{id}", super::KIND),
+            id,
+            deadline: None,
+            redactor: None,
+            provisioning: None,
+            releasing: false,
+        };
+        self.publish(&state, &job);
+        myself.send_message(JobMsg::Reconcile)?;
+        Ok(state)
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<JobMsg>, state: &mut JobActorState) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.deadline.take() {
+            timer.abort();
+        }
+        if let Some(work) = state.provisioning.take() {
+            work.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<JobMsg>, msg: JobMsg, state: &mut JobActorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            JobMsg::Reconcile => self.reconcile(&myself, state)?,
+            JobMsg::SandboxSettled(outcome) => {
+                state.provisioning = None;
+                let job = self.load(&state.id)?;
+                if job.status.is_final() {
+                    return Ok(());
+                }
+                match outcome {
+                    Ok(_) => {
+                        self.ctx.store.record_job_phase(&state.id, JobPhase::SandboxReady)?;
+                    }
+                    Err(error) => {
+                        self.finish(&myself, state, JobEvent::Failed, Some(&error), None, None)?;
+                    }
+                }
+            }
+            JobMsg::Report { report, reply } => {
+                let answer = self.on_report(&myself, state, report)?;
+                let _ = reply.send(answer);
+            }
+            JobMsg::Cancel { by, reply } => {
+                let job = self.load(&state.id)?;
+                let answer = match self.finish(&myself, state, JobEvent::Canceled, Some("canceled by the operator"), None, by)? {
+                    Some(job) => Ok(job),
+                    None => Err(OpError {
+                        code: ErrorCode::JobFinalized,
+                        message: format!("job {} already ended {}; nothing to cancel", job.id, job.status),
+                    }),
+                };
+                let _ = reply.send(answer);
+            }
+            JobMsg::DeadlinePassed => {
+                let job = self.load(&state.id)?;
+                let now = time::OffsetDateTime::now_utc();
+                match time_format::parse(&job.deadline_at) {
+                    Ok(deadline) if deadline > now => self.arm_deadline(&myself, state, &job),
+                    _ => {
+                        let why = "no final report from the guest before the job's deadline (TTL plus grace): the guest went silent";
+                        self.finish(&myself, state, JobEvent::TimedOut, Some(why), None, None)?;
+                    }
+                }
+            }
+            JobMsg::SandboxLeaseExpired => {
+                self.finish(&myself, state, JobEvent::TimedOut, Some("the sandbox's lease expired"), None, None)?;
+            }
+            JobMsg::Released(result) => {
+                state.releasing = false;
+                match result {
+                    Ok(()) => {
+                        self.ctx.store.mark_job_released(&state.id)?;
+                        myself.stop(Some("job ended".into()));
+                    }
+                    Err(error) => {
+                        tracing::warn!(job = %state.id, %error, "sandbox release failed; retrying");
+                        self.ctx.store.append_event(&NewEvent::job(
+                            &state.id,
+                            "job.release.failed",
+                            Stage::Recovery,
+                            format!("could not release the job's sandbox: {error}; retrying"),
+                        ))?;
+                        myself.send_after(self.ctx.settings.release_retry, || JobMsg::Reconcile);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

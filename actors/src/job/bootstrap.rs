@@ -1,0 +1,116 @@
+//! `POST /v1/bootstrap/fetch`: trade a sandbox's one-time bootstrap token for its job's
+//! payload. The payload (secrets decrypted in memory) is built first, then the token is
+//! consumed and the job's runner and artifact tokens stored in one transaction: a guest
+//! either gets a payload whose tokens work, or its token stays unused.
+
+use super::JobContext;
+use crate::model::{ErrorCode, time_format};
+use crate::protocol::guest::{
+    ArtifactEndpoint, BootstrapPayload, FetchRequest, GitCredentials, JobSpec, NO_JOB_ERROR, Policy,
+};
+use crate::sandbox::OpError;
+use crate::sandbox::snippet::{random_token, token_hash};
+use crate::store::{JobRecord, MintedTokens};
+use std::sync::Arc;
+
+fn refused(message: impl Into<String>) -> OpError {
+    OpError { code: ErrorCode::InvalidToken, message: message.into() }
+}
+
+fn internal(message: impl Into<String>) -> OpError {
+    OpError { code: ErrorCode::Internal, message: message.into() }
+}
+
+/// Answers a fetch; the errors carry the codes the guest listener maps to 404/403/500.
+pub async fn fetch(
+    ctx: &Arc<JobContext>,
+    req: &FetchRequest,
+    source: std::net::IpAddr,
+) -> Result<BootstrapPayload, OpError> {
+    if req.token.is_empty() || req.vmid == 0 {
+        return Err(OpError { code: ErrorCode::InvalidValue, message: "token and vmid are required".into() });
+    }
+    let store = &ctx.store;
+    let sandbox = store.get_sandbox(req.vmid).map_err(|e| internal(e.to_string()))?;
+    // Once the guest's address is known, the token only works from it.
+    if let Some(ip) = sandbox.as_ref().and_then(|s| s.ip.as_deref()).and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        && ip != source
+    {
+        return Err(refused(format!("sandbox {} has address {ip}, not {source}", req.vmid)));
+    }
+    let job_id = sandbox
+        .and_then(|s| s.job_id)
+        .ok_or_else(|| OpError { code: ErrorCode::JobNotFound, message: NO_JOB_ERROR.into() })?;
+    let job = store
+        .get_job(&job_id)
+        .map_err(|e| internal(e.to_string()))?
+        .filter(|j| j.sandbox_vmid == Some(req.vmid))
+        .ok_or_else(|| OpError { code: ErrorCode::JobNotFound, message: NO_JOB_ERROR.into() })?;
+    let hash = token_hash(&req.token);
+    if !store.bootstrap_token_valid(&hash, req.vmid).map_err(|e| internal(e.to_string()))? {
+        return Err(refused("invalid or expired bootstrap token"));
+    }
+    if job.status.is_final() {
+        return Err(refused(format!("job {} already ended {}", job.id, job.status)));
+    }
+    let payload = {
+        let ctx = Arc::clone(ctx);
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || build(&ctx, &job))
+            .await
+            .map_err(|e| internal(format!("payload build failed: {e}")))??
+    };
+    let expires = time::OffsetDateTime::now_utc() + ctx.settings.artifact_token_ttl;
+    let minted = MintedTokens {
+        runner_token_hash: token_hash(&payload.runner_token),
+        artifact_token_hash: token_hash(&payload.artifact.token),
+        artifact_expires_at: time_format::format(expires),
+    };
+    if !store.exchange_bootstrap_token(&hash, req.vmid, &job.id, &minted).map_err(|e| internal(e.to_string()))? {
+        return Err(refused("invalid or expired bootstrap token"));
+    }
+    tracing::info!(job = %job.id, vmid = req.vmid, "bootstrap payload delivered");
+    Ok(payload)
+}
+
+/// The payload, with fresh runner and artifact tokens (their hashes are stored by the caller).
+fn build(ctx: &JobContext, job: &JobRecord) -> Result<BootstrapPayload, OpError> {
+    let bundle = super::secrets::load(&ctx.settings.secrets, &ctx.profiles, &job.profile)
+        .map_err(|e| internal(format!("the job's secrets bundle cannot be opened: {e}")))?
+        .unwrap_or_default();
+    let profile = ctx.profiles.snapshot().get(&job.profile).map(|p| p.profile.clone());
+    let behavior = profile.map(|p| p.behavior).unwrap_or_default();
+    let inner = serde_json::to_value(behavior.inner_sandbox)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "none".into());
+    let mint = || random_token().map_err(|e| internal(format!("cannot read random bytes: {e}")));
+    let git = bundle.git.clone().unwrap_or_default();
+    let timeout = ctx.minute() * job.ttl_minutes;
+    Ok(BootstrapPayload {
+        job: JobSpec {
+            id: job.id.clone(),
+            repo_url: job.repo_url.clone(),
+            git_ref: job.git_ref.clone(),
+            task: job.task.clone(),
+            mode: job.mode.clone(),
+            profile: job.profile.clone(),
+            agent: job.agent.clone(),
+            keepalive: job.keepalive,
+            ttl_minutes: job.ttl_minutes,
+            timeout_seconds: timeout.as_secs().max(1),
+        },
+        git: GitCredentials {
+            username: git.username,
+            token: git.token,
+            ssh_private_key: git.ssh_private_key,
+            ssh_public_key: git.ssh_public_key,
+            known_hosts: git.known_hosts,
+        },
+        env: bundle.env.clone(),
+        claude_settings_json: bundle.claude_settings_json(),
+        artifact: ArtifactEndpoint { endpoint: ctx.settings.artifact_upload_url.clone(), token: mint()? },
+        runner_token: mint()?,
+        policy: Policy { mode: job.mode.clone(), inner_sandbox: inner, inner_sandbox_args: behavior.inner_sandbox_args },
+    })
+}

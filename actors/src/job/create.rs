@@ -1,0 +1,196 @@
+//! Creating a job (validate the request, check its secrets open, record it QUEUED, start its
+//! actor) and provisioning its sandbox (record or find it, start its actor, wait for READY).
+
+use super::{DEADLINE_GRACE_MINUTES, JobContext, SANDBOX_LEASE_GRACE_MINUTES, new_job_id};
+use crate::model::{ErrorCode, JobState, modifiers, time_format};
+use crate::protocol::{AGENTS, CreateJobRequest, MODES};
+use crate::sandbox::allocate::{AllocateError, SandboxRequest, allocate};
+use crate::sandbox::{OpError, SandboxMsg, Settled};
+use crate::store::JobRecord;
+use std::time::Duration;
+
+/// The default agent when a request names none.
+pub const DEFAULT_AGENT: &str = "claude";
+/// A job's TTL when neither the request nor the profile gives one.
+pub const DEFAULT_TTL_MINUTES: u32 = 60;
+const MAX_TASK_BYTES: usize = 64 * 1024;
+
+fn invalid(message: impl Into<String>) -> OpError {
+    OpError { code: ErrorCode::InvalidValue, message: message.into() }
+}
+
+/// A repository the runner can clone; never something git would read as an option.
+fn check_repo_url(url: &str) -> Result<(), OpError> {
+    let url = url.trim();
+    let schemes = ["https://", "http://", "ssh://", "git://", "file://"];
+    let scp_like = url.split_once(':').is_some_and(|(host, _)| host.contains('@') && !host.contains('/'));
+    if url.is_empty() || url.len() > 2048 || url.starts_with('-') || url.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(invalid(format!("repo_url `{url}` is not a repository URL")));
+    }
+    if !(schemes.iter().any(|s| url.starts_with(s)) || scp_like || url.starts_with('/')) {
+        return Err(invalid(format!(
+            "repo_url `{url}` is not a repository URL: use https://, ssh://, git@host:path, file:// or an absolute path"
+        )));
+    }
+    Ok(())
+}
+
+fn check_ref(git_ref: &str) -> Result<(), OpError> {
+    let ok = !git_ref.is_empty()
+        && git_ref.len() <= 255
+        && !git_ref.starts_with('-')
+        && !git_ref.contains("..")
+        && git_ref.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\'));
+    if ok { Ok(()) } else { Err(invalid(format!("ref `{git_ref}` is not a branch, tag or commit name"))) }
+}
+
+/// Validates `req`, checks the job's secrets bundle opens, and records the job QUEUED.
+/// The caller starts its actor.
+pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u32>) -> Result<JobRecord, OpError> {
+    let profiles = ctx.profiles.snapshot();
+    let names = profiles.names();
+    let profile_name = modifiers::resolve_profile_name(&req.profile, &names).ok_or_else(|| {
+        let near = modifiers::suggest_profiles(&req.profile, &names);
+        let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
+        OpError {
+            code: ErrorCode::UnknownProfile,
+            message: format!("unknown profile `{}`{hint}; `agentlab profile list` shows them", req.profile),
+        }
+    })?;
+    let profile = profiles
+        .get(&profile_name)
+        .map(|p| p.profile.clone())
+        .ok_or_else(|| OpError { code: ErrorCode::UnknownProfile, message: "profile vanished".into() })?;
+    check_repo_url(&req.repo_url)?;
+    if let Some(r) = &req.git_ref {
+        check_ref(r)?;
+    }
+    if req.task.trim().is_empty() {
+        return Err(invalid("task must not be empty: say what the agent should do"));
+    }
+    if req.task.len() > MAX_TASK_BYTES {
+        return Err(invalid(format!("task is {} bytes; the limit is {MAX_TASK_BYTES}", req.task.len())));
+    }
+    let mode = req.mode.clone().or(profile.behavior.mode.clone()).unwrap_or_else(|| "dangerous".into());
+    if !MODES.contains(&mode.as_str()) {
+        return Err(invalid(format!("mode `{mode}` is not one of {}", MODES.join(", "))));
+    }
+    let agent = req.agent.clone().unwrap_or_else(|| DEFAULT_AGENT.into());
+    if !AGENTS.contains(&agent.as_str()) {
+        return Err(invalid(format!("agent `{agent}` is not one of {}", AGENTS.join(", "))));
+    }
+    let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default).unwrap_or(DEFAULT_TTL_MINUTES);
+    if ttl == 0 {
+        return Err(invalid("ttl_minutes must be greater than 0"));
+    }
+    // Decrypting is CPU work on a blocking thread; an unusable bundle fails the request now,
+    // not the guest later.
+    let check = {
+        let profile = profile_name.clone();
+        let (settings, profiles) = (ctx.settings.secrets.clone(), std::sync::Arc::clone(&ctx.profiles));
+        tokio::task::spawn_blocking(move || super::secrets::check(&settings, &profiles, &profile))
+    };
+    match check.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(OpError {
+                code: ErrorCode::SecretsInvalid,
+                message: format!("the job's secrets bundle cannot be used: {e} ({})", e.code()),
+            });
+        }
+        Err(e) => return Err(OpError { code: ErrorCode::Internal, message: format!("secrets check failed: {e}") }),
+    }
+    let id = new_job_id().map_err(|e| OpError { code: ErrorCode::Internal, message: format!("no randomness: {e}") })?;
+    let now = time::OffsetDateTime::now_utc();
+    let deadline = now + ctx.minute() * (ttl + DEADLINE_GRACE_MINUTES) + ctx.sandboxes.settings.provisioning_timeout;
+    let job = JobRecord {
+        id,
+        repo_url: req.repo_url.trim().to_string(),
+        git_ref: req.git_ref.clone(),
+        profile: profile_name,
+        task: req.task.clone(),
+        mode,
+        agent,
+        ttl_minutes: ttl,
+        keepalive: req.keepalive.unwrap_or(profile.behavior.keepalive_default),
+        status: JobState::Queued,
+        sandbox_vmid: None,
+        log_bytes: 0,
+        result: None,
+        error: None,
+        deadline_at: time_format::format(deadline),
+        sandbox_released: false,
+        created_at: time_format::format(now),
+        updated_at: time_format::format(now),
+    };
+    ctx.store
+        .insert_job(&job, peer_uid)
+        .map_err(|e| OpError { code: ErrorCode::StoreFailed, message: e.to_string() })?;
+    Ok(job)
+}
+
+/// Finds or records the job's sandbox, starts its actor and waits until it is READY.
+/// Returns the VMID, or why the sandbox could not be had.
+pub async fn provision_sandbox(ctx: &JobContext, job: &JobRecord) -> Result<u32, String> {
+    let known = match job.sandbox_vmid {
+        Some(vmid) => Some(vmid),
+        None => ctx.store.sandbox_of_job(&job.id).map_err(|e| e.to_string())?,
+    };
+    let vmid = match known {
+        Some(vmid) => vmid,
+        None => {
+            let request = SandboxRequest {
+                name: Some(format!("job-{}", job.id.trim_start_matches("job_"))),
+                profile: job.profile.clone(),
+                ttl_minutes: Some(job.ttl_minutes + SANDBOX_LEASE_GRACE_MINUTES),
+                keepalive: Some(job.keepalive),
+                tags: vec!["job".into()],
+                vmid: None,
+                job_id: Some(job.id.clone()),
+                peer_uid: None,
+            };
+            match allocate(&ctx.sandboxes, &request).await {
+                Ok(record) => record.vmid,
+                Err(AllocateError::Proxmox(e)) => return Err(format!("Proxmox is unavailable: {e}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    if job.sandbox_vmid != Some(vmid) {
+        ctx.store.set_job_sandbox(&job.id, vmid).map_err(|e| e.to_string())?;
+    }
+    crate::root::request_spawn(crate::sandbox::KIND, &vmid.to_string()).await?;
+    let actor = crate::sandbox::actor_of(vmid).ok_or_else(|| format!("sandbox {vmid} has no actor"))?;
+    let wait = ctx.sandboxes.settings.provisioning_timeout + Duration::from_secs(60);
+    match actor.call(SandboxMsg::WaitSettled, Some(wait)).await {
+        Ok(ractor::rpc::CallResult::Success(Settled::Ready(_))) => Ok(vmid),
+        Ok(ractor::rpc::CallResult::Success(Settled::Failed(view))) => Err(format!(
+            "sandbox {vmid} is {}: {}",
+            view.state,
+            view.error.unwrap_or_else(|| "provisioning failed".into())
+        )),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(format!("sandbox {vmid} was not ready within {wait:?}")),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(format!("sandbox {vmid} stopped before it was ready")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_urls_and_refs_that_git_would_misread_are_refused() {
+        for good in ["https://github.com/o/r.git", "git@github.com:o/r.git", "/srv/git/r", "file:///srv/r", "ssh://h/r"] {
+            assert!(check_repo_url(good).is_ok(), "{good}");
+        }
+        for bad in ["", "--upload-pack=touch /tmp/x", "r", "https://h/a b", "relative/path"] {
+            assert!(check_repo_url(bad).is_err(), "{bad}");
+        }
+        for good in ["main", "v1.2.3", "feature/x", "0123abcd"] {
+            assert!(check_ref(good).is_ok(), "{good}");
+        }
+        for bad in ["-f", "a..b", "a b", "x:y", ""] {
+            assert!(check_ref(bad).is_err(), "{bad}");
+        }
+    }
+}

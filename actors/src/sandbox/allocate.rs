@@ -1,0 +1,98 @@
+//! Recording a new sandbox: its record built from the profile, and a VMID reserved that
+//! neither AgentLab nor the Proxmox cluster uses (checked with Proxmox's own `nextid`,
+//! because `/cluster/resources` lags). Used by `sandbox new` and by jobs.
+
+use super::SandboxContext;
+use crate::model::{SandboxState, time_format};
+use crate::store::{SandboxRecord, StoreError};
+use std::collections::HashSet;
+
+/// What the caller decided about the sandbox.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SandboxRequest {
+    pub name: Option<String>,
+    pub profile: String,
+    pub ttl_minutes: Option<u32>,
+    pub keepalive: Option<bool>,
+    pub tags: Vec<String>,
+    pub vmid: Option<u32>,
+    pub job_id: Option<String>,
+    pub peer_uid: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllocateError {
+    #[error("profile `{0}` is not loaded")]
+    UnknownProfile(String),
+    #[error("cannot list the cluster's VMs: {0}; `agentlab status` shows why")]
+    Proxmox(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records the sandbox (REQUESTED) under a free VMID and returns it; its actor is not
+/// started here.
+pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<SandboxRecord, AllocateError> {
+    let profiles = ctx.profiles.snapshot();
+    let profile = &profiles.get(&req.profile).ok_or_else(|| AllocateError::UnknownProfile(req.profile.clone()))?.profile;
+    let cluster = ctx.gateway.cluster_vms().await.map_err(|e| AllocateError::Proxmox(e.to_string()))?;
+    let mut taken: HashSet<u32> = cluster.iter().map(|v| v.vmid as u32).collect();
+    if let Some(vmid) = req.vmid
+        && taken.contains(&vmid)
+    {
+        return Err(AllocateError::Conflict(format!("VMID {vmid} is already used in the Proxmox cluster")));
+    }
+    let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default);
+    let now = time::OffsetDateTime::now_utc();
+    let lease = ttl.map(|m| time_format::format(now + ctx.settings.lease_minute * m));
+    let record = SandboxRecord {
+        vmid: 0,
+        name: req.name.clone().unwrap_or_default(),
+        profile: req.profile.clone(),
+        state: SandboxState::Requested,
+        ip: None,
+        node: None,
+        tags: req.tags.clone(),
+        keepalive: req.keepalive.unwrap_or(profile.behavior.keepalive_default),
+        lease_expires_at: lease,
+        last_used_at: None,
+        network_mode: profile.network.mode,
+        cores: profile.resources.cores,
+        memory_mb: profile.resources.memory_mb,
+        job_id: req.job_id.clone(),
+        workspace_id: None,
+        provision_step: None,
+        snippet_path: None,
+        error: None,
+        ttl_minutes: ttl,
+        description: profile.description.clone(),
+        created_at: time_format::format(now),
+        updated_at: time_format::format(now),
+    };
+    let range = ctx.settings.vmid_range.clone();
+    // A VMID Proxmox refuses is given up (its record ends DESTROYED) and another is chosen.
+    let mut attempts = 0;
+    loop {
+        let candidate = ctx.store.create_sandbox(record.clone(), req.vmid, range.clone(), &taken, req.peer_uid)?;
+        match ctx.gateway.next_vmid(Some(candidate.vmid)).await {
+            Ok(_) => return Ok(candidate),
+            Err(e) => {
+                let why = format!("VMID {} is not free in the cluster: {e}", candidate.vmid);
+                ctx.store.transition_sandbox(
+                    candidate.vmid,
+                    SandboxState::Requested,
+                    SandboxState::Destroyed,
+                    Some(&why),
+                    req.peer_uid,
+                )?;
+                attempts += 1;
+                if req.vmid.is_some() || attempts >= 5 {
+                    return Err(AllocateError::Conflict(why));
+                }
+                taken.insert(candidate.vmid);
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The `jobs` table: a job's record, its state transitions (compare-and-set, each with its
+//! event), its phases and its stored log. The job actor rebuilds itself from this.
+
+use super::events::{EVENT_COLUMNS, EventPage, NewEvent, Stage, event_view, insert_event};
+use super::{Store, StoreError, StoreResult};
+use crate::model::{JobState, time_format};
+use crate::protocol::EventView;
+use crate::protocol::guest::JobPhase;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+/// A job as persisted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub repo_url: String,
+    pub git_ref: Option<String>,
+    pub profile: String,
+    pub task: String,
+    pub mode: String,
+    pub agent: String,
+    pub ttl_minutes: u32,
+    pub keepalive: bool,
+    pub status: JobState,
+    pub sandbox_vmid: Option<u32>,
+    /// Bytes of (redacted) log stored so far; a report's `log_offset` below this is a retry.
+    pub log_bytes: u64,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    /// When the host gives up on a guest that went silent.
+    pub deadline_at: String,
+    /// The job's end was carried out on its sandbox (destroyed, or kept with keepalive).
+    pub sandbox_released: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl NewEvent {
+    pub fn job(id: &str, kind: &str, stage: Stage, msg: impl Into<String>) -> Self {
+        NewEvent { job_id: Some(id.to_string()), ..NewEvent::new(kind, stage, msg) }
+    }
+}
+
+const COLUMNS: &str = "id, repo_url, git_ref, profile, task, mode, agent, ttl_minutes, keepalive, status, \
+    sandbox_vmid, log_bytes, result, error, deadline_at, sandbox_released, created_at, updated_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<JobRecord, String>> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(9)?;
+    let result: Option<String> = row.get(12)?;
+    let parsed = (|| {
+        let status = status.parse::<JobState>().map_err(|e| format!("job {id}: {e}"))?;
+        let result = match result {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| format!("job {id}: result: {e}"))?),
+            None => None,
+        };
+        Ok::<_, String>((status, result))
+    })();
+    Ok(match parsed {
+        Err(e) => Err(e),
+        Ok((status, result)) => Ok(JobRecord {
+            id,
+            repo_url: row.get(1)?,
+            git_ref: row.get(2)?,
+            profile: row.get(3)?,
+            task: row.get(4)?,
+            mode: row.get(5)?,
+            agent: row.get(6)?,
+            ttl_minutes: row.get(7)?,
+            keepalive: row.get(8)?,
+            status,
+            sandbox_vmid: row.get(10)?,
+            log_bytes: row.get::<_, i64>(11)?.max(0) as u64,
+            result,
+            error: row.get(13)?,
+            deadline_at: row.get(14)?,
+            sandbox_released: row.get(15)?,
+            created_at: row.get(16)?,
+            updated_at: row.get(17)?,
+        }),
+    })
+}
+
+fn query_jobs(store: &Store, conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<JobRecord>> {
+    let mut stmt = conn.prepare(sql).map_err(|e| store.err(e))?;
+    let rows = stmt.query_map(args, from_row).map_err(|e| store.err(e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(|e| store.err(e))?.map_err(StoreError::Corrupt)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn job_in(tx: &Transaction<'_>, store: &Store, id: &str) -> StoreResult<JobRecord> {
+    query_jobs(store, tx, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), &[&id])?
+        .pop()
+        .ok_or_else(|| StoreError::JobNotFound(id.to_string()))
+}
+
+/// Records `phase` once (a retried report does not repeat it). True if it was new.
+pub(crate) fn phase_in(
+    tx: &Transaction<'_>,
+    store: &Store,
+    job: &JobRecord,
+    phase: JobPhase,
+) -> StoreResult<bool> {
+    let seen: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM events WHERE job_id = ?1 AND kind = 'job.phase' AND json_extract(payload, '$.phase') = ?2",
+            params![job.id, phase.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| store.err(e))?;
+    if seen.is_some() {
+        return Ok(false);
+    }
+    let mut event = NewEvent::job(&job.id, "job.phase", Stage::Lifecycle, phase.label())
+        .payload(serde_json::json!({"phase": phase.as_str()}));
+    event.sandbox_vmid = job.sandbox_vmid;
+    insert_event(tx, store, &event)?;
+    Ok(true)
+}
+
+impl Store {
+    /// Inserts a QUEUED job with its `queued` phase.
+    pub fn insert_job(&self, job: &JobRecord, peer_uid: Option<u32>) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
+                params![
+                    job.id,
+                    job.repo_url,
+                    job.git_ref,
+                    job.profile,
+                    job.task,
+                    job.mode,
+                    job.agent,
+                    job.ttl_minutes,
+                    job.keepalive,
+                    job.status.as_str(),
+                    job.sandbox_vmid,
+                    job.log_bytes as i64,
+                    job.result.as_ref().map(|r| r.to_string()),
+                    job.error,
+                    job.deadline_at,
+                    job.sandbox_released,
+                    job.created_at,
+                    job.updated_at
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+            let event = NewEvent::job(&job.id, "job.created", Stage::Lifecycle, format!("job created for {}", job.repo_url))
+                .payload(serde_json::json!({"profile": job.profile, "agent": job.agent}))
+                .by(peer_uid);
+            insert_event(tx, self, &event)?;
+            phase_in(tx, self, job, JobPhase::Queued)?;
+            Ok(())
+        })
+    }
+
+    pub fn get_job(&self, id: &str) -> StoreResult<Option<JobRecord>> {
+        self.read(|conn| Ok(query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), &[&id])?.pop()))
+    }
+
+    /// Newest first; `status` filters.
+    pub fn list_jobs(&self, status: Option<JobState>, limit: u32) -> StoreResult<Vec<JobRecord>> {
+        self.read(|conn| match status {
+            Some(s) => query_jobs(
+                self,
+                conn,
+                &format!("SELECT {COLUMNS} FROM jobs WHERE status = ?1 ORDER BY created_at DESC LIMIT ?2"),
+                &[&s.as_str(), &limit],
+            ),
+            None => query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?1"), &[&limit]),
+        })
+    }
+
+    /// Jobs that need an actor: live ones, and ended ones whose sandbox is not released yet.
+    pub fn live_job_ids(&self) -> StoreResult<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT id FROM jobs WHERE status IN ('QUEUED', 'RUNNING') OR sandbox_released = 0 ORDER BY created_at")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>().map_err(|e| self.err(e))
+        })
+    }
+
+    pub fn count_jobs_by_status(&self) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+        let mut counts: std::collections::BTreeMap<String, u64> =
+            JobState::ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect();
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status").map_err(|e| self.err(e))?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))).map_err(|e| self.err(e))?;
+            for row in rows {
+                let (status, n) = row.map_err(|e| self.err(e))?;
+                counts.insert(status, n);
+            }
+            Ok(counts)
+        })
+    }
+
+    /// Moves a job from `from` to `to` (compare-and-set) with a `job.state` event; `result`
+    /// and `error` are stored with it. Returns the updated record.
+    pub fn transition_job(
+        &self,
+        id: &str,
+        from: JobState,
+        to: JobState,
+        error: Option<&str>,
+        result: Option<&serde_json::Value>,
+        peer_uid: Option<u32>,
+    ) -> StoreResult<JobRecord> {
+        self.write(|tx| {
+            let job = job_in(tx, self, id)?;
+            if job.status != from {
+                return Err(StoreError::JobStateConflict {
+                    id: id.to_string(),
+                    expected: from.to_string(),
+                    actual: job.status.to_string(),
+                });
+            }
+            tx.execute(
+                "UPDATE jobs SET status = ?2, error = COALESCE(?3, error), result = COALESCE(?4, result), updated_at = ?5 WHERE id = ?1",
+                params![id, to.as_str(), error, result.map(|r| r.to_string()), time_format::now()],
+            )
+            .map_err(|e| self.err(e))?;
+            let msg = match error {
+                Some(e) => format!("job {from} -> {to}: {e}"),
+                None => format!("job {from} -> {to}"),
+            };
+            let mut event = NewEvent::job(id, "job.state", Stage::Lifecycle, msg)
+                .payload(serde_json::json!({"from_state": from.as_str(), "to_state": to.as_str(), "error": error}))
+                .by(peer_uid);
+            event.sandbox_vmid = job.sandbox_vmid;
+            insert_event(tx, self, &event)?;
+            job_in(tx, self, id)
+        })
+    }
+
+    /// Binds the job's sandbox (its VMID is already reserved by the sandbox record).
+    pub fn set_job_sandbox(&self, id: &str, vmid: u32) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE jobs SET sandbox_vmid = ?2, updated_at = ?3 WHERE id = ?1", params![id, vmid, time_format::now()])
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    pub fn mark_job_released(&self, id: &str) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE jobs SET sandbox_released = 1, updated_at = ?2 WHERE id = ?1", params![id, time_format::now()])
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    /// The job whose runner token hashes to `hash`.
+    pub fn job_by_runner_token(&self, hash: &str) -> StoreResult<Option<JobRecord>> {
+        self.read(|conn| {
+            Ok(query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs WHERE runner_token_hash = ?1"), &[&hash])?.pop())
+        })
+    }
+
+    /// Records a phase once; true if it was new.
+    pub fn record_job_phase(&self, id: &str, phase: JobPhase) -> StoreResult<bool> {
+        self.write(|tx| {
+            let job = job_in(tx, self, id)?;
+            phase_in(tx, self, &job, phase)
+        })
+    }
+
+    /// Appends a chunk of redacted log that starts at byte `offset` of the job's whole log;
+    /// the part already stored (a retried report) is skipped. Returns the bytes stored.
+    pub fn append_job_log(&self, id: &str, offset: Option<u64>, text: &str) -> StoreResult<usize> {
+        self.write(|tx| {
+            let job = job_in(tx, self, id)?;
+            let skip = offset.map_or(0, |o| job.log_bytes.saturating_sub(o)) as usize;
+            let mut start = skip.min(text.len());
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            let fresh = &text[start..];
+            if fresh.is_empty() {
+                return Ok(0);
+            }
+            let mut event = NewEvent::job(id, "job.log", Stage::Report, fresh);
+            event.sandbox_vmid = job.sandbox_vmid;
+            insert_event(tx, self, &event)?;
+            let end = offset.map_or(job.log_bytes + fresh.len() as u64, |o| o + text.len() as u64).max(job.log_bytes);
+            tx.execute("UPDATE jobs SET log_bytes = ?2 WHERE id = ?1", params![id, end as i64]).map_err(|e| self.err(e))?;
+            Ok(fresh.len())
+        })
+    }
+
+    /// The events of one job, oldest first.
+    pub fn job_events(&self, id: &str, page: EventPage) -> StoreResult<Vec<EventView>> {
+        self.read(|conn| {
+            let (sql, args): (String, Vec<Box<dyn rusqlite::ToSql>>) = match page {
+                EventPage::Tail(n) => (
+                    format!("SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE job_id = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"),
+                    vec![Box::new(id.to_string()), Box::new(n)],
+                ),
+                EventPage::After { after, limit } => (
+                    format!("SELECT {EVENT_COLUMNS} FROM events WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"),
+                    vec![Box::new(id.to_string()), Box::new(after), Box::new(limit)],
+                ),
+            };
+            let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            let rows = stmt.query_map(refs.as_slice(), event_view).map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+        })
+    }
+
+    /// The job's phases with the time each was first reached, in phase order.
+    pub fn job_phases(&self, id: &str) -> StoreResult<Vec<(JobPhase, String)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT json_extract(payload, '$.phase'), ts FROM events WHERE job_id = ?1 AND kind = 'job.phase' ORDER BY id")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([id], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?)))
+                .map_err(|e| self.err(e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (phase, ts) = row.map_err(|e| self.err(e))?;
+                if let Some(phase) = phase.as_deref().and_then(JobPhase::parse) {
+                    out.push((phase, ts));
+                }
+            }
+            out.sort_by_key(|(p, _)| *p);
+            Ok(out)
+        })
+    }
+
+    /// The live (not destroyed) sandbox bound to a job, if one was recorded.
+    pub fn sandbox_of_job(&self, id: &str) -> StoreResult<Option<u32>> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT vmid FROM sandboxes WHERE job_id = ?1 AND state != 'DESTROYED' ORDER BY created_at DESC LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn sample_job(id: &str) -> JobRecord {
+    JobRecord {
+        id: id.to_string(),
+        repo_url: "https://example.invalid/repo.git".into(),
+        git_ref: None,
+        profile: "yolo-ephemeral".into(),
+        task: "fix the bug".into(),
+        mode: "dangerous".into(),
+        agent: "custom".into(),
+        ttl_minutes: 60,
+        keepalive: false,
+        status: JobState::Queued,
+        sandbox_vmid: None,
+        log_bytes: 0,
+        result: None,
+        error: None,
+        deadline_at: "2999-01-01T00:00:00.000000000Z".into(),
+        sandbox_released: false,
+        created_at: time_format::now(),
+        updated_at: time_format::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::temp_store;
+
+    #[test]
+    fn jobs_round_trip_and_transitions_are_compare_and_set() {
+        let (_dir, store) = temp_store();
+        store.insert_job(&sample_job("job_a"), Some(1000)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.live_job_ids().unwrap_or_default(), ["job_a"]);
+        let job = store
+            .transition_job("job_a", JobState::Queued, JobState::Running, None, None, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(job.status, JobState::Running);
+        let stale = store.transition_job("job_a", JobState::Queued, JobState::Canceled, None, None, None);
+        assert!(matches!(stale, Err(StoreError::JobStateConflict { .. })));
+        let result = serde_json::json!({"exit_code": 0});
+        let job = store
+            .transition_job("job_a", JobState::Running, JobState::Completed, None, Some(&result), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(job.result, Some(result));
+        assert_eq!(store.live_job_ids().unwrap_or_default(), ["job_a"], "sandbox not released yet");
+        store.mark_job_released("job_a").unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.live_job_ids().unwrap_or_default().is_empty());
+        assert_eq!(store.count_jobs_by_status().unwrap_or_default().get("COMPLETED"), Some(&1));
+    }
+
+    #[test]
+    fn phases_are_recorded_once_and_logs_skip_retried_bytes() {
+        let (_dir, store) = temp_store();
+        store.insert_job(&sample_job("job_b"), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.record_job_phase("job_b", JobPhase::RepoReady).ok(), Some(true));
+        assert_eq!(store.record_job_phase("job_b", JobPhase::RepoReady).ok(), Some(false));
+        let phases: Vec<JobPhase> = store.job_phases("job_b").unwrap_or_default().into_iter().map(|p| p.0).collect();
+        assert_eq!(phases, [JobPhase::Queued, JobPhase::RepoReady]);
+
+        assert_eq!(store.append_job_log("job_b", Some(0), "hello ").ok(), Some(6));
+        assert_eq!(store.append_job_log("job_b", Some(0), "hello ").ok(), Some(0), "a retry stores nothing");
+        assert_eq!(store.append_job_log("job_b", Some(3), "lo world").ok(), Some(5), "overlap is trimmed");
+        let log: String = store
+            .job_events("job_b", EventPage::Tail(50))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.kind == "job.log")
+            .map(|e| e.msg)
+            .collect();
+        assert_eq!(log, "hello world");
+        assert_eq!(store.get_job("job_b").ok().flatten().map(|j| j.log_bytes), Some(11));
+    }
+}

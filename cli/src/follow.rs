@@ -1,0 +1,63 @@
+//! `logs` (a sandbox's or a job's events) and following them as they happen: a long poll on
+//! `…/events?after=ID&wait=30`. A job's log chunks print as the agent's raw (redacted)
+//! output; other events as one line each.
+
+use crate::args::LogTarget;
+use crate::client::{ClientError, DaemonClient};
+use crate::render;
+use agentlab_actors::protocol::{EventView, EventsResponse};
+
+/// How one event prints when following a job: log text as is, phases and states as notes.
+pub fn print_event(event: &EventView, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(event).unwrap_or_default());
+        return;
+    }
+    match event.kind.as_str() {
+        "job.log" => {
+            print!("{}", event.msg);
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        }
+        "job.phase" => eprintln!("==> {}", event.msg),
+        "job.state" => eprintln!("==> job {}", event.json["to_state"].as_str().unwrap_or("?")),
+        _ => println!("{}", render::event_line(event)),
+    }
+}
+
+/// Prints the newest `tail` events; with `follow`, keeps printing until interrupted.
+pub async fn logs(
+    client: &DaemonClient,
+    json: bool,
+    target: &LogTarget,
+    tail: u32,
+    follow: bool,
+) -> Result<(), ClientError> {
+    let base = target.events_path();
+    let page: EventsResponse = client.get(&format!("{base}?tail={tail}")).await?;
+    for event in &page.events {
+        print_line(event, json);
+    }
+    if !follow {
+        return Ok(());
+    }
+    let mut after = page.last_id;
+    loop {
+        let page: EventsResponse = client.get(&format!("{base}?after={after}&wait=30")).await?;
+        after = page.last_id.max(after);
+        for event in &page.events {
+            print_line(event, json);
+        }
+    }
+}
+
+fn print_line(event: &EventView, json: bool) {
+    // NDJSON with --json: one event per line, as the Go version's `logs --json`.
+    if json {
+        println!("{}", serde_json::to_string(event).unwrap_or_default());
+    } else if event.kind == "job.log" {
+        print!("{}", event.msg);
+    } else {
+        println!("{}", render::event_line(event));
+    }
+}

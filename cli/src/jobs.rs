@@ -1,0 +1,212 @@
+//! The `job` and `secrets` commands.
+
+use crate::args::{ArtifactsAction, ArtifactsArgs, DownloadArgs, JobCommand, JobRunArgs};
+use crate::client::{ClientError, DaemonClient};
+use crate::follow::print_event;
+use agentlab_actors::model::{ErrorCode, ErrorEnvelope, JobState};
+use agentlab_actors::protocol::guest::DEFAULT_ARTIFACT_NAME;
+use agentlab_actors::protocol::{ArtifactsResponse, CreateJobRequest, EventsResponse, JobView, JobsResponse};
+use std::path::PathBuf;
+
+fn job_id(text: &str) -> Result<&str, ClientError> {
+    let ok = text.strip_prefix("job_").is_some_and(|h| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok { Ok(text) } else { Err(ClientError::Usage(format!("`{text}` is not a job id (job_ and 16 hex digits)"))) }
+}
+
+pub async fn run(client: &DaemonClient, json: bool, command: &JobCommand) -> Result<(), ClientError> {
+    match command {
+        JobCommand::Run(args) => job_run(client, json, args).await,
+        JobCommand::Show { id, events_tail } => {
+            let value = client.get_value(&format!("/v1/jobs/{}?events_tail={events_tail}", job_id(id)?)).await?;
+            crate::commands::print_or(json, &value, |v: JobView| render_job(&v))
+        }
+        JobCommand::List { filter } => {
+            let path = match filter {
+                Some(status) => format!("/v1/jobs?status={status}"),
+                None => "/v1/jobs".to_string(),
+            };
+            let value = client.get_value(&path).await?;
+            crate::commands::print_or(json, &value, |v: JobsResponse| render_jobs(&v))
+        }
+        JobCommand::Cancel { id } => {
+            let value = client.post_value(&format!("/v1/jobs/{}/cancel", job_id(id)?), &serde_json::json!({})).await?;
+            crate::commands::print_or(json, &value, |v: JobView| format!("job {} {}\n", v.id, v.status))
+        }
+        JobCommand::Artifacts(ArtifactsArgs { action: Some(ArtifactsAction::Download(args)), .. }) => {
+            download(client, json, args).await
+        }
+        JobCommand::Artifacts(ArtifactsArgs { action: None, id }) => {
+            let id = id.as_deref().ok_or_else(|| ClientError::Usage("which job? `agentlab job artifacts JOB_ID`".into()))?;
+            let value = client.get_value(&format!("/v1/jobs/{}/artifacts", job_id(id)?)).await?;
+            crate::commands::print_or(json, &value, |v: ArtifactsResponse| render_artifacts(&v))
+        }
+    }
+}
+
+async fn job_run(client: &DaemonClient, json: bool, args: &JobRunArgs) -> Result<(), ClientError> {
+    let request = CreateJobRequest {
+        repo_url: args.repo.clone(),
+        git_ref: args.git_ref.clone(),
+        profile: args.profile.clone(),
+        task: args.task.clone(),
+        mode: args.mode.clone(),
+        agent: args.agent.clone(),
+        ttl_minutes: args.ttl,
+        keepalive: args.keepalive.then_some(true),
+    };
+    let body = serde_json::to_value(&request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    let value = client.post_value("/v1/jobs", &body).await?;
+    let job: JobView = serde_json::from_value(value.clone()).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    if !args.follow {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        } else {
+            println!("{}", job.id);
+        }
+        return Ok(());
+    }
+    if !json {
+        eprintln!("==> job {} queued (profile {}); following its log", job.id, job.profile);
+    }
+    let mut after = 0i64;
+    loop {
+        let page: EventsResponse = client.get(&format!("/v1/jobs/{}/events?after={after}&wait=30", job.id)).await?;
+        after = page.last_id.max(after);
+        for event in &page.events {
+            print_event(event, json);
+        }
+        let current: JobView = client.get(&format!("/v1/jobs/{}?events_tail=0", job.id)).await?;
+        if current.status.is_final() {
+            // Events committed with the final state may still be unread.
+            let rest: EventsResponse = client.get(&format!("/v1/jobs/{}/events?after={after}", job.id)).await?;
+            for event in &rest.events {
+                print_event(event, json);
+            }
+            return finished(json, &current);
+        }
+    }
+}
+
+/// The end of a followed job: exit 0 only if it COMPLETED.
+fn finished(json: bool, job: &JobView) -> Result<(), ClientError> {
+    if json {
+        println!("{}", serde_json::to_string(job).unwrap_or_default());
+    } else {
+        eprintln!("==> job {} {}", job.id, job.status);
+    }
+    if job.status == JobState::Completed {
+        return Ok(());
+    }
+    let message = format!("job {} ended {}: {}", job.id, job.status, job.error.as_deref().unwrap_or("no reason recorded"));
+    Err(ClientError::Api { status: 200, envelope: ErrorEnvelope::new(ErrorCode::JobFinalized, message) })
+}
+
+async fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Result<(), ClientError> {
+    let id = job_id(&args.id)?;
+    let listing: ArtifactsResponse = client.get(&format!("/v1/jobs/{id}/artifacts")).await?;
+    let wanted = match (&args.name, args.bundle) {
+        (Some(name), _) => listing.artifacts.iter().find(|a| &a.info.name == name),
+        (None, true) => listing.artifacts.iter().find(|a| a.info.name == DEFAULT_ARTIFACT_NAME),
+        (None, false) => listing.artifacts.first(),
+    }
+    .ok_or_else(|| {
+        let envelope = ErrorEnvelope::new(
+            ErrorCode::ArtifactNotFound,
+            format!("job {id} has no such artifact; `agentlab job artifacts {id}` lists them"),
+        );
+        ClientError::Api { status: 404, envelope }
+    })?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(&wanted.info.name));
+    let query = format!("/v1/jobs/{id}/artifacts/download?path={}", encode(&wanted.info.path));
+    let got = client.download(&query, &out).await?;
+    let expected = got.declared_sha256.clone().unwrap_or_else(|| wanted.info.sha256.clone());
+    if got.sha256 != expected || got.sha256 != wanted.info.sha256 {
+        let _ = std::fs::remove_file(&out);
+        let envelope = ErrorEnvelope::new(
+            ErrorCode::BadResponse,
+            format!("SHA-256 mismatch for {}: got {}, expected {}; the file was removed", wanted.info.name, got.sha256, expected),
+        );
+        return Err(ClientError::Api { status: 200, envelope });
+    }
+    if json {
+        let answer = serde_json::json!({"job_id": id, "path": out, "name": wanted.info.name, "size_bytes": got.size, "sha256": got.sha256, "verified": true});
+        println!("{answer}");
+    } else {
+        println!("{} ({} bytes, sha256 {} verified)", out.display(), got.size, got.sha256);
+    }
+    Ok(())
+}
+
+/// Percent-encodes a query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+pub async fn validate_secrets(client: &DaemonClient, json: bool, bundle: &Option<String>) -> Result<(), ClientError> {
+    let body = match bundle {
+        Some(b) => serde_json::json!({"bundle": b}),
+        None => serde_json::json!({}),
+    };
+    let value = client.post_value("/v1/secrets/validate", &body).await?;
+    crate::commands::print_or(json, &value, |v: agentlab_actors::protocol::ValidateSecretsResponse| {
+        let sections = v.summary["sections"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        let env = v.summary["env_names"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        format!(
+            "bundle {} ok ({})\n  sections: {}\n  env: {}\n",
+            v.bundle,
+            v.path,
+            sections.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into()),
+            env.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into())
+        )
+    })
+}
+
+fn render_job(job: &JobView) -> String {
+    let mut out = format!("job {}  {}\n", job.id, job.status);
+    let line = |k: &str, v: &str| format!("  {k:<10} {v}\n");
+    out.push_str(&line("repo", &job.repo_url));
+    out.push_str(&line("ref", job.git_ref.as_deref().unwrap_or("(default branch)")));
+    out.push_str(&line("profile", &job.profile));
+    out.push_str(&line("agent", &format!("{} ({} mode)", job.agent, job.mode)));
+    out.push_str(&line("ttl", &format!("{} min{}", job.ttl_minutes, if job.keepalive { ", keepalive" } else { "" })));
+    out.push_str(&line("sandbox", &job.sandbox_vmid.map_or("-".to_string(), |v| v.to_string())));
+    if let Some(error) = &job.error {
+        out.push_str(&line("error", error));
+    }
+    if let Some(result) = &job.result {
+        out.push_str(&line("exit code", &result["exit_code"].to_string()));
+        if let Some(commit) = result["commit"].as_str() {
+            out.push_str(&line("commit", commit));
+        }
+    }
+    out.push_str("  timeline:\n");
+    for entry in &job.timeline {
+        out.push_str(&format!("    {}  {}\n", entry.at, entry.label));
+    }
+    if !job.events.is_empty() {
+        out.push_str("  events:\n");
+        for event in job.events.iter().filter(|e| e.kind != "job.log") {
+            out.push_str(&format!("    {}\n", crate::render::event_line(event)));
+        }
+    }
+    out
+}
+
+fn render_jobs(jobs: &JobsResponse) -> String {
+    let mut out = format!("{:<22} {:<10} {:<7} {:<18} {}\n", "ID", "STATUS", "VMID", "PROFILE", "REPO");
+    for job in &jobs.jobs {
+        let vmid = job.sandbox_vmid.map_or("-".to_string(), |v| v.to_string());
+        out.push_str(&format!("{:<22} {:<10} {:<7} {:<18} {}\n", job.id, job.status, vmid, job.profile, job.repo_url));
+    }
+    out
+}
+
+fn render_artifacts(list: &ArtifactsResponse) -> String {
+    let mut out = format!("{:<32} {:>12} {:<24} {}\n", "NAME", "BYTES", "MIME", "SHA256");
+    for a in &list.artifacts {
+        out.push_str(&format!("{:<32} {:>12} {:<24} {}\n", a.info.name, a.info.size_bytes, a.info.mime, a.info.sha256));
+    }
+    out
+}

@@ -1,0 +1,62 @@
+//! `POST /v1/bootstrap/fetch` and `POST /v1/runner/report`.
+
+use super::GuestState;
+use super::guard::bearer;
+use crate::api::{ApiError, StrictJson};
+use agentlab_actors::job::{self, JobMsg};
+use agentlab_actors::model::ErrorCode;
+use agentlab_actors::protocol::guest::{BootstrapPayload, FetchRequest, ReportResponse, RunnerReport};
+use agentlab_actors::sandbox::snippet::token_hash;
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn fetch(
+    State(state): State<GuestState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    StrictJson(req): StrictJson<FetchRequest>,
+) -> Result<Json<BootstrapPayload>, ApiError> {
+    if !state.bootstrap_limiter.allow(source.ip()) {
+        return Err(ApiError::new(ErrorCode::RateLimited, "rate limit exceeded"));
+    }
+    match job::bootstrap::fetch(&state.jobs, &req, source.ip()).await {
+        Ok(payload) => Ok(Json(payload)),
+        Err(e) => {
+            tracing::warn!(vmid = req.vmid, source = %source.ip(), error = %e.message, "bootstrap fetch refused");
+            Err(ApiError::new(e.code, e.message))
+        }
+    }
+}
+
+pub async fn report(
+    State(state): State<GuestState>,
+    headers: HeaderMap,
+    StrictJson(report): StrictJson<RunnerReport>,
+) -> Result<Json<ReportResponse>, ApiError> {
+    let token = bearer(&headers).ok_or_else(|| ApiError::new(ErrorCode::MissingBearerToken, "missing bearer token"))?;
+    let job = state
+        .jobs
+        .store
+        .job_by_runner_token(&token_hash(token))?
+        .filter(|j| j.id == report.job_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "invalid runner token"))?;
+    if job.status.is_final() {
+        return Err(ApiError::new(ErrorCode::JobFinalized, format!("job already finalized ({})", job.status)));
+    }
+    if job::actor_of(&job.id).is_none() {
+        agentlab_actors::root::request_spawn(job::KIND, &job.id)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, e))?;
+    }
+    let actor = job::actor_of(&job.id)
+        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("job {} has no actor; retry", job.id)))?;
+    match actor.call(|reply| JobMsg::Report { report, reply }, Some(REPORT_TIMEOUT)).await {
+        Ok(ractor::rpc::CallResult::Success(Ok(answer))) => Ok(Json(answer)),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(ApiError::new(e.code, e.message)),
+        _ => Err(ApiError::new(ErrorCode::ActorUnavailable, format!("job {} did not take the report; retry", job.id))),
+    }
+}

@@ -1,0 +1,161 @@
+//! A bench for job tests: a simulator whose VMs run the real `agent-runner`, a daemon with
+//! its guest listener on loopback, an age key and bundle, and a local git repository.
+
+use crate::{SimProcess, Workspace, bin, eventually};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The secret the bundle carries; no output may contain it.
+pub const SECRET: &str = "s3cr3t-VALUE-4f9a1c77";
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds a git repository whose `.agentlab/run.sh` does what each branch says:
+/// `main` writes `out.txt` and prints the secret, `fail` exits 3, `sleep` sleeps 60 s,
+/// `slow` sleeps 4 s then does what `main` does.
+pub fn make_repo(dir: &Path) -> PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(repo.join(".agentlab")).unwrap_or_else(|e| panic!("{e}"));
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .args(["-c", "user.email=e2e@agentlab.invalid", "-c", "user.name=e2e", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(&repo))
+    };
+    git(&["init", "-q"]);
+    let script = |body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = repo.join(".agentlab/run.sh");
+        std::fs::write(&path, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+    };
+    let work = "echo \"hello from the agent on task: $AGENTLAB_TASK\"\necho \"the secret is $DEMO_SECRET\"\n\
+                mkdir -p \"$AGENTLAB_RUN_DIR/artifacts\"\necho \"agent result\" > \"$AGENTLAB_RUN_DIR/artifacts/out.txt\"";
+    script(work);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "main"]);
+    for (branch, body) in [
+        ("fail", "echo failing on purpose\nexit 3".to_string()),
+        ("sleep", "echo sleeping past the ttl\nsleep 60".to_string()),
+        ("slow", format!("echo working slowly\nsleep 4\n{work}")),
+    ] {
+        git(&["checkout", "-q", "-b", branch, "main"]);
+        script(&body);
+        git(&["commit", "-q", "-am", branch]);
+    }
+    git(&["checkout", "-q", "main"]);
+    repo
+}
+
+/// Writes the age key with `age-keygen` and the bundle encrypted by the `age` CLI.
+pub fn write_secrets_with_age_cli(ws: &Workspace) {
+    let keys = ws.path().join("keys");
+    let secrets = ws.path().join("secrets");
+    for dir in [&keys, &secrets] {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let key = keys.join("age.key");
+    run(Command::new("age-keygen").arg("-o").arg(&key));
+    let recipient = run(Command::new("age-keygen").arg("-y").arg(&key)).trim().to_string();
+    let plain = ws.path().join("bundle.yaml");
+    std::fs::write(&plain, format!("version: 1\nenv:\n  DEMO_SECRET: \"{SECRET}\"\n")).unwrap_or_else(|e| panic!("{e}"));
+    run(Command::new("age").args(["-r", &recipient, "-o"]).arg(secrets.join("default.age")).arg(&plain));
+    std::fs::remove_file(&plain).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Everything a job test needs, torn down on drop.
+pub struct JobBench {
+    pub ws: Workspace,
+    pub sim: SimProcess,
+    pub repo: PathBuf,
+    pub bootstrap_port: u16,
+    pub artifact_port: u16,
+}
+
+impl JobBench {
+    /// `runner`: whether started VMs run `agent-runner` (false: the test plays the guest).
+    pub fn new(runner: bool, extra_config: &str) -> JobBench {
+        let ws = Workspace::new();
+        let local = ws.path().join("pve-local").display().to_string();
+        let runner_bin = bin("agent-runner").display().to_string();
+        let mut args = vec!["--local-storage-path".to_string(), local];
+        if runner {
+            args.extend(["--guest-command".into(), runner_bin]);
+            for env in [
+                "AGENTLAB_RETRY_BASE_MS=200",
+                "AGENTLAB_RUNNER_KILL_GRACE_SECONDS=2",
+                "AGENTLAB_RUNNER_LOG_INTERVAL_MS=200",
+            ] {
+                args.extend(["--guest-env".into(), env.into()]);
+            }
+        }
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let sim = SimProcess::start(ws.path(), &arg_refs);
+        write_secrets_with_age_cli(&ws);
+        let repo = make_repo(ws.path());
+        let (bootstrap_port, artifact_port) = (free_port(), free_port());
+        let config = format!(
+            "agent_subnet: 127.0.0.0/8\nbootstrap_listen: 127.0.0.1:{bootstrap_port}\nartifact_listen: 127.0.0.1:{artifact_port}\n\
+             secrets_dir: {root}/secrets\nsecrets_age_key_path: {root}/keys/age.key\nbootstrap_rate_limit_qps: 0\n\
+             artifact_rate_limit_qps: 0\n{extra_config}",
+            root = ws.path().display()
+        );
+        ws.write_sandbox_config(&sim, &config);
+        JobBench { ws, sim, repo, bootstrap_port, artifact_port }
+    }
+
+    /// `job run` (not followed) on `branch`; the job id.
+    pub fn start_job(&self, branch: &str, ttl: u32, extra: &[&str]) -> String {
+        let ttl = ttl.to_string();
+        let repo = self.repo.display().to_string();
+        let mut args = vec![
+            "job", "run", "--repo", &repo, "--ref", branch, "--task", "say hello", "--profile", "yolo-ephemeral",
+            "--agent", "custom", "--ttl", &ttl,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.ws.cli(&args);
+        assert_eq!(out.code, 0, "{out:?}");
+        out.stdout.trim().to_string()
+    }
+
+    pub fn job(&self, id: &str) -> serde_json::Value {
+        let out = self.ws.cli(&["--json", "job", "show", id, "--events-tail", "1000"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        out.json()
+    }
+
+    /// Waits until the job reaches a final status; returns it.
+    pub fn wait_final(&self, id: &str, limit: Duration) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let done = eventually(limit, || {
+            last = self.job(id);
+            !matches!(last["status"].as_str(), Some("QUEUED" | "RUNNING"))
+        });
+        assert!(done, "job {id} did not end: {last}\nguest logs:\n{}", self.guest_logs());
+        last
+    }
+
+    /// Every guest's output (runner stderr and agent output), for failure messages.
+    pub fn guest_logs(&self) -> String {
+        let root = self.ws.path().join("pve-sim/guests");
+        let mut out = String::new();
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let log = std::fs::read_to_string(entry.path().join("guest.log")).unwrap_or_default();
+            out.push_str(&format!("--- guest {}\n{log}\n", entry.file_name().to_string_lossy()));
+        }
+        out
+    }
+}

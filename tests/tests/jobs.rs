@@ -1,0 +1,149 @@
+//! Jobs end to end with real processes: `pve-sim` running `agent-runner` as each VM's guest,
+//! `agentlabd`, `agentlab`, `git` and `age`.
+
+use agentlab_e2e::jobs::{JobBench, SECRET, run};
+use agentlab_e2e::{eventually, pause};
+use std::process::Command;
+use std::time::Duration;
+
+const JOB_LIMIT: Duration = Duration::from_secs(120);
+
+/// Every file under `dir`, as bytes (artifacts, the database and its WAL).
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            hits.push(path.display().to_string());
+        }
+    }
+    hits
+}
+
+#[test]
+fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
+    let bench = JobBench::new(true, "");
+    let _daemon = bench.ws.start_daemon();
+    let ws = &bench.ws;
+
+    let validate = ws.cli(&["secrets", "validate"]);
+    assert_eq!(validate.code, 0, "{validate:?}");
+    assert!(validate.stdout.contains("DEMO_SECRET") && !validate.stdout.contains(SECRET), "{validate:?}");
+
+    let repo = bench.repo.display().to_string();
+    let out = ws.cli(&[
+        "job", "run", "--repo", &repo, "--task", "say hello", "--profile", "yolo-ephemeral", "--agent", "custom",
+        "--ttl", "60", "--follow",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}\n{}", bench.guest_logs());
+    assert!(out.stdout.contains("hello from the agent on task: say hello"), "{out:?}");
+    assert!(out.stdout.contains("the secret is [REDACTED]"), "{out:?}");
+    assert!(out.stderr.contains("COMPLETED"), "{out:?}");
+    let id = out.stderr.split_whitespace().find(|w| w.starts_with("job_")).unwrap_or_default().to_string();
+
+    let job = bench.job(&id);
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(job["result"]["exit_code"], 0, "{job}");
+    assert!(job["result"]["commit"].as_str().is_some_and(|c| c.len() == 40), "{job}");
+    let phases: Vec<&str> =
+        job["timeline"].as_array().map(|t| t.iter().filter_map(|p| p["phase"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(
+        phases,
+        ["queued", "sandbox_ready", "bootstrap_fetched", "repo_ready", "agent_started", "agent_finished", "artifacts_uploaded"],
+        "{job}"
+    );
+    let vmid = job["sandbox_vmid"].as_u64().unwrap_or(0) as u32;
+
+    // The artifact bundle, downloaded and verified, holds out.txt, report.json and the log.
+    let listing = ws.cli(&["--json", "job", "artifacts", &id]).json();
+    let sha = listing["artifacts"][0]["sha256"].as_str().unwrap_or_default().to_string();
+    let dest = ws.path().join("download.tar.gz");
+    let got = ws.cli(&["job", "artifacts", "download", &id, "--bundle", "--out", &dest.display().to_string()]);
+    assert_eq!(got.code, 0, "{got:?}");
+    assert!(got.stdout.contains(&sha) && got.stdout.contains("verified"), "{got:?}");
+    let unpacked = ws.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap_or_else(|e| panic!("{e}"));
+    run(Command::new("tar").arg("-xzf").arg(&dest).arg("-C").arg(&unpacked));
+    for name in ["out.txt", "report.json", "agent-runner.log"] {
+        assert!(unpacked.join(name).exists(), "{name} missing from the bundle");
+    }
+    let log = std::fs::read_to_string(unpacked.join("agent-runner.log")).unwrap_or_default();
+    assert!(log.contains("the secret is [REDACTED]"), "{log}");
+
+    // The secret is nowhere: logs, events, the database (stored log), artifacts, the
+    // runner's workspace after it wiped its secrets.
+    for args in [vec!["logs", &id, "--tail", "1000"], vec!["--json", "logs", &id, "--tail", "1000"]] {
+        let logs = ws.cli(&args);
+        assert_eq!(logs.code, 0, "{logs:?}");
+        assert!(logs.stdout.contains("[REDACTED]") && !logs.stdout.contains(SECRET), "{logs:?}");
+    }
+    let sandbox_logs = ws.cli(&["logs", &vmid.to_string(), "--tail", "1000"]);
+    assert!(!sandbox_logs.stdout.contains(SECRET), "{sandbox_logs:?}");
+    assert!(!job.to_string().contains(SECRET), "{job}");
+    for dir in [ws.path().join("data"), unpacked.clone()] {
+        let hits = files_containing(&dir, SECRET.as_bytes());
+        assert!(hits.is_empty(), "the secret leaked into {hits:?}");
+    }
+
+    // The sandbox is destroyed after the job (no keepalive).
+    assert!(eventually(Duration::from_secs(30), || bench.sim.vm(vmid).is_none()), "VM {vmid} left behind");
+    bench.sim.assert_all_requests_valid();
+}
+
+#[test]
+fn timeout_failure_and_cancel_end_jobs_as_they_should() {
+    let bench = JobBench::new(true, "");
+    let _daemon = bench.ws.start_daemon();
+
+    // ttl 1 minute is 0.6 s at test_time_scale 0.01: run.sh sleeps past it.
+    let slow = bench.start_job("sleep", 1, &[]);
+    let failing = bench.start_job("fail", 60, &[]);
+    let canceled = bench.start_job("sleep", 60, &[]);
+
+    let job = bench.wait_final(&slow, JOB_LIMIT);
+    assert_eq!(job["status"], "TIMEOUT", "{job}\n{}", bench.guest_logs());
+    assert_eq!(job["result"]["exit_code"], 124, "{job}");
+
+    let job = bench.wait_final(&failing, JOB_LIMIT);
+    assert_eq!(job["status"], "FAILED", "{job}");
+    assert_eq!(job["result"]["exit_code"], 3, "{job}");
+    assert!(job["error"].as_str().is_some_and(|e| e.contains("exit code 3")), "{job}");
+
+    let started = eventually(JOB_LIMIT, || {
+        let job = bench.job(&canceled);
+        job["timeline"].as_array().is_some_and(|t| t.iter().any(|p| p["phase"] == "agent_started"))
+    });
+    assert!(started, "{}", bench.guest_logs());
+    let vmid = bench.job(&canceled)["sandbox_vmid"].as_u64().unwrap_or(0) as u32;
+    let out = bench.ws.cli(&["--json", "job", "cancel", &canceled]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["status"], "CANCELED");
+    assert!(eventually(Duration::from_secs(30), || bench.sim.vm(vmid).is_none()), "VM {vmid} not destroyed");
+    let again = bench.ws.cli(&["--json", "job", "cancel", &canceled]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert_eq!(again.json()["code"], "v1/job/finalized");
+
+    let list = bench.ws.cli(&["--json", "job", "list", "--filter", "status=CANCELED"]).json();
+    let ids: Vec<&str> = list["jobs"].as_array().map(|j| j.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(ids, [canceled.as_str()]);
+}
+
+#[test]
+fn a_running_job_survives_kill_9_of_the_daemon() {
+    let bench = JobBench::new(true, "");
+    let daemon = bench.ws.start_daemon();
+    let id = bench.start_job("slow", 60, &[]);
+    let running = eventually(JOB_LIMIT, || bench.job(&id)["status"] == "RUNNING");
+    assert!(running, "{}", bench.guest_logs());
+    daemon.kill9();
+    pause(Duration::from_millis(1500));
+    let _daemon = bench.ws.start_daemon();
+    let job = bench.wait_final(&id, JOB_LIMIT);
+    assert_eq!(job["status"], "COMPLETED", "{job}\n{}", bench.guest_logs());
+    let listing = bench.ws.cli(&["--json", "job", "artifacts", &id]).json();
+    assert_eq!(listing["artifacts"][0]["name"], "agentlab-artifacts.tar.gz", "{listing}");
+}
