@@ -126,16 +126,12 @@ impl DaemonClient {
                     .await
                     .map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))?
                     .to_bytes();
-                let envelope = serde_json::from_slice::<ErrorEnvelope>(&body).unwrap_or_else(|_| {
-                    ErrorEnvelope::new(ErrorCode::BadResponse, format!("HTTP {status}"))
-                });
+                let envelope = serde_json::from_slice::<ErrorEnvelope>(&body)
+                    .unwrap_or_else(|_| ErrorEnvelope::new(ErrorCode::BadResponse, format!("HTTP {status}")));
                 return Err(ClientError::Api { status, envelope });
             }
-            let declared = response
-                .headers()
-                .get("x-artifact-sha256")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let declared =
+                response.headers().get("x-artifact-sha256").and_then(|v| v.to_str().ok()).map(str::to_string);
             let partial = out.with_extension("partial");
             let io = |e: std::io::Error| ClientError::Transport(format!("writing {}: {e}", partial.display()));
             let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;

@@ -36,7 +36,8 @@ pub async fn run(client: &DaemonClient, json: bool, command: &JobCommand) -> Res
             download(client, json, args).await
         }
         JobCommand::Artifacts(ArtifactsArgs { action: None, id }) => {
-            let id = id.as_deref().ok_or_else(|| ClientError::Usage("which job? `agentlab job artifacts JOB_ID`".into()))?;
+            let id =
+                id.as_deref().ok_or_else(|| ClientError::Usage("which job? `agentlab job artifacts JOB_ID`".into()))?;
             let value = client.get_value(&format!("/v1/jobs/{}/artifacts", job_id(id)?)).await?;
             crate::commands::print_or(json, &value, |v: ArtifactsResponse| render_artifacts(&v))
         }
@@ -97,7 +98,8 @@ fn finished(json: bool, job: &JobView) -> Result<(), ClientError> {
     if job.status == JobState::Completed {
         return Ok(());
     }
-    let message = format!("job {} ended {}: {}", job.id, job.status, job.error.as_deref().unwrap_or("no reason recorded"));
+    let message =
+        format!("job {} ended {}: {}", job.id, job.status, job.error.as_deref().unwrap_or("no reason recorded"));
     Err(ClientError::Api { status: 200, envelope: ErrorEnvelope::new(ErrorCode::JobFinalized, message) })
 }
 
@@ -124,7 +126,10 @@ async fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Res
         let _ = std::fs::remove_file(&out);
         let envelope = ErrorEnvelope::new(
             ErrorCode::BadResponse,
-            format!("SHA-256 mismatch for {}: got {}, expected {}; the file was removed", wanted.info.name, got.sha256, expected),
+            format!(
+                "SHA-256 mismatch for {}: got {}, expected {}; the file was removed",
+                wanted.info.name, got.sha256, expected
+            ),
         );
         return Err(ClientError::Api { status: 200, envelope });
     }
@@ -140,7 +145,13 @@ async fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Res
 /// Percent-encodes a query value.
 fn encode(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -151,8 +162,12 @@ pub async fn validate_secrets(client: &DaemonClient, json: bool, bundle: &Option
     };
     let value = client.post_value("/v1/secrets/validate", &body).await?;
     crate::commands::print_or(json, &value, |v: agentlab_actors::protocol::ValidateSecretsResponse| {
-        let sections = v.summary["sections"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
-        let env = v.summary["env_names"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        let sections = v.summary["sections"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        let env = v.summary["env_names"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
         format!(
             "bundle {} ok ({})\n  sections: {}\n  env: {}\n",
             v.bundle,

@@ -1,22 +1,47 @@
 //! `agent-runner`: baked into the VM template, it turns a bootstrap descriptor into a run
-//! of the agent. This first slice checks the descriptor cloud-init wrote, so template
-//! builders can verify a template; fetching and running jobs come with the jobs capability.
+//! of the agent: fetch the job payload, clone the repository, run the agent under a
+//! deadline with its output redacted and streamed to the daemon, upload the artifacts and
+//! send the final report. `check` only validates the descriptor, so template builders can
+//! verify a template.
+//!
+//! A plain blocking program: no async runtime, no TLS (plain HTTP on the agent bridge).
 
-use agentlab_actors::protocol::guest::BootstrapDescriptor;
+mod agent;
+mod artifacts;
+mod bootstrap;
+mod clock;
+mod config;
+mod daemon;
+mod files;
+mod git;
+mod http;
+mod job;
+mod journal;
+mod logship;
+mod run;
+mod secrets;
+mod supervise;
+mod upload;
+
 use std::process::ExitCode;
 
-const DEFAULT_DESCRIPTOR: &str = "/etc/agentlab/bootstrap.json";
-
-const USAGE: &str = "usage: agent-runner <command>
+const USAGE: &str = "usage: agent-runner [command]
 
 commands:
+  run         (the default) fetch the job, run the agent, upload the artifacts, report
   check       validate the bootstrap descriptor ($AGENTLAB_BOOTSTRAP, default /etc/agentlab/bootstrap.json)
   --version   print the version
-  --help      print this help";
+  --help      print this help
+
+environment: AGENTLAB_BOOTSTRAP, AGENTLAB_SECRETS_DIR, AGENTLAB_RUN_DIR, AGENTLAB_REPO_DIR,
+  AGENTLAB_AGENT_COMMAND, AGENTLAB_RUNNER_TIMEOUT_SECONDS, AGENTLAB_RUNNER_KILL_GRACE_SECONDS,
+  AGENTLAB_RUNNER_LOG_INTERVAL_MS, AGENTLAB_BOOTSTRAP_RETRY_MAX, AGENTLAB_RETRY_MAX,
+  AGENTLAB_RETRY_BASE_MS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] | ["run"] => run::run(),
         ["--version" | "-V"] => {
             println!("agent-runner {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -34,24 +59,15 @@ fn main() -> ExitCode {
 }
 
 fn check() -> ExitCode {
-    let path = std::env::var("AGENTLAB_BOOTSTRAP").unwrap_or_else(|_| DEFAULT_DESCRIPTOR.to_string());
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!(
-                "agent-runner: cannot read bootstrap descriptor {path}: {e}; cloud-init writes it from the sandbox's snippet"
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    match BootstrapDescriptor::parse(&text) {
+    let path = std::env::var_os("AGENTLAB_BOOTSTRAP").unwrap_or_else(|| config::DEFAULT_DESCRIPTOR.into());
+    match bootstrap::read_descriptor(std::path::Path::new(&path)) {
         Ok(d) => {
             // Never print the token.
-            println!("descriptor {path}: ok (vmid {}, controller {})", d.vmid, d.controller);
+            println!("descriptor {}: ok (vmid {}, controller {})", path.to_string_lossy(), d.vmid, d.controller);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("agent-runner: bad bootstrap descriptor {path}: {e}");
+            eprintln!("agent-runner: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,4 @@
-//! The `agent-runner` binary: version, and `check` on good and bad bootstrap descriptors.
+//! The `agent-runner` binary: version, usage, and `check` on good and bad bootstrap descriptors.
 
 use std::process::Command;
 
@@ -20,8 +20,13 @@ fn runner(args: &[&str], descriptor: Option<&std::path::Path>) -> (i32, String, 
 fn version_and_usage() {
     let (code, stdout, _) = runner(&["--version"], None);
     assert_eq!((code, stdout.trim().to_string()), (0, format!("agent-runner {}", env!("CARGO_PKG_VERSION"))));
-    assert_eq!(runner(&[], None).0, 2);
     assert_eq!(runner(&["bogus"], None).0, 2);
+    assert_eq!(runner(&["run", "extra"], None).0, 2);
+    // No command means `run`: without a descriptor it stops at once.
+    let missing = std::path::Path::new("/nonexistent/agentlab/bootstrap.json");
+    let (code, _, stderr) = runner(&[], Some(missing));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot read bootstrap descriptor"), "{stderr}");
 }
 
 #[test]

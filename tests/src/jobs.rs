@@ -71,7 +71,8 @@ pub fn write_secrets_with_age_cli(ws: &Workspace) {
     run(Command::new("age-keygen").arg("-o").arg(&key));
     let recipient = run(Command::new("age-keygen").arg("-y").arg(&key)).trim().to_string();
     let plain = ws.path().join("bundle.yaml");
-    std::fs::write(&plain, format!("version: 1\nenv:\n  DEMO_SECRET: \"{SECRET}\"\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&plain, format!("version: 1\nenv:\n  DEMO_SECRET: \"{SECRET}\"\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
     run(Command::new("age").args(["-r", &recipient, "-o"]).arg(secrets.join("default.age")).arg(&plain));
     std::fs::remove_file(&plain).unwrap_or_else(|e| panic!("{e}"));
 }
@@ -122,8 +123,20 @@ impl JobBench {
         let ttl = ttl.to_string();
         let repo = self.repo.display().to_string();
         let mut args = vec![
-            "job", "run", "--repo", &repo, "--ref", branch, "--task", "say hello", "--profile", "yolo-ephemeral",
-            "--agent", "custom", "--ttl", &ttl,
+            "job",
+            "run",
+            "--repo",
+            &repo,
+            "--ref",
+            branch,
+            "--task",
+            "say hello",
+            "--profile",
+            "yolo-ephemeral",
+            "--agent",
+            "custom",
+            "--ttl",
+            &ttl,
         ];
         args.extend_from_slice(extra);
         let out = self.ws.cli(&args);

@@ -36,8 +36,19 @@ fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
 
     let repo = bench.repo.display().to_string();
     let out = ws.cli(&[
-        "job", "run", "--repo", &repo, "--task", "say hello", "--profile", "yolo-ephemeral", "--agent", "custom",
-        "--ttl", "60", "--follow",
+        "job",
+        "run",
+        "--repo",
+        &repo,
+        "--task",
+        "say hello",
+        "--profile",
+        "yolo-ephemeral",
+        "--agent",
+        "custom",
+        "--ttl",
+        "60",
+        "--follow",
     ]);
     assert_eq!(out.code, 0, "{out:?}\n{}", bench.guest_logs());
     assert!(out.stdout.contains("hello from the agent on task: say hello"), "{out:?}");
@@ -53,7 +64,15 @@ fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
         job["timeline"].as_array().map(|t| t.iter().filter_map(|p| p["phase"].as_str()).collect()).unwrap_or_default();
     assert_eq!(
         phases,
-        ["queued", "sandbox_ready", "bootstrap_fetched", "repo_ready", "agent_started", "agent_finished", "artifacts_uploaded"],
+        [
+            "queued",
+            "sandbox_ready",
+            "bootstrap_fetched",
+            "repo_ready",
+            "agent_started",
+            "agent_finished",
+            "artifacts_uploaded"
+        ],
         "{job}"
     );
     let vmid = job["sandbox_vmid"].as_u64().unwrap_or(0) as u32;
@@ -128,7 +147,8 @@ fn timeout_failure_and_cancel_end_jobs_as_they_should() {
     assert_eq!(again.json()["code"], "v1/job/finalized");
 
     let list = bench.ws.cli(&["--json", "job", "list", "--filter", "status=CANCELED"]).json();
-    let ids: Vec<&str> = list["jobs"].as_array().map(|j| j.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
+    let ids: Vec<&str> =
+        list["jobs"].as_array().map(|j| j.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
     assert_eq!(ids, [canceled.as_str()]);
 }
 

@@ -19,8 +19,14 @@ pub enum JobMsg {
     /// The job's sandbox finished provisioning (or failed to).
     SandboxSettled(Result<u32, String>),
     /// A report from the runner, already authenticated by its runner token.
-    Report { report: RunnerReport, reply: RpcReplyPort<Result<ReportResponse, OpError>> },
-    Cancel { by: Option<u32>, reply: RpcReplyPort<Result<JobRecord, OpError>> },
+    Report {
+        report: RunnerReport,
+        reply: RpcReplyPort<Result<ReportResponse, OpError>>,
+    },
+    Cancel {
+        by: Option<u32>,
+        reply: RpcReplyPort<Result<JobRecord, OpError>>,
+    },
     /// The host-side deadline passed without a final report.
     DeadlinePassed,
     /// The sandbox's lease ran out under the job.
@@ -264,7 +270,12 @@ impl Actor for JobActor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<JobMsg>, msg: JobMsg, state: &mut JobActorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<JobMsg>,
+        msg: JobMsg,
+        state: &mut JobActorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             JobMsg::Reconcile => self.reconcile(&myself, state)?,
             JobMsg::SandboxSettled(outcome) => {
@@ -288,7 +299,14 @@ impl Actor for JobActor {
             }
             JobMsg::Cancel { by, reply } => {
                 let job = self.load(&state.id)?;
-                let answer = match self.finish(&myself, state, JobEvent::Canceled, Some("canceled by the operator"), None, by)? {
+                let answer = match self.finish(
+                    &myself,
+                    state,
+                    JobEvent::Canceled,
+                    Some("canceled by the operator"),
+                    None,
+                    by,
+                )? {
                     Some(job) => Ok(job),
                     None => Err(OpError {
                         code: ErrorCode::JobFinalized,

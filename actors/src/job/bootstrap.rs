@@ -111,6 +111,10 @@ fn build(ctx: &JobContext, job: &JobRecord) -> Result<BootstrapPayload, OpError>
         claude_settings_json: bundle.claude_settings_json(),
         artifact: ArtifactEndpoint { endpoint: ctx.settings.artifact_upload_url.clone(), token: mint()? },
         runner_token: mint()?,
-        policy: Policy { mode: job.mode.clone(), inner_sandbox: inner, inner_sandbox_args: behavior.inner_sandbox_args },
+        policy: Policy {
+            mode: job.mode.clone(),
+            inner_sandbox: inner,
+            inner_sandbox_args: behavior.inner_sandbox_args,
+        },
     })
 }

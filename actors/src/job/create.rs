@@ -180,7 +180,8 @@ mod tests {
 
     #[test]
     fn repo_urls_and_refs_that_git_would_misread_are_refused() {
-        for good in ["https://github.com/o/r.git", "git@github.com:o/r.git", "/srv/git/r", "file:///srv/r", "ssh://h/r"] {
+        for good in ["https://github.com/o/r.git", "git@github.com:o/r.git", "/srv/git/r", "file:///srv/r", "ssh://h/r"]
+        {
             assert!(check_repo_url(good).is_ok(), "{good}");
         }
         for bad in ["", "--upload-pack=touch /tmp/x", "r", "https://h/a b", "relative/path"] {

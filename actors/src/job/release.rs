@@ -29,11 +29,15 @@ pub async fn release(ctx: &JobContext, job: &JobRecord) -> Result<(), String> {
     match actor.call(|reply| SandboxMsg::Destroy { force: true, by: None, reply }, Some(wait)).await {
         Ok(ractor::rpc::CallResult::Success(Ok(_))) => Ok(()),
         Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(e.message),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(format!("sandbox {vmid} did not finish destroying within {wait:?}")),
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(format!("sandbox {vmid} did not finish destroying within {wait:?}"))
+        }
         Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
             // The actor stopped: it stops after DESTROYED, so look at the record.
             match ctx.store.get_sandbox(vmid).map_err(|e| e.to_string())? {
-                Some(r) if r.state != SandboxState::Destroyed => Err(format!("sandbox {vmid} stopped while {}", r.state)),
+                Some(r) if r.state != SandboxState::Destroyed => {
+                    Err(format!("sandbox {vmid} stopped while {}", r.state))
+                }
                 _ => Ok(()),
             }
         }

@@ -168,7 +168,7 @@ impl Actor for RootSupervisor {
 /// Asks the root to spawn the actor of a stored entity (nothing happens if it is alive).
 /// For actors that start other entities (a job starts its sandbox).
 pub async fn request_spawn(kind: &str, id: &str) -> Result<(), String> {
-    let root = ActorRef::<RootMsg>::where_is(ROOT_ACTOR.to_string()).ok_or("the actor root is not running")?;
+    let root = ActorRef::<RootMsg>::where_is(ROOT_ACTOR).ok_or("the actor root is not running")?;
     let (kind, id) = (kind.to_string(), id.to_string());
     match root.call(|reply| RootMsg::SpawnEntity { kind, id, reply }, Some(Duration::from_secs(30))).await {
         Ok(ractor::rpc::CallResult::Success(result)) => result,

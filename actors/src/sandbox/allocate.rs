@@ -36,7 +36,8 @@ pub enum AllocateError {
 /// started here.
 pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<SandboxRecord, AllocateError> {
     let profiles = ctx.profiles.snapshot();
-    let profile = &profiles.get(&req.profile).ok_or_else(|| AllocateError::UnknownProfile(req.profile.clone()))?.profile;
+    let profile =
+        &profiles.get(&req.profile).ok_or_else(|| AllocateError::UnknownProfile(req.profile.clone()))?.profile;
     let cluster = ctx.gateway.cluster_vms().await.map_err(|e| AllocateError::Proxmox(e.to_string()))?;
     let mut taken: HashSet<u32> = cluster.iter().map(|v| v.vmid as u32).collect();
     if let Some(vmid) = req.vmid

@@ -79,6 +79,8 @@ impl Store {
                 params![minted.artifact_token_hash, job_id, vmid, minted.artifact_expires_at, now],
             )
             .map_err(|e| self.err(e))?;
+            // A guest that fetches has booted, even if the job actor has not heard yet.
+            phase_in(tx, self, &job, JobPhase::SandboxReady)?;
             phase_in(tx, self, &job, JobPhase::BootstrapFetched)?;
             Ok(true)
         })
@@ -108,7 +110,15 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (job_id, path) DO UPDATE SET name = excluded.name, size_bytes = excluded.size_bytes,
                      sha256 = excluded.sha256, mime = excluded.mime, created_at = excluded.created_at",
-                params![job_id, info.name, info.path, info.size_bytes as i64, info.sha256, info.mime, time_format::now()],
+                params![
+                    job_id,
+                    info.name,
+                    info.path,
+                    info.size_bytes as i64,
+                    info.sha256,
+                    info.mime,
+                    time_format::now()
+                ],
             )
             .map_err(|e| self.err(e))?;
             let mut event = NewEvent::job(
@@ -154,9 +164,9 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::store::jobs::sample_job;
     use crate::store::test_support::temp_store;
-    use super::*;
 
     fn minted(n: &str) -> MintedTokens {
         MintedTokens {

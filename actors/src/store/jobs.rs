@@ -80,7 +80,12 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<JobRecord, String>> {
     })
 }
 
-fn query_jobs(store: &Store, conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<JobRecord>> {
+fn query_jobs(
+    store: &Store,
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<JobRecord>> {
     let mut stmt = conn.prepare(sql).map_err(|e| store.err(e))?;
     let rows = stmt.query_map(args, from_row).map_err(|e| store.err(e))?;
     let mut out = Vec::new();
@@ -97,12 +102,7 @@ pub(crate) fn job_in(tx: &Transaction<'_>, store: &Store, id: &str) -> StoreResu
 }
 
 /// Records `phase` once (a retried report does not repeat it). True if it was new.
-pub(crate) fn phase_in(
-    tx: &Transaction<'_>,
-    store: &Store,
-    job: &JobRecord,
-    phase: JobPhase,
-) -> StoreResult<bool> {
+pub(crate) fn phase_in(tx: &Transaction<'_>, store: &Store, job: &JobRecord, phase: JobPhase) -> StoreResult<bool> {
     let seen: Option<i64> = tx
         .query_row(
             "SELECT id FROM events WHERE job_id = ?1 AND kind = 'job.phase' AND json_extract(payload, '$.phase') = ?2",
@@ -159,7 +159,9 @@ impl Store {
     }
 
     pub fn get_job(&self, id: &str) -> StoreResult<Option<JobRecord>> {
-        self.read(|conn| Ok(query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), &[&id])?.pop()))
+        self.read(
+            |conn| Ok(query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), &[&id])?.pop()),
+        )
     }
 
     /// Newest first; `status` filters.
@@ -171,7 +173,12 @@ impl Store {
                 &format!("SELECT {COLUMNS} FROM jobs WHERE status = ?1 ORDER BY created_at DESC LIMIT ?2"),
                 &[&s.as_str(), &limit],
             ),
-            None => query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?1"), &[&limit]),
+            None => query_jobs(
+                self,
+                conn,
+                &format!("SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?1"),
+                &[&limit],
+            ),
         })
     }
 
@@ -190,8 +197,11 @@ impl Store {
         let mut counts: std::collections::BTreeMap<String, u64> =
             JobState::ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect();
         self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status").map_err(|e| self.err(e))?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))).map_err(|e| self.err(e))?;
+            let mut stmt =
+                conn.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status").map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
+                .map_err(|e| self.err(e))?;
             for row in rows {
                 let (status, n) = row.map_err(|e| self.err(e))?;
                 counts.insert(status, n);
@@ -241,16 +251,22 @@ impl Store {
     /// Binds the job's sandbox (its VMID is already reserved by the sandbox record).
     pub fn set_job_sandbox(&self, id: &str, vmid: u32) -> StoreResult<()> {
         self.write(|tx| {
-            tx.execute("UPDATE jobs SET sandbox_vmid = ?2, updated_at = ?3 WHERE id = ?1", params![id, vmid, time_format::now()])
-                .map_err(|e| self.err(e))?;
+            tx.execute(
+                "UPDATE jobs SET sandbox_vmid = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, vmid, time_format::now()],
+            )
+            .map_err(|e| self.err(e))?;
             Ok(())
         })
     }
 
     pub fn mark_job_released(&self, id: &str) -> StoreResult<()> {
         self.write(|tx| {
-            tx.execute("UPDATE jobs SET sandbox_released = 1, updated_at = ?2 WHERE id = ?1", params![id, time_format::now()])
-                .map_err(|e| self.err(e))?;
+            tx.execute(
+                "UPDATE jobs SET sandbox_released = 1, updated_at = ?2 WHERE id = ?1",
+                params![id, time_format::now()],
+            )
+            .map_err(|e| self.err(e))?;
             Ok(())
         })
     }
@@ -258,7 +274,8 @@ impl Store {
     /// The job whose runner token hashes to `hash`.
     pub fn job_by_runner_token(&self, hash: &str) -> StoreResult<Option<JobRecord>> {
         self.read(|conn| {
-            Ok(query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs WHERE runner_token_hash = ?1"), &[&hash])?.pop())
+            Ok(query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs WHERE runner_token_hash = ?1"), &[&hash])?
+                .pop())
         })
     }
 
@@ -288,7 +305,8 @@ impl Store {
             event.sandbox_vmid = job.sandbox_vmid;
             insert_event(tx, self, &event)?;
             let end = offset.map_or(job.log_bytes + fresh.len() as u64, |o| o + text.len() as u64).max(job.log_bytes);
-            tx.execute("UPDATE jobs SET log_bytes = ?2 WHERE id = ?1", params![id, end as i64]).map_err(|e| self.err(e))?;
+            tx.execute("UPDATE jobs SET log_bytes = ?2 WHERE id = ?1", params![id, end as i64])
+                .map_err(|e| self.err(e))?;
             Ok(fresh.len())
         })
     }

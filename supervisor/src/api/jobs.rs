@@ -43,7 +43,8 @@ fn view(app: &AppState, job: JobRecord, events_tail: u32) -> Result<JobView, Api
         .into_iter()
         .map(|(phase, at)| TimelineEntry { phase: phase.as_str().into(), label: phase.label().into(), at })
         .collect();
-    let events = if events_tail == 0 { Vec::new() } else { app.store.job_events(&job.id, EventPage::Tail(events_tail))? };
+    let events =
+        if events_tail == 0 { Vec::new() } else { app.store.job_events(&job.id, EventPage::Tail(events_tail))? };
     Ok(JobView {
         id: job.id,
         repo_url: job.repo_url,
@@ -128,7 +129,8 @@ pub async fn cancel(
     if job::actor_of(&id).is_none() {
         spawn(&id).await?;
     }
-    let actor = job::actor_of(&id).ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("job {id} has no actor")))?;
+    let actor = job::actor_of(&id)
+        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("job {id} has no actor")))?;
     let job = super::sandbox_ops::ask(&actor, &format!("job {id}"), ACTOR_TIMEOUT, |reply| JobMsg::Cancel {
         by: peer.uid,
         reply,
@@ -148,7 +150,10 @@ pub async fn events(
     events_page(&app, &query, |page| app.store.job_events(&id, page)).await.map(Json)
 }
 
-pub async fn artifacts(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<ArtifactsResponse>, ApiError> {
+pub async fn artifacts(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ArtifactsResponse>, ApiError> {
     let id = job_id_of(&id)?;
     load(&app, &id)?;
     let artifacts = app.store.list_artifacts(&id)?;
@@ -178,7 +183,10 @@ pub async fn download(
         (None, None) => artifacts.first(),
     }
     .ok_or_else(|| {
-        ApiError::new(ErrorCode::ArtifactNotFound, format!("job {id} has no such artifact; `agentlab job artifacts {id}` lists them"))
+        ApiError::new(
+            ErrorCode::ArtifactNotFound,
+            format!("job {id} has no such artifact; `agentlab job artifacts {id}` lists them"),
+        )
     })?;
     // The stored path was checked at upload; check again before touching the disk.
     let relative = crate::guest::artifact_path::checked(&chosen.info.path)
@@ -198,7 +206,10 @@ pub async fn download(
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot build the response: {e}")))
 }
 
-pub async fn validate_secrets(State(app): State<AppState>, body: Bytes) -> Result<Json<ValidateSecretsResponse>, ApiError> {
+pub async fn validate_secrets(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<ValidateSecretsResponse>, ApiError> {
     let req: ValidateSecretsRequest = super::sandbox_ops::optional_body(&body)?;
     let name = req.bundle.unwrap_or_else(|| app.config.secrets_bundle.clone());
     let (dir, key) = (app.config.secrets_dir.clone(), app.config.secrets_age_key_path.clone());

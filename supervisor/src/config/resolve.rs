@@ -134,8 +134,12 @@ impl Resolver<'_> {
             raw.bootstrap_rate_limit_burst,
             (1.0, 3),
         )?;
-        let artifact_rate_limit =
-            self.rate_limit("artifact_rate_limit_qps", raw.artifact_rate_limit_qps, raw.artifact_rate_limit_burst, (5.0, 10))?;
+        let artifact_rate_limit = self.rate_limit(
+            "artifact_rate_limit_qps",
+            raw.artifact_rate_limit_qps,
+            raw.artifact_rate_limit_burst,
+            (5.0, 10),
+        )?;
         let idle_stop = IdleStopConfig {
             enabled: raw.idle_stop_enabled.unwrap_or(true),
             interval: self.duration("idle_stop_interval", raw.idle_stop_interval, Duration::from_secs(60))?,

@@ -88,7 +88,8 @@ mod tests {
     #[test]
     fn buckets_refill_per_source_and_zero_disables() {
         let limiter = RateLimiter::new(RateLimit { qps: 1.0, burst: 3 });
-        let (a, b): (IpAddr, IpAddr) = ("10.77.0.2".parse().unwrap_or(IpAddr::from([0; 4])), IpAddr::from([10, 77, 0, 3]));
+        let (a, b): (IpAddr, IpAddr) =
+            ("10.77.0.2".parse().unwrap_or(IpAddr::from([0; 4])), IpAddr::from([10, 77, 0, 3]));
         let t0 = Instant::now();
         assert!((0..3).all(|_| limiter.allow_at(a, t0)));
         assert!(!limiter.allow_at(a, t0), "burst spent");

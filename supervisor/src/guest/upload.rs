@@ -60,7 +60,8 @@ pub async fn upload(
     let name = query.path.unwrap_or_else(|| DEFAULT_ARTIFACT_NAME.to_string());
     let relative = checked(&name).map_err(|e| ApiError::new(ErrorCode::InvalidPath, e))?;
     let cap = state.config.artifact_max_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large(cap));
     }
@@ -105,7 +106,8 @@ async fn create_private_dirs(dir: &Path) -> Result<(), ApiError> {
 /// Writes the body to `path` (0640), stopping at `cap`; returns (size, sha256 hex).
 async fn stream_to(path: &Path, body: Body, cap: u64) -> Result<(u64, String), ApiError> {
     let io = |e: std::io::Error| ApiError::new(ErrorCode::Internal, format!("cannot write the artifact: {e}"));
-    let mut file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path).await.map_err(io)?;
+    let mut file =
+        tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path).await.map_err(io)?;
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();

@@ -1,0 +1,147 @@
+//! The job's results: `report.json`, copies of it and of the log in `artifacts/`, and one
+//! `agentlab-artifacts.tar.gz` of that directory with its size and SHA-256.
+
+use agentlab_actors::protocol::guest::ReportStatus;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// `<run_dir>/report.json`, also inside the tarball.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub status: ReportStatus,
+    pub exit_code: Option<i32>,
+    pub duration_seconds: f64,
+    pub commit: Option<String>,
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tarball {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub sha256: String,
+}
+
+/// Writes `report.json` in `run_dir` and copies it and the log (if any) into `artifacts`.
+pub fn write_summary(summary: &RunSummary, run_dir: &Path, artifacts: &Path, log: Option<&Path>) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(summary).map_err(io::Error::other)?;
+    let report = run_dir.join("report.json");
+    crate::files::write_new(&report, &json, 0o600)?;
+    crate::files::ensure_real_dir(artifacts)?;
+    crate::files::copy_private(&report, &artifacts.join("report.json"))?;
+    if let Some(log) = log {
+        let name = log.file_name().map_or_else(|| "agent-runner.log".into(), |n| n.to_os_string());
+        crate::files::copy_private(log, &artifacts.join(name))?;
+    }
+    Ok(())
+}
+
+/// Packs the contents of `dir` into `out` (entries relative to `dir`). Symlinks and other
+/// special files are skipped: the agent controls this directory and a link could point at
+/// the secrets.
+pub fn pack(dir: &Path, out: &Path) -> io::Result<Tarball> {
+    if !std::fs::symlink_metadata(dir)?.is_dir() {
+        return Err(io::Error::other(format!("{} is not a directory", dir.display())));
+    }
+    let file = crate::files::create_private(out)?;
+    let mut builder = tar::Builder::new(GzEncoder::new(file, Compression::default()));
+    builder.follow_symlinks(false);
+    add_dir(&mut builder, dir, Path::new(""))?;
+    builder.into_inner()?.finish()?.sync_all()?;
+    let (size_bytes, sha256) = digest(out)?;
+    Ok(Tarball { path: out.to_path_buf(), size_bytes, sha256 })
+}
+
+fn add_dir(builder: &mut tar::Builder<GzEncoder<File>>, dir: &Path, prefix: &Path) -> io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = prefix.join(entry.file_name());
+        // `DirEntry::file_type` does not follow links.
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            builder.append_dir(&name, &path)?;
+            add_dir(builder, &path, &name)?;
+        } else if kind.is_file() {
+            let mut file = File::open(&path)?;
+            builder.append_file(&name, &mut file)?;
+        }
+    }
+    Ok(())
+}
+
+/// Size and lowercase hex SHA-256 of a file.
+pub fn digest(path: &Path) -> io::Result<(u64, String)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let hex = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((size, hex))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::test_dir;
+    use flate2::read::GzDecoder;
+
+    #[test]
+    fn the_tarball_holds_relative_regular_files_only() {
+        let dir = test_dir("artifacts");
+        let run = dir.join("run");
+        let artifacts = run.join("artifacts");
+        std::fs::create_dir_all(artifacts.join("sub")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(artifacts.join("out.txt"), "result").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(artifacts.join("sub").join("deep.txt"), "deep").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("secret"), "do not ship").unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(dir.join("secret"), artifacts.join("leak")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(run.join("agent-runner.log"), "log").unwrap_or_else(|e| panic!("{e}"));
+        let summary = RunSummary {
+            status: ReportStatus::Completed,
+            exit_code: Some(0),
+            duration_seconds: 1.5,
+            commit: Some("abc".into()),
+            mode: "dangerous".into(),
+        };
+        write_summary(&summary, &run, &artifacts, Some(&run.join("agent-runner.log")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(report["status"], "COMPLETED");
+        assert_eq!(report["exit_code"], 0);
+
+        let tarball = pack(&artifacts, &run.join("agentlab-artifacts.tar.gz")).unwrap_or_else(|e| panic!("{e}"));
+        let bytes = std::fs::read(&tarball.path).unwrap_or_default();
+        assert_eq!(tarball.size_bytes, bytes.len() as u64);
+        assert_eq!(tarball.sha256.len(), 64);
+        let linked = dir.join("linked");
+        std::os::unix::fs::symlink(&artifacts, &linked).unwrap_or_else(|e| panic!("{e}"));
+        assert!(pack(&linked, &dir.join("x.tar.gz")).is_err(), "a linked artifacts dir is not followed");
+        let mut archive = tar::Archive::new(GzDecoder::new(bytes.as_slice()));
+        let mut names: Vec<String> = Vec::new();
+        for entry in archive.entries().unwrap_or_else(|e| panic!("{e}")) {
+            let entry = entry.unwrap_or_else(|e| panic!("{e}"));
+            names.push(entry.path().map(|p| p.display().to_string()).unwrap_or_default());
+        }
+        assert_eq!(names, ["agent-runner.log", "out.txt", "report.json", "sub", "sub/deep.txt"]);
+        std::fs::write(dir.join("abc"), "abc").unwrap_or_else(|e| panic!("{e}"));
+        let known = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(digest(&dir.join("abc")).ok(), Some((3, known.to_string())));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
