@@ -38,6 +38,8 @@ fn help_lists_exactly_the_commands_that_work() {
             "rm",
             "start",
             "stop",
+            "job",
+            "secrets",
             "logs",
             "debug",
             "version",
@@ -52,6 +54,10 @@ fn usage_errors_exit_2_and_version_exits_0() {
     assert_eq!(agentlab(&["frobnicate"]).0, 2);
     assert_eq!(agentlab(&["sandbox", "show"]).0, 2);
     assert_eq!(agentlab(&["--timeout", "soon", "status"]).0, 2);
+    assert_eq!(agentlab(&["logs", "nope"]).0, 2, "neither a VMID nor a job id");
+    assert_eq!(agentlab(&["job", "list", "--filter", "status=DONE"]).0, 2);
+    assert_eq!(agentlab(&["job", "run", "--repo", "/r", "--task", "t"]).0, 2, "--profile is required");
+    assert_eq!(agentlab(&["job", "show", "job_zz", "--socket", "/nonexistent"]).0, 2, "not a job id");
     let (code, stdout, _) = agentlab(&["version", "--json"]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();

@@ -89,7 +89,9 @@ pub struct JobBench {
 impl JobBench {
     /// `runner`: whether started VMs run `agent-runner` (false: the test plays the guest).
     pub fn new(runner: bool, extra_config: &str) -> JobBench {
-        let ws = Workspace::new();
+        let mut ws = Workspace::new();
+        // The guests are local processes: their address (and the listener's) is loopback.
+        ws.agent_subnet = "127.0.0.0/8";
         let local = ws.path().join("pve-local").display().to_string();
         let runner_bin = bin("agent-runner").display().to_string();
         let mut args = vec!["--local-storage-path".to_string(), local];
@@ -107,10 +109,9 @@ impl JobBench {
         let sim = SimProcess::start(ws.path(), &arg_refs);
         write_secrets_with_age_cli(&ws);
         let repo = make_repo(ws.path());
-        let (bootstrap_port, artifact_port) = (free_port(), free_port());
+        let (bootstrap_port, artifact_port) = (ws.bootstrap_port, ws.artifact_port);
         let config = format!(
-            "agent_subnet: 127.0.0.0/8\nbootstrap_listen: 127.0.0.1:{bootstrap_port}\nartifact_listen: 127.0.0.1:{artifact_port}\n\
-             secrets_dir: {root}/secrets\nsecrets_age_key_path: {root}/keys/age.key\nbootstrap_rate_limit_qps: 0\n\
+            "secrets_dir: {root}/secrets\nsecrets_age_key_path: {root}/keys/age.key\nbootstrap_rate_limit_qps: 0\n\
              artifact_rate_limit_qps: 0\n{extra_config}",
             root = ws.path().display()
         );

@@ -67,6 +67,12 @@ impl Dice {
 /// A temp directory with a config, the shipped profiles and room for data and the socket.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    /// The guest listener's ports on loopback (the agent bridge does not exist in tests).
+    pub bootstrap_port: u16,
+    pub artifact_port: u16,
+    /// `agent_subnet`: the simulator's guest addresses, or loopback when guests are real
+    /// processes that call the daemon.
+    pub agent_subnet: &'static str,
 }
 
 impl Workspace {
@@ -76,7 +82,12 @@ impl Workspace {
         std::fs::create_dir_all(&profiles).unwrap_or_else(|e| panic!("{e}"));
         std::fs::copy(repo_root().join("profiles/defaults.yaml"), profiles.join("defaults.yaml"))
             .unwrap_or_else(|e| panic!("copy shipped profiles: {e}"));
-        let ws = Workspace { dir };
+        let ws = Workspace {
+            dir,
+            bootstrap_port: jobs::free_port(),
+            artifact_port: jobs::free_port(),
+            agent_subnet: "10.77.0.0/16",
+        };
         ws.write_config("");
         ws
     }
@@ -102,8 +113,9 @@ impl Workspace {
         let base = format!(
             "profiles_dir: {root}/profiles\ndata_dir: {root}/data\nrun_dir: {root}/run\n\
              proxmox_api_url: https://127.0.0.1:9\nproxmox_api_token: root@pam!agentlab=00000000-0000-0000-0000-000000000000\n\
-             proxmox_tls_insecure: true\nproxmox_command_timeout: 5s\n",
-            root = self.path().display()
+             proxmox_tls_insecure: true\nproxmox_command_timeout: 5s\n{listeners}",
+            root = self.path().display(),
+            listeners = self.listener_config(),
         );
         self.write_raw_config(&format!("{base}{extra}"));
     }
@@ -136,11 +148,20 @@ impl Workspace {
         let text = format!(
             "profiles_dir: {root}/profiles\ndata_dir: {root}/data\nrun_dir: {root}/run\n\
              proxmox_api_url: {url}\nproxmox_api_token: {SIM_TOKEN}\nproxmox_tls_fingerprint: {fingerprint}\n\
-             proxmox_command_timeout: 10s\n{extra}",
+             proxmox_command_timeout: 10s\n{listeners}{extra}",
             root = self.path().display(),
             url = sim.api_url,
+            listeners = self.listener_config(),
         );
         self.write_raw_config(&text);
+    }
+
+    /// The guest listener on this workspace's loopback ports, loopback as the agent subnet.
+    fn listener_config(&self) -> String {
+        format!(
+            "agent_subnet: {}\nbootstrap_listen: 127.0.0.1:{}\nartifact_listen: 127.0.0.1:{}\n",
+            self.agent_subnet, self.bootstrap_port, self.artifact_port
+        )
     }
 
     pub fn write_raw_config(&self, text: &str) {

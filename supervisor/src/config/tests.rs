@@ -38,6 +38,8 @@ fn every_key_is_known_to_the_raw_struct() {
         let value = match *key {
             "proxmox_tls_insecure" | "idle_stop_enabled" => "false",
             "artifact_max_bytes" | "idle_stop_minutes_default" | "proxmox_rate_limit_rps" => "10",
+            "artifact_token_ttl_minutes" | "bootstrap_rate_limit_burst" | "artifact_rate_limit_burst" => "5",
+            "bootstrap_rate_limit_qps" | "artifact_rate_limit_qps" => "2.5",
             "proxmox_max_concurrent_tasks" | "proxmox_clone_concurrency" => "3",
             "vmid_min" => "1000",
             "vmid_max" => "2000",
