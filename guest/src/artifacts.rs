@@ -1,6 +1,7 @@
 //! The job's results: `report.json`, copies of it and of the log in `artifacts/`, and one
 //! `agentlab-artifacts.tar.gz` of that directory with its size and SHA-256.
 
+use agentlab_actors::model::redact::Redactor;
 use agentlab_actors::protocol::guest::ReportStatus;
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -41,23 +42,32 @@ pub fn write_summary(summary: &RunSummary, run_dir: &Path, artifacts: &Path, log
     Ok(())
 }
 
-/// Packs the contents of `dir` into `out` (entries relative to `dir`). Symlinks and other
-/// special files are skipped: the agent controls this directory and a link could point at
-/// the secrets.
-pub fn pack(dir: &Path, out: &Path) -> io::Result<Tarball> {
+/// Files up to this size are redacted before packing (read whole); larger ones go as written.
+const MAX_REDACTED_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Packs the contents of `dir` into `out` (entries relative to `dir`), every secret value
+/// replaced in the files' contents: an agent that writes a secret into an artifact does not
+/// ship it. Symlinks and other special files are skipped: the agent controls this directory
+/// and a link could point at the secrets.
+pub fn pack(dir: &Path, out: &Path, redactor: &Redactor) -> io::Result<Tarball> {
     if !std::fs::symlink_metadata(dir)?.is_dir() {
         return Err(io::Error::other(format!("{} is not a directory", dir.display())));
     }
     let file = crate::files::create_private(out)?;
     let mut builder = tar::Builder::new(GzEncoder::new(file, Compression::default()));
     builder.follow_symlinks(false);
-    add_dir(&mut builder, dir, Path::new(""))?;
+    add_dir(&mut builder, dir, Path::new(""), redactor)?;
     builder.into_inner()?.finish()?.sync_all()?;
     let (size_bytes, sha256) = digest(out)?;
     Ok(Tarball { path: out.to_path_buf(), size_bytes, sha256 })
 }
 
-fn add_dir(builder: &mut tar::Builder<GzEncoder<File>>, dir: &Path, prefix: &Path) -> io::Result<()> {
+fn add_dir(
+    builder: &mut tar::Builder<GzEncoder<File>>,
+    dir: &Path,
+    prefix: &Path,
+    redactor: &Redactor,
+) -> io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -67,10 +77,21 @@ fn add_dir(builder: &mut tar::Builder<GzEncoder<File>>, dir: &Path, prefix: &Pat
         let kind = entry.file_type()?;
         if kind.is_dir() {
             builder.append_dir(&name, &path)?;
-            add_dir(builder, &path, &name)?;
+            add_dir(builder, &path, &name, redactor)?;
         } else if kind.is_file() {
             let mut file = File::open(&path)?;
-            builder.append_file(&name, &mut file)?;
+            let metadata = file.metadata()?;
+            if redactor.is_empty() || metadata.len() > MAX_REDACTED_FILE_BYTES {
+                builder.append_file(&name, &mut file)?;
+            } else {
+                let mut bytes = Vec::with_capacity(metadata.len() as usize);
+                file.read_to_end(&mut bytes)?;
+                let clean = redactor.redact_bytes(&bytes);
+                let mut header = tar::Header::new_gnu();
+                header.set_metadata(&metadata);
+                header.set_size(clean.len() as u64);
+                builder.append_data(&mut header, &name, clean.as_slice())?;
+            }
         }
     }
     Ok(())
@@ -125,20 +146,32 @@ mod tests {
         assert_eq!(report["status"], "COMPLETED");
         assert_eq!(report["exit_code"], 0);
 
-        let tarball = pack(&artifacts, &run.join("agentlab-artifacts.tar.gz")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(artifacts.join("leak.txt"), "key=hunter2-secret-value\n").unwrap_or_else(|e| panic!("{e}"));
+        let redactor = Redactor::new(["hunter2-secret-value"]);
+        let tarball =
+            pack(&artifacts, &run.join("agentlab-artifacts.tar.gz"), &redactor).unwrap_or_else(|e| panic!("{e}"));
         let bytes = std::fs::read(&tarball.path).unwrap_or_default();
         assert_eq!(tarball.size_bytes, bytes.len() as u64);
         assert_eq!(tarball.sha256.len(), 64);
         let linked = dir.join("linked");
         std::os::unix::fs::symlink(&artifacts, &linked).unwrap_or_else(|e| panic!("{e}"));
-        assert!(pack(&linked, &dir.join("x.tar.gz")).is_err(), "a linked artifacts dir is not followed");
+        assert!(
+            pack(&linked, &dir.join("x.tar.gz"), &Redactor::default()).is_err(),
+            "a linked artifacts dir is not followed"
+        );
         let mut archive = tar::Archive::new(GzDecoder::new(bytes.as_slice()));
         let mut names: Vec<String> = Vec::new();
         for entry in archive.entries().unwrap_or_else(|e| panic!("{e}")) {
-            let entry = entry.unwrap_or_else(|e| panic!("{e}"));
-            names.push(entry.path().map(|p| p.display().to_string()).unwrap_or_default());
+            let mut entry = entry.unwrap_or_else(|e| panic!("{e}"));
+            let name = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+            if name == "leak.txt" {
+                let mut text = String::new();
+                entry.read_to_string(&mut text).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(text, "key=[REDACTED]\n", "secrets written into artifacts are redacted");
+            }
+            names.push(name);
         }
-        assert_eq!(names, ["agent-runner.log", "out.txt", "report.json", "sub", "sub/deep.txt"]);
+        assert_eq!(names, ["agent-runner.log", "leak.txt", "out.txt", "report.json", "sub", "sub/deep.txt"]);
         std::fs::write(dir.join("abc"), "abc").unwrap_or_else(|e| panic!("{e}"));
         let known = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(digest(&dir.join("abc")).ok(), Some((3, known.to_string())));

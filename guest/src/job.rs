@@ -218,7 +218,13 @@ impl<'a> Job<'a> {
         ));
         let log = self.journal.log_path().map(std::path::Path::to_path_buf);
         let packed = artifacts::write_summary(&summary, &config.run_dir, &config.artifacts_dir(), log.as_deref())
-            .and_then(|()| artifacts::pack(&config.artifacts_dir(), &config.run_dir.join(DEFAULT_ARTIFACT_NAME)));
+            .and_then(|()| {
+                artifacts::pack(
+                    &config.artifacts_dir(),
+                    &config.run_dir.join(DEFAULT_ARTIFACT_NAME),
+                    self.journal.redactor(),
+                )
+            });
         let mut uploaded = Vec::new();
         let upload_error = match packed {
             Err(e) => Some(format!("cannot pack the artifacts: {e}")),

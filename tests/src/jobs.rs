@@ -43,7 +43,8 @@ pub fn make_repo(dir: &Path) -> PathBuf {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
     };
     let work = "echo \"hello from the agent on task: $AGENTLAB_TASK\"\necho \"the secret is $DEMO_SECRET\"\n\
-                mkdir -p \"$AGENTLAB_RUN_DIR/artifacts\"\necho \"agent result\" > \"$AGENTLAB_RUN_DIR/artifacts/out.txt\"";
+                mkdir -p \"$AGENTLAB_RUN_DIR/artifacts\"\necho \"agent result\" > \"$AGENTLAB_RUN_DIR/artifacts/out.txt\"\n\
+                echo \"copied secret: $DEMO_SECRET\" > \"$AGENTLAB_RUN_DIR/artifacts/notes.txt\"";
     script(work);
     git(&["add", "-A"]);
     git(&["commit", "-q", "-m", "main"]);

@@ -90,6 +90,8 @@ fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
     for name in ["out.txt", "report.json", "agent-runner.log"] {
         assert!(unpacked.join(name).exists(), "{name} missing from the bundle");
     }
+    let notes = std::fs::read_to_string(unpacked.join("notes.txt")).unwrap_or_default();
+    assert_eq!(notes, "copied secret: [REDACTED]\n", "a secret the agent wrote into an artifact");
     let log = std::fs::read_to_string(unpacked.join("agent-runner.log")).unwrap_or_default();
     assert!(log.contains("the secret is [REDACTED]"), "{log}");
 
