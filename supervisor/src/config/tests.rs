@@ -125,3 +125,17 @@ fn a_world_readable_file_is_refused_with_the_chmod_to_run() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap_or_else(|e| panic!("{e}"));
     assert!(Config::load(&path).is_ok());
 }
+
+#[test]
+fn guest_rate_limits_and_token_ttl_are_checked() {
+    let config = parse(&format!("bootstrap_rate_limit_qps: 0\nartifact_rate_limit_burst: 20\n{TOKEN}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.bootstrap_rate_limit.qps, 0.0, "0 disables the limit");
+    assert_eq!((config.artifact_rate_limit.qps, config.artifact_rate_limit.burst), (5.0, 20));
+    assert_eq!(config.artifact_token_ttl, std::time::Duration::from_secs(1440 * 60));
+    let err = parse(&format!("bootstrap_rate_limit_qps: -1\n{TOKEN}")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("bootstrap_rate_limit_qps"), "{err}");
+    let err =
+        parse(&format!("artifact_token_ttl_minutes: 0\n{TOKEN}")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("artifact_token_ttl_minutes"), "{err}");
+}
