@@ -9,8 +9,11 @@ use agentlab_actors::protocol::{ArtifactsResponse, CreateJobRequest, EventsRespo
 use std::path::PathBuf;
 
 fn job_id(text: &str) -> Result<&str, ClientError> {
-    let ok = text.strip_prefix("job_").is_some_and(|h| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit()));
-    if ok { Ok(text) } else { Err(ClientError::Usage(format!("`{text}` is not a job id (job_ and 16 hex digits)"))) }
+    if agentlab_actors::protocol::valid_job_id(text) {
+        Ok(text)
+    } else {
+        Err(ClientError::Usage(format!("`{text}` is not a job id (job_ and 16 hex digits)")))
+    }
 }
 
 pub async fn run(client: &DaemonClient, json: bool, command: &JobCommand) -> Result<(), ClientError> {

@@ -49,6 +49,13 @@ pub struct JobActorState {
     releasing: bool,
 }
 
+impl JobActorState {
+    /// `text` without the job's secret values (unchanged until the redactor is built).
+    fn redact(&self, text: &str) -> String {
+        self.redactor.as_ref().map_or_else(|| text.to_string(), |r| r.redact(text))
+    }
+}
+
 impl JobActor {
     fn load(&self, id: &str) -> Result<JobRecord, ActorProcessingErr> {
         Ok(self.ctx.store.get_job(id)?.ok_or_else(|| format!("job {id} has no record"))?)
@@ -72,17 +79,10 @@ impl JobActor {
         let Ok(to) = job_state::transition(job.status, event) else {
             return Ok(None);
         };
-        let error = error.map(|e| self.redactor(state).redact(e));
+        let error = error.map(|e| state.redact(e));
         let job = self.ctx.store.transition_job(&state.id, job.status, to, error.as_deref(), result, by)?;
         self.publish(state, &job);
         Ok(Some(job))
-    }
-
-    fn redactor<'a>(&self, state: &'a JobActorState) -> std::borrow::Cow<'a, Redactor> {
-        match &state.redactor {
-            Some(r) => std::borrow::Cow::Borrowed(r),
-            None => std::borrow::Cow::Owned(Redactor::new(Vec::<String>::new())),
-        }
     }
 
     fn ensure_redactor(&self, state: &mut JobActorState, job: &JobRecord) {
@@ -168,9 +168,9 @@ impl JobActor {
             return Ok(Err(OpError { code: ErrorCode::InvalidToken, message: "job sandbox mismatch".into() }));
         }
         self.ensure_redactor(state, &job);
-        let redactor = self.redactor(state).into_owned();
+        let message = report.message.as_deref().map(|m| state.redact(m));
         if let Some(log) = report.log.as_deref().filter(|l| !l.is_empty()) {
-            self.ctx.store.append_job_log(&job.id, report.log_offset, &redactor.redact(log))?;
+            self.ctx.store.append_job_log(&job.id, report.log_offset, &state.redact(log))?;
         }
         if let Some(phase) = report.phase.filter(|p| p.reported_by_runner()) {
             self.ctx.store.record_job_phase(&job.id, phase)?;
@@ -190,7 +190,6 @@ impl JobActor {
         let job = match report.status {
             ReportStatus::Running => job,
             status => {
-                let message = report.message.as_deref().map(|m| redactor.redact(m));
                 let result = serde_json::json!({
                     "status": status,
                     "exit_code": report.exit_code,

@@ -72,10 +72,7 @@ pub fn new_job_id() -> std::io::Result<String> {
     Ok(format!("job_{}", crate::sandbox::snippet::random_hex(8)?))
 }
 
-/// A job id as the API accepts it (it ends up in paths: strictly checked).
-pub fn valid_job_id(id: &str) -> bool {
-    id.strip_prefix("job_").is_some_and(|hex| hex.len() == 16 && hex.chars().all(|c| c.is_ascii_hexdigit()))
-}
+pub use crate::protocol::valid_job_id;
 
 pub fn actor_of(id: &str) -> Option<ActorRef<JobMsg>> {
     ActorRef::<JobMsg>::where_is(format!("{KIND}:{id}"))

@@ -8,8 +8,12 @@ use crate::store::JobRecord;
 use std::time::Duration;
 
 pub async fn release(ctx: &JobContext, job: &JobRecord) -> Result<(), String> {
-    let Some(vmid) = job.sandbox_vmid.or(ctx.store.sandbox_of_job(&job.id).map_err(|e| e.to_string())?) else {
-        return Ok(());
+    let vmid = match job.sandbox_vmid {
+        Some(vmid) => vmid,
+        None => match ctx.store.sandbox_of_job(&job.id).map_err(|e| e.to_string())? {
+            Some(vmid) => vmid,
+            None => return Ok(()),
+        },
     };
     let keep = job.keepalive && matches!(job.status, JobState::Completed | JobState::Failed | JobState::Timeout);
     let Some(record) = ctx.store.get_sandbox(vmid).map_err(|e| e.to_string())? else {

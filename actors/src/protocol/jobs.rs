@@ -12,6 +12,11 @@ pub const AGENTS: [&str; 4] = ["claude", "codex", "opencode", "custom"];
 /// The job modes; `dangerous` gives the agent every permission inside the VM.
 pub const MODES: [&str; 2] = ["dangerous", "safe"];
 
+/// A job id as the API accepts it, `job_<16 hex>` (ids end up in paths: strictly checked).
+pub fn valid_job_id(id: &str) -> bool {
+    id.strip_prefix("job_").is_some_and(|hex| hex.len() == 16 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 /// `POST /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

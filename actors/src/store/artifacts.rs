@@ -54,14 +54,7 @@ impl Store {
     ) -> StoreResult<bool> {
         let now = time_format::now();
         self.write(|tx| {
-            let consumed = tx
-                .execute(
-                    "UPDATE bootstrap_tokens SET consumed_at = ?3
-                     WHERE token_hash = ?1 AND vmid = ?2 AND consumed_at IS NULL AND expires_at > ?3",
-                    params![token_hash, vmid, now],
-                )
-                .map_err(|e| self.err(e))?;
-            if consumed != 1 {
+            if !super::tokens::consume_in(tx, self, token_hash, vmid)? {
                 return Ok(false);
             }
             let job = super::jobs::job_in(tx, self, job_id)?;

@@ -2,7 +2,19 @@
 
 use super::{Store, StoreResult};
 use crate::model::time_format;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+/// The compare-and-set that uses a token up, inside the caller's transaction.
+pub(crate) fn consume_in(tx: &Transaction<'_>, store: &Store, token_hash: &str, vmid: u32) -> StoreResult<bool> {
+    let changed = tx
+        .execute(
+            "UPDATE bootstrap_tokens SET consumed_at = ?3
+             WHERE token_hash = ?1 AND vmid = ?2 AND consumed_at IS NULL AND expires_at > ?3",
+            params![token_hash, vmid, time_format::now()],
+        )
+        .map_err(|e| store.err(e))?;
+    Ok(changed == 1)
+}
 
 impl Store {
     pub fn insert_bootstrap_token(&self, token_hash: &str, vmid: u32, expires_at: &str) -> StoreResult<()> {
@@ -18,17 +30,7 @@ impl Store {
 
     /// Consumes a token if it matches `vmid`, is unexpired and unused. True when consumed.
     pub fn consume_bootstrap_token(&self, token_hash: &str, vmid: u32) -> StoreResult<bool> {
-        let now = time_format::now();
-        self.write(|tx| {
-            let changed = tx
-                .execute(
-                    "UPDATE bootstrap_tokens SET consumed_at = ?3
-                     WHERE token_hash = ?1 AND vmid = ?2 AND consumed_at IS NULL AND expires_at > ?3",
-                    params![token_hash, vmid, now],
-                )
-                .map_err(|e| self.err(e))?;
-            Ok(changed == 1)
-        })
+        self.write(|tx| consume_in(tx, self, token_hash, vmid))
     }
 
     pub fn delete_bootstrap_tokens(&self, vmid: u32) -> StoreResult<()> {
