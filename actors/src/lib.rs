@@ -1,23 +1,15 @@
-//! AgentLab's domain and actors.
+//! AgentLab's daemon side: the profile loader, the SQLite store, and the actor tree (root
+//! supervisor, events, the Proxmox gateway, one actor per sandbox and job).
 //!
-//! `model` and `protocol` compile without any runtime dependency and are shared with the
-//! CLI and the guest runner. Behind the default `runtime` feature: the profile loader, the
-//! SQLite store, and the actor tree (root supervisor, events, the Proxmox gateway).
+//! `model` and `protocol` live in `agentlab-model` (no runtime dependencies, shared with
+//! the CLI and the guest runner) and are re-exported here so daemon code names one crate.
 
-pub mod model;
-pub mod protocol;
+pub use agentlab_model::{model, protocol};
 
-#[cfg(feature = "runtime")]
 pub mod events;
-#[cfg(feature = "runtime")]
 pub mod job;
-#[cfg(feature = "runtime")]
 pub mod profiles;
-#[cfg(feature = "runtime")]
 pub mod pve;
-#[cfg(feature = "runtime")]
 pub mod root;
-#[cfg(feature = "runtime")]
 pub mod sandbox;
-#[cfg(feature = "runtime")]
 pub mod store;

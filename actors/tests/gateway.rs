@@ -4,9 +4,9 @@
 use agentlab_actors::pve::rate_limit::{RateLimitedTransport, TokenBucket};
 use agentlab_actors::pve::{Gateway, GatewayLimits, PveGateway, PveGatewayArgs, PveMsg, RetryPolicy};
 use agentlab_proxmox::api::{ApiConfig, ApiTransport, Fingerprint, TlsTrust};
-use agentlab_proxmox::sim::{FaultConfig, SimConfig, SimHandle, TEST_TOKEN};
 use agentlab_proxmox::types::{CloneSpec, ConfigChange, DestroyOptions, VmAction};
 use agentlab_proxmox::{ErrorClass, Pve, PveClient, TaskPolicy};
+use agentlab_pve_sim::{FaultConfig, SimConfig, SimHandle, TEST_TOKEN};
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +42,7 @@ async fn setup(latency_factor: f64, faults: FaultConfig, rps: u32, clone_concurr
     let mut config = SimConfig::for_tests(dir.path().join("sim"));
     config.latency.factor = latency_factor;
     config.faults = faults;
-    let sim = agentlab_proxmox::sim::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let sim = agentlab_pve_sim::start(config).await.unwrap_or_else(|e| panic!("{e}"));
     let limits = GatewayLimits {
         max_concurrent_tasks: 8,
         clone_concurrency,

@@ -1,6 +1,6 @@
 //! Command-line grammar. Only commands that work are here; each later capability adds its own.
 
-use agentlab_actors::model::{JobState, SandboxState};
+use agentlab_model::model::{JobState, SandboxState};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -1,17 +1,17 @@
-//! HTTP/1.1 over the daemon's Unix socket.
+//! HTTP/1.1 over the daemon's Unix socket: one blocking exchange per request
+//! (`agentlab-http1`), bounded by `--timeout` on every read and write.
 
-use agentlab_actors::model::{ErrorCode, ErrorEnvelope};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use hyperlocal::{UnixConnector, Uri};
+use agentlab_http1::{Body, Head, ReadError, RequestHead, read_head, stream_body, write_request};
+use agentlab_model::model::{ErrorCode, ErrorEnvelope};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::path::PathBuf;
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The client reads at most this much of an answer.
-const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A finished download.
 pub struct Downloaded {
@@ -23,7 +23,6 @@ pub struct Downloaded {
 pub struct DaemonClient {
     socket: PathBuf,
     timeout: Duration,
-    http: Client<UnixConnector, Full<Bytes>>,
 }
 
 /// Why a request failed; `envelope()` gives what `--json` prints.
@@ -83,106 +82,96 @@ impl ClientError {
 
 impl DaemonClient {
     pub fn new(socket: PathBuf, timeout: Duration) -> Self {
-        let http = Client::builder(TokioExecutor::new()).build(UnixConnector);
-        DaemonClient { socket, timeout, http }
+        DaemonClient { socket, timeout }
     }
 
     /// GET `path_and_query`, decoding a 2xx JSON body or the error envelope.
-    pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ClientError> {
-        let bytes = self.get_raw(path_and_query).await?;
+    pub fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ClientError> {
+        let bytes = self.send("GET", path_and_query, b"")?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
     }
 
     /// GET returning the raw JSON value (what `--json` prints).
-    pub async fn get_value(&self, path_and_query: &str) -> Result<serde_json::Value, ClientError> {
-        self.get(path_and_query).await
+    pub fn get_value(&self, path_and_query: &str) -> Result<serde_json::Value, ClientError> {
+        self.get(path_and_query)
     }
 
-    /// POST a JSON body; the answer's JSON.
-    pub async fn post_value(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
-        let bytes = self.send(hyper::Method::POST, path, Bytes::from(body.to_string())).await?;
+    /// POST a request body (a `protocol` type); the answer's JSON.
+    pub fn post_value(&self, path: &str, body: &impl Serialize) -> Result<serde_json::Value, ClientError> {
+        let body =
+            serde_json::to_vec(body).map_err(|e| ClientError::Usage(format!("cannot encode the request: {e}")))?;
+        let bytes = self.send("POST", path, &body)?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
     }
 
-    /// GET a file into `out` (written to a temporary name, renamed when complete), hashing
-    /// it on the way. The daemon's `X-Artifact-Sha256` comes back for the caller to compare.
-    pub async fn download(&self, path_and_query: &str, out: &std::path::Path) -> Result<Downloaded, ClientError> {
+    /// GET a file into `out` (written to `<out>.partial`, renamed when complete, removed on
+    /// failure), hashing it on the way. The daemon's `X-Artifact-Sha256` comes back for the
+    /// caller to compare.
+    pub fn download(&self, path_and_query: &str, out: &Path) -> Result<Downloaded, ClientError> {
         use sha2::{Digest, Sha256};
-        use tokio::io::AsyncWriteExt;
-        self.preflight()?;
-        let uri: hyper::Uri = Uri::new(&self.socket, path_and_query).into();
-        let request = hyper::Request::builder()
-            .method(hyper::Method::GET)
-            .uri(uri)
-            .header("user-agent", concat!("agentlab/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| self.connect_error(&e))?;
-            let status = response.status().as_u16();
-            if !(200..300).contains(&status) {
-                let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))?
-                    .to_bytes();
-                let envelope = serde_json::from_slice::<ErrorEnvelope>(&body)
-                    .unwrap_or_else(|_| ErrorEnvelope::new(ErrorCode::BadResponse, format!("HTTP {status}")));
-                return Err(ClientError::Api { status, envelope });
-            }
-            let declared =
-                response.headers().get("x-artifact-sha256").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let partial = out.with_extension("partial");
+        let (mut reader, head) = self.exchange("GET", path_and_query, b"")?;
+        if !(200..300).contains(&head.status) {
+            return Err(self.api_error(&mut reader, &head));
+        }
+        let declared = head.header("x-artifact-sha256").map(str::to_string);
+        let partial = out.with_extension("partial");
+        let written = (|| {
             let io = |e: std::io::Error| ClientError::Transport(format!("writing {}: {e}", partial.display()));
-            let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;
-            let mut body = response.into_body();
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| ClientError::Transport(format!("download interrupted: {e}")))?;
-                if let Some(chunk) = frame.data_ref() {
-                    hasher.update(chunk);
-                    size += chunk.len() as u64;
-                    file.write_all(chunk).await.map_err(io)?;
-                }
-            }
-            file.sync_all().await.map_err(io)?;
-            tokio::fs::rename(&partial, out).await.map_err(io)?;
-            let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            let file = std::fs::File::create(&partial).map_err(io)?;
+            let mut sink = HashingWriter { file, hasher: Sha256::new() };
+            let size = stream_body(&mut reader, &head, &mut sink, u64::MAX)
+                .map_err(|e| self.read_error(e, "download interrupted"))?;
+            sink.file.sync_all().map_err(io)?;
+            std::fs::rename(&partial, out).map_err(io)?;
+            let sha256 = sink.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
             Ok(Downloaded { size, sha256, declared_sha256: declared })
-        };
-        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| ClientError::Timeout(self.timeout))?
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        written
     }
 
-    async fn get_raw(&self, path_and_query: &str) -> Result<Bytes, ClientError> {
-        self.send(hyper::Method::GET, path_and_query, Bytes::new()).await
+    fn send(&self, method: &str, path_and_query: &str, body: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let (mut reader, head) = self.exchange(method, path_and_query, body)?;
+        if !(200..300).contains(&head.status) {
+            return Err(self.api_error(&mut reader, &head));
+        }
+        let mut bytes = Vec::new();
+        stream_body(&mut reader, &head, &mut bytes, MAX_RESPONSE_BYTES)
+            .map_err(|e| self.read_error(e, "reading the answer"))?;
+        Ok(bytes)
     }
 
-    async fn send(&self, method: hyper::Method, path_and_query: &str, body: Bytes) -> Result<Bytes, ClientError> {
-        self.preflight()?;
-        let uri: hyper::Uri = Uri::new(&self.socket, path_and_query).into();
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("accept", "application/json")
-            .header("content-type", "application/json")
-            .header("user-agent", concat!("agentlab/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| self.connect_error(&e))?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok::<_, ClientError>((status, body))
+    /// Connects, sends the request and reads the answer's head; the body is the caller's.
+    fn exchange(&self, method: &str, target: &str, body: &[u8]) -> Result<(BufReader<UnixStream>, Head), ClientError> {
+        let head = RequestHead {
+            method,
+            target,
+            host: "localhost",
+            user_agent: concat!("agentlab/", env!("CARGO_PKG_VERSION")),
+            content_type: (method == "POST").then_some("application/json"),
+            bearer: None,
         };
-        let (status, body) =
-            tokio::time::timeout(self.timeout, exchange).await.map_err(|_| ClientError::Timeout(self.timeout))??;
-        if (200..300).contains(&status) {
-            return Ok(body);
+        if !head.is_valid() {
+            return Err(ClientError::Usage(format!("`{target}` cannot be sent as a request path")));
+        }
+        let mut stream = self.connect()?;
+        let transport = |e: std::io::Error| self.io_error(e);
+        stream.set_read_timeout(Some(self.timeout)).map_err(transport)?;
+        stream.set_write_timeout(Some(self.timeout)).map_err(transport)?;
+        write_request(&mut stream, &head, Body::Bytes(body)).map_err(transport)?;
+        let mut reader = BufReader::new(stream);
+        let head = read_head(&mut reader).map_err(|e| self.read_error(e, "reading the answer"))?;
+        Ok((reader, head))
+    }
+
+    /// The error envelope of a non-2xx answer (or one made from its status and text).
+    fn api_error(&self, reader: &mut BufReader<UnixStream>, head: &Head) -> ClientError {
+        let status = head.status;
+        let mut body = Vec::new();
+        if let Err(e) = stream_body(reader, head, &mut body, MAX_RESPONSE_BYTES) {
+            return self.read_error(e, "reading the answer");
         }
         let envelope = serde_json::from_slice::<ErrorEnvelope>(&body).unwrap_or_else(|_| {
             ErrorEnvelope::new(
@@ -190,34 +179,58 @@ impl DaemonClient {
                 format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()),
             )
         });
-        Err(ClientError::Api { status, envelope })
+        ClientError::Api { status, envelope }
     }
 
-    /// Tells "not running" and "not allowed" apart before hyper hides the io error kind.
-    fn preflight(&self) -> Result<(), ClientError> {
-        match std::os::unix::net::UnixStream::connect(&self.socket) {
-            Ok(_) => Ok(()),
-            Err(e) => match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    Err(ClientError::NotRunning { socket: self.socket.clone(), cause: "no socket".into() })
-                }
-                std::io::ErrorKind::ConnectionRefused => Err(ClientError::NotRunning {
-                    socket: self.socket.clone(),
-                    cause: "stale socket, nobody listening".into(),
-                }),
-                std::io::ErrorKind::PermissionDenied => {
-                    Err(ClientError::PermissionDenied { socket: self.socket.clone() })
-                }
-                _ => Err(ClientError::Transport(format!("{}: {e}", self.socket.display()))),
+    /// Tells "not running" and "not allowed" apart by the connect error's kind.
+    fn connect(&self) -> Result<UnixStream, ClientError> {
+        UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                ClientError::NotRunning { socket: self.socket.clone(), cause: "no socket".into() }
+            }
+            std::io::ErrorKind::ConnectionRefused => {
+                ClientError::NotRunning { socket: self.socket.clone(), cause: "stale socket, nobody listening".into() }
+            }
+            std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied { socket: self.socket.clone() },
+            _ => ClientError::Transport(format!("{}: {e}", self.socket.display())),
+        })
+    }
+
+    fn io_error(&self, e: std::io::Error) -> ClientError {
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ClientError::Timeout(self.timeout),
+            _ => ClientError::Transport(e.to_string()),
+        }
+    }
+
+    fn read_error(&self, e: ReadError, doing: &str) -> ClientError {
+        match e {
+            ReadError::Io(e) => match self.io_error(e) {
+                ClientError::Transport(e) => ClientError::Transport(format!("{doing}: {e}")),
+                other => other,
             },
+            ReadError::Bad(why) => ClientError::BadResponse(why),
+            ReadError::TooLarge { limit } => {
+                ClientError::BadResponse(format!("the answer is larger than {limit} bytes"))
+            }
         }
     }
+}
 
-    fn connect_error(&self, e: &hyper_util::client::legacy::Error) -> ClientError {
-        if e.is_connect() {
-            ClientError::NotRunning { socket: self.socket.clone(), cause: "connection failed".into() }
-        } else {
-            ClientError::Transport(e.to_string())
-        }
+/// Writes to the file and hashes what it wrote.
+struct HashingWriter {
+    file: std::fs::File,
+    hasher: sha2::Sha256,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }

@@ -6,32 +6,33 @@ use crate::args::{
 };
 use crate::client::{ClientError, DaemonClient};
 use crate::render;
-use agentlab_actors::model::modifiers;
-use agentlab_actors::protocol::{
-    CreateSandboxRequest, CreateSandboxResponse, DebugActorsResponse, EventsResponse, ProfilesResponse,
-    RenewLeaseResponse, SandboxView, SandboxesResponse, StatusResponse,
+use agentlab_model::model::modifiers;
+use agentlab_model::protocol::{
+    CreateSandboxRequest, CreateSandboxResponse, DebugActorsResponse, DestroySandboxRequest, EventsResponse,
+    NoArguments, ProfilesResponse, ReconcileRequest, RenewLeaseRequest, RenewLeaseResponse, RevertRequest, SandboxView,
+    SandboxesResponse, SnapshotRequest, StatusResponse, UpdateRequest,
 };
 use std::process::ExitCode;
 
-pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
+pub fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
     match &cli.command {
         Command::Status => {
-            let value = client.get_value("/v1/status").await?;
+            let value = client.get_value("/v1/status")?;
             print_or(cli.json, &value, |v: StatusResponse| render::status(&v))
         }
         Command::Profile(ProfileCommand::List) => {
-            let value = client.get_value("/v1/profiles").await?;
+            let value = client.get_value("/v1/profiles")?;
             print_or(cli.json, &value, |v: ProfilesResponse| render::profiles(&v))
         }
-        Command::Sandbox(SandboxCommand::New(args)) | Command::New(args) => sandbox_new(client, cli.json, args).await,
+        Command::Sandbox(SandboxCommand::New(args)) | Command::New(args) => sandbox_new(client, cli.json, args),
         Command::Sandbox(SandboxCommand::Destroy(args)) | Command::Rm(args) => {
-            let body = serde_json::json!({"force": args.force});
-            let value = client.post_value(&format!("/v1/sandboxes/{}/destroy", args.vmid), &body).await?;
+            let body = DestroySandboxRequest { force: args.force };
+            let value = client.post_value(&format!("/v1/sandboxes/{}/destroy", args.vmid), &body)?;
             print_or(cli.json, &value, |v: SandboxView| format!("sandbox {} {}\n", v.vmid, v.state))
         }
         Command::Sandbox(SandboxCommand::Lease(LeaseCommand::Renew { ttl, vmid })) => {
-            let body = serde_json::json!({"ttl_minutes": ttl});
-            let value = client.post_value(&format!("/v1/sandboxes/{vmid}/lease/renew"), &body).await?;
+            let body = RenewLeaseRequest { ttl_minutes: *ttl };
+            let value = client.post_value(&format!("/v1/sandboxes/{vmid}/lease/renew"), &body)?;
             print_or(cli.json, &value, |v: RenewLeaseResponse| {
                 format!("sandbox {} lease until {}\n", v.vmid, v.lease_expires_at.unwrap_or_else(|| "-".into()))
             })
@@ -40,10 +41,10 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
             if !cli.json {
                 eprintln!("starting sandbox {} (waits until it is READY)…", args.vmid);
             }
-            op(client, cli.json, &format!("/v1/sandboxes/{}/start", args.vmid), serde_json::json!({})).await
+            op(client, cli.json, &format!("/v1/sandboxes/{}/start", args.vmid), NoArguments {})
         }
         Command::Sandbox(SandboxCommand::Stop(args)) | Command::Stop(args) => match args.vmid {
-            Some(vmid) => op(client, cli.json, &format!("/v1/sandboxes/{vmid}/stop"), serde_json::json!({})).await,
+            Some(vmid) => op(client, cli.json, &format!("/v1/sandboxes/{vmid}/stop"), NoArguments {}),
             None => {
                 use std::io::IsTerminal;
                 if !args.force && (cli.json || !std::io::stdin().is_terminal()) {
@@ -59,17 +60,17 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
                         return Err(ClientError::Usage("not confirmed; nothing was stopped".into()));
                     }
                 }
-                let value = client.post_value("/v1/sandboxes/stop_all", &serde_json::json!({})).await?;
+                let value = client.post_value("/v1/sandboxes/stop_all", &NoArguments {})?;
                 print_or(cli.json, &value, |v: serde_json::Value| {
                     format!("stopped {} of {} sandboxes\n", v["stopped"], v["total"])
                 })
             }
         },
         Command::Sandbox(SandboxCommand::Pause(args)) => {
-            op(client, cli.json, &format!("/v1/sandboxes/{}/pause", args.vmid), serde_json::json!({})).await
+            op(client, cli.json, &format!("/v1/sandboxes/{}/pause", args.vmid), NoArguments {})
         }
         Command::Sandbox(SandboxCommand::Resume(args)) => {
-            op(client, cli.json, &format!("/v1/sandboxes/{}/resume", args.vmid), serde_json::json!({})).await
+            op(client, cli.json, &format!("/v1/sandboxes/{}/resume", args.vmid), NoArguments {})
         }
         Command::Sandbox(SandboxCommand::Revert(args)) => {
             let restart = if args.restart {
@@ -79,29 +80,23 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
             } else {
                 None
             };
-            let body = serde_json::json!({"force": args.force, "restart": restart});
-            op(client, cli.json, &format!("/v1/sandboxes/{}/revert", args.vmid), body).await
+            let body = RevertRequest { force: args.force, restart };
+            op(client, cli.json, &format!("/v1/sandboxes/{}/revert", args.vmid), body)
         }
-        Command::Sandbox(SandboxCommand::Snapshot(SnapshotCommand::Save { force, vmid, name })) => {
-            op(
-                client,
-                cli.json,
-                &format!("/v1/sandboxes/{vmid}/snapshots"),
-                serde_json::json!({"name": name, "force": force}),
-            )
-            .await
-        }
-        Command::Sandbox(SandboxCommand::Snapshot(SnapshotCommand::Restore { force, vmid, name })) => {
-            op(
-                client,
-                cli.json,
-                &format!("/v1/sandboxes/{vmid}/snapshots/{name}/restore"),
-                serde_json::json!({"force": force}),
-            )
-            .await
-        }
+        Command::Sandbox(SandboxCommand::Snapshot(SnapshotCommand::Save { force, vmid, name })) => op(
+            client,
+            cli.json,
+            &format!("/v1/sandboxes/{vmid}/snapshots"),
+            SnapshotRequest { name: name.clone(), force: *force },
+        ),
+        Command::Sandbox(SandboxCommand::Snapshot(SnapshotCommand::Restore { force, vmid, name })) => op(
+            client,
+            cli.json,
+            &format!("/v1/sandboxes/{vmid}/snapshots/{name}/restore"),
+            SnapshotRequest { name: String::new(), force: *force },
+        ),
         Command::Sandbox(SandboxCommand::Snapshot(SnapshotCommand::List { vmid })) => {
-            let value = client.get_value(&format!("/v1/sandboxes/{vmid}/snapshots")).await?;
+            let value = client.get_value(&format!("/v1/sandboxes/{vmid}/snapshots"))?;
             print_or(cli.json, &value, |v: serde_json::Value| {
                 let list = v["snapshots"].as_array().cloned().unwrap_or_default();
                 if list.is_empty() {
@@ -116,26 +111,26 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         }
         Command::Sandbox(SandboxCommand::Update(args)) => {
             let tags = (!args.tags.is_empty()).then(|| args.tags.clone());
-            let body = serde_json::json!({"cores": args.cores, "memory_mb": args.memory, "tags": tags});
-            op(client, cli.json, &format!("/v1/sandboxes/{}/update", args.vmid), body).await
+            let body = UpdateRequest { cores: args.cores, memory_mb: args.memory, tags };
+            op(client, cli.json, &format!("/v1/sandboxes/{}/update", args.vmid), body)
         }
         Command::Sandbox(SandboxCommand::Reconcile { apply }) => {
-            let value = client.post_value("/v1/sandboxes/reconcile", &serde_json::json!({"apply": apply})).await?;
+            let value = client.post_value("/v1/sandboxes/reconcile", &ReconcileRequest { apply: *apply })?;
             print_or(cli.json, &value, |v: serde_json::Value| render::reconcile(&v))
         }
         Command::Sandbox(SandboxCommand::Prune) => {
-            let value = client.post_value("/v1/sandboxes/prune", &serde_json::json!({})).await?;
+            let value = client.post_value("/v1/sandboxes/prune", &NoArguments {})?;
             print_or(cli.json, &value, |v: serde_json::Value| format!("pruned {} sandboxes\n", v["count"]))
         }
-        Command::Sandbox(SandboxCommand::List(args)) | Command::Ls(args) => list(client, cli.json, args).await,
-        Command::Sandbox(SandboxCommand::Show(args)) | Command::Show(args) => show(client, cli.json, args).await,
-        Command::Logs(args) => crate::follow::logs(client, cli.json, &args.target, args.tail, args.follow).await,
-        Command::Job(command) => crate::jobs::run(client, cli.json, command).await,
+        Command::Sandbox(SandboxCommand::List(args)) | Command::Ls(args) => list(client, cli.json, args),
+        Command::Sandbox(SandboxCommand::Show(args)) | Command::Show(args) => show(client, cli.json, args),
+        Command::Logs(args) => crate::follow::logs(client, cli.json, &args.target, args.tail, args.follow),
+        Command::Job(command) => crate::jobs::run(client, cli.json, command),
         Command::Secrets(crate::args::SecretsCommand::Validate { bundle }) => {
-            crate::jobs::validate_secrets(client, cli.json, bundle).await
+            crate::jobs::validate_secrets(client, cli.json, bundle)
         }
         Command::Debug(DebugCommand::Actors) => {
-            let value = client.get_value("/v1/debug/actors").await?;
+            let value = client.get_value("/v1/debug/actors")?;
             print_or(cli.json, &value, |v: DebugActorsResponse| render::actors(&v))
         }
         Command::Version | Command::Completion { .. } => Ok(()),
@@ -143,12 +138,12 @@ pub async fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
 }
 
 /// POST an operation; print the sandbox it returns.
-async fn op(client: &DaemonClient, json: bool, path: &str, body: serde_json::Value) -> Result<(), ClientError> {
-    let value = client.post_value(path, &body).await?;
+fn op(client: &DaemonClient, json: bool, path: &str, body: impl serde::Serialize) -> Result<(), ClientError> {
+    let value = client.post_value(path, &body)?;
     print_or(json, &value, |v: SandboxView| format!("sandbox {} {}\n", v.vmid, v.state))
 }
 
-async fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Result<(), ClientError> {
+fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Result<(), ClientError> {
     let profile = match (&args.profile, args.modifiers.is_empty()) {
         (Some(_), false) => return Err(ClientError::Usage("use either --profile or +modifiers, not both".into())),
         (None, true) => {
@@ -158,7 +153,7 @@ async fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Resul
         }
         (Some(p), true) => p.clone(),
         (None, false) => {
-            let profiles: ProfilesResponse = client.get("/v1/profiles").await?;
+            let profiles: ProfilesResponse = client.get("/v1/profiles")?;
             let names: Vec<String> = profiles.profiles.into_iter().map(|p| p.name).collect();
             modifiers::resolve(&args.modifiers, &names).map_err(|e| ClientError::Usage(e.to_string()))?
         }
@@ -176,35 +171,34 @@ async fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Resul
     let body = serde_json::to_value(&request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
     use std::io::IsTerminal;
     if json || !(args.progress || std::io::stdout().is_terminal()) {
-        let value = client.post_value("/v1/sandboxes", &body).await?;
+        let value = client.post_value("/v1/sandboxes", &body)?;
         return print_or(json, &value, |v: CreateSandboxResponse| render::created(&v));
     }
     // On a terminal: record it, then follow its events, a line per phase as it happens.
-    let accepted: CreateSandboxResponse =
-        serde_json::from_value(client.post_value("/v1/sandboxes?wait=false", &body).await?)
-            .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    let accepted: CreateSandboxResponse = serde_json::from_value(client.post_value("/v1/sandboxes?wait=false", &body)?)
+        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
     let vmid = accepted.sandbox.vmid;
     println!("sandbox {vmid} from profile `{}`", request.profile);
     let mut after = 0i64;
     loop {
-        let page: EventsResponse = client.get(&format!("/v1/sandboxes/{vmid}/events?after={after}&wait=30")).await?;
+        let page: EventsResponse = client.get(&format!("/v1/sandboxes/{vmid}/events?after={after}&wait=30"))?;
         after = page.last_id;
         for event in &page.events {
             if let Some(line) = render::progress_line(event) {
                 println!("{line}");
             }
         }
-        let view: SandboxView = client.get(&format!("/v1/sandboxes/{vmid}")).await?;
+        let view: SandboxView = client.get(&format!("/v1/sandboxes/{vmid}"))?;
         match view.state {
-            agentlab_actors::model::SandboxState::Ready => {
+            agentlab_model::model::SandboxState::Ready => {
                 println!("sandbox {vmid} READY at {}", view.ip.as_deref().unwrap_or("-"));
                 return Ok(());
             }
-            agentlab_actors::model::SandboxState::Failed
-            | agentlab_actors::model::SandboxState::Timeout
-            | agentlab_actors::model::SandboxState::Destroyed => {
-                let envelope = agentlab_actors::model::ErrorEnvelope::new(
-                    agentlab_actors::model::ErrorCode::ProvisionFailed,
+            agentlab_model::model::SandboxState::Failed
+            | agentlab_model::model::SandboxState::Timeout
+            | agentlab_model::model::SandboxState::Destroyed => {
+                let envelope = agentlab_model::model::ErrorEnvelope::new(
+                    agentlab_model::model::ErrorCode::ProvisionFailed,
                     format!("sandbox {vmid} {}: {}", view.state, view.error.unwrap_or_default()),
                 );
                 return Err(ClientError::Api { status: 500, envelope });
@@ -214,17 +208,17 @@ async fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Resul
     }
 }
 
-async fn list(client: &DaemonClient, json: bool, args: &ListArgs) -> Result<(), ClientError> {
+fn list(client: &DaemonClient, json: bool, args: &ListArgs) -> Result<(), ClientError> {
     let path = match args.filter {
         Some(state) => format!("/v1/sandboxes?state={state}"),
         None => "/v1/sandboxes".to_string(),
     };
-    let value = client.get_value(&path).await?;
+    let value = client.get_value(&path)?;
     print_or(json, &value, |v: SandboxesResponse| render::sandboxes(&v))
 }
 
-async fn show(client: &DaemonClient, json: bool, args: &ShowArgs) -> Result<(), ClientError> {
-    let value = client.get_value(&format!("/v1/sandboxes/{}", args.vmid)).await?;
+fn show(client: &DaemonClient, json: bool, args: &ShowArgs) -> Result<(), ClientError> {
+    let value = client.get_value(&format!("/v1/sandboxes/{}", args.vmid))?;
     print_or(json, &value, |v: SandboxView| render::sandbox(&v))
 }
 

@@ -5,7 +5,7 @@
 use crate::args::LogTarget;
 use crate::client::{ClientError, DaemonClient};
 use crate::render;
-use agentlab_actors::protocol::{EventView, EventsResponse};
+use agentlab_model::protocol::{EventView, EventsResponse};
 
 /// How one event prints when following a job: log text as is, phases and states as notes.
 pub fn print_event(event: &EventView, json: bool) {
@@ -26,15 +26,9 @@ pub fn print_event(event: &EventView, json: bool) {
 }
 
 /// Prints the newest `tail` events; with `follow`, keeps printing until interrupted.
-pub async fn logs(
-    client: &DaemonClient,
-    json: bool,
-    target: &LogTarget,
-    tail: u32,
-    follow: bool,
-) -> Result<(), ClientError> {
+pub fn logs(client: &DaemonClient, json: bool, target: &LogTarget, tail: u32, follow: bool) -> Result<(), ClientError> {
     let base = target.events_path();
-    let page: EventsResponse = client.get(&format!("{base}?tail={tail}")).await?;
+    let page: EventsResponse = client.get(&format!("{base}?tail={tail}"))?;
     for event in &page.events {
         print_line(event, json);
     }
@@ -43,7 +37,7 @@ pub async fn logs(
     }
     let mut after = page.last_id;
     loop {
-        let page: EventsResponse = client.get(&format!("{base}?after={after}&wait=30")).await?;
+        let page: EventsResponse = client.get(&format!("{base}?after={after}&wait=30"))?;
         after = page.last_id.max(after);
         for event in &page.events {
             print_line(event, json);

@@ -3,24 +3,24 @@
 use crate::args::{ArtifactsAction, ArtifactsArgs, DownloadArgs, JobCommand, JobRunArgs};
 use crate::client::{ClientError, DaemonClient};
 use crate::follow::print_event;
-use agentlab_actors::model::{ErrorCode, ErrorEnvelope, JobState};
-use agentlab_actors::protocol::guest::DEFAULT_ARTIFACT_NAME;
-use agentlab_actors::protocol::{ArtifactsResponse, CreateJobRequest, EventsResponse, JobView, JobsResponse};
+use agentlab_model::model::{ErrorCode, ErrorEnvelope, JobState};
+use agentlab_model::protocol::guest::DEFAULT_ARTIFACT_NAME;
+use agentlab_model::protocol::{ArtifactsResponse, CreateJobRequest, EventsResponse, JobView, JobsResponse};
 use std::path::PathBuf;
 
 fn job_id(text: &str) -> Result<&str, ClientError> {
-    if agentlab_actors::protocol::valid_job_id(text) {
+    if agentlab_model::protocol::valid_job_id(text) {
         Ok(text)
     } else {
         Err(ClientError::Usage(format!("`{text}` is not a job id (job_ and 16 hex digits)")))
     }
 }
 
-pub async fn run(client: &DaemonClient, json: bool, command: &JobCommand) -> Result<(), ClientError> {
+pub fn run(client: &DaemonClient, json: bool, command: &JobCommand) -> Result<(), ClientError> {
     match command {
-        JobCommand::Run(args) => job_run(client, json, args).await,
+        JobCommand::Run(args) => job_run(client, json, args),
         JobCommand::Show { id, events_tail } => {
-            let value = client.get_value(&format!("/v1/jobs/{}?events_tail={events_tail}", job_id(id)?)).await?;
+            let value = client.get_value(&format!("/v1/jobs/{}?events_tail={events_tail}", job_id(id)?))?;
             crate::commands::print_or(json, &value, |v: JobView| render_job(&v))
         }
         JobCommand::List { filter } => {
@@ -28,26 +28,27 @@ pub async fn run(client: &DaemonClient, json: bool, command: &JobCommand) -> Res
                 Some(status) => format!("/v1/jobs?status={status}"),
                 None => "/v1/jobs".to_string(),
             };
-            let value = client.get_value(&path).await?;
+            let value = client.get_value(&path)?;
             crate::commands::print_or(json, &value, |v: JobsResponse| render_jobs(&v))
         }
         JobCommand::Cancel { id } => {
-            let value = client.post_value(&format!("/v1/jobs/{}/cancel", job_id(id)?), &serde_json::json!({})).await?;
+            let value = client
+                .post_value(&format!("/v1/jobs/{}/cancel", job_id(id)?), &agentlab_model::protocol::NoArguments {})?;
             crate::commands::print_or(json, &value, |v: JobView| format!("job {} {}\n", v.id, v.status))
         }
         JobCommand::Artifacts(ArtifactsArgs { action: Some(ArtifactsAction::Download(args)), .. }) => {
-            download(client, json, args).await
+            download(client, json, args)
         }
         JobCommand::Artifacts(ArtifactsArgs { action: None, id }) => {
             let id =
                 id.as_deref().ok_or_else(|| ClientError::Usage("which job? `agentlab job artifacts JOB_ID`".into()))?;
-            let value = client.get_value(&format!("/v1/jobs/{}/artifacts", job_id(id)?)).await?;
+            let value = client.get_value(&format!("/v1/jobs/{}/artifacts", job_id(id)?))?;
             crate::commands::print_or(json, &value, |v: ArtifactsResponse| render_artifacts(&v))
         }
     }
 }
 
-async fn job_run(client: &DaemonClient, json: bool, args: &JobRunArgs) -> Result<(), ClientError> {
+fn job_run(client: &DaemonClient, json: bool, args: &JobRunArgs) -> Result<(), ClientError> {
     let request = CreateJobRequest {
         repo_url: args.repo.clone(),
         git_ref: args.git_ref.clone(),
@@ -58,8 +59,7 @@ async fn job_run(client: &DaemonClient, json: bool, args: &JobRunArgs) -> Result
         ttl_minutes: args.ttl,
         keepalive: args.keepalive.then_some(true),
     };
-    let body = serde_json::to_value(&request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
-    let value = client.post_value("/v1/jobs", &body).await?;
+    let value = client.post_value("/v1/jobs", &request)?;
     let job: JobView = serde_json::from_value(value.clone()).map_err(|e| ClientError::BadResponse(e.to_string()))?;
     if !args.follow {
         if json {
@@ -74,15 +74,15 @@ async fn job_run(client: &DaemonClient, json: bool, args: &JobRunArgs) -> Result
     }
     let mut after = 0i64;
     loop {
-        let page: EventsResponse = client.get(&format!("/v1/jobs/{}/events?after={after}&wait=30", job.id)).await?;
+        let page: EventsResponse = client.get(&format!("/v1/jobs/{}/events?after={after}&wait=30", job.id))?;
         after = page.last_id.max(after);
         for event in &page.events {
             print_event(event, json);
         }
-        let current: JobView = client.get(&format!("/v1/jobs/{}?events_tail=0", job.id)).await?;
+        let current: JobView = client.get(&format!("/v1/jobs/{}?events_tail=0", job.id))?;
         if current.status.is_final() {
             // Events committed with the final state may still be unread.
-            let rest: EventsResponse = client.get(&format!("/v1/jobs/{}/events?after={after}", job.id)).await?;
+            let rest: EventsResponse = client.get(&format!("/v1/jobs/{}/events?after={after}", job.id))?;
             for event in &rest.events {
                 print_event(event, json);
             }
@@ -106,9 +106,9 @@ fn finished(json: bool, job: &JobView) -> Result<(), ClientError> {
     Err(ClientError::Api { status: 200, envelope: ErrorEnvelope::new(ErrorCode::JobFinalized, message) })
 }
 
-async fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Result<(), ClientError> {
+fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Result<(), ClientError> {
     let id = job_id(&args.id)?;
-    let listing: ArtifactsResponse = client.get(&format!("/v1/jobs/{id}/artifacts")).await?;
+    let listing: ArtifactsResponse = client.get(&format!("/v1/jobs/{id}/artifacts"))?;
     let wanted = match (&args.name, args.bundle) {
         (Some(name), _) => listing.artifacts.iter().find(|a| &a.info.name == name),
         (None, true) => listing.artifacts.iter().find(|a| a.info.name == DEFAULT_ARTIFACT_NAME),
@@ -123,7 +123,7 @@ async fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Res
     })?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(&wanted.info.name));
     let query = format!("/v1/jobs/{id}/artifacts/download?path={}", encode(&wanted.info.path));
-    let got = client.download(&query, &out).await?;
+    let got = client.download(&query, &out)?;
     let expected = got.declared_sha256.clone().unwrap_or_else(|| wanted.info.sha256.clone());
     if got.sha256 != expected || got.sha256 != wanted.info.sha256 {
         let _ = std::fs::remove_file(&out);
@@ -158,13 +158,10 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-pub async fn validate_secrets(client: &DaemonClient, json: bool, bundle: &Option<String>) -> Result<(), ClientError> {
-    let body = match bundle {
-        Some(b) => serde_json::json!({"bundle": b}),
-        None => serde_json::json!({}),
-    };
-    let value = client.post_value("/v1/secrets/validate", &body).await?;
-    crate::commands::print_or(json, &value, |v: agentlab_actors::protocol::ValidateSecretsResponse| {
+pub fn validate_secrets(client: &DaemonClient, json: bool, bundle: &Option<String>) -> Result<(), ClientError> {
+    let body = agentlab_model::protocol::ValidateSecretsRequest { bundle: bundle.clone() };
+    let value = client.post_value("/v1/secrets/validate", &body)?;
+    crate::commands::print_or(json, &value, |v: agentlab_model::protocol::ValidateSecretsResponse| {
         let sections = v.summary["sections"]
             .as_array()
             .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "));

@@ -24,15 +24,8 @@ fn main() -> ExitCode {
     if let Command::Version = &cli.command {
         return commands::version(cli.json);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let client = DaemonClient::new(cli.socket.clone(), cli.timeout.into());
-    match runtime.block_on(commands::run(&client, &cli)) {
+    match commands::run(&client, &cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             report(&error, cli.json);

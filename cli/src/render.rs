@@ -1,6 +1,6 @@
 //! Text output for people: tables and summaries. `--json` bypasses all of this.
 
-use agentlab_actors::protocol::{
+use agentlab_model::protocol::{
     DebugActorsResponse, EventView, ProfilesResponse, SandboxView, SandboxesResponse, StatusResponse,
 };
 use comfy_table::{Table, presets::NOTHING};
@@ -138,7 +138,7 @@ pub fn sandbox(s: &SandboxView) -> String {
     out
 }
 
-pub fn created(c: &agentlab_actors::protocol::CreateSandboxResponse) -> String {
+pub fn created(c: &agentlab_model::protocol::CreateSandboxResponse) -> String {
     let mut out = String::new();
     for t in &c.timings {
         out.push_str(&format!("  {:<10} {:>7} ms\n", t.phase, t.ms));

@@ -4,7 +4,7 @@
 //! `/bin/sh -c`), the repository's executable `.agentlab/run.sh`, or the job's agent
 //! binary from `PATH` with the task on stdin. The payload never supplies a command line.
 
-use agentlab_actors::protocol::guest::{BootstrapPayload, JobSpec, Policy};
+use agentlab_model::protocol::guest::{BootstrapPayload, JobSpec, Policy};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

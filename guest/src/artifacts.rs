@@ -1,8 +1,8 @@
 //! The job's results: `report.json`, copies of it and of the log in `artifacts/`, and one
 //! `agentlab-artifacts.tar.gz` of that directory with its size and SHA-256.
 
-use agentlab_actors::model::redact::Redactor;
-use agentlab_actors::protocol::guest::ReportStatus;
+use agentlab_model::model::redact::Redactor;
+use agentlab_model::protocol::guest::ReportStatus;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::Serialize;

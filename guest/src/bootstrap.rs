@@ -7,7 +7,7 @@ use crate::daemon::{CallError, with_retries};
 use crate::http::{Body, Client, Request, Url};
 use crate::journal::Journal;
 use crate::secrets::{PAYLOAD_CACHE, SecretsDir};
-use agentlab_actors::protocol::guest::{BootstrapDescriptor, BootstrapPayload, FETCH_PATH, FetchRequest, NO_JOB_ERROR};
+use agentlab_model::protocol::guest::{BootstrapDescriptor, BootstrapPayload, FETCH_PATH, FetchRequest, NO_JOB_ERROR};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +108,7 @@ mod tests {
         let payload: BootstrapPayload = serde_json::from_str(&payload_json()).unwrap_or_else(|e| panic!("{e}"));
         let descriptor =
             BootstrapDescriptor { token: "b".repeat(43), controller: "http://127.0.0.1:1".into(), vmid: 1001 };
-        let redactor = agentlab_actors::model::redact::Redactor::new(secret_values(&descriptor, &payload));
+        let redactor = agentlab_model::model::redact::Redactor::new(secret_values(&descriptor, &payload));
         let text = format!(
             "{} runner-token-1 artifact-token-1 git-token-123 keyline-abcdef env-secret-456 settings-789 SHORT=1",
             "b".repeat(43)

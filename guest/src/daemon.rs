@@ -8,8 +8,8 @@ use crate::clock;
 use crate::config::RetryPolicy;
 use crate::http::{Body, Client, HttpError, Request, Response, Url};
 use crate::journal::Journal;
-use agentlab_actors::model::redact::Redactor;
-use agentlab_actors::protocol::guest::{REPORT_PATH, RunnerReport};
+use agentlab_model::model::redact::Redactor;
+use agentlab_model::protocol::guest::{REPORT_PATH, RunnerReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -91,7 +91,7 @@ impl Reporter {
     }
 
     /// A report for this job with only the status set; fill in the rest.
-    pub fn blank(&self, status: agentlab_actors::protocol::guest::ReportStatus) -> RunnerReport {
+    pub fn blank(&self, status: agentlab_model::protocol::guest::ReportStatus) -> RunnerReport {
         RunnerReport {
             job_id: self.job_id.clone(),
             vmid: self.vmid,

@@ -6,7 +6,7 @@
 //! no prompts, hooks disabled, and the token only in a 0600 file read by an askpass script.
 
 use crate::secrets::SecretsDir;
-use agentlab_actors::protocol::guest::GitCredentials;
+use agentlab_model::protocol::guest::GitCredentials;
 use std::io;
 use std::path::Path;
 use std::process::{Command, Stdio};

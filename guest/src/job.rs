@@ -15,7 +15,7 @@ use crate::logship::LogShipper;
 use crate::secrets::SecretsDir;
 use crate::supervise::{self, Limits, Watcher};
 use crate::upload;
-use agentlab_actors::protocol::guest::{
+use agentlab_model::protocol::guest::{
     BootstrapDescriptor, BootstrapPayload, DEFAULT_ARTIFACT_NAME, JobPhase, ReportStatus,
 };
 use std::fs::File;

@@ -6,7 +6,7 @@
 //! [`StreamRedactor`] (a secret may be split across two reads of the pipe), runner messages
 //! whole.
 
-use agentlab_actors::model::redact::{Redactor, StreamRedactor};
+use agentlab_model::model::redact::{Redactor, StreamRedactor};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

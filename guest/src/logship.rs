@@ -10,7 +10,7 @@ use crate::clock::Stopwatch;
 use crate::config::RetryPolicy;
 use crate::daemon::{CallError, Reporter, with_retries};
 use crate::journal::Journal;
-use agentlab_actors::protocol::guest::ReportStatus;
+use agentlab_model::protocol::guest::ReportStatus;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;

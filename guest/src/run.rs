@@ -11,7 +11,7 @@ use crate::http::Url;
 use crate::job::Job;
 use crate::journal::Journal;
 use crate::secrets::{SecretsDir, WipeOnDrop};
-use agentlab_actors::model::redact::Redactor;
+use agentlab_model::model::redact::Redactor;
 use nix::sys::stat::{Mode, umask};
 use std::process::ExitCode;
 

@@ -6,7 +6,7 @@ use crate::config::RetryPolicy;
 use crate::daemon::{CallError, with_retries};
 use crate::http::{Body, Client, Request, Url};
 use crate::journal::Journal;
-use agentlab_actors::protocol::guest::{ArtifactInfo, DEFAULT_ARTIFACT_NAME, UploadResponse};
+use agentlab_model::protocol::guest::{ArtifactInfo, DEFAULT_ARTIFACT_NAME, UploadResponse};
 use std::fs::File;
 
 /// `POST <endpoint>?path=agentlab-artifacts.tar.gz` with the artifact token.

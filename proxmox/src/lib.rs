@@ -3,16 +3,13 @@
 //! `Pve` (in `ops`) is every operation AgentLab needs, written once over a `Transport`:
 //! `api::ApiTransport` (HTTPS + API token, certificate pinning) or `shell::ShellTransport`
 //! (`pvesh` on the host). Both give the same typed results and the same error classes.
-//! `contract` holds Proxmox's API schema and validates requests against it (the simulator
-//! enforces it). Only the daemon's `pve` gateway actor calls `Pve`.
+//! Only the daemon's `pve` gateway actor calls `Pve`. The simulator, and the contract it
+//! enforces, live in `agentlab-pve-sim` (`proxmox/sim/`), which the daemon never links.
 
 pub mod api;
-pub mod contract;
 mod error;
 mod ops;
 pub mod shell;
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod transport;
 pub mod types;
 mod upid;

@@ -1,6 +1,7 @@
 //! Tests of the HTTP client against one-shot servers on 127.0.0.1.
 
 use super::*;
+use std::io::{BufRead, Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
 use std::thread;

@@ -3,18 +3,12 @@
 use super::sandbox_ops::{ask, live_actor, optional_body, run_op};
 use super::{ApiError, AppState, Peer};
 use agentlab_actors::model::{ErrorCode, SandboxState};
+use agentlab_actors::protocol::ReconcileRequest;
 use agentlab_actors::sandbox::{SandboxMsg, SandboxOp};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use std::time::Duration;
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReconcileRequest {
-    #[serde(default)]
-    apply: bool,
-}
 
 /// `POST /v1/sandboxes/reconcile`: orphans and drift; dry run unless `apply`.
 pub async fn reconcile(

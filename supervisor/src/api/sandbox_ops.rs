@@ -3,7 +3,10 @@
 
 use super::{ApiError, AppState, Peer, StrictJson};
 use agentlab_actors::model::{ErrorCode, SandboxState, time_format};
-use agentlab_actors::protocol::{DestroySandboxRequest, RenewLeaseRequest, RenewLeaseResponse, SandboxView};
+use agentlab_actors::protocol::{
+    DestroySandboxRequest, RenewLeaseRequest, RenewLeaseResponse, RevertRequest, SandboxView, SnapshotRequest,
+    UpdateRequest,
+};
 use agentlab_actors::root::RootMsg;
 use agentlab_actors::sandbox::{SandboxMsg, SandboxOp};
 use axum::Json;
@@ -182,15 +185,6 @@ pub async fn simple_op(
     run_op(&app, peer, vmid, op, false).await.map(Json)
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevertRequest {
-    #[serde(default)]
-    force: bool,
-    #[serde(default)]
-    restart: Option<bool>,
-}
-
 pub async fn revert(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -200,15 +194,6 @@ pub async fn revert(
     let vmid = vmid_of(&vmid)?;
     let req: RevertRequest = optional_body(&body)?;
     run_op(&app, peer, vmid, SandboxOp::Revert { restart: req.restart }, req.force).await.map(Json)
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotRequest {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    force: bool,
 }
 
 fn snapshot_name(name: &str) -> Result<String, ApiError> {
@@ -276,17 +261,6 @@ pub async fn snapshot_list(
         )
         .collect();
     Ok(Json(serde_json::json!({"snapshots": list})))
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateRequest {
-    #[serde(default)]
-    cores: Option<u32>,
-    #[serde(default)]
-    memory_mb: Option<u32>,
-    #[serde(default)]
-    tags: Option<Vec<String>>,
 }
 
 pub async fn update(

@@ -1,0 +1,170 @@
+//! The Proxmox API contract (`contract/endpoints.json`, embedded): endpoint lookup by method
+//! and path, and parameter validation with Proxmox's exact error texts. `pve-sim` refuses
+//! every request this rejects, so a client that passes the simulator passes Proxmox's
+//! schema checks too.
+
+mod formats;
+mod property_string;
+mod validate;
+
+pub use validate::{ParamErrors, Params};
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+const ENDPOINTS_JSON: &str = include_str!("../../../contract/endpoints.json");
+
+/// One endpoint of the schema.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub id: String,
+    pub method: String,
+    pub path: String,
+    segments: Vec<Segment>,
+    pub is_async: bool,
+    pub task_type: Option<String>,
+    pub parameters: BTreeMap<String, Value>,
+    pub additional_properties: bool,
+}
+
+#[derive(Debug)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+#[derive(Debug)]
+pub struct Contract {
+    pub endpoints: Vec<Endpoint>,
+    pub formats: BTreeMap<String, Value>,
+}
+
+impl Contract {
+    /// The embedded contract, parsed once.
+    pub fn get() -> &'static Contract {
+        static CONTRACT: OnceLock<Contract> = OnceLock::new();
+        CONTRACT.get_or_init(|| Contract::parse(ENDPOINTS_JSON))
+    }
+
+    fn parse(text: &str) -> Contract {
+        // The file is part of the build; a parse failure is a build defect caught by tests.
+        let root: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        let formats = root["formats"].as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default();
+        let endpoints = root["endpoints"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|e| {
+                        let path = e["path"].as_str().unwrap_or_default().to_string();
+                        Endpoint {
+                            id: e["id"].as_str().unwrap_or_default().to_string(),
+                            method: e["method"].as_str().unwrap_or_default().to_string(),
+                            segments: path
+                                .split('/')
+                                .filter(|s| !s.is_empty())
+                                .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                                    Some(name) => Segment::Param(name.to_string()),
+                                    None => Segment::Literal(s.to_string()),
+                                })
+                                .collect(),
+                            path,
+                            is_async: e["async"].as_bool().unwrap_or(false),
+                            task_type: e["task"]["upid_type"].as_str().map(str::to_string),
+                            parameters: e["parameters"]
+                                .as_object()
+                                .map(|m| m.clone().into_iter().collect())
+                                .unwrap_or_default(),
+                            additional_properties: e["additionalProperties"].as_bool().unwrap_or(false),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Contract { endpoints, formats }
+    }
+
+    /// The endpoint for `method` and a concrete `path` (relative to `/api2/json`), with the
+    /// path parameters it captured (percent-decoded).
+    pub fn find(&self, method: &str, path: &str) -> Option<(&Endpoint, BTreeMap<String, String>)> {
+        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        'endpoints: for endpoint in self.endpoints.iter().filter(|e| e.method == method) {
+            if endpoint.segments.len() != parts.len() {
+                continue;
+            }
+            let mut captured = BTreeMap::new();
+            for (segment, part) in endpoint.segments.iter().zip(&parts) {
+                match segment {
+                    Segment::Literal(lit) if lit == part => {}
+                    Segment::Literal(_) => continue 'endpoints,
+                    Segment::Param(name) => {
+                        captured.insert(name.clone(), percent_decode(part));
+                    }
+                }
+            }
+            return Some((endpoint, captured));
+        }
+        None
+    }
+
+    /// Validates every parameter (path parameters included) as Proxmox does: all errors are
+    /// returned together, one per parameter, with Proxmox's texts.
+    pub fn validate(
+        &self,
+        endpoint: &Endpoint,
+        path_params: &BTreeMap<String, String>,
+        params: &Params,
+    ) -> Result<(), ParamErrors> {
+        validate::validate(self, endpoint, path_params, params)
+    }
+}
+
+/// Decodes `%XX` escapes (UPIDs and volume ids travel percent-encoded in paths).
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_contract_has_every_endpoint() {
+        let contract = Contract::get();
+        assert_eq!(contract.endpoints.len(), 94);
+        assert!(contract.formats.contains_key("pve-vmid"));
+    }
+
+    #[test]
+    fn finds_endpoints_and_captures_path_parameters() {
+        let contract = Contract::get();
+        let (endpoint, params) =
+            contract.find("POST", "/nodes/pve1/qemu/9000/clone").unwrap_or_else(|| panic!("clone not found"));
+        assert_eq!(endpoint.id, "POST /nodes/{node}/qemu/{vmid}/clone");
+        assert!(endpoint.is_async);
+        assert_eq!(endpoint.task_type.as_deref(), Some("qmclone"));
+        assert_eq!(params.get("node").map(String::as_str), Some("pve1"));
+        assert_eq!(params.get("vmid").map(String::as_str), Some("9000"));
+        let (_, params) = contract
+            .find("GET", "/nodes/pve1/tasks/UPID%3Apve1%3A00000001%3A/status")
+            .unwrap_or_else(|| panic!("task status not found"));
+        assert_eq!(params.get("upid").map(String::as_str), Some("UPID:pve1:00000001:"));
+        assert!(contract.find("GET", "/nodes/pve1/qemu/100/bogus").is_none());
+        assert!(contract.find("PATCH", "/version").is_none());
+    }
+}

@@ -1,0 +1,272 @@
+//! Start, stop, shutdown, suspend, resume, reboot, destroy, template: the async VM
+//! operations (clone has its own file), with Proxmox's split between synchronous checks (HTTP 500) and task
+//! errors (`exitstatus`).
+
+use super::{Answer, Sim, check_lock, vm_missing};
+use crate::engine::SimError;
+use crate::http::Req;
+use crate::world::{PowerState, Vm, World, is_disk_key};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+fn not_found_on_node(node: &str, vmid: u32) -> String {
+    format!("unable to find configuration file for VM {vmid} on node '{node}'")
+}
+
+pub fn start(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    let task_sim = Arc::clone(sim);
+    let upid = sim.spawn_task(req.node(), "qmstart", &vmid.to_string(), &req.user, move |_| async move {
+        let mut log = Vec::new();
+        let snippets = {
+            let world = task_sim.world();
+            let vm = world.vm_on(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+            if vm.template {
+                return Err("you can't start a vm if it's a template".into());
+            }
+            check_lock(vm)?;
+            if vm.power != PowerState::Stopped {
+                return Err(format!("VM {vmid} already running"));
+            }
+            vm.config.get("cicustom").cloned()
+        };
+        let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
+        if let Some(cicustom) = snippets {
+            log.push("generating cloud-init ISO".to_string());
+            check_snippets(&task_sim, &cicustom)?;
+        }
+        tokio::time::sleep(task_sim.latency("start")).await;
+        let agent_delay = task_sim.latency("agent_ready");
+        let guest = start_guest(&task_sim, &node, vmid)?;
+        let mut world = task_sim.world();
+        let pid = world.pid();
+        let ip = match (&guest, &task_sim.config.guest) {
+            (Some(_), Some(runtime)) => runtime.address.clone(),
+            _ => world.guest_ip_for(vmid),
+        };
+        let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+        vm.power = PowerState::Running;
+        vm.started_at = Some(Instant::now());
+        vm.agent_ready_at = Some(Instant::now() + agent_delay);
+        vm.pid = Some(pid);
+        vm.guest_ip = Some(ip);
+        if let Some(child) = guest {
+            log.push(format!("guest process started (pid {})", child.id().unwrap_or(0)));
+            task_sim.add_guest(vmid, child);
+        }
+        Ok(log)
+    });
+    Ok(Value::String(upid))
+}
+
+/// With the VM runtime on: the guest process of a VM whose user snippet carries a
+/// bootstrap descriptor.
+fn start_guest(sim: &Sim, node: &str, vmid: u32) -> Result<Option<tokio::process::Child>, String> {
+    let Some(runtime) = &sim.config.guest else { return Ok(None) };
+    let snippet = {
+        let world = sim.world();
+        let cicustom = world.vm_on(node, vmid).and_then(|vm| vm.config.get("cicustom").cloned());
+        cicustom.and_then(|c| crate::guest::user_snippet(&c, |s| world.storages.get(s).and_then(|st| st.path.clone())))
+    };
+    match snippet {
+        Some(path) => crate::guest::launch(runtime, vmid, &path).map_err(|e| format!("pve-sim guest runtime: {e}")),
+        None => Ok(None),
+    }
+}
+
+/// cicustom files are read at start: each must exist in the snippets directory (≤ 1 MiB).
+fn check_snippets(sim: &Sim, cicustom: &str) -> Result<(), String> {
+    let world = sim.world();
+    for part in cicustom.split(',') {
+        let Some((_, volid)) = part.split_once('=') else { continue };
+        let Some((storage, volname)) = volid.split_once(':') else {
+            return Err(format!("unable to parse volume ID '{volid}'"));
+        };
+        let Some(file) = volname.strip_prefix("snippets/") else {
+            return Err(format!("{volid} is not in the snippets directory"));
+        };
+        let path = world.storages.get(storage).and_then(|s| s.path.clone()).map(|p| p.join("snippets").join(file));
+        match path.and_then(|p| std::fs::metadata(p).ok()) {
+            Some(meta) if meta.len() > 1024 * 1024 => return Err("Cloud-Init sum of snippets too big (> 3 MiB)".into()),
+            Some(_) => {}
+            None => return Err(format!("volume '{volid}' does not exist")),
+        }
+    }
+    Ok(())
+}
+
+pub fn stop(sim: &Arc<Sim>, req: &Req, shutdown: bool) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    if shutdown && !req.flag("forceStop") {
+        let world = sim.world();
+        if world.vm_on(&node, vmid).is_some_and(|vm| vm.power == PowerState::Paused) {
+            return Err(SimError::die("VM is paused - cannot shutdown"));
+        }
+    }
+    let task_sim = Arc::clone(sim);
+    let kind = if shutdown { "qmshutdown" } else { "qmstop" };
+    let upid = sim.spawn_task(req.node(), kind, &vmid.to_string(), &req.user, move |_| async move {
+        {
+            let world = task_sim.world();
+            let vm = world.vm_on(&node, vmid).ok_or_else(|| not_found_on_node(&node, vmid))?;
+            check_lock(vm)?;
+            if vm.power == PowerState::Stopped {
+                return Ok(Vec::new());
+            }
+        }
+        let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
+        tokio::time::sleep(task_sim.latency(if shutdown { "shutdown" } else { "stop" })).await;
+        task_sim.stop_guest(vmid);
+        let mut world = task_sim.world();
+        if let Some(vm) = world.vm_on_mut(&node, vmid) {
+            power_off(vm);
+        }
+        Ok(Vec::new())
+    });
+    Ok(Value::String(upid))
+}
+
+pub fn power_off(vm: &mut Vm) {
+    vm.power = PowerState::Stopped;
+    vm.started_at = None;
+    vm.agent_ready_at = None;
+    vm.pid = None;
+}
+
+fn require_running(sim: &Sim, node: &str, vmid: u32) -> Result<PowerState, SimError> {
+    let world = sim.world();
+    let vm = world.vm_on(node, vmid).ok_or_else(|| SimError::die(not_found_on_node(node, vmid)))?;
+    if vm.power == PowerState::Stopped {
+        return Err(SimError::die(format!("VM {vmid} not running")));
+    }
+    Ok(vm.power)
+}
+
+pub fn suspend(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    require_running(sim, &node, vmid)?;
+    power_task(sim, req, "qmpause", "suspend", PowerState::Paused)
+}
+
+pub fn resume(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    require_running(sim, &node, vmid)?;
+    power_task(sim, req, "qmresume", "resume", PowerState::Running)
+}
+
+pub fn reboot(sim: &Arc<Sim>, req: &Req, kind: &str) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    require_running(sim, &node, vmid)?;
+    power_task(sim, req, kind, "start", PowerState::Running)
+}
+
+fn power_task(sim: &Arc<Sim>, req: &Req, kind: &str, op: &'static str, to: PowerState) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    let task_sim = Arc::clone(sim);
+    let upid = sim.spawn_task(req.node(), kind, &vmid.to_string(), &req.user, move |_| async move {
+        let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
+        tokio::time::sleep(task_sim.latency(op)).await;
+        let mut world = task_sim.world();
+        let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| not_found_on_node(&node, vmid))?;
+        check_lock(vm)?;
+        vm.power = to;
+        Ok(Vec::new())
+    });
+    Ok(Value::String(upid))
+}
+
+pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    let unreferenced = req.flag("destroy-unreferenced-disks");
+    {
+        let world = sim.world();
+        let vm = world.vm_on(&node, vmid).ok_or_else(|| vm_missing(&node, vmid))?;
+        if vm.power != PowerState::Stopped {
+            return Err(SimError::die(format!("VM {vmid} is running - destroy failed")));
+        }
+        if !req.flag("skiplock") {
+            check_lock(vm).map_err(SimError::die)?;
+        }
+    }
+    let task_sim = Arc::clone(sim);
+    let upid = sim.spawn_task(req.node(), "qmdestroy", &vmid.to_string(), &req.user, move |_| async move {
+        let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
+        {
+            let mut world = task_sim.world();
+            let base_in_use =
+                world.vms.values().filter(|v| v.vmid != vmid).flat_map(|v| v.referenced_volumes()).find_map(
+                    |(_, volid)| {
+                        volid.split_once(':').and_then(|(_, name)| {
+                            name.split('/')
+                                .next()
+                                .filter(|b| b.starts_with(&format!("base-{vmid}-")))
+                                .map(|b| b.to_string())
+                        })
+                    },
+                );
+            if let Some(base) = base_in_use {
+                return Err(format!("base volume '{base}' is still in use by linked cloned"));
+            }
+            let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+            vm.lock = Some("destroyed".into());
+        }
+        tokio::time::sleep(task_sim.latency("destroy")).await;
+        task_sim.stop_guest(vmid);
+        let mut world = task_sim.world();
+        let vm = world.vms.remove(&vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+        let mut log = Vec::new();
+        for (_, volid) in vm.referenced_volumes() {
+            let owned = world.parse_volid(&volid).and_then(|(_, name)| World::owner_of(name)) == Some(vmid);
+            if owned && world.free_volume(&volid) {
+                log.push(format!("  Logical volume \"{volid}\" successfully removed."));
+            }
+        }
+        if unreferenced {
+            for storage in world.storages.values_mut() {
+                let stray: Vec<String> =
+                    storage.volumes.values().filter(|v| v.owner == Some(vmid)).map(|v| v.volname.clone()).collect();
+                for name in stray {
+                    storage.volumes.remove(&name);
+                    log.push(format!("  Logical volume \"{}:{name}\" successfully removed.", storage.id));
+                }
+            }
+        }
+        log.push(format!("purging VM {vmid} from related configurations.."));
+        Ok(log)
+    });
+    Ok(Value::String(upid))
+}
+
+pub fn template(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    super::with_vm(sim, req, |vm| check_lock(vm).map_err(SimError::die))?;
+    let task_sim = Arc::clone(sim);
+    let upid = sim.spawn_task(req.node(), "qmtemplate", &vmid.to_string(), &req.user, move |_| async move {
+        let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
+        tokio::time::sleep(task_sim.latency("template")).await;
+        let mut world = task_sim.world();
+        let vm = world.vm_on(&node, vmid).cloned().ok_or_else(|| vm_missing(&node, vmid).message)?;
+        if vm.power != PowerState::Stopped {
+            return Err("you can't convert a VM to template if VM is running".into());
+        }
+        let mut config = vm.config.clone();
+        for (key, value) in vm.config.iter().filter(|(k, _)| is_disk_key(k)) {
+            let volid = value.split(',').next().unwrap_or_default();
+            let Some((storage, name)) = volid.split_once(':') else { continue };
+            if let Some(base) = name.strip_prefix("vm-").map(|rest| format!("base-{rest}"))
+                && let Some(s) = world.storages.get_mut(storage)
+                && let Some(mut volume) = s.volumes.remove(name)
+            {
+                volume.volname = base.clone();
+                s.volumes.insert(base.clone(), volume);
+                config.insert(key.clone(), value.replacen(name, &base, 1));
+            }
+        }
+        let vm = world.vm_on_mut(&node, vmid).ok_or("vanished")?;
+        vm.config = config;
+        vm.template = true;
+        Ok(Vec::new())
+    });
+    Ok(Value::String(upid))
+}

@@ -1,0 +1,198 @@
+//! VM listing, config read and update, status.
+
+use super::{Answer, Sim, check_lock, normalize_tags, vm_missing, vm_status, with_vm};
+use crate::engine::SimError;
+use crate::http::Req;
+use crate::world::{World, is_disk_key};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn list(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let world = sim.world();
+    let list: Vec<Value> = world.vms.values().filter(|vm| vm.node == req.node()).map(|vm| vm_status(sim, vm)).collect();
+    Ok(Value::Array(list))
+}
+
+/// A static index: succeeds for any VMID.
+pub fn index() -> Answer {
+    let dirs =
+        ["config", "pending", "status", "snapshot", "agent", "firewall", "clone", "move_disk", "resize", "unlink"];
+    Ok(Value::Array(dirs.iter().map(|d| json!({"subdir": d})).collect()))
+}
+
+pub fn status_index(sim: &Arc<Sim>, req: &Req) -> Answer {
+    with_vm(sim, req, |_| Ok(json!([{"subdir": "current"}, {"subdir": "start"}, {"subdir": "stop"}])))
+}
+
+pub fn status_current(sim: &Arc<Sim>, req: &Req) -> Answer {
+    with_vm(sim, req, |vm| Ok(vm_status(sim, vm)))
+}
+
+pub fn get_config(sim: &Arc<Sim>, req: &Req) -> Answer {
+    with_vm(sim, req, |vm| {
+        let mut config: serde_json::Map<String, Value> = vm
+            .config
+            .iter()
+            .map(|(k, v)| {
+                // Integer-typed keys come back as numbers, property strings as text.
+                let value = match k.as_str() {
+                    "cores" | "sockets" | "template" => {
+                        v.parse::<u64>().map(Value::from).unwrap_or_else(|_| v.clone().into())
+                    }
+                    _ => Value::String(v.clone()),
+                };
+                (k.clone(), value)
+            })
+            .collect();
+        if vm.template {
+            config.insert("template".into(), 1.into());
+        }
+        if let Some(lock) = &vm.lock {
+            config.insert("lock".into(), lock.clone().into());
+        }
+        config.insert("digest".into(), vm.digest().into());
+        Ok(Value::Object(config))
+    })
+}
+
+pub fn pending(sim: &Arc<Sim>, req: &Req) -> Answer {
+    with_vm(sim, req, |vm| Ok(Value::Array(vm.config.iter().map(|(k, v)| json!({"key": k, "value": v})).collect())))
+}
+
+const NOT_CONFIG: [&str; 8] = ["node", "vmid", "delete", "digest", "revert", "force", "skiplock", "background_delay"];
+
+/// POST (async, `qmconfig` task) and PUT (synchronous) config.
+pub async fn update_config(sim: &Arc<Sim>, req: &Req, as_task: bool) -> Answer {
+    let node = req.node().to_string();
+    let vmid = req.vmid();
+    let set: BTreeMap<String, String> = req
+        .params
+        .values
+        .iter()
+        .filter(|(k, _)| !NOT_CONFIG.contains(&k.as_str()))
+        .filter_map(|(k, v)| v.first().map(|v| (k.clone(), v.clone())))
+        .collect();
+    let delete: Vec<String> = req
+        .get("delete")
+        .map(|d| d.split([',', ';', ' ']).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    if set.is_empty() && delete.is_empty() {
+        return Err(SimError::die("no options specified"));
+    }
+    if let Some(both) = delete.iter().find(|d| set.contains_key(*d)) {
+        return Err(SimError::param("delete", format!("you can't use '-{both}' and -delete {both}' at the same time")));
+    }
+    let force = req.flag("force");
+    with_vm(sim, req, |vm| {
+        check_lock(vm).map_err(SimError::die)?;
+        if let Some(digest) = req.get("digest")
+            && digest != vm.digest()
+        {
+            return Err(SimError::die("checksum mismatch (file change by other user?)"));
+        }
+        Ok(())
+    })?;
+    if as_task {
+        let task_sim = Arc::clone(sim);
+        let upid = sim.spawn_task(req.node(), "qmconfig", &vmid.to_string(), &req.user, move |_| async move {
+            let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
+            tokio::time::sleep(task_sim.latency("config")).await;
+            let mut world = task_sim.world();
+            apply(&mut world, &node, vmid, &set, &delete, force)
+        });
+        return Ok(Value::String(upid));
+    }
+    let _flock = sim.flock_exclusive(vmid, "config_lock_timeout").await.map_err(SimError::die)?;
+    let mut world = sim.world();
+    apply(&mut world, &node, vmid, &set, &delete, force).map_err(SimError::die)?;
+    Ok(Value::Null)
+}
+
+/// Applies a config change; returns the log lines.
+pub fn apply(
+    world: &mut World,
+    node: &str,
+    vmid: u32,
+    set: &BTreeMap<String, String>,
+    delete: &[String],
+    force: bool,
+) -> Result<Vec<String>, String> {
+    if world.vm_on(node, vmid).is_none() {
+        return Err(vm_missing(node, vmid).message);
+    }
+    let mut log = vec![format!("update VM {vmid}: {}", describe(set, delete))];
+    for key in delete {
+        let Some(old) = world.vm_on_mut(node, vmid).and_then(|vm| vm.config.remove(key)) else {
+            log.push(format!("cannot delete '{key}' - not set in current configuration!"));
+            continue;
+        };
+        let volid = old.split(',').next().unwrap_or_default().to_string();
+        let owned = world.parse_volid(&volid).and_then(|(_, name)| World::owner_of(name)) == Some(vmid);
+        if (is_disk_key(key) || key.starts_with("unused")) && owned && !old.contains("media=cdrom") {
+            if force || key.starts_with("unused") {
+                world.free_volume(&volid);
+                log.push(format!("removed volume '{volid}'"));
+            } else if let Some(vm) = world.vm_on_mut(node, vmid) {
+                let slot = (0..256).map(|n| format!("unused{n}")).find(|k| !vm.config.contains_key(k));
+                match slot {
+                    Some(slot) => {
+                        vm.config.insert(slot, volid);
+                    }
+                    None => return Err("Too many unused volumes - please delete them first.".into()),
+                }
+            }
+        }
+    }
+    for (key, value) in set {
+        let value = if key == "tags" {
+            normalize_tags(value)
+        } else if is_disk_key(key) {
+            allocate_if_new(world, vmid, value)?
+        } else {
+            value.clone()
+        };
+        if let Some(vm) = world.vm_on_mut(node, vmid) {
+            vm.config.insert(key.clone(), value);
+        }
+    }
+    Ok(log)
+}
+
+/// `STORAGE:SIZE_GiB[,opts]` allocates a new `vm-<vmid>-disk-N`; anything else is kept.
+fn allocate_if_new(world: &mut World, vmid: u32, value: &str) -> Result<String, String> {
+    let (first, rest) = value.split_once(',').map_or((value, ""), |(a, b)| (a, b));
+    let Some((storage, size)) = first.split_once(':') else {
+        return Ok(value.to_string());
+    };
+    let Ok(gib) = size.parse::<f64>() else {
+        return Ok(value.to_string());
+    };
+    if !world.storages.contains_key(storage) {
+        return Err(format!("storage '{storage}' does not exist"));
+    }
+    let name = world.next_disk_name(storage, vmid);
+    let bytes = (gib * 1024.0 * 1024.0 * 1024.0) as u64;
+    if let Some(s) = world.storages.get_mut(storage) {
+        s.volumes.insert(
+            name.clone(),
+            crate::world::VolumeEntry {
+                volname: name.clone(),
+                owner: Some(vmid),
+                size: bytes,
+                format: "raw".into(),
+                content: "images".into(),
+            },
+        );
+    }
+    let opts = if rest.is_empty() { String::new() } else { format!(",{rest}") };
+    Ok(format!("{storage}:{name}{opts},size={}G", gib as u64))
+}
+
+fn describe(set: &BTreeMap<String, String>, delete: &[String]) -> String {
+    let mut parts: Vec<String> = set.iter().map(|(k, v)| format!("-{k} {v}")).collect();
+    if !delete.is_empty() {
+        parts.push(format!("-delete {}", delete.join(",")));
+    }
+    parts.join(" ")
+}

@@ -1,0 +1,165 @@
+//! Snapshots: list (with the `current` pseudo entry), create, rollback, delete.
+
+use super::{Answer, Sim, check_lock, vm_missing, with_vm};
+use crate::engine::SimError;
+use crate::http::Req;
+use crate::world::{PowerState, SnapshotEntry};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub fn list(sim: &Arc<Sim>, req: &Req) -> Answer {
+    with_vm(sim, req, |vm| {
+        let mut out: Vec<Value> = vm
+            .snapshots
+            .iter()
+            .map(|s| {
+                let mut v = json!({"name": s.name, "description": s.description, "snaptime": s.snaptime});
+                if let Some(parent) = &s.parent {
+                    v["parent"] = parent.clone().into();
+                }
+                v
+            })
+            .collect();
+        let mut current = json!({"name": "current", "description": "You are here!", "running": u8::from(vm.power != PowerState::Stopped), "digest": vm.digest()});
+        if let Some(last) = vm.snapshots.last() {
+            current["parent"] = last.name.clone().into();
+        }
+        out.push(current);
+        Ok(Value::Array(out))
+    })
+}
+
+pub fn index(sim: &Arc<Sim>, req: &Req) -> Answer {
+    find(sim, req).map(|_| json!([{"name": "config"}, {"name": "rollback"}]))
+}
+
+fn find(sim: &Sim, req: &Req) -> Result<SnapshotEntry, SimError> {
+    let name = req.get("snapname").unwrap_or_default();
+    with_vm(sim, req, |vm| {
+        vm.snapshots
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .ok_or_else(|| SimError::die(format!("snapshot '{name}' does not exist")))
+    })
+}
+
+pub fn get_config(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let snap = find(sim, req)?;
+    Ok(Value::Object(snap.config.into_iter().map(|(k, v)| (k, Value::String(v))).collect()))
+}
+
+pub fn set_config(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let name = req.get("snapname").unwrap_or_default().to_string();
+    let description = req.get("description").unwrap_or_default().to_string();
+    let mut world = sim.world();
+    let vm = world.vm_on_mut(req.node(), req.vmid()).ok_or_else(|| vm_missing(req.node(), req.vmid()))?;
+    let snap = vm
+        .snapshots
+        .iter_mut()
+        .find(|s| s.name == name)
+        .ok_or_else(|| SimError::die(format!("snapshot '{name}' does not exist")))?;
+    snap.description = description;
+    Ok(Value::Null)
+}
+
+pub fn create(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    let name = req.get("snapname").unwrap_or_default().to_string();
+    if matches!(name.as_str(), "current" | "pending") {
+        return Err(SimError::die(format!("unable to use snapshot name '{name}' (reserved name)")));
+    }
+    with_vm(sim, req, |_| Ok(()))?;
+    let description = req.get("description").unwrap_or_default().to_string();
+    let task_sim = Arc::clone(sim);
+    let upid = sim.spawn_task(req.node(), "qmsnapshot", &vmid.to_string(), &req.user, move |_| async move {
+        {
+            let mut world = task_sim.world();
+            let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+            if vm.template {
+                return Err("you can't take a snapshot if it's a template".into());
+            }
+            check_lock(vm)?;
+            if vm.snapshots.iter().any(|s| s.name == name) {
+                return Err(format!("snapshot name '{name}' already used"));
+            }
+            vm.lock = Some("snapshot".into());
+        }
+        let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
+        tokio::time::sleep(task_sim.latency("snapshot")).await;
+        let mut world = task_sim.world();
+        let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+        vm.lock = None;
+        let parent = vm.snapshots.last().map(|s| s.name.clone());
+        let snaptime =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let entry = SnapshotEntry {
+            name: name.clone(),
+            description,
+            snaptime,
+            parent,
+            config: vm.config.clone(),
+            power: vm.power,
+        };
+        vm.snapshots.push(entry);
+        Ok(vec![format!("snapshotting 'drive-scsi0' ({name})")])
+    });
+    Ok(Value::String(upid))
+}
+
+pub fn rollback(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    let name = req.get("snapname").unwrap_or_default().to_string();
+    with_vm(sim, req, |_| Ok(()))?;
+    let start = req.flag("start");
+    let task_sim = Arc::clone(sim);
+    let upid = sim.spawn_task(req.node(), "qmrollback", &vmid.to_string(), &req.user, move |_| async move {
+        let snap = {
+            let mut world = task_sim.world();
+            let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+            check_lock(vm)?;
+            let snap = vm
+                .snapshots
+                .iter()
+                .find(|s| s.name == name)
+                .cloned()
+                .ok_or_else(|| format!("snapshot '{name}' does not exist"))?;
+            vm.lock = Some("rollback".into());
+            snap
+        };
+        let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
+        tokio::time::sleep(task_sim.latency("rollback")).await;
+        task_sim.stop_guest(vmid);
+        let mut world = task_sim.world();
+        let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+        vm.lock = None;
+        vm.config = snap.config;
+        // Without a saved RAM state the VM is stopped after a rollback.
+        super::lifecycle::power_off(vm);
+        if start {
+            vm.power = PowerState::Running;
+        }
+        Ok(vec![format!("rolling back to snapshot '{name}'")])
+    });
+    Ok(Value::String(upid))
+}
+
+pub fn delete(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let (node, vmid) = (req.node().to_string(), req.vmid());
+    let name = req.get("snapname").unwrap_or_default().to_string();
+    with_vm(sim, req, |_| Ok(()))?;
+    let task_sim = Arc::clone(sim);
+    let upid = sim.spawn_task(req.node(), "qmdelsnapshot", &vmid.to_string(), &req.user, move |_| async move {
+        let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
+        tokio::time::sleep(task_sim.latency("delsnapshot")).await;
+        let mut world = task_sim.world();
+        let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+        let before = vm.snapshots.len();
+        vm.snapshots.retain(|s| s.name != name);
+        if vm.snapshots.len() == before {
+            return Err(format!("snapshot '{name}' does not exist"));
+        }
+        Ok(Vec::new())
+    });
+    Ok(Value::String(upid))
+}

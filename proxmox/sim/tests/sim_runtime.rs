@@ -1,0 +1,136 @@
+//! The simulator's VM runtime and CLI personalities: a started VM runs a real guest process
+//! with the bootstrap descriptor from its cloud-init snippet; `qm` and `pvesm` act on the
+//! running simulator's state.
+
+mod support;
+
+use agentlab_proxmox::Pve;
+use agentlab_proxmox::types::{CloneSpec, ConfigChange, VmAction};
+use agentlab_pve_sim::GuestRuntime;
+use std::time::Duration;
+
+const SNIPPET: &str = "#cloud-config\nwrite_files:\n  - path: /etc/agentlab/bootstrap.json\n    permissions: '0600'\n    content: '{\"token\":\"tok\",\"controller\":\"http://127.0.0.1:8844\",\"vmid\":1001}'\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_vm_runs_its_guest_with_the_bootstrap_descriptor() {
+    let guests = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = guests.path().to_path_buf();
+    let script = "cp \"$AGENTLAB_BOOTSTRAP\" \"$AGENTLAB_RUN_DIR/seen.json\"; env | grep '^AGENTLAB_' | sort > \"$AGENTLAB_RUN_DIR/env.txt\"; echo $$ > \"$AGENTLAB_RUN_DIR/pid\"; exec sleep 60";
+    let env = support::sim_with(|c| {
+        c.guest = Some(GuestRuntime {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            root: root.clone(),
+            address: "127.0.0.1".into(),
+            env: vec![("EXTRA".into(), "1".into())],
+        })
+    })
+    .await;
+    let pve = env.api();
+    std::fs::write(env.snippets_dir().join("agentlab-1001-x.yaml"), SNIPPET).unwrap_or_else(|e| panic!("{e}"));
+    pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1001, ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    pve.update_config(
+        "pve1",
+        1001,
+        &ConfigChange::default().set("cicustom", "user=local:snippets/agentlab-1001-x.yaml"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    pve.vm_action("pve1", 1001, VmAction::Start).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let run = root.join("1001/run");
+    let seen = support::eventually(Duration::from_secs(10), || async { run.join("pid").exists() }).await;
+    assert!(seen, "the guest never ran");
+    let descriptor = std::fs::read_to_string(run.join("seen.json")).unwrap_or_default();
+    assert_eq!(descriptor, r#"{"token":"tok","controller":"http://127.0.0.1:8844","vmid":1001}"#);
+    let vars = std::fs::read_to_string(run.join("env.txt")).unwrap_or_default();
+    for var in [
+        "AGENTLAB_BOOTSTRAP=",
+        "AGENTLAB_SECRETS_DIR=",
+        "AGENTLAB_REPO_DIR=",
+        "AGENTLAB_RUN_DIR=",
+        "AGENTLAB_VMID=1001",
+    ] {
+        assert!(vars.contains(var), "{var} missing from {vars}");
+    }
+    let ready =
+        support::eventually(Duration::from_secs(10), || async { pve.agent_ping("pve1", 1001).await.is_ok() }).await;
+    assert!(ready);
+    let interfaces = pve.agent_interfaces("pve1", 1001).await.unwrap_or_default();
+    assert!(
+        interfaces
+            .iter()
+            .flat_map(|i| &i.ip_addresses)
+            .any(|a| a.ip_address == "127.0.0.1" && a.ip_address_type == "ipv4")
+    );
+
+    let pid: i32 = std::fs::read_to_string(run.join("pid")).unwrap_or_default().trim().parse().unwrap_or(0);
+    assert!(pid > 0);
+    pve.vm_action("pve1", 1001, VmAction::Stop).await.unwrap_or_else(|e| panic!("{e}"));
+    let gone = support::eventually(Duration::from_secs(10), || async {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    })
+    .await;
+    assert!(gone, "stopping the VM kills its guest");
+}
+
+fn run_personality(env: &support::Env, name: &str, args: &[&str]) -> (i32, String, String) {
+    let link = env.dir.path().join(format!("bin/{name}"));
+    if !link.exists() {
+        std::fs::create_dir_all(env.dir.path().join("bin")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pve-sim"), &link).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let out = std::process::Command::new(&link)
+        .args(args)
+        .env("PVE_SIM_ADMIN", env.sim.admin_url())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qm_and_pvesm_act_on_the_simulator_state() {
+    let env = support::sim().await;
+    let (code, out, err) = run_personality(&env, "qm", &["clone", "9000", "1001", "--name", "sbx-1001"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("create linked clone of drive scsi0 (local-lvm:base-9000-disk-0)"), "{out}");
+    let (code, out, _) = run_personality(&env, "qm", &["list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("sbx-1001") && out.contains("stopped"), "{out}");
+    let (code, out, _) = run_personality(&env, "qm", &["config", "1001"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("name: sbx-1001"), "{out}");
+    // A task failure: exit 255 with the error on stderr.
+    let (code, _, err) = run_personality(&env, "qm", &["start", "9000"]);
+    assert_eq!(code, 255);
+    assert!(err.contains("you can't start a vm if it's a template"), "{err}");
+    // A parameter error prints Proxmox's 400 lines.
+    let (code, _, err) = run_personality(&env, "qm", &["set", "1001", "--bogus", "1"]);
+    assert_eq!(code, 255);
+    assert!(err.starts_with("400 Parameter verification failed.\nbogus: property is not defined"), "{err}");
+
+    let (code, out, err) = run_personality(&env, "pvesm", &["alloc", "local-lvm", "9100", "vm-9100-disk-0", "1G"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("successfully created 'local-lvm:vm-9100-disk-0'"), "{out}");
+    let (code, _, err) = run_personality(&env, "pvesm", &["alloc", "local-lvm", "9100", "bad-name", "1G"]);
+    assert_eq!(code, 255);
+    assert!(err.contains("illegal name 'bad-name' - should be 'vm-9100-*'"), "{err}");
+    let (_, out, _) = run_personality(&env, "pvesm", &["list", "local-lvm"]);
+    assert!(out.contains("local-lvm:vm-9100-disk-0"), "{out}");
+    let (_, out, _) = run_personality(&env, "pvesm", &["path", "local:snippets/a.yaml"]);
+    assert!(out.trim().ends_with("/local/snippets/a.yaml"), "{out}");
+    let (code, _, _) = run_personality(&env, "pvesm", &["free", "local-lvm:vm-9100-disk-0"]);
+    assert_eq!(code, 0);
+    assert!(!env.sim.sim.world().storages["local-lvm"].volumes.contains_key("vm-9100-disk-0"));
+    // pvesh without a simulator says so, like pvesh without pmxcfs.
+    let out =
+        std::process::Command::new(env.dir.path().join("bin/pvesm")).arg("status").env_remove("PVE_SIM_ADMIN").output();
+    let stderr = out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
+    assert!(stderr.contains("ipcc_send_rec"), "{stderr}");
+}
