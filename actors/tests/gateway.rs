@@ -1,6 +1,12 @@
 //! The `pve` gateway against `pve-sim`: concurrent clones under the storage lock, faults,
 //! no retry of validation errors, and the request rate Proxmox sees.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 use agentlab_actors::pve::rate_limit::{RateLimitedTransport, TokenBucket};
 use agentlab_actors::pve::{Gateway, GatewayLimits, PveGateway, PveGatewayArgs, PveMsg, RetryPolicy};
 use agentlab_proxmox::api::{ApiConfig, ApiTransport, Fingerprint, TlsTrust};
@@ -19,14 +25,14 @@ struct Setup {
 }
 
 fn client(sim: &SimHandle, rps: u32) -> Arc<dyn Pve> {
-    let fingerprint = Fingerprint::parse(&sim.fingerprint).unwrap_or_else(|e| panic!("{e}"));
+    let fingerprint = Fingerprint::parse(&sim.fingerprint).unwrap();
     let transport = ApiTransport::new(ApiConfig {
         url: sim.api_url(),
         token: TEST_TOKEN.into(),
         trust: TlsTrust::Fingerprint(fingerprint),
         timeout: Duration::from_secs(10),
     })
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let limited = RateLimitedTransport::new(transport, Arc::new(TokenBucket::new(rps, rps)));
     let policy = TaskPolicy {
         first_poll: Duration::from_millis(10),
@@ -38,11 +44,11 @@ fn client(sim: &SimHandle, rps: u32) -> Arc<dyn Pve> {
 
 async fn setup(latency_factor: f64, faults: FaultConfig, rps: u32, clone_concurrency: usize) -> Setup {
     agentlab_proxmox::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let mut config = SimConfig::for_tests(dir.path().join("sim"));
     config.latency.factor = latency_factor;
     config.faults = faults;
-    let sim = agentlab_pve_sim::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let sim = agentlab_pve_sim::start(config).await.unwrap();
     let limits = GatewayLimits {
         max_concurrent_tasks: 8,
         clone_concurrency,
@@ -53,7 +59,7 @@ async fn setup(latency_factor: f64, faults: FaultConfig, rps: u32, clone_concurr
         },
     };
     let args = PveGatewayArgs { pve: client(&sim, rps), probe_interval: Duration::from_secs(3600), limits };
-    let (actor, _) = Actor::spawn(None, PveGateway, args).await.unwrap_or_else(|e| panic!("{e}"));
+    let (actor, _) = Actor::spawn(None, PveGateway, args).await.unwrap();
     let target = actor.clone();
     let gateway = Gateway::new(move |job| {
         target
@@ -159,10 +165,7 @@ async fn fifty_clone_start_destroy_sequences_complete_under_ten_percent_faults()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validation_error_is_returned_at_once_and_never_retried() {
     let s = setup(0.01, FaultConfig::default(), 1000, 2).await;
-    s.gateway
-        .clone_vm("pve1", 9000, CloneSpec { newid: 1001, ..Default::default() })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    s.gateway.clone_vm("pve1", 9000, CloneSpec { newid: 1001, ..Default::default() }).await.unwrap();
     let bad = ConfigChange::default().set("bogus_key", "1");
     let err = s.gateway.update_config("pve1", 1001, bad).await.err().unwrap_or_else(|| panic!("must fail"));
     assert_eq!(err.class(), ErrorClass::Validation);

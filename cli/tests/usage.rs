@@ -1,5 +1,11 @@
 //! The `agentlab` binary on its own: help lists only commands that work, usage errors exit 2.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 use std::process::Command;
 
 fn agentlab(args: &[&str]) -> (i32, String, String) {
@@ -7,7 +13,7 @@ fn agentlab(args: &[&str]) -> (i32, String, String) {
         .args(args)
         .env_remove("AGENTLAB_SOCKET")
         .output()
-        .unwrap_or_else(|e| panic!("spawn agentlab: {e}"));
+        .expect("spawn agentlab");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -79,7 +85,7 @@ fn the_socket_comes_from_the_environment_when_not_given() {
         .args(["status"])
         .env("AGENTLAB_SOCKET", "/nonexistent/agentlab-env.sock")
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agentlab-env.sock"));
 }

@@ -158,9 +158,9 @@ mod tests {
     }
 
     fn executable(path: &Path) {
-        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(path, "#!/bin/sh\n").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).unwrap();
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[test]
@@ -170,10 +170,10 @@ mod tests {
         let bin = dir.join("bin");
         executable(&bin.join("claude"));
         let path = bin.clone().into_os_string();
-        let launch = choose(Some("make agent"), &job("claude"), &repo, Some(&path)).unwrap_or_else(|e| panic!("{e}"));
+        let launch = choose(Some("make agent"), &job("claude"), &repo, Some(&path)).unwrap();
         assert_eq!(launch.argv, ["/bin/sh", "-c", "make agent"].map(OsString::from));
 
-        let launch = choose(None, &job("claude"), &repo, Some(&path)).unwrap_or_else(|e| panic!("{e}"));
+        let launch = choose(None, &job("claude"), &repo, Some(&path)).unwrap();
         assert_eq!(launch.argv[0], bin.join("claude").into_os_string());
         assert_eq!(&launch.argv[1..], ["-p", "--dangerously-skip-permissions"].map(OsString::from));
         assert!(launch.task_on_stdin);
@@ -183,11 +183,11 @@ mod tests {
 
         // A run.sh that is not executable does not count.
         let script = repo.join(".agentlab").join("run.sh");
-        std::fs::create_dir_all(repo.join(".agentlab")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(&script, "#!/bin/sh\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(repo.join(".agentlab")).unwrap();
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
         assert_eq!(choose(None, &job("custom"), &repo, None), Err(AgentError::NoCommand));
         executable(&script);
-        let launch = choose(None, &job("custom"), &repo, None).unwrap_or_else(|e| panic!("{e}"));
+        let launch = choose(None, &job("custom"), &repo, None).unwrap();
         assert_eq!((launch.argv, launch.task_on_stdin), (vec![script.into_os_string()], false));
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(sandbox_prefix(&policy, &dirs, Some(dir.as_os_str())), Err(AgentError::NoBwrap));
         assert_eq!(AgentError::NoBwrap.to_string(), "policy requires bubblewrap but bwrap is not installed");
         executable(&dir.join("bwrap"));
-        let argv = sandbox_prefix(&policy, &dirs, Some(dir.as_os_str())).unwrap_or_else(|e| panic!("{e}"));
+        let argv = sandbox_prefix(&policy, &dirs, Some(dir.as_os_str())).unwrap();
         let text: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         let joined = text[1..].join(" ");
         assert!(

@@ -126,12 +126,12 @@ mod tests {
         let dir = test_dir("artifacts");
         let run = dir.join("run");
         let artifacts = run.join("artifacts");
-        std::fs::create_dir_all(artifacts.join("sub")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(artifacts.join("out.txt"), "result").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(artifacts.join("sub").join("deep.txt"), "deep").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(dir.join("secret"), "do not ship").unwrap_or_else(|e| panic!("{e}"));
-        std::os::unix::fs::symlink(dir.join("secret"), artifacts.join("leak")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(run.join("agent-runner.log"), "log").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(artifacts.join("sub")).unwrap();
+        std::fs::write(artifacts.join("out.txt"), "result").unwrap();
+        std::fs::write(artifacts.join("sub").join("deep.txt"), "deep").unwrap();
+        std::fs::write(dir.join("secret"), "do not ship").unwrap();
+        std::os::unix::fs::symlink(dir.join("secret"), artifacts.join("leak")).unwrap();
+        std::fs::write(run.join("agent-runner.log"), "log").unwrap();
         let summary = RunSummary {
             status: ReportStatus::Completed,
             exit_code: Some(0),
@@ -139,40 +139,38 @@ mod tests {
             commit: Some("abc".into()),
             mode: "dangerous".into(),
         };
-        write_summary(&summary, &run, &artifacts, Some(&run.join("agent-runner.log")))
-            .unwrap_or_else(|e| panic!("{e}"));
+        write_summary(&summary, &run, &artifacts, Some(&run.join("agent-runner.log"))).unwrap();
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap_or_default()).unwrap_or_default();
         assert_eq!(report["status"], "COMPLETED");
         assert_eq!(report["exit_code"], 0);
 
-        std::fs::write(artifacts.join("leak.txt"), "key=hunter2-secret-value\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(artifacts.join("leak.txt"), "key=hunter2-secret-value\n").unwrap();
         let redactor = Redactor::new(["hunter2-secret-value"]);
-        let tarball =
-            pack(&artifacts, &run.join("agentlab-artifacts.tar.gz"), &redactor).unwrap_or_else(|e| panic!("{e}"));
+        let tarball = pack(&artifacts, &run.join("agentlab-artifacts.tar.gz"), &redactor).unwrap();
         let bytes = std::fs::read(&tarball.path).unwrap_or_default();
         assert_eq!(tarball.size_bytes, bytes.len() as u64);
         assert_eq!(tarball.sha256.len(), 64);
         let linked = dir.join("linked");
-        std::os::unix::fs::symlink(&artifacts, &linked).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&artifacts, &linked).unwrap();
         assert!(
             pack(&linked, &dir.join("x.tar.gz"), &Redactor::default()).is_err(),
             "a linked artifacts dir is not followed"
         );
         let mut archive = tar::Archive::new(GzDecoder::new(bytes.as_slice()));
         let mut names: Vec<String> = Vec::new();
-        for entry in archive.entries().unwrap_or_else(|e| panic!("{e}")) {
-            let mut entry = entry.unwrap_or_else(|e| panic!("{e}"));
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
             let name = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
             if name == "leak.txt" {
                 let mut text = String::new();
-                entry.read_to_string(&mut text).unwrap_or_else(|e| panic!("{e}"));
+                entry.read_to_string(&mut text).unwrap();
                 assert_eq!(text, "key=[REDACTED]\n", "secrets written into artifacts are redacted");
             }
             names.push(name);
         }
         assert_eq!(names, ["agent-runner.log", "leak.txt", "out.txt", "report.json", "sub", "sub/deep.txt"]);
-        std::fs::write(dir.join("abc"), "abc").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("abc"), "abc").unwrap();
         let known = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(digest(&dir.join("abc")).ok(), Some((3, known.to_string())));
         let _ = std::fs::remove_dir_all(dir);

@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn every_secret_of_the_payload_is_listed() {
-        let payload: BootstrapPayload = serde_json::from_str(&payload_json()).unwrap_or_else(|e| panic!("{e}"));
+        let payload: BootstrapPayload = serde_json::from_str(&payload_json()).unwrap();
         let descriptor =
             BootstrapDescriptor { token: "b".repeat(43), controller: "http://127.0.0.1:1".into(), vmid: 1001 };
         let redactor = agentlab_model::model::redact::Redactor::new(secret_values(&descriptor, &payload));
@@ -122,17 +122,17 @@ mod tests {
     #[test]
     fn a_cached_payload_is_used_without_fetching() {
         let dir = test_dir("bootstrap-cache");
-        let secrets = SecretsDir::open(&dir.join("secrets")).unwrap_or_else(|e| panic!("{e}"));
-        secrets.write(PAYLOAD_CACHE, payload_json().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let secrets = SecretsDir::open(&dir.join("secrets")).unwrap();
+        secrets.write(PAYLOAD_CACHE, payload_json().as_bytes()).unwrap();
         let descriptor =
             BootstrapDescriptor { token: "b".repeat(43), controller: "http://127.0.0.1:1".into(), vmid: 1001 };
         // Port 1: a fetch would fail, so success proves the cache was used.
-        let controller = Url::parse(&descriptor.controller).unwrap_or_else(|e| panic!("{e}"));
+        let controller = Url::parse(&descriptor.controller).unwrap();
         let policy = RetryPolicy { attempts: 1, base_delay: std::time::Duration::from_millis(1) };
         let mut journal = Journal::new(Default::default()).quiet();
         let got = obtain(&descriptor, &controller, &secrets, policy, &mut journal);
         assert!(matches!(got, Ok(Obtained::Payload(p)) if p.job.id == "job_1"));
-        secrets.write(PAYLOAD_CACHE, b"{").unwrap_or_else(|e| panic!("{e}"));
+        secrets.write(PAYLOAD_CACHE, b"{").unwrap();
         assert!(matches!(
             obtain(&descriptor, &controller, &secrets, policy, &mut journal),
             Err(BootstrapError::BadCache(_))
@@ -145,7 +145,7 @@ mod tests {
         let dir = test_dir("descriptor");
         let missing = read_descriptor(&dir.join("none.json")).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(missing.contains("cannot read bootstrap descriptor") && missing.contains("none.json"), "{missing}");
-        std::fs::write(dir.join("bad.json"), "{").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("bad.json"), "{").unwrap();
         let bad = read_descriptor(&dir.join("bad.json")).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(bad.contains("bad bootstrap descriptor"), "{bad}");
         let _ = std::fs::remove_dir_all(dir);

@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_template() {
-        let c = config(&[], true).unwrap_or_else(|e| panic!("{e}"));
+        let c = config(&[], true).unwrap();
         assert_eq!(c.descriptor, PathBuf::from("/etc/agentlab/bootstrap.json"));
         assert_eq!(c.secrets_dir, PathBuf::from("/run/agentlab/secrets"));
         assert_eq!(c.run_dir, PathBuf::from("/run/agentlab"));
@@ -147,7 +147,7 @@ mod tests {
             ],
             true,
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(c.retry, RetryPolicy { attempts: 1, base_delay: Duration::from_millis(50) });
         assert_eq!(c.timeout_override, Some(Duration::from_secs(1)));
         assert_eq!(c.agent_command.as_deref(), Some("make agent"));

@@ -84,23 +84,23 @@ mod tests {
     fn files_are_private_and_links_are_not_followed() {
         let dir = test_dir("files");
         let target = dir.join("target");
-        std::fs::write(&target, "original").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&target, "original").unwrap();
         let link = dir.join("link");
-        std::os::unix::fs::symlink(&target, &link).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
         // Appending through a link fails.
         assert!(open_private_append(&link).is_err());
         // Replacing a link replaces the link, not its target.
-        write_new(&link, b"new", 0o600).unwrap_or_else(|e| panic!("{e}"));
+        write_new(&link, b"new", 0o600).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap_or_default(), "original");
         assert_eq!((std::fs::read_to_string(&link).unwrap_or_default().as_str(), mode(&link)), ("new", 0o600));
-        write_new(&dir.join("script"), b"#!/bin/sh\n", 0o700).unwrap_or_else(|e| panic!("{e}"));
+        write_new(&dir.join("script"), b"#!/bin/sh\n", 0o700).unwrap();
         assert_eq!(mode(&dir.join("script")), 0o700);
-        copy_private(&target, &dir.join("copy")).unwrap_or_else(|e| panic!("{e}"));
+        copy_private(&target, &dir.join("copy")).unwrap();
         assert_eq!(mode(&dir.join("copy")), 0o600);
-        std::os::unix::fs::symlink(&target, dir.join("link2")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&target, dir.join("link2")).unwrap();
         assert!(copy_private(&dir.join("link2"), &dir.join("copy2")).is_err(), "a linked source is not read");
         // A link where a directory should be is replaced by a real directory.
-        ensure_real_dir(&dir.join("link2")).unwrap_or_else(|e| panic!("{e}"));
+        ensure_real_dir(&dir.join("link2")).unwrap();
         assert!(std::fs::symlink_metadata(dir.join("link2")).is_ok_and(|m| m.is_dir()));
         assert_eq!(std::fs::read_to_string(&target).unwrap_or_default(), "original");
         let _ = std::fs::remove_dir_all(dir);

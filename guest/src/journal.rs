@@ -130,7 +130,7 @@ mod tests {
         let mut journal = Journal::new(Redactor::new(["bootstrap-token-xyz"])).quiet();
         journal.say("before the log is open: bootstrap-token-xyz");
         let path = dir.join("agent-runner.log");
-        journal.open_log(&path).unwrap_or_else(|e| panic!("{e}"));
+        journal.open_log(&path).unwrap();
         journal.set_redactor(Redactor::new([secret]));
         journal.say(&format!("cloning with {secret}\nsecond line"));
         journal.agent_output(&secret.as_bytes()[..5]);

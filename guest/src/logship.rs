@@ -126,7 +126,7 @@ mod tests {
         let path = dir.join("log");
         let mut text = "a".repeat(MAX_LOG_REPORT - 1).into_bytes();
         text.extend("é tail".as_bytes());
-        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, &text).unwrap();
         let len = text.len() as u64;
         let first = read_piece(&path, 0, len, true).unwrap_or_default();
         assert_eq!(first.len(), MAX_LOG_REPORT - 1, "the two-byte é is not split");

@@ -122,15 +122,15 @@ mod tests {
     fn the_directory_is_private_and_wiped() {
         let dir = test_dir("secrets");
         let path = dir.join("run").join("secrets");
-        let secrets = SecretsDir::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let secrets = SecretsDir::open(&path).unwrap();
         let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
         assert_eq!(mode, 0o700);
-        secrets.write(PAYLOAD_CACHE, b"{}").unwrap_or_else(|e| panic!("{e}"));
+        secrets.write(PAYLOAD_CACHE, b"{}").unwrap();
         assert_eq!(secrets.cached_payload().ok().flatten(), Some(b"{}".to_vec()));
-        std::fs::create_dir(path.join("sub")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(path.join("sub")).unwrap();
         let outside = dir.join("outside");
-        std::fs::write(&outside, "keep").unwrap_or_else(|e| panic!("{e}"));
-        std::os::unix::fs::symlink(&outside, path.join("link")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&outside, "keep").unwrap();
+        std::os::unix::fs::symlink(&outside, path.join("link")).unwrap();
         drop(WipeOnDrop(&secrets));
         assert_eq!(std::fs::read_dir(&path).map(|d| d.count()).ok(), Some(0));
         assert!(outside.exists(), "a link is removed, its target kept");
@@ -142,20 +142,20 @@ mod tests {
     fn a_symlink_or_a_file_is_refused_and_never_wiped_through() {
         let dir = test_dir("secrets-link");
         let real = dir.join("real");
-        std::fs::create_dir(&real).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(&real).unwrap();
         let link = dir.join("link");
-        std::os::unix::fs::symlink(&real, &link).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&real, &link).unwrap();
         assert!(matches!(SecretsDir::open(&link), Err(SecretsError::Symlink(_))));
         let file = dir.join("file");
-        std::fs::write(&file, "").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&file, "").unwrap();
         assert!(matches!(SecretsDir::open(&file), Err(SecretsError::NotADirectory(_))));
 
         // Swapped for a link after it was opened: the link goes, its target stays.
-        let secrets = SecretsDir::open(&dir.join("swapped")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(real.join("precious"), "keep").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::remove_dir(dir.join("swapped")).unwrap_or_else(|e| panic!("{e}"));
-        std::os::unix::fs::symlink(&real, dir.join("swapped")).unwrap_or_else(|e| panic!("{e}"));
-        secrets.wipe().unwrap_or_else(|e| panic!("{e}"));
+        let secrets = SecretsDir::open(&dir.join("swapped")).unwrap();
+        std::fs::write(real.join("precious"), "keep").unwrap();
+        std::fs::remove_dir(dir.join("swapped")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.join("swapped")).unwrap();
+        secrets.wipe().unwrap();
         assert!(real.join("precious").exists() && !dir.join("swapped").exists());
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -164,7 +164,7 @@ mod tests {
             tick: Duration::from_millis(20),
         };
         let mut collect = Collect::default();
-        let finished = run(command, &limits, &mut collect).unwrap_or_else(|e| panic!("{e}"));
+        let finished = run(command, &limits, &mut collect).unwrap();
         (finished, collect)
     }
 

@@ -1,5 +1,11 @@
 //! The `agent-runner` binary: version, usage, and `check` on good and bad bootstrap descriptors.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 use std::process::Command;
 
 fn runner(args: &[&str], descriptor: Option<&std::path::Path>) -> (i32, String, String) {
@@ -8,7 +14,7 @@ fn runner(args: &[&str], descriptor: Option<&std::path::Path>) -> (i32, String, 
     if let Some(path) = descriptor {
         command.env("AGENTLAB_BOOTSTRAP", path);
     }
-    let out = command.output().unwrap_or_else(|e| panic!("{e}"));
+    let out = command.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -32,18 +38,18 @@ fn version_and_usage() {
 #[test]
 fn check_accepts_a_good_descriptor_without_printing_the_token() {
     let dir = std::env::temp_dir().join(format!("agent-runner-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&dir).unwrap();
     let token = "k".repeat(64);
     let good = dir.join("good.json");
     std::fs::write(&good, format!(r#"{{"token":"{token}","controller":"http://10.77.0.1:8844","vmid":1001}}"#))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let (code, stdout, stderr) = runner(&["check"], Some(&good));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("vmid 1001"), "{stdout}");
     assert!(!stdout.contains(&token) && !stderr.contains(&token), "the token must never be printed");
 
     let bad = dir.join("bad.json");
-    std::fs::write(&bad, r#"{"token":"short","controller":"http://h","vmid":1001}"#).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&bad, r#"{"token":"short","controller":"http://h","vmid":1001}"#).unwrap();
     let (code, _, stderr) = runner(&["check"], Some(&bad));
     assert_eq!(code, 1);
     assert!(stderr.contains("bad bootstrap descriptor") && stderr.contains("256 random bits"), "{stderr}");

@@ -1,6 +1,12 @@
 //! The whole `agent-runner` flow against a fake daemon and a real local git repository:
 //! fetch, clone, run `.agentlab/run.sh`, stream the redacted log, upload, final report.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 mod support;
 
 use flate2::read::GzDecoder;
@@ -48,7 +54,7 @@ impl Flow {
     fn new(name: &str, script: &str) -> Flow {
         let scratch = Scratch::new(name);
         let origin = scratch.path("origin");
-        std::fs::create_dir_all(&origin).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(&origin).unwrap();
         let commit = origin_with_run_sh(&origin, script);
         let daemon = FakeDaemon::start((500, String::new()));
         let payload = json!({
@@ -63,7 +69,7 @@ impl Flow {
         });
         daemon.state().fetch_answer = (200, payload.to_string());
         let descriptor = json!({"token": "t".repeat(64), "controller": daemon.url, "vmid": 1001});
-        std::fs::write(scratch.path("bootstrap.json"), descriptor.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(scratch.path("bootstrap.json"), descriptor.to_string()).unwrap();
         Flow { scratch, daemon, commit }
     }
 
@@ -80,7 +86,7 @@ impl Flow {
             .env("AGENTLAB_RUNNER_LOG_INTERVAL_MS", "100")
             .envs(extra.iter().copied())
             .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         Ran {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -105,11 +111,11 @@ impl Flow {
 fn unpack(upload: &[u8]) -> BTreeMap<String, Vec<u8>> {
     let mut archive = tar::Archive::new(GzDecoder::new(upload));
     let mut files = BTreeMap::new();
-    for entry in archive.entries().unwrap_or_else(|e| panic!("{e}")) {
-        let mut entry = entry.unwrap_or_else(|e| panic!("{e}"));
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
         let name = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
         let mut contents = Vec::new();
-        entry.read_to_end(&mut contents).unwrap_or_else(|e| panic!("{e}"));
+        entry.read_to_end(&mut contents).unwrap();
         files.insert(name, contents);
     }
     files
@@ -278,7 +284,7 @@ fn a_refused_token_is_not_retried() {
 fn a_bad_or_missing_descriptor_exits_1_with_a_clear_message() {
     let flow = Flow::new("baddescriptor", GOOD_SCRIPT);
     std::fs::write(flow.scratch.path("bootstrap.json"), r#"{"token":"short","controller":"http://h","vmid":1001}"#)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let ran = flow.run(&[]);
     assert_eq!(ran.code, 1);
     assert!(
@@ -288,7 +294,7 @@ fn a_bad_or_missing_descriptor_exits_1_with_a_clear_message() {
     );
 
     let https = json!({"token": "t".repeat(64), "controller": "https://10.77.0.1:8844", "vmid": 1001});
-    std::fs::write(flow.scratch.path("bootstrap.json"), https.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(flow.scratch.path("bootstrap.json"), https.to_string()).unwrap();
     let ran = flow.run(&[]);
     assert_eq!(ran.code, 1);
     assert!(ran.stderr.contains("plain HTTP on the agent bridge"), "{}", ran.stderr);
@@ -304,8 +310,8 @@ fn a_restarted_runner_uses_the_cached_payload_without_fetching() {
     let flow = Flow::new("restart", GOOD_SCRIPT);
     let payload = flow.daemon.state().fetch_answer.1.clone();
     let secrets = flow.scratch.path("run/secrets");
-    std::fs::create_dir_all(&secrets).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(secrets.join("bootstrap.json"), payload).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("bootstrap.json"), payload).unwrap();
     // A second fetch would be refused: the token is single use.
     flow.daemon.state().fetch_answer = (403, r#"{"error":"token already used"}"#.into());
     let ran = flow.run(&[]);

@@ -326,11 +326,10 @@ mod tests {
         let a: VmStatus = serde_json::from_value(
             serde_json::json!({"vmid": "101", "status": "running", "template": "1", "uptime": 5}),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!((a.vmid, a.template, a.uptime), (101, true, Some(5)));
         let b: VmStatus =
-            serde_json::from_value(serde_json::json!({"vmid": 101, "status": "stopped", "template": true}))
-                .unwrap_or_else(|e| panic!("{e}"));
+            serde_json::from_value(serde_json::json!({"vmid": 101, "status": "stopped", "template": true})).unwrap();
         assert!(b.template && !b.is_running());
     }
 

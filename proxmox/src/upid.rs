@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn parses_a_real_upid_and_round_trips() {
         let text = "UPID:pve-mp:00000ACD:00006AE8:679A423B:qmclone:112:capmox@pve!capi:";
-        let upid = Upid::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let upid = Upid::parse(text).unwrap();
         assert_eq!((upid.node.as_str(), upid.pid, upid.pstart, upid.starttime), ("pve-mp", 2765, 27368, 1738162747));
         assert_eq!(
             (upid.task_type.as_str(), upid.id.as_str(), upid.user.as_str()),

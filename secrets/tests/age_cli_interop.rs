@@ -4,6 +4,12 @@
 //! Without the tools the tests print a loud SKIPPED line and pass, unless
 //! AGENTLAB_REQUIRE_AGE_CLI=1 makes a missing tool a failure.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,29 +54,29 @@ fn text(path: &Path) -> &str {
 }
 
 fn expected() -> SecretsBundle {
-    SecretsBundle::parse_yaml(BUNDLE, "expected").unwrap_or_else(|e| panic!("{e}"))
+    SecretsBundle::parse_yaml(BUNDLE, "expected").unwrap()
 }
 
 #[test]
 fn bundles_encrypted_by_age_cli_load_binary_and_armored() {
     let Some((age, keygen)) = age_tools() else { return };
-    let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let secrets = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let keys = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
     let key = keys.path().join("key.txt");
     run(&keygen, &["-o", text(&key)]);
-    let recipient = String::from_utf8(run(&keygen, &["-y", text(&key)])).unwrap_or_else(|e| panic!("{e}"));
+    let recipient = String::from_utf8(run(&keygen, &["-y", text(&key)])).unwrap();
     let recipient = recipient.trim();
-    assert_eq!(AgeKey::load(&key).unwrap_or_else(|e| panic!("{e}")).recipient(), recipient);
+    assert_eq!(AgeKey::load(&key).unwrap().recipient(), recipient);
 
     let plain = keys.path().join("plain.yaml");
-    std::fs::write(&plain, BUNDLE).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&plain, BUNDLE).unwrap();
     let binary = secrets.path().join("binary.age");
     let armored = secrets.path().join("armored.age");
     run(&age, &["-r", recipient, "-o", text(&binary), text(&plain)]);
     run(&age, &["-r", recipient, "-a", "-o", text(&armored), text(&plain)]);
-    let binary_bytes = std::fs::read(&binary).unwrap_or_else(|e| panic!("{e}"));
+    let binary_bytes = std::fs::read(&binary).unwrap();
     assert!(binary_bytes.starts_with(b"age-encryption.org/v1"), "age did not write a binary file");
-    let armored_text = std::fs::read_to_string(&armored).unwrap_or_else(|e| panic!("{e}"));
+    let armored_text = std::fs::read_to_string(&armored).unwrap();
     assert!(armored_text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"), "{armored_text}");
 
     for name in ["binary", "armored"] {
@@ -83,13 +89,13 @@ fn bundles_encrypted_by_age_cli_load_binary_and_armored() {
 #[test]
 fn sealed_bundles_decrypt_with_age_cli() {
     let Some((age, keygen)) = age_tools() else { return };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.txt");
     run(&keygen, &["-o", text(&key)]);
     let plain = dir.path().join("plain.yaml");
-    std::fs::write(&plain, BUNDLE).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&plain, BUNDLE).unwrap();
     let sealed = dir.path().join("prod.age");
-    seal(&key, &plain, &sealed).unwrap_or_else(|e| panic!("{e}"));
+    seal(&key, &plain, &sealed).unwrap();
 
     let decrypted = run(&age, &["-d", "-i", text(&key), text(&sealed)]);
     assert_eq!(String::from_utf8_lossy(&decrypted), BUNDLE);
@@ -98,16 +104,16 @@ fn sealed_bundles_decrypt_with_age_cli() {
 #[test]
 fn identities_we_write_are_read_by_age_cli() {
     let Some((age, keygen)) = age_tools() else { return };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("daemon-key.txt");
-    let recipient = write_identity(&key).unwrap_or_else(|e| panic!("{e}"));
-    let derived = String::from_utf8(run(&keygen, &["-y", text(&key)])).unwrap_or_else(|e| panic!("{e}"));
+    let recipient = write_identity(&key).unwrap();
+    let derived = String::from_utf8(run(&keygen, &["-y", text(&key)])).unwrap();
     assert_eq!(derived.trim(), recipient);
 
     let plain = dir.path().join("plain.yaml");
-    std::fs::write(&plain, BUNDLE).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&plain, BUNDLE).unwrap();
     let sealed = dir.path().join("prod.age");
-    seal(&key, &plain, &sealed).unwrap_or_else(|e| panic!("{e}"));
+    seal(&key, &plain, &sealed).unwrap();
     let decrypted = run(&age, &["-d", "-i", text(&key), text(&sealed)]);
     assert_eq!(String::from_utf8_lossy(&decrypted), BUNDLE);
 }

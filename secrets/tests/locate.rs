@@ -1,12 +1,18 @@
 //! Resolving bundle names in the secrets directory: age files found, plaintext and sops
 //! refused with a fix, missing bundles listed, names that could escape the directory refused.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 use std::path::Path;
 
 use agentlab_secrets::{BundleError, locate};
 
 fn touch(dir: &Path, file: &str) {
-    std::fs::write(dir.join(file), "x").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join(file), "x").unwrap();
 }
 
 fn locate_err(dir: &Path, name: &str) -> BundleError {
@@ -18,25 +24,25 @@ fn locate_err(dir: &Path, name: &str) -> BundleError {
 
 #[test]
 fn finds_age_file_with_or_without_suffix() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     touch(dir.path(), "prod.age");
     for name in ["prod", "prod.age"] {
-        let path = locate(dir.path(), name).unwrap_or_else(|e| panic!("{e}"));
+        let path = locate(dir.path(), name).unwrap();
         assert_eq!(path, dir.path().join("prod.age"));
     }
 }
 
 #[test]
 fn age_file_wins_over_plaintext_next_to_it() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     touch(dir.path(), "prod.age");
     touch(dir.path(), "prod.yaml");
-    assert_eq!(locate(dir.path(), "prod").unwrap_or_else(|e| panic!("{e}")), dir.path().join("prod.age"));
+    assert_eq!(locate(dir.path(), "prod").unwrap(), dir.path().join("prod.age"));
 }
 
 #[test]
 fn plaintext_is_refused_with_the_command_to_encrypt_it() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     for (file, name, target) in [
         ("a.yaml", "a", "a.age"),
         ("b.yml", "b", "b.age"),
@@ -60,7 +66,7 @@ fn plaintext_is_refused_with_the_command_to_encrypt_it() {
 
 #[test]
 fn sops_bundles_are_unsupported() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     touch(dir.path(), "prod.sops.yaml");
     for name in ["prod", "prod.sops.yaml"] {
         let err = locate_err(dir.path(), name);
@@ -73,7 +79,7 @@ fn sops_bundles_are_unsupported() {
 
 #[test]
 fn not_found_lists_what_was_looked_for_and_what_exists() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     touch(dir.path(), "staging.age");
     touch(dir.path(), "dev.age");
     touch(dir.path(), "notes.txt");
@@ -92,7 +98,7 @@ fn not_found_lists_what_was_looked_for_and_what_exists() {
 
 #[test]
 fn names_that_are_not_plain_are_refused() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let long = "a".repeat(65);
     for name in ["", "../etc/passwd", "..", "a..b", "/etc/shadow", "a/b", ".hidden", "-flag", "a b", "é", &long] {
         let err = locate_err(dir.path(), name);
@@ -101,7 +107,7 @@ fn names_that_are_not_plain_are_refused() {
     }
     let max = "a".repeat(64);
     touch(dir.path(), &format!("{max}.age"));
-    locate(dir.path(), &max).unwrap_or_else(|e| panic!("{e}"));
+    locate(dir.path(), &max).unwrap();
     for name in ["A-1_b.c", "9x"] {
         assert_eq!(locate_err(dir.path(), name).code(), "v1/secrets/not_found", "{name}");
     }

@@ -1,6 +1,12 @@
 //! Schema v1: what parses, what is refused with which message, and that summaries, `Debug`
 //! and error messages never carry a secret value.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 use agentlab_secrets::{BundleError, SecretsBundle};
 
 const FULL: &str = r#"
@@ -57,7 +63,7 @@ const SECRETS: [&str; 9] = [
 ];
 
 fn parse(text: &str) -> SecretsBundle {
-    SecretsBundle::parse_yaml(text, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+    SecretsBundle::parse_yaml(text, "test.yaml").unwrap()
 }
 
 fn parse_err(text: &str) -> BundleError {
@@ -82,7 +88,7 @@ fn full_bundle_parses_with_scalars_kept_verbatim() {
     let ssh = bundle.ssh.as_ref().unwrap_or_else(|| panic!("ssh missing"));
     assert_eq!(ssh.keys["deploy"].key_type.as_deref(), Some("ed25519"));
     let json = bundle.claude_settings_json().unwrap_or_else(|| panic!("no claude settings"));
-    let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["model"], "opus");
 }
 
@@ -182,7 +188,7 @@ fn summary_has_names_and_flags_but_no_values() {
     assert_eq!(summary.env_names, ["DEBUG", "OPENAI_API_KEY", "PORT", "RATIO"]);
     assert!(summary.git.token && summary.git.username && summary.git.ssh_private_key && summary.git.known_hosts);
     assert!(summary.claude_settings && summary.tailscale_authkey);
-    let json = serde_json::to_string(&summary).unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::to_string(&summary).unwrap();
     for secret in SECRETS {
         assert!(!json.contains(secret), "summary leaks {secret}: {json}");
     }

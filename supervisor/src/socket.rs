@@ -90,21 +90,21 @@ mod tests {
 
     #[tokio::test]
     async fn binds_0660_refuses_a_live_socket_replaces_a_stale_one_and_cleans_up() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/agentlabd.sock");
-        let first = bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let first = bind(&path).unwrap();
         let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
         assert_eq!(mode, 0o660);
         assert!(matches!(bind(&path), Err(SocketError::InUse(_))));
         drop(first);
         assert!(!path.exists(), "socket removed at drop");
         // A crashed daemon leaves its socket file behind with nobody accepting on it.
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}")));
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
-        let replaced = bind(&path).unwrap_or_else(|e| panic!("stale socket not replaced: {e}"));
+        let replaced = bind(&path).expect("stale socket not replaced");
         drop(replaced);
         assert!(!path.exists());
-        std::fs::write(dir.path().join("plain"), "x").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("plain"), "x").unwrap();
         assert!(matches!(bind(&dir.path().join("plain")), Err(SocketError::NotASocket(_))));
     }
 }

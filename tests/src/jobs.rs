@@ -11,10 +11,7 @@ pub const SECRET: &str = "s3cr3t-VALUE-4f9a1c77";
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
 }
 
 pub fn run(cmd: &mut Command) -> String {
@@ -28,7 +25,7 @@ pub fn run(cmd: &mut Command) -> String {
 /// `slow` sleeps 4 s then does what `main` does.
 pub fn make_repo(dir: &Path) -> PathBuf {
     let repo = dir.join("repo");
-    std::fs::create_dir_all(repo.join(".agentlab")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(repo.join(".agentlab")).unwrap();
     let git = |args: &[&str]| {
         run(Command::new("git")
             .args(["-c", "user.email=e2e@agentlab.invalid", "-c", "user.name=e2e", "-c", "init.defaultBranch=main"])
@@ -39,8 +36,8 @@ pub fn make_repo(dir: &Path) -> PathBuf {
     let script = |body: &str| {
         use std::os::unix::fs::PermissionsExt;
         let path = repo.join(".agentlab/run.sh");
-        std::fs::write(&path, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     };
     let work = "echo \"hello from the agent on task: $AGENTLAB_TASK\"\necho \"the secret is $DEMO_SECRET\"\n\
                 mkdir -p \"$AGENTLAB_RUN_DIR/artifacts\"\necho \"agent result\" > \"$AGENTLAB_RUN_DIR/artifacts/out.txt\"\n\
@@ -66,16 +63,15 @@ pub fn write_secrets_with_age_cli(ws: &Workspace) {
     let keys = ws.path().join("keys");
     let secrets = ws.path().join("secrets");
     for dir in [&keys, &secrets] {
-        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir).unwrap();
     }
     let key = keys.join("age.key");
     run(Command::new("age-keygen").arg("-o").arg(&key));
     let recipient = run(Command::new("age-keygen").arg("-y").arg(&key)).trim().to_string();
     let plain = ws.path().join("bundle.yaml");
-    std::fs::write(&plain, format!("version: 1\nenv:\n  DEMO_SECRET: \"{SECRET}\"\n"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&plain, format!("version: 1\nenv:\n  DEMO_SECRET: \"{SECRET}\"\n")).unwrap();
     run(Command::new("age").args(["-r", &recipient, "-o"]).arg(secrets.join("default.age")).arg(&plain));
-    std::fs::remove_file(&plain).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&plain).unwrap();
 }
 
 /// Everything a job test needs, torn down on drop.

@@ -2,6 +2,12 @@
 //! run the real `agentlab` against it. Binaries come from the same target directory as the
 //! test executable (cargo builds every workspace binary before running tests).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a broken fixture should fail the test at once, with its cause"
+)]
+
 pub mod jobs;
 
 use std::path::{Path, PathBuf};
@@ -10,7 +16,7 @@ use std::time::Duration;
 
 /// Path of a workspace binary next to the running test.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
     let path = dir.join(name);
@@ -77,11 +83,11 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> Workspace {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let dir = tempfile::tempdir().expect("tempdir");
         let profiles = dir.path().join("profiles");
-        std::fs::create_dir_all(&profiles).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(&profiles).unwrap();
         std::fs::copy(repo_root().join("profiles/defaults.yaml"), profiles.join("defaults.yaml"))
-            .unwrap_or_else(|e| panic!("copy shipped profiles: {e}"));
+            .expect("copy shipped profiles");
         let ws = Workspace {
             dir,
             bootstrap_port: jobs::free_port(),
@@ -167,8 +173,8 @@ impl Workspace {
     pub fn write_raw_config(&self, text: &str) {
         use std::os::unix::fs::PermissionsExt;
         let path = self.config_path();
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     /// Runs `agentlabd` to completion (for start-up failures).
@@ -179,18 +185,18 @@ impl Workspace {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn agentlabd: {e}"));
+            .expect("spawn agentlabd");
         let exited = eventually(Duration::from_secs(20), || matches!(child.try_wait(), Ok(Some(_))));
         if !exited {
             let _ = child.kill();
             panic!("agentlabd did not exit although it was expected to fail");
         }
-        child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+        child.wait_with_output().unwrap()
     }
 
     /// Starts `agentlabd` and waits until its socket answers.
     pub fn start_daemon(&self) -> Daemon {
-        let log = std::fs::File::create(self.path().join("agentlabd.log")).unwrap_or_else(|e| panic!("{e}"));
+        let log = std::fs::File::create(self.path().join("agentlabd.log")).unwrap();
         let child = Command::new(bin("agentlabd"))
             .arg("--config")
             .arg(self.config_path())
@@ -198,7 +204,7 @@ impl Workspace {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn agentlabd: {e}"));
+            .expect("spawn agentlabd");
         let mut daemon = Daemon { child: Some(child), socket: self.socket(), log: self.path().join("agentlabd.log") };
         let up = eventually(Duration::from_secs(20), || {
             daemon.exited().is_none() && std::os::unix::net::UnixStream::connect(&daemon.socket).is_ok()
@@ -217,7 +223,7 @@ impl Workspace {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn agentlab: {e}"))
+            .expect("spawn agentlab")
     }
 
     /// Runs the CLI against this workspace's socket.
@@ -228,7 +234,7 @@ impl Workspace {
             .args(args)
             .env_remove("AGENTLAB_SOCKET")
             .output()
-            .unwrap_or_else(|e| panic!("spawn agentlab: {e}"));
+            .expect("spawn agentlab");
         CliOutput {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -272,7 +278,7 @@ impl SimProcess {
     /// Starts `pve-sim` with state in `dir` and extra arguments.
     pub fn start(dir: &Path, extra: &[&str]) -> SimProcess {
         let ready = dir.join("pve-sim.ready");
-        let log = std::fs::File::create(dir.join("pve-sim.log")).unwrap_or_else(|e| panic!("{e}"));
+        let log = std::fs::File::create(dir.join("pve-sim.log")).unwrap();
         let child = Command::new(bin("pve-sim"))
             .args([
                 "--listen",
@@ -292,7 +298,7 @@ impl SimProcess {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn pve-sim: {e}"));
+            .expect("spawn pve-sim");
         let mut sim =
             SimProcess { child, api_url: String::new(), admin_url: String::new(), fingerprint: String::new() };
         let up = eventually(Duration::from_secs(20), || ready.exists());
@@ -371,7 +377,7 @@ impl Daemon {
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap_or_else(|e| panic!("kill: {e}"));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
     }
 
     /// The exit status if the process has ended.

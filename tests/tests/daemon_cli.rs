@@ -108,14 +108,14 @@ fn record(vmid: u32, state: SandboxState) -> SandboxRecord {
 #[test]
 fn sandboxes_and_their_events_are_served_from_the_store() {
     let ws = Workspace::new();
-    std::fs::create_dir_all(ws.path().join("data")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(ws.path().join("data")).unwrap();
     {
-        let store = Store::open(&ws.db_path()).unwrap_or_else(|e| panic!("{e}"));
-        store.insert_sandbox(&record(1001, SandboxState::Running), None).unwrap_or_else(|e| panic!("{e}"));
-        store.insert_sandbox(&record(1002, SandboxState::Stopped), None).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(&ws.db_path()).unwrap();
+        store.insert_sandbox(&record(1001, SandboxState::Running), None).unwrap();
+        store.insert_sandbox(&record(1002, SandboxState::Stopped), None).unwrap();
         for i in 0..60 {
             let event = NewEvent::sandbox(1001, "sandbox.note", Stage::Lifecycle, format!("note {i}"));
-            store.append_event(&event).unwrap_or_else(|e| panic!("{e}"));
+            store.append_event(&event).unwrap();
         }
     }
     let _daemon = ws.start_daemon();
@@ -202,8 +202,7 @@ fn a_misspelled_config_key_stops_the_daemon_naming_key_line_and_fix() {
 fn a_bad_profile_stops_the_daemon_naming_file_and_field() {
     let ws = Workspace::new();
     let bad = ws.path().join("profiles/team.yaml");
-    std::fs::write(&bad, "name: team\ntemplate_vmid: 9000\nresources:\n  cores: many\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&bad, "name: team\ntemplate_vmid: 9000\nresources:\n  cores: many\n").unwrap();
     let out = ws.run_daemon_to_exit();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -216,8 +215,7 @@ fn a_bad_profile_stops_the_daemon_naming_file_and_field() {
 fn a_world_readable_config_is_refused_with_the_chmod() {
     use std::os::unix::fs::PermissionsExt;
     let ws = Workspace::new();
-    std::fs::set_permissions(ws.config_path(), std::fs::Permissions::from_mode(0o644))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(ws.config_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = ws.run_daemon_to_exit();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -231,7 +229,7 @@ fn sigterm_stops_gracefully_and_removes_the_socket() {
     let status = daemon.stop();
     assert!(status.success(), "exit status {status:?}");
     assert!(!ws.socket().exists(), "socket must be deleted at exit");
-    let store = Store::open(&ws.db_path()).unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(&ws.db_path()).unwrap();
     let kinds: Vec<String> = store
         .read(|c| {
             let mut stmt = c.prepare("SELECT kind FROM events ORDER BY id").map_err(|e| store_err(&e))?;
@@ -271,12 +269,12 @@ fn sighup_reloads_profiles_and_a_bad_reload_keeps_the_old_set() {
     let ws = Workspace::new();
     let daemon = ws.start_daemon();
     let extra = ws.path().join("profiles/extra.yaml");
-    std::fs::write(&extra, "name: extra\ntemplate_vmid: 9001\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&extra, "name: extra\ntemplate_vmid: 9001\n").unwrap();
     daemon.signal(Signal::SIGHUP);
     let count = || ws.cli(&["--json", "status"]).json()["profiles"]["count"].as_u64().unwrap_or(0);
     assert!(eventually(Duration::from_secs(10), || count() == 7), "reload did not add the profile");
 
-    std::fs::write(&extra, "name: extra\ntemplate_vmid: 9001\nbogus: true\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&extra, "name: extra\ntemplate_vmid: 9001\nbogus: true\n").unwrap();
     daemon.signal(Signal::SIGHUP);
     let refused = || {
         ws.cli(&["--json", "status"]).json()["profiles"]["last_reload_error"]

@@ -1,6 +1,12 @@
 //! The guest listener as a hostile guest sees it: the test plays the guest (no runner in
 //! the VM) with `curl` against a real `agentlabd`, using the token from the real snippet.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 use agentlab_e2e::eventually;
 use agentlab_e2e::jobs::{JobBench, SECRET};
 use std::process::Command;
@@ -8,9 +14,9 @@ use std::time::Duration;
 
 /// `curl` a guest route; (HTTP status, body).
 fn call(url: &str, bearer: Option<&str>, body: &[u8], content_type: &str) -> (u16, String) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in"), dir.path().join("out"));
-    std::fs::write(&input, body).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&input, body).unwrap();
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-o"]).arg(&output).args(["-w", "%{http_code}", "-X", "POST", "-H"]);
     cmd.arg(format!("Content-Type: {content_type}"));
@@ -18,7 +24,7 @@ fn call(url: &str, bearer: Option<&str>, body: &[u8], content_type: &str) -> (u1
         cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
     }
     cmd.arg("--data-binary").arg(format!("@{}", input.display())).arg(url);
-    let out = cmd.output().unwrap_or_else(|e| panic!("curl: {e}"));
+    let out = cmd.output().expect("curl");
     let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
     (code, std::fs::read_to_string(&output).unwrap_or_default())
 }

@@ -85,7 +85,7 @@ fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
     assert_eq!(got.code, 0, "{got:?}");
     assert!(got.stdout.contains(&sha) && got.stdout.contains("verified"), "{got:?}");
     let unpacked = ws.path().join("unpacked");
-    std::fs::create_dir_all(&unpacked).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&unpacked).unwrap();
     run(Command::new("tar").arg("-xzf").arg(&dest).arg("-C").arg(&unpacked));
     for name in ["out.txt", "report.json", "agent-runner.log"] {
         assert!(unpacked.join(name).exists(), "{name} missing from the bundle");

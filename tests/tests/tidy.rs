@@ -1,6 +1,12 @@
 //! Repository hygiene, checked on every test run: module docs on every file, no debugging
 //! leftovers, no second TLS stack, the architecture doc naming every crate.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 use agentlab_e2e::repo_root;
 use std::path::{Path, PathBuf};
 

@@ -72,15 +72,15 @@ mod tests {
 
     #[test]
     fn a_bad_reload_keeps_the_old_set_and_remembers_why() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.yaml");
-        std::fs::write(&file, "name: a\ntemplate_vmid: 9000\n").unwrap_or_else(|e| panic!("{e}"));
-        let registry = ProfileRegistry::load(dir.path().to_path_buf()).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(&file, "name: a\ntemplate_vmid: 9000\nbogus: 1\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&file, "name: a\ntemplate_vmid: 9000\n").unwrap();
+        let registry = ProfileRegistry::load(dir.path().to_path_buf()).unwrap();
+        std::fs::write(&file, "name: a\ntemplate_vmid: 9000\nbogus: 1\n").unwrap();
         assert!(registry.reload().is_err());
         assert_eq!(registry.snapshot().names(), ["a"]);
         assert!(registry.last_reload_error().is_some_and(|e| e.contains("bogus")));
-        std::fs::write(&file, "name: b\ntemplate_vmid: 9000\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&file, "name: b\ntemplate_vmid: 9000\n").unwrap();
         assert_eq!(registry.reload(), Ok(1));
         assert_eq!(registry.snapshot().names(), ["b"]);
         assert_eq!(registry.last_reload_error(), None);

@@ -104,11 +104,11 @@ struct Harness {
 
 async fn start(vmids: &[u32], policy: RestartPolicy) -> Harness {
     agentlab_proxmox::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let store = Arc::new(Store::open(&dir.path().join("agentlab.db")).unwrap_or_else(|e| panic!("{e}")));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("agentlab.db")).unwrap());
     for vmid in vmids {
         let record = crate::store::sandboxes_sample(*vmid, SandboxState::Ready);
-        store.insert_sandbox(&record, None).unwrap_or_else(|e| panic!("{e}"));
+        store.insert_sandbox(&record, None).unwrap();
     }
     let directory = ActorDirectory::default();
     let spawns: HashMap<u32, Arc<AtomicU32>> = vmids.iter().map(|v| (*v, Arc::default())).collect();
@@ -120,7 +120,7 @@ async fn start(vmids: &[u32], policy: RestartPolicy) -> Harness {
         trust: TlsTrust::Insecure,
         timeout: Duration::from_secs(2),
     })
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let pve = PveClient::new(transport, TaskPolicy::default());
     let args = RootArgs {
         store: Arc::clone(&store),
@@ -131,8 +131,7 @@ async fn start(vmids: &[u32], policy: RestartPolicy) -> Harness {
         directory,
         policy,
     };
-    let (root, _) =
-        Actor::spawn(Some(ROOT_ACTOR.to_string()), RootSupervisor, args).await.unwrap_or_else(|e| panic!("{e}"));
+    let (root, _) = Actor::spawn(Some(ROOT_ACTOR.to_string()), RootSupervisor, args).await.unwrap();
     Harness { _dir: dir, store, root, spawns }
 }
 
@@ -170,16 +169,14 @@ async fn a_panicking_entity_is_restarted_from_its_record_while_its_sibling_keeps
 
     // Change the record while the actor is alive: the restarted actor must read this,
     // not anything the dead actor held in memory.
-    h.store
-        .transition_sandbox(1001, SandboxState::Ready, SandboxState::Stopped, None, None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    h.store.transition_sandbox(1001, SandboxState::Ready, SandboxState::Stopped, None, None).unwrap();
     let crashing = probe(1001).unwrap_or_else(|| panic!("probe:1001 not registered"));
-    crashing.send_message(ProbeMsg::Crash).unwrap_or_else(|e| panic!("{e}"));
+    crashing.send_message(ProbeMsg::Crash).unwrap();
 
     // The sibling answers throughout the crash and the restart.
     for _ in 0..10 {
         let sibling = probe(1002).unwrap_or_else(|| panic!("sibling gone"));
-        let answer = call_t!(sibling, ProbeMsg::Get, 500).unwrap_or_else(|e| panic!("sibling did not answer: {e}"));
+        let answer = call_t!(sibling, ProbeMsg::Get, 500).expect("sibling did not answer");
         assert_eq!(answer, (SandboxState::Ready, 1));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -187,7 +184,7 @@ async fn a_panicking_entity_is_restarted_from_its_record_while_its_sibling_keeps
     assert_eq!(wait_generation(1001, 2).await, (SandboxState::Stopped, 2));
     assert_eq!(h.spawns[&1002].load(Ordering::SeqCst), 1, "the sibling was never restarted");
 
-    let views = call_t!(h.root, RootMsg::DebugActors, 1000).unwrap_or_else(|e| panic!("{e}"));
+    let views = call_t!(h.root, RootMsg::DebugActors, 1000).unwrap();
     let restarted = views.iter().find(|v| v.name == "probe:1001").unwrap_or_else(|| panic!("{views:?}"));
     assert_eq!(restarted.restarts, 1);
     assert_eq!(restarted.state, "STOPPED");
@@ -203,7 +200,7 @@ async fn an_entity_failing_five_times_in_the_window_is_marked_failed_and_not_res
     for generation in 1..=5 {
         wait_generation(1001, generation).await;
         let actor = probe(1001).unwrap_or_else(|| panic!("not registered"));
-        actor.send_message(ProbeMsg::Crash).unwrap_or_else(|e| panic!("{e}"));
+        actor.send_message(ProbeMsg::Crash).unwrap();
     }
     let mut record = None;
     for _ in 0..100 {
@@ -226,7 +223,7 @@ async fn an_entity_failing_five_times_in_the_window_is_marked_failed_and_not_res
 async fn debug_tree_shows_root_services_and_entities() {
     let h = start(&[1001], fast_policy()).await;
     wait_generation(1001, 1).await;
-    let views = call_t!(h.root, RootMsg::DebugActors, 1000).unwrap_or_else(|e| panic!("{e}"));
+    let views = call_t!(h.root, RootMsg::DebugActors, 1000).unwrap();
     let names: Vec<(&str, Option<&str>, &str)> =
         views.iter().map(|v| (v.name.as_str(), v.parent.as_deref(), v.kind.as_str())).collect();
     assert_eq!(

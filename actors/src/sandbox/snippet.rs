@@ -120,10 +120,10 @@ mod tests {
     #[test]
     fn files_are_private_and_removal_is_idempotent() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = new_path(dir.path(), 1001).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = new_path(dir.path(), 1001).unwrap();
         assert!(path.file_name().is_some_and(|f| f.to_string_lossy().starts_with("agentlab-1001-")));
-        write(&path, "#cloud-config\n").unwrap_or_else(|e| panic!("{e}"));
+        write(&path, "#cloud-config\n").unwrap();
         assert_eq!(std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).ok(), Some(0o600));
         assert_eq!(
             cicustom("local", &path),
@@ -132,7 +132,7 @@ mod tests {
                 path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
             )
         );
-        remove(&path).unwrap_or_else(|e| panic!("{e}"));
-        remove(&path).unwrap_or_else(|e| panic!("{e}"));
+        remove(&path).unwrap();
+        remove(&path).unwrap();
     }
 }

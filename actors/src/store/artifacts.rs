@@ -174,8 +174,8 @@ mod tests {
         let (_dir, store) = temp_store();
         let mut job = sample_job("job_x");
         job.sandbox_vmid = Some(1001);
-        store.insert_job(&job, None).unwrap_or_else(|e| panic!("{e}"));
-        store.insert_bootstrap_token("boot", 1001, "2999-01-01T00:00:00.000000000Z").unwrap_or_else(|e| panic!("{e}"));
+        store.insert_job(&job, None).unwrap();
+        store.insert_bootstrap_token("boot", 1001, "2999-01-01T00:00:00.000000000Z").unwrap();
         assert_eq!(store.bootstrap_token_valid("boot", 1002).ok(), Some(false));
         assert_eq!(store.exchange_bootstrap_token("boot", 1002, "job_x", &minted("a")).ok(), Some(false));
         assert_eq!(store.bootstrap_token_valid("boot", 1001).ok(), Some(true));
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn artifacts_replace_by_path_and_list_newest_first() {
         let (_dir, store) = temp_store();
-        store.insert_job(&sample_job("job_y"), None).unwrap_or_else(|e| panic!("{e}"));
+        store.insert_job(&sample_job("job_y"), None).unwrap();
         let info = |sha: &str| ArtifactInfo {
             name: "agentlab-artifacts.tar.gz".into(),
             path: "agentlab-artifacts.tar.gz".into(),
@@ -198,8 +198,8 @@ mod tests {
             sha256: sha.into(),
             mime: "application/gzip".into(),
         };
-        store.insert_artifact("job_y", &info("one")).unwrap_or_else(|e| panic!("{e}"));
-        store.insert_artifact("job_y", &info("two")).unwrap_or_else(|e| panic!("{e}"));
+        store.insert_artifact("job_y", &info("one")).unwrap();
+        store.insert_artifact("job_y", &info("two")).unwrap();
         let list = store.list_artifacts("job_y").unwrap_or_default();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].info.sha256, "two");

@@ -398,21 +398,18 @@ mod tests {
     #[test]
     fn jobs_round_trip_and_transitions_are_compare_and_set() {
         let (_dir, store) = temp_store();
-        store.insert_job(&sample_job("job_a"), Some(1000)).unwrap_or_else(|e| panic!("{e}"));
+        store.insert_job(&sample_job("job_a"), Some(1000)).unwrap();
         assert_eq!(store.live_job_ids().unwrap_or_default(), ["job_a"]);
-        let job = store
-            .transition_job("job_a", JobState::Queued, JobState::Running, None, None, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let job = store.transition_job("job_a", JobState::Queued, JobState::Running, None, None, None).unwrap();
         assert_eq!(job.status, JobState::Running);
         let stale = store.transition_job("job_a", JobState::Queued, JobState::Canceled, None, None, None);
         assert!(matches!(stale, Err(StoreError::JobStateConflict { .. })));
         let result = serde_json::json!({"exit_code": 0});
-        let job = store
-            .transition_job("job_a", JobState::Running, JobState::Completed, None, Some(&result), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let job =
+            store.transition_job("job_a", JobState::Running, JobState::Completed, None, Some(&result), None).unwrap();
         assert_eq!(job.result, Some(result));
         assert_eq!(store.live_job_ids().unwrap_or_default(), ["job_a"], "sandbox not released yet");
-        store.mark_job_released("job_a").unwrap_or_else(|e| panic!("{e}"));
+        store.mark_job_released("job_a").unwrap();
         assert!(store.live_job_ids().unwrap_or_default().is_empty());
         assert_eq!(store.count_jobs_by_status().unwrap_or_default().get("COMPLETED"), Some(&1));
     }
@@ -420,7 +417,7 @@ mod tests {
     #[test]
     fn phases_are_recorded_once_and_logs_skip_retried_bytes() {
         let (_dir, store) = temp_store();
-        store.insert_job(&sample_job("job_b"), None).unwrap_or_else(|e| panic!("{e}"));
+        store.insert_job(&sample_job("job_b"), None).unwrap();
         assert_eq!(store.record_job_phase("job_b", JobPhase::RepoReady).ok(), Some(true));
         assert_eq!(store.record_job_phase("job_b", JobPhase::RepoReady).ok(), Some(false));
         let phases: Vec<JobPhase> = store.job_phases("job_b").unwrap_or_default().into_iter().map(|p| p.0).collect();

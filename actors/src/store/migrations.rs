@@ -184,21 +184,21 @@ mod tests {
                  VALUES (1001, 'kept', 'yolo-ephemeral', 'RUNNING', 'nat', 4, 6144, '2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
                 [],
             )
-            .unwrap_or_else(|e| panic!("seed v1: {e}"));
+            .expect("seed v1");
         }
         if version >= 2 {
             conn.execute(
                 "INSERT INTO events (ts, kind, stage, sandbox_vmid, msg) VALUES ('2026-01-01T00:00:00.000000000Z', 'sandbox.state', 'lifecycle', 1001, 'kept event')",
                 [],
             )
-            .unwrap_or_else(|e| panic!("seed v2: {e}"));
+            .expect("seed v2");
         }
         if version >= 3 {
             conn.execute(
                 "INSERT INTO bootstrap_tokens (token_hash, vmid, expires_at, created_at) VALUES ('abc', 1001, '2999-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
                 [],
             )
-            .unwrap_or_else(|e| panic!("seed v3: {e}"));
+            .expect("seed v3");
         }
         if version >= 4 {
             conn.execute(
@@ -206,17 +206,17 @@ mod tests {
                  VALUES ('job_kept', 'https://example.invalid/r.git', 'yolo-ephemeral', 't', 'dangerous', 'claude', 60, 0, 'RUNNING', '2999-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
                 [],
             )
-            .unwrap_or_else(|e| panic!("seed v4: {e}"));
+            .expect("seed v4");
         }
     }
 
     #[test]
     fn upgrades_from_every_earlier_version_and_keeps_data() {
         for start in 0..=SCHEMA_VERSION {
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("agentlab.db");
             {
-                let mut conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+                let mut conn = Connection::open(&path).unwrap();
                 if start > 0 {
                     assert_eq!(migrate_to(&mut conn, &path, start).ok(), Some(start));
                 }
@@ -249,11 +249,11 @@ mod tests {
 
     #[test]
     fn a_database_from_a_newer_daemon_is_refused() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agentlab.db");
-        drop(Store::open(&path).unwrap_or_else(|e| panic!("{e}")));
-        let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 'x')", []).unwrap_or_else(|e| panic!("{e}"));
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 'x')", []).unwrap();
         drop(conn);
         match Store::open(&path) {
             Err(StoreError::TooNew { found: 999, .. }) => {}

@@ -191,8 +191,8 @@ pub(crate) mod test_support {
 
     /// A fresh store in a temp dir that lives as long as the returned guard.
     pub fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let store = Store::open(&dir.path().join("agentlab.db")).unwrap_or_else(|e| panic!("open: {e}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("agentlab.db")).expect("open");
         (dir, store)
     }
 }

@@ -150,9 +150,7 @@ mod tests {
         let full =
             store.create_sandbox(sandboxes_sample(0, SandboxState::Requested), None, 1000..=1002, &exclude, None);
         assert!(matches!(full, Err(StoreError::NoFreeVmid)));
-        store
-            .transition_sandbox(1001, SandboxState::Requested, SandboxState::Destroyed, None, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        store.transition_sandbox(1001, SandboxState::Requested, SandboxState::Destroyed, None, None).unwrap();
         let reused =
             store.create_sandbox(sandboxes_sample(0, SandboxState::Requested), None, 1000..=1002, &exclude, None);
         assert_eq!(reused.map(|r| r.vmid).ok(), Some(1001));
@@ -164,27 +162,23 @@ mod tests {
     #[test]
     fn patches_change_only_what_they_name() {
         let (_dir, store) = temp_store();
-        store
-            .insert_sandbox(&sandboxes_sample(1001, SandboxState::Provisioning), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        store.insert_sandbox(&sandboxes_sample(1001, SandboxState::Provisioning), None).unwrap();
         let patch = SandboxPatch {
             provision_step: Some(Some("clone".into())),
             snippet_path: Some(Some("/s/a.yaml".into())),
             ..Default::default()
         };
-        store.patch_sandbox(1001, &patch, None).unwrap_or_else(|e| panic!("{e}"));
+        store.patch_sandbox(1001, &patch, None).unwrap();
         store
             .patch_sandbox(1001, &SandboxPatch { ip: Some(Some("10.77.0.9".into())), ..Default::default() }, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let rec = store.get_sandbox(1001).ok().flatten().unwrap_or_else(|| panic!("gone"));
         assert_eq!(
             (rec.provision_step.as_deref(), rec.snippet_path.as_deref(), rec.ip.as_deref()),
             (Some("clone"), Some("/s/a.yaml"), Some("10.77.0.9"))
         );
         assert_eq!(rec.tags, ["team-a"]);
-        store
-            .patch_sandbox(1001, &SandboxPatch { snippet_path: Some(None), ..Default::default() }, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        store.patch_sandbox(1001, &SandboxPatch { snippet_path: Some(None), ..Default::default() }, None).unwrap();
         assert_eq!(store.get_sandbox(1001).ok().flatten().and_then(|r| r.snippet_path), None);
     }
 }

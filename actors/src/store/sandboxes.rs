@@ -309,8 +309,8 @@ mod tests {
     #[test]
     fn insert_get_list_and_count() {
         let (_dir, store) = temp_store();
-        store.insert_sandbox(&sample_record(1002, SandboxState::Ready), Some(1000)).unwrap_or_else(|e| panic!("{e}"));
-        store.insert_sandbox(&sample_record(1001, SandboxState::Running), None).unwrap_or_else(|e| panic!("{e}"));
+        store.insert_sandbox(&sample_record(1002, SandboxState::Ready), Some(1000)).unwrap();
+        store.insert_sandbox(&sample_record(1001, SandboxState::Running), None).unwrap();
         assert!(matches!(
             store.insert_sandbox(&sample_record(1001, SandboxState::Ready), None),
             Err(StoreError::SandboxExists(1001))
@@ -330,10 +330,10 @@ mod tests {
     #[test]
     fn transition_is_compare_and_set_and_leaves_an_event() {
         let (_dir, store) = temp_store();
-        store.insert_sandbox(&sample_record(1001, SandboxState::Running), None).unwrap_or_else(|e| panic!("{e}"));
+        store.insert_sandbox(&sample_record(1001, SandboxState::Running), None).unwrap();
         store
             .transition_sandbox(1001, SandboxState::Running, SandboxState::Failed, Some("guest went silent"), Some(0))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let lost_race = store.transition_sandbox(1001, SandboxState::Running, SandboxState::Stopped, None, None);
         assert!(matches!(lost_race, Err(StoreError::StateConflict { .. })));
         let rec = store.get_sandbox(1001).ok().flatten();
@@ -348,10 +348,8 @@ mod tests {
     #[test]
     fn an_unreadable_row_is_reported_not_hidden() {
         let (_dir, store) = temp_store();
-        store.insert_sandbox(&sample_record(1001, SandboxState::Ready), None).unwrap_or_else(|e| panic!("{e}"));
-        store
-            .write(|tx| tx.execute("UPDATE sandboxes SET state = 'BOGUS'", []).map_err(|e| store.err(e)))
-            .unwrap_or_else(|e| panic!("{e}"));
+        store.insert_sandbox(&sample_record(1001, SandboxState::Ready), None).unwrap();
+        store.write(|tx| tx.execute("UPDATE sandboxes SET state = 'BOGUS'", []).map_err(|e| store.err(e))).unwrap();
         assert!(matches!(store.get_sandbox(1001), Err(StoreError::Corrupt(_))));
     }
 }

@@ -57,13 +57,13 @@ mod tests {
     #[test]
     fn tokens_are_single_use_bound_to_a_vmid_and_expire() {
         let (_dir, store) = temp_store();
-        store.insert_bootstrap_token("h1", 1001, "2999-01-01T00:00:00.000000000Z").unwrap_or_else(|e| panic!("{e}"));
-        store.insert_bootstrap_token("h2", 1001, "2000-01-01T00:00:00.000000000Z").unwrap_or_else(|e| panic!("{e}"));
+        store.insert_bootstrap_token("h1", 1001, "2999-01-01T00:00:00.000000000Z").unwrap();
+        store.insert_bootstrap_token("h2", 1001, "2000-01-01T00:00:00.000000000Z").unwrap();
         assert_eq!(store.consume_bootstrap_token("h1", 1002).ok(), Some(false), "another VMID");
         assert_eq!(store.consume_bootstrap_token("h1", 1001).ok(), Some(true));
         assert_eq!(store.consume_bootstrap_token("h1", 1001).ok(), Some(false), "replay");
         assert_eq!(store.consume_bootstrap_token("h2", 1001).ok(), Some(false), "expired");
-        store.delete_bootstrap_tokens(1001).unwrap_or_else(|e| panic!("{e}"));
+        store.delete_bootstrap_tokens(1001).unwrap();
         assert_eq!(store.bootstrap_token_count(1001).ok(), Some(0));
     }
 }

@@ -12,14 +12,14 @@ fn sh(dir: &Path, script: &str) {
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .stdout(Stdio::null())
         .status()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(status.success(), "{script}");
 }
 
 /// An origin repository with two commits; the first is tagged `v1`.
 fn origin(root: &Path) -> PathBuf {
     let origin = root.join("origin");
-    std::fs::create_dir_all(&origin).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&origin).unwrap();
     sh(
         &origin,
         "git init -q -b main . && echo one > f && git add f && git -c user.email=t@t -c user.name=t commit -qm one \
@@ -35,16 +35,16 @@ fn file_mode(path: &Path) -> u32 {
 #[test]
 fn a_token_is_served_by_askpass_from_a_private_file() {
     let dir = test_dir("git-token");
-    let secrets = SecretsDir::open(&dir.join("secrets")).unwrap_or_else(|e| panic!("{e}"));
+    let secrets = SecretsDir::open(&dir.join("secrets")).unwrap();
     let creds = GitCredentials { token: Some("ghp-secret-token".into()), ..GitCredentials::default() };
-    let env = credentials_env(&creds, &secrets).unwrap_or_else(|e| panic!("{e}"));
+    let env = credentials_env(&creds, &secrets).unwrap();
     let askpass = env.iter().find(|(k, _)| k == "GIT_ASKPASS").map(|(_, v)| v.clone()).unwrap_or_default();
     assert_eq!(file_mode(Path::new(&askpass)), 0o700);
     assert_eq!(file_mode(&secrets.file("git-token")), 0o600);
     let script = std::fs::read_to_string(&askpass).unwrap_or_default();
     assert!(!script.contains("ghp-secret-token"), "the token is not in the script");
     let ask = |prompt: &str| {
-        let out = Command::new(&askpass).arg(prompt).output().unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new(&askpass).arg(prompt).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(ask("Username for 'https://example.invalid': "), "x-access-token");
@@ -55,14 +55,14 @@ fn a_token_is_served_by_askpass_from_a_private_file() {
 #[test]
 fn an_ssh_key_wins_and_is_written_with_its_newline() {
     let dir = test_dir("git-ssh");
-    let secrets = SecretsDir::open(&dir.join("secrets")).unwrap_or_else(|e| panic!("{e}"));
+    let secrets = SecretsDir::open(&dir.join("secrets")).unwrap();
     let creds = GitCredentials {
         token: Some("unused-token".into()),
         ssh_private_key: Some("-----BEGIN KEY-----\nabc\n-----END KEY-----".into()),
         known_hosts: Some("host ssh-ed25519 AAAA\n".into()),
         ..GitCredentials::default()
     };
-    let env = credentials_env(&creds, &secrets).unwrap_or_else(|e| panic!("{e}"));
+    let env = credentials_env(&creds, &secrets).unwrap();
     assert_eq!(env.len(), 1);
     let key = secrets.file("id_ed25519");
     let want = format!(
@@ -84,18 +84,18 @@ fn a_fresh_clone_lands_on_the_work_branch_at_the_ref() {
     let git = Git::new(Vec::new());
     let url = format!("file://{}", origin.display());
     let repo = dir.join("repo");
-    prepare(&git, &url, Some("v1"), &repo).unwrap_or_else(|e| panic!("{e}"));
+    prepare(&git, &url, Some("v1"), &repo).unwrap();
     assert_eq!(std::fs::read_to_string(repo.join("f")).unwrap_or_default(), "one\n");
     assert_eq!(git.run(Some(&repo), &["branch", "--show-current"]).unwrap_or_default().trim(), WORK_BRANCH);
     let tagged = git.run(Some(&origin), &["rev-parse", "v1"]).unwrap_or_default();
     assert_eq!(head_commit(&git, &repo), Some(tagged.trim().to_string()));
 
     let plain = dir.join("plain");
-    prepare(&git, &origin.to_string_lossy(), None, &plain).unwrap_or_else(|e| panic!("{e}"));
+    prepare(&git, &origin.to_string_lossy(), None, &plain).unwrap();
     assert_eq!(std::fs::read_to_string(plain.join("f")).unwrap_or_default(), "two\n");
 
     let busy = dir.join("busy");
-    std::fs::create_dir_all(&busy).and_then(|()| std::fs::write(busy.join("x"), "")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&busy).and_then(|()| std::fs::write(busy.join("x"), "")).unwrap();
     let err = prepare(&git, &url, None, &busy).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("git clone"), "{err}");
     assert!(matches!(prepare(&git, "--upload-pack=x", None, &dir.join("x")), Err(GitError::Refused(_))));
@@ -109,11 +109,11 @@ fn an_existing_checkout_is_cleaned_before_it_is_fetched() {
     let origin = origin(&dir);
     let git = Git::new(Vec::new());
     let repo = dir.join("repo");
-    prepare(&git, &origin.to_string_lossy(), None, &repo).unwrap_or_else(|e| panic!("{e}"));
+    prepare(&git, &origin.to_string_lossy(), None, &repo).unwrap();
     // What a malicious agent could leave behind for the next run.
     let marker = dir.join("pwned");
     let hook = format!("#!/bin/sh\ntouch '{}'\n", marker.display());
-    std::fs::write(dir.join("hook.sh"), &hook).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("hook.sh"), &hook).unwrap();
     sh(
         &repo,
         &format!(
@@ -127,7 +127,7 @@ fn an_existing_checkout_is_cleaned_before_it_is_fetched() {
             origin.display()
         ),
     );
-    let done = prepare(&git, &origin.to_string_lossy(), Some("v1"), &repo).unwrap_or_else(|e| panic!("{e}"));
+    let done = prepare(&git, &origin.to_string_lossy(), Some("v1"), &repo).unwrap();
     assert!(done.contains("reused"), "{done}");
     assert!(!marker.exists(), "a planted hook ran");
     assert_eq!(std::fs::read_to_string(repo.join("f")).unwrap_or_default(), "one\n");
@@ -139,7 +139,7 @@ fn an_existing_checkout_is_cleaned_before_it_is_fetched() {
     }
     assert!(config.contains("user.name=kept") && config.contains("remote.origin.url="), "{config}");
 
-    std::fs::write(repo.join(".git").join("commondir"), "../elsewhere").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(repo.join(".git").join("commondir"), "../elsewhere").unwrap();
     assert!(matches!(prepare(&git, &origin.to_string_lossy(), None, &repo), Err(GitError::Refused(_))));
     let _ = std::fs::remove_dir_all(dir);
 }

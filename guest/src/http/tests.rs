@@ -9,12 +9,12 @@ use std::thread;
 /// Serves one connection: reads the request (head + `Content-Length` body), answers with
 /// `answer`, and sends the raw request back through the channel.
 fn serve_once(answer: Vec<u8>) -> (Url, mpsc::Receiver<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let port = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let Ok((mut stream, _)) = listener.accept() else { return };
-        let mut reader = BufReader::new(stream.try_clone().unwrap_or_else(|e| panic!("{e}")));
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut request = Vec::new();
         let mut len = 0usize;
         loop {
@@ -36,7 +36,7 @@ fn serve_once(answer: Vec<u8>) -> (Url, mpsc::Receiver<Vec<u8>>) {
         let _ = stream.write_all(&answer);
         let _ = tx.send(request);
     });
-    (Url::parse(&format!("http://127.0.0.1:{port}/v1/x?y=1")).unwrap_or_else(|e| panic!("{e}")), rx)
+    (Url::parse(&format!("http://127.0.0.1:{port}/v1/x?y=1")).unwrap(), rx)
 }
 
 fn post_json(url: &Url, body: &[u8]) -> Result<Response, HttpError> {
@@ -57,7 +57,7 @@ fn a_json_post_sends_the_headers_and_reads_a_content_length_body() {
     let (url, rx) = serve_once(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}".to_vec(),
     );
-    let response = post_json(&url, br#"{"a":1}"#).unwrap_or_else(|e| panic!("{e}"));
+    let response = post_json(&url, br#"{"a":1}"#).unwrap();
     assert_eq!((response.status, response.body.as_slice()), (200, &br#"{"ok":true}"#[..]));
     assert_eq!(response.header("Content-Type"), Some("application/json"));
     let request = request_text(&rx);
@@ -74,7 +74,7 @@ fn a_json_post_sends_the_headers_and_reads_a_content_length_body() {
 fn chunked_bodies_are_decoded_and_informational_answers_skipped() {
     let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\n{\"err\r\nE\r\nor\":\"job not f\r\n7\r\nound\"}\n\r\n0\r\nx-trailer: 1\r\n\r\n";
     let (url, _rx) = serve_once(answer.to_vec());
-    let response = post_json(&url, b"{}").unwrap_or_else(|e| panic!("{e}"));
+    let response = post_json(&url, b"{}").unwrap();
     assert_eq!(response.status, 404);
     assert_eq!(response.error_field().as_deref(), Some("job not found"));
     assert_eq!(response.error_message(), "HTTP 404: job not found");
@@ -83,7 +83,7 @@ fn chunked_bodies_are_decoded_and_informational_answers_skipped() {
 #[test]
 fn a_body_without_length_is_read_to_eof_and_capped() {
     let (url, _rx) = serve_once(b"HTTP/1.0 503 Service Unavailable\r\n\r\ndaemon restarting".to_vec());
-    let response = post_json(&url, b"{}").unwrap_or_else(|e| panic!("{e}"));
+    let response = post_json(&url, b"{}").unwrap();
     assert_eq!((response.status, response.error_message().as_str()), (503, "HTTP 503: daemon restarting"));
 
     let (url, _rx) = serve_once(format!("HTTP/1.1 200 OK\r\n\r\n{}", "x".repeat(100)).into_bytes());
@@ -107,7 +107,7 @@ fn a_streamed_body_is_sent_with_its_length() {
             content_type: "application/gzip",
             body: Body::Reader { reader: &mut reader, len: data.len() as u64 },
         })
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(response.status, 201);
     let request = rx.recv().unwrap_or_default();
     assert!(request.ends_with(&data));
@@ -123,7 +123,7 @@ fn garbage_answers_and_refused_connections_are_transient_errors() {
 
     // A port nobody listens on: bind, learn the port, close.
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
-    let url = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap_or_else(|e| panic!("{e}"));
+    let url = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
     let err = post_json(&url, b"{}").err();
     assert!(matches!(err, Some(HttpError::Connect { .. })), "{err:?}");
     assert!(err.is_some_and(|e| e.is_transient()));
@@ -131,7 +131,7 @@ fn garbage_answers_and_refused_connections_are_transient_errors() {
 
 #[test]
 fn header_injection_is_refused() {
-    let url = Url::parse("http://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}"));
+    let url = Url::parse("http://127.0.0.1:9/").unwrap();
     let err = Client::default()
         .post(Request { url: &url, bearer: Some("a\r\nX-Evil: 1"), content_type: "a/b", body: Body::Bytes(b"") })
         .err();

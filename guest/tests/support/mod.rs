@@ -1,6 +1,11 @@
 //! Test support for `runner_flow`: a fake daemon serving the three guest routes on
 //! 127.0.0.1 and recording what it got, a scratch directory, and a local git origin.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
 #![allow(dead_code)]
 
 use sha2::{Digest, Sha256};
@@ -26,7 +31,7 @@ impl Seen {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("report body is not JSON: {e}"))
+        serde_json::from_slice(&self.body).expect("report body is not JSON")
     }
 }
 
@@ -55,8 +60,8 @@ pub struct FakeDaemon {
 
 impl FakeDaemon {
     pub fn start(fetch_answer: (u16, String)) -> FakeDaemon {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let url = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State { fetch_answer, ..State::default() }));
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
@@ -185,7 +190,7 @@ impl Scratch {
     pub fn new(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("agent-runner-flow-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
 
@@ -203,9 +208,9 @@ impl Drop for Scratch {
 /// A git repository at `dir` with one commit holding an executable `.agentlab/run.sh`.
 pub fn origin_with_run_sh(dir: &Path, script: &str) -> String {
     let run_sh = dir.join(".agentlab").join("run.sh");
-    std::fs::create_dir_all(run_sh.parent().unwrap_or(dir)).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(&run_sh, script).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.join("README"), "test repository\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(run_sh.parent().unwrap_or(dir)).unwrap();
+    std::fs::write(&run_sh, script).unwrap();
+    std::fs::write(dir.join("README"), "test repository\n").unwrap();
     git(dir, &["init", "-q"]);
     git(dir, &["add", "."]);
     git(dir, &["update-index", "--chmod=+x", ".agentlab/run.sh"]);
@@ -220,7 +225,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

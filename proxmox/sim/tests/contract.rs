@@ -2,6 +2,12 @@
 //! timeouts, run against both backends (HTTPS API and `pvesh`) over `pve-sim`. Each test
 //! ends by checking that the simulator accepted every request the client sent.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 mod support;
 
 use agentlab_proxmox::types::{CloneSpec, ConfigChange, DestroyOptions, VmAction};
@@ -45,43 +51,42 @@ async fn linked_clone(pve: &dyn Pve, newid: u32, name: &str) {
         description: Some("agentlab sandbox".into()),
         ..Default::default()
     };
-    let task = pve.clone_vm("pve1", 9000, &spec).await.unwrap_or_else(|e| panic!("clone: {e}"));
+    let task = pve.clone_vm("pve1", 9000, &spec).await.expect("clone");
     assert!(task.succeeded());
 }
 
 both_backends!(cluster_reads);
 async fn cluster_reads(_env: &Env, pve: &dyn Pve) {
-    let version = pve.version().await.unwrap_or_else(|e| panic!("{e}"));
+    let version = pve.version().await.unwrap();
     assert_eq!(version.release, "9.1");
-    let nodes = pve.nodes().await.unwrap_or_else(|e| panic!("{e}"));
+    let nodes = pve.nodes().await.unwrap();
     assert_eq!(nodes.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(), ["pve1"]);
     assert_eq!(pve.next_vmid(Some(1000)).await.ok(), Some(1000));
     assert_eq!(class(pve.next_vmid(Some(9000)).await), ErrorClass::AlreadyExists);
     assert_eq!(pve.next_vmid(None).await.ok(), Some(100));
-    let vms = pve.cluster_vms().await.unwrap_or_else(|e| panic!("{e}"));
+    let vms = pve.cluster_vms().await.unwrap();
     assert!(vms.iter().any(|v| v.vmid == 9000 && v.template));
-    let storages = pve.storages("pve1").await.unwrap_or_else(|e| panic!("{e}"));
+    let storages = pve.storages("pve1").await.unwrap();
     assert!(storages.iter().any(|s| s.storage == "local" && s.content.contains("snippets") && s.path.is_some()));
 }
 
 both_backends!(clone_configure_start_stop_destroy);
 async fn clone_configure_start_stop_destroy(env: &Env, pve: &dyn Pve) {
     linked_clone(pve, 1001, "sbx-1001").await;
-    let config = pve.vm_config("pve1", 1001).await.unwrap_or_else(|e| panic!("{e}"));
+    let config = pve.vm_config("pve1", 1001).await.unwrap();
     assert_eq!(config.get("name"), Some("sbx-1001"));
     assert!(config.get("scsi0").is_some_and(|d| d.starts_with("local-lvm:vm-1001-disk-0")), "{config:?}");
     assert!(config.get("net0").is_some_and(|n| !n.contains("BC:24:11:00:00:01")), "clone regenerates the MAC");
 
-    std::fs::write(env.snippets_dir().join("agentlab-1001-a.yaml"), "#cloud-config\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(env.snippets_dir().join("agentlab-1001-a.yaml"), "#cloud-config\n").unwrap();
     let change = ConfigChange::default()
         .set("cores", "4")
         .set("memory", "4096")
         .set("tags", "Job-42,agentlab")
         .set("net0", "virtio,bridge=vmbr1,firewall=1")
         .set("cicustom", "user=local:snippets/agentlab-1001-a.yaml");
-    pve.update_config("pve1", 1001, &change).await.unwrap_or_else(|e| panic!("config: {e}"));
-    let config = pve.vm_config("pve1", 1001).await.unwrap_or_else(|e| panic!("{e}"));
+    pve.update_config("pve1", 1001, &change).await.expect("config");
+    let config = pve.vm_config("pve1", 1001).await.unwrap();
     assert_eq!(config.get("tags"), Some("agentlab;job-42"), "tags are normalised");
     assert_eq!(config.tags(), ["agentlab", "job-42"]);
 
@@ -90,11 +95,11 @@ async fn clone_configure_start_stop_destroy(env: &Env, pve: &dyn Pve) {
     let err = pve.update_config("pve1", 1001, &stale).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("checksum mismatch"), "{err}");
 
-    pve.resize_disk("pve1", 1001, "scsi0", "+2G").await.unwrap_or_else(|e| panic!("resize: {e}"));
+    pve.resize_disk("pve1", 1001, "scsi0", "+2G").await.expect("resize");
     let shrink = pve.resize_disk("pve1", 1001, "scsi0", "1G").await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(shrink.contains("shrinking disks is not supported"), "{shrink}");
 
-    pve.vm_action("pve1", 1001, VmAction::Start).await.unwrap_or_else(|e| panic!("start: {e}"));
+    pve.vm_action("pve1", 1001, VmAction::Start).await.expect("start");
     assert!(pve.vm_status("pve1", 1001).await.is_ok_and(|s| s.is_running()));
     let again = pve.vm_action("pve1", 1001, VmAction::Start).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(again.contains("VM 1001 already running"), "{again}");
@@ -106,26 +111,26 @@ async fn clone_configure_start_stop_destroy(env: &Env, pve: &dyn Pve) {
     }
     let ready = eventually(Duration::from_secs(10), || async { pve.agent_ping("pve1", 1001).await.is_ok() }).await;
     assert!(ready, "agent never answered");
-    let interfaces = pve.agent_interfaces("pve1", 1001).await.unwrap_or_else(|e| panic!("{e}"));
+    let interfaces = pve.agent_interfaces("pve1", 1001).await.unwrap();
     let eth0 = interfaces.iter().find(|i| i.name == "eth0").unwrap_or_else(|| panic!("{interfaces:?}"));
     assert!(eth0.ip_addresses.iter().any(|a| a.ip_address_type == "ipv4" && a.ip_address.starts_with("10.77.")));
 
-    pve.vm_action("pve1", 1001, VmAction::Suspend).await.unwrap_or_else(|e| panic!("suspend: {e}"));
+    pve.vm_action("pve1", 1001, VmAction::Suspend).await.expect("suspend");
     assert!(pve.vm_status("pve1", 1001).await.is_ok_and(|s| s.is_paused()));
-    pve.vm_action("pve1", 1001, VmAction::Resume).await.unwrap_or_else(|e| panic!("resume: {e}"));
+    pve.vm_action("pve1", 1001, VmAction::Resume).await.expect("resume");
 
     let running_destroy =
         pve.destroy_vm("pve1", 1001, DestroyOptions::default()).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(running_destroy.contains("VM 1001 is running - destroy failed"), "{running_destroy}");
-    pve.vm_action("pve1", 1001, VmAction::Stop).await.unwrap_or_else(|e| panic!("stop: {e}"));
-    pve.vm_action("pve1", 1001, VmAction::Stop).await.unwrap_or_else(|e| panic!("stop of a stopped VM is OK: {e}"));
+    pve.vm_action("pve1", 1001, VmAction::Stop).await.expect("stop");
+    pve.vm_action("pve1", 1001, VmAction::Stop).await.expect("stop of a stopped VM is OK");
     let not_running =
         pve.vm_action("pve1", 1001, VmAction::Suspend).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(not_running.contains("VM 1001 not running"), "{not_running}");
 
     pve.destroy_vm("pve1", 1001, DestroyOptions { purge: true, destroy_unreferenced_disks: true })
         .await
-        .unwrap_or_else(|e| panic!("destroy: {e}"));
+        .expect("destroy");
     assert_eq!(class(pve.vm_status("pve1", 1001).await), ErrorClass::NotFound);
     let volumes = pve.storage_content("pve1", "local-lvm", None).await.unwrap_or_default();
     assert!(volumes.iter().all(|v| !v.volid.contains("vm-1001-")), "destroy frees the VM's volumes: {volumes:?}");
@@ -135,7 +140,7 @@ both_backends!(start_fails_when_the_snippet_is_missing);
 async fn start_fails_when_the_snippet_is_missing(_env: &Env, pve: &dyn Pve) {
     linked_clone(pve, 1002, "sbx-1002").await;
     let change = ConfigChange::default().set("cicustom", "user=local:snippets/agentlab-1002-missing.yaml");
-    pve.update_config("pve1", 1002, &change).await.unwrap_or_else(|e| panic!("{e}"));
+    pve.update_config("pve1", 1002, &change).await.unwrap();
     let err = pve.vm_action("pve1", 1002, VmAction::Start).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("volume 'local:snippets/agentlab-1002-missing.yaml' does not exist"), "{err}");
 }
@@ -150,7 +155,7 @@ async fn linked_clone_only_from_templates(_env: &Env, pve: &dyn Pve) {
         pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1003, ..Default::default() }).await.err().map(|e| e.to_string());
     assert!(taken.unwrap_or_default().contains("unable to create VM 1003: config file already exists"));
     let full = CloneSpec { newid: 1005, full: Some(true), storage: Some("local-lvm".into()), ..Default::default() };
-    pve.clone_vm("pve1", 1003, &full).await.unwrap_or_else(|e| panic!("a full clone of a VM works: {e}"));
+    pve.clone_vm("pve1", 1003, &full).await.expect("a full clone of a VM works");
     let missing = pve.clone_vm("pve1", 4242, &CloneSpec { newid: 1006, ..Default::default() }).await;
     assert_eq!(class(missing), ErrorClass::NotFound);
 }
@@ -158,11 +163,11 @@ async fn linked_clone_only_from_templates(_env: &Env, pve: &dyn Pve) {
 both_backends!(snapshots_are_waited_on);
 async fn snapshots_are_waited_on(_env: &Env, pve: &dyn Pve) {
     linked_clone(pve, 1010, "sbx-1010").await;
-    pve.create_snapshot("pve1", 1010, "clean", Some("before any workspace")).await.unwrap_or_else(|e| panic!("{e}"));
+    pve.create_snapshot("pve1", 1010, "clean", Some("before any workspace")).await.unwrap();
     let dup = pve.create_snapshot("pve1", 1010, "clean", None).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(dup.contains("snapshot name 'clean' already used"), "{dup}");
-    pve.update_config("pve1", 1010, &ConfigChange::default().set("cores", "8")).await.unwrap_or_else(|e| panic!("{e}"));
-    pve.rollback_snapshot("pve1", 1010, "clean").await.unwrap_or_else(|e| panic!("{e}"));
+    pve.update_config("pve1", 1010, &ConfigChange::default().set("cores", "8")).await.unwrap();
+    pve.rollback_snapshot("pve1", 1010, "clean").await.unwrap();
     let config = pve.vm_config("pve1", 1010).await.unwrap_or_default();
     assert_ne!(config.get("cores"), Some("8"), "rollback restored the config");
     let names: Vec<String> =
@@ -170,7 +175,7 @@ async fn snapshots_are_waited_on(_env: &Env, pve: &dyn Pve) {
     assert_eq!(names, ["clean"], "the `current` pseudo entry is hidden");
     let missing = pve.rollback_snapshot("pve1", 1010, "nope").await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(missing.contains("snapshot 'nope' does not exist"), "{missing}");
-    pve.delete_snapshot("pve1", 1010, "clean").await.unwrap_or_else(|e| panic!("{e}"));
+    pve.delete_snapshot("pve1", 1010, "clean").await.unwrap();
     assert!(pve.snapshots("pve1", 1010).await.unwrap_or_default().is_empty());
 }
 
@@ -183,18 +188,15 @@ async fn storage_volumes_and_reassign(_env: &Env, pve: &dyn Pve) {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("illegal name 'workspace-a' - should be 'vm-9100-*'"), "{err}");
-    let volid =
-        pve.alloc_volume("pve1", "local-lvm", 9100, "vm-9100-disk-0", "1G").await.unwrap_or_else(|e| panic!("{e}"));
+    let volid = pve.alloc_volume("pve1", "local-lvm", 9100, "vm-9100-disk-0", "1G").await.unwrap();
     assert_eq!(volid, "local-lvm:vm-9100-disk-0");
     let listed = pve.storage_content("pve1", "local-lvm", Some("images")).await.unwrap_or_default();
     assert!(listed.iter().any(|v| v.volid == volid && v.vmid == Some(9100)));
 
     linked_clone(pve, 1020, "a").await;
     linked_clone(pve, 1021, "b").await;
-    pve.update_config("pve1", 1020, &ConfigChange::default().set("scsi1", "local-lvm:1"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    pve.reassign_disk("pve1", 1020, "scsi1", 1021, "scsi1").await.unwrap_or_else(|e| panic!("reassign: {e}"));
+    pve.update_config("pve1", 1020, &ConfigChange::default().set("scsi1", "local-lvm:1")).await.unwrap();
+    pve.reassign_disk("pve1", 1020, "scsi1", 1021, "scsi1").await.expect("reassign");
     let target = pve.vm_config("pve1", 1021).await.unwrap_or_default();
     assert!(
         target.get("scsi1").is_some_and(|d| d.starts_with("local-lvm:vm-1021-disk-")),
@@ -202,11 +204,11 @@ async fn storage_volumes_and_reassign(_env: &Env, pve: &dyn Pve) {
     );
     assert!(pve.vm_config("pve1", 1020).await.unwrap_or_default().get("scsi1").is_none());
 
-    pve.unlink_disks("pve1", 1021, &["scsi1".to_string()], false).await.unwrap_or_else(|e| panic!("{e}"));
+    pve.unlink_disks("pve1", 1021, &["scsi1".to_string()], false).await.unwrap();
     let after = pve.vm_config("pve1", 1021).await.unwrap_or_default();
     assert!(after.get("unused0").is_some_and(|u| u.starts_with("local-lvm:vm-1021-disk-")), "{after:?}");
 
-    pve.free_volume("pve1", "local-lvm", &volid).await.unwrap_or_else(|e| panic!("{e}"));
+    pve.free_volume("pve1", "local-lvm", &volid).await.unwrap();
     let gone = pve.storage_content("pve1", "local-lvm", None).await.unwrap_or_default();
     assert!(gone.iter().all(|v| v.volid != volid));
 }
@@ -215,20 +217,20 @@ both_backends!(firewall_groups_and_switches);
 async fn firewall_groups_and_switches(_env: &Env, pve: &dyn Pve) {
     let options = pve.cluster_firewall_options().await.unwrap_or_default();
     assert_eq!(options.get("enable").and_then(|v| v.as_u64()), Some(0));
-    pve.set_cluster_firewall(&[("enable", "1".into())]).await.unwrap_or_else(|e| panic!("{e}"));
+    pve.set_cluster_firewall(&[("enable", "1".into())]).await.unwrap();
     assert_eq!(
         pve.cluster_firewall_options().await.unwrap_or_default().get("enable").and_then(|v| v.as_u64()),
         Some(1)
     );
 
-    pve.create_security_group("agent_nat_default", "AgentLab nat").await.unwrap_or_else(|e| panic!("{e}"));
+    pve.create_security_group("agent_nat_default", "AgentLab nat").await.unwrap();
     let dup =
         pve.create_security_group("agent_nat_default", "again").await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(dup.contains("Security group 'agent_nat_default' already exists"), "{dup}");
     let group = agentlab_netfilter_free_group();
     for params in &group {
         let pairs: Vec<(&str, String)> = params.iter().map(|(k, v)| (*k, v.clone())).collect();
-        pve.add_group_rule("agent_nat_default", &pairs).await.unwrap_or_else(|e| panic!("{e}"));
+        pve.add_group_rule("agent_nat_default", &pairs).await.unwrap();
     }
     let rules = pve.group_rules("agent_nat_default").await.unwrap_or_default();
     assert_eq!(rules.len(), 2);
@@ -238,14 +240,14 @@ async fn firewall_groups_and_switches(_env: &Env, pve: &dyn Pve) {
     assert!(groups.iter().any(|g| g.group == "agent_nat_default"));
 
     linked_clone(pve, 1030, "fw").await;
-    pve.set_vm_firewall("pve1", 1030, &[("enable", "1".into())]).await.unwrap_or_else(|e| panic!("{e}"));
+    pve.set_vm_firewall("pve1", 1030, &[("enable", "1".into())]).await.unwrap();
     pve.add_vm_firewall_rule(
         "pve1",
         1030,
         &[("type", "group".into()), ("action", "agent_nat_default".into()), ("enable", "1".into())],
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let vm_rules = pve.vm_firewall_rules("pve1", 1030).await.unwrap_or_default();
     assert_eq!(vm_rules.first().map(|r| (r.kind.as_str(), r.action.as_str())), Some(("group", "agent_nat_default")));
     assert_eq!(
@@ -302,13 +304,10 @@ async fn errors_are_classified(_env: &Env, pve: &dyn Pve) {
 
 both_backends!(task_status_and_log);
 async fn task_status_and_log(_env: &Env, pve: &dyn Pve) {
-    let task = pve
-        .clone_vm("pve1", 9000, &CloneSpec { newid: 1050, ..Default::default() })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let upid = agentlab_proxmox::Upid::parse(&task.upid).unwrap_or_else(|e| panic!("{e}"));
+    let task = pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1050, ..Default::default() }).await.unwrap();
+    let upid = agentlab_proxmox::Upid::parse(&task.upid).unwrap();
     assert_eq!((upid.node.as_str(), upid.task_type.as_str(), upid.id.as_str()), ("pve1", "qmclone", "9000"));
-    let status = pve.task_status("pve1", &task.upid).await.unwrap_or_else(|e| panic!("{e}"));
+    let status = pve.task_status("pve1", &task.upid).await.unwrap();
     assert_eq!((status.status.as_str(), status.exitstatus.as_deref()), ("stopped", Some("OK")));
     let log = pve.task_log("pve1", &task.upid).await.unwrap_or_default();
     assert_eq!(log.last().map(String::as_str), Some("TASK OK"));
@@ -368,7 +367,7 @@ async fn api_wrong_fingerprint_names_both_fingerprints() {
         trust: TlsTrust::Fingerprint(wrong),
         timeout: Duration::from_secs(5),
     })
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let client = agentlab_proxmox::PveClient::new(transport, support::policy());
     let err = client.version().await.err().unwrap_or_else(|| panic!("a wrong pin must fail"));
     assert_eq!(err.class(), ErrorClass::Tls);
@@ -386,7 +385,7 @@ async fn api_without_a_pin_refuses_the_self_signed_certificate_with_a_hint() {
         trust: TlsTrust::System,
         timeout: Duration::from_secs(5),
     })
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let client = agentlab_proxmox::PveClient::new(transport, support::policy());
     let err = client.version().await.err().unwrap_or_else(|| panic!("a self-signed certificate must not pass"));
     assert_eq!(err.class(), ErrorClass::Tls, "{err}");

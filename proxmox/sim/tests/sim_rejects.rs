@@ -109,7 +109,7 @@ async fn a_linked_clone_of_a_non_template_is_refused() {
     let env = support::sim().await;
     let pve = env.api();
     let spec = agentlab_proxmox::types::CloneSpec { newid: 1001, full: Some(true), ..Default::default() };
-    agentlab_proxmox::Pve::clone_vm(&pve, "pve1", 9000, &spec).await.unwrap_or_else(|e| panic!("{e}"));
+    agentlab_proxmox::Pve::clone_vm(&pve, "pve1", 9000, &spec).await.unwrap();
     let err = call(&env, Method::Post, "/nodes/pve1/qemu/1001/clone", &[("newid", "1002"), ("full", "0")]).await.err();
     let err = err.unwrap_or_else(|| panic!("must fail"));
     assert_eq!(err.class(), ErrorClass::Other);

@@ -2,6 +2,12 @@
 //! with the bootstrap descriptor from its cloud-init snippet; `qm` and `pvesm` act on the
 //! running simulator's state.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
 mod support;
 
 use agentlab_proxmox::Pve;
@@ -13,7 +19,7 @@ const SNIPPET: &str = "#cloud-config\nwrite_files:\n  - path: /etc/agentlab/boot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_started_vm_runs_its_guest_with_the_bootstrap_descriptor() {
-    let guests = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let guests = tempfile::tempdir().unwrap();
     let root = guests.path().to_path_buf();
     let script = "cp \"$AGENTLAB_BOOTSTRAP\" \"$AGENTLAB_RUN_DIR/seen.json\"; env | grep '^AGENTLAB_' | sort > \"$AGENTLAB_RUN_DIR/env.txt\"; echo $$ > \"$AGENTLAB_RUN_DIR/pid\"; exec sleep 60";
     let env = support::sim_with(|c| {
@@ -27,18 +33,16 @@ async fn a_started_vm_runs_its_guest_with_the_bootstrap_descriptor() {
     })
     .await;
     let pve = env.api();
-    std::fs::write(env.snippets_dir().join("agentlab-1001-x.yaml"), SNIPPET).unwrap_or_else(|e| panic!("{e}"));
-    pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1001, ..Default::default() })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(env.snippets_dir().join("agentlab-1001-x.yaml"), SNIPPET).unwrap();
+    pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1001, ..Default::default() }).await.unwrap();
     pve.update_config(
         "pve1",
         1001,
         &ConfigChange::default().set("cicustom", "user=local:snippets/agentlab-1001-x.yaml"),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    pve.vm_action("pve1", 1001, VmAction::Start).await.unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
+    pve.vm_action("pve1", 1001, VmAction::Start).await.unwrap();
 
     let run = root.join("1001/run");
     let seen = support::eventually(Duration::from_secs(10), || async { run.join("pid").exists() }).await;
@@ -68,7 +72,7 @@ async fn a_started_vm_runs_its_guest_with_the_bootstrap_descriptor() {
 
     let pid: i32 = std::fs::read_to_string(run.join("pid")).unwrap_or_default().trim().parse().unwrap_or(0);
     assert!(pid > 0);
-    pve.vm_action("pve1", 1001, VmAction::Stop).await.unwrap_or_else(|e| panic!("{e}"));
+    pve.vm_action("pve1", 1001, VmAction::Stop).await.unwrap();
     let gone = support::eventually(Duration::from_secs(10), || async {
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
     })
@@ -79,14 +83,10 @@ async fn a_started_vm_runs_its_guest_with_the_bootstrap_descriptor() {
 fn run_personality(env: &support::Env, name: &str, args: &[&str]) -> (i32, String, String) {
     let link = env.dir.path().join(format!("bin/{name}"));
     if !link.exists() {
-        std::fs::create_dir_all(env.dir.path().join("bin")).unwrap_or_else(|e| panic!("{e}"));
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pve-sim"), &link).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(env.dir.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pve-sim"), &link).unwrap();
     }
-    let out = std::process::Command::new(&link)
-        .args(args)
-        .env("PVE_SIM_ADMIN", env.sim.admin_url())
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(&link).args(args).env("PVE_SIM_ADMIN", env.sim.admin_url()).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),

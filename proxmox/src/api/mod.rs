@@ -229,7 +229,7 @@ mod tests {
                 trust: TlsTrust::Insecure,
                 timeout: Duration::from_secs(5),
             })
-            .unwrap_or_else(|e| panic!("{e}")),
+            .unwrap(),
             crate::TaskPolicy::default(),
         );
         let err = crate::Pve::version(&client).await.err();

@@ -10,8 +10,7 @@ const TOKEN: &str = "proxmox_api_token: root@pam!agentlab=0d08f8bc-0a12-4072-8f1
 
 #[test]
 fn defaults_and_derived_paths() {
-    let config =
-        parse(&format!("data_dir: /srv/agentlab\nrun_dir: /tmp/run\n{TOKEN}")).unwrap_or_else(|e| panic!("{e}"));
+    let config = parse(&format!("data_dir: /srv/agentlab\nrun_dir: /tmp/run\n{TOKEN}")).unwrap();
     assert_eq!(config.db_path, PathBuf::from("/srv/agentlab/agentlab.db"));
     assert_eq!(config.artifact_dir, PathBuf::from("/srv/agentlab/artifacts"));
     assert_eq!(config.socket_path, PathBuf::from("/tmp/run/agentlabd.sock"));
@@ -62,8 +61,8 @@ fn every_key_is_known_to_the_raw_struct() {
         };
         text.push_str(&format!("{key}: {value}\n"));
     }
-    let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    let raw: RawConfig = serde_json::from_value(value).unwrap_or_else(|e| panic!("KEYS and RawConfig disagree: {e}"));
+    let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let raw: RawConfig = serde_json::from_value(value).expect("KEYS and RawConfig disagree");
     assert_eq!(raw.proxmox_node.as_deref(), Some("local"));
     // Validation then refuses the three TLS choices together, naming the key.
     let err = parse(&text).err().map(|e| e.to_string()).unwrap_or_default();
@@ -102,7 +101,7 @@ fn wrong_types_and_values_name_their_key_and_line() {
 
 #[test]
 fn the_shell_backend_needs_no_token() {
-    let config = parse("proxmox_backend: shell\n").unwrap_or_else(|e| panic!("{e}"));
+    let config = parse("proxmox_backend: shell\n").unwrap();
     assert_eq!(config.proxmox.backend, ProxmoxBackend::Shell);
 }
 
@@ -115,21 +114,20 @@ fn non_mapping_and_bad_yaml_are_refused() {
 #[test]
 fn a_world_readable_file_is_refused_with_the_chmod_to_run() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
-    std::fs::write(&path, TOKEN).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, TOKEN).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let text = Config::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(text.contains("readable by every user"), "{text}");
     assert!(text.contains(&format!("chmod 600 {}", path.display())), "{text}");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     assert!(Config::load(&path).is_ok());
 }
 
 #[test]
 fn guest_rate_limits_and_token_ttl_are_checked() {
-    let config = parse(&format!("bootstrap_rate_limit_qps: 0\nartifact_rate_limit_burst: 20\n{TOKEN}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = parse(&format!("bootstrap_rate_limit_qps: 0\nartifact_rate_limit_burst: 20\n{TOKEN}")).unwrap();
     assert_eq!(config.bootstrap_rate_limit.qps, 0.0, "0 disables the limit");
     assert_eq!((config.artifact_rate_limit.qps, config.artifact_rate_limit.burst), (5.0, 20));
     assert_eq!(config.artifact_token_ttl, std::time::Duration::from_secs(1440 * 60));

@@ -313,8 +313,7 @@ mod tests {
             assert_eq!(JobPhase::parse(phase.as_str()), Some(phase));
         }
         let report: RunnerReport =
-            serde_json::from_str(r#"{"job_id":"job_1","vmid":1001,"status":"RUNNING","phase":"repo_ready"}"#)
-                .unwrap_or_else(|e| panic!("{e}"));
+            serde_json::from_str(r#"{"job_id":"job_1","vmid":1001,"status":"RUNNING","phase":"repo_ready"}"#).unwrap();
         assert_eq!(report.phase, Some(JobPhase::RepoReady));
         assert!(serde_json::from_str::<RunnerReport>(r#"{"job_id":"j","vmid":1,"status":"DONE"}"#).is_err());
         assert!(serde_json::from_str::<FetchRequest>(r#"{"token":"t","vmid":1,"x":1}"#).is_err());

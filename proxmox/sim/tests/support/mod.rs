@@ -1,6 +1,11 @@
 //! Shared by the Proxmox crate's integration tests: an in-process simulator and clients for
 //! both backends pointed at it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
 #![allow(dead_code)]
 
 use agentlab_proxmox::api::{ApiConfig, ApiTransport, Fingerprint, TlsTrust};
@@ -17,10 +22,10 @@ pub struct Env {
 
 pub async fn sim_with(adjust: impl FnOnce(&mut SimConfig)) -> Env {
     agentlab_proxmox::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let mut config = SimConfig::for_tests(dir.path().join("sim"));
     adjust(&mut config);
-    let sim = agentlab_pve_sim::start(config).await.unwrap_or_else(|e| panic!("sim: {e}"));
+    let sim = agentlab_pve_sim::start(config).await.expect("sim");
     Env { sim, dir }
 }
 
@@ -42,14 +47,14 @@ impl Env {
     }
 
     pub fn api_with(&self, token: &str, timeout: Duration) -> PveClient {
-        let fingerprint = Fingerprint::parse(&self.sim.fingerprint).unwrap_or_else(|e| panic!("{e}"));
+        let fingerprint = Fingerprint::parse(&self.sim.fingerprint).unwrap();
         let transport = ApiTransport::new(ApiConfig {
             url: self.sim.api_url(),
             token: token.into(),
             trust: TlsTrust::Fingerprint(fingerprint),
             timeout,
         })
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         PveClient::new(transport, policy())
     }
 
@@ -57,8 +62,8 @@ impl Env {
     pub fn pvesh(&self) -> PathBuf {
         let link = self.dir.path().join("bin/pvesh");
         if !link.exists() {
-            std::fs::create_dir_all(self.dir.path().join("bin")).unwrap_or_else(|e| panic!("{e}"));
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pve-sim"), &link).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::create_dir_all(self.dir.path().join("bin")).unwrap();
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pve-sim"), &link).unwrap();
         }
         link
     }

@@ -153,8 +153,7 @@ mod tests {
     use super::*;
 
     fn minimal() -> Profile {
-        serde_json::from_value(serde_json::json!({"name": "small", "template_vmid": 9000}))
-            .unwrap_or_else(|e| panic!("{e}"))
+        serde_json::from_value(serde_json::json!({"name": "small", "template_vmid": 9000})).unwrap()
     }
 
     #[test]
