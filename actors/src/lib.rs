@@ -6,6 +6,7 @@
 
 pub use agentlab_model::{model, protocol};
 
+pub mod clock;
 pub mod events;
 pub mod job;
 pub mod profiles;

@@ -83,6 +83,7 @@ fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
         lease_minute: config.lease_length(1),
         ip_poll_interval: Duration::from_secs(2).mul_f64(config.test_time_scale).max(Duration::from_millis(50)),
         vmid_range: config.vmid_min..=config.vmid_max,
+        clock: agentlab_actors::clock::Clock::system(),
     })
 }
 

@@ -339,6 +339,15 @@ impl SimProcess {
             .unwrap_or(false)
     }
 
+    /// Deletes a VM (and its volumes) behind AgentLab's back, as someone on the host would.
+    pub fn vanish(&self, vmid: impl std::fmt::Display) -> bool {
+        Command::new("curl")
+            .args(["-s", "-f", "-X", "DELETE", &format!("{}/admin/vms/{vmid}", self.admin_url)])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
     /// Every request the product sent passed the simulator's schema validation.
     pub fn assert_all_requests_valid(&self) {
         let out = Command::new("curl").args(["-s", &format!("{}/admin/requests", self.admin_url)]).output();

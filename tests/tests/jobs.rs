@@ -169,3 +169,27 @@ fn a_running_job_survives_kill_9_of_the_daemon() {
     let listing = bench.ws.cli(&["--json", "job", "artifacts", &id]).json();
     assert_eq!(listing["artifacts"][0]["name"], "agentlab-artifacts.tar.gz", "{listing}");
 }
+
+#[test]
+fn a_job_whose_vm_is_deleted_behind_its_back_fails_at_once() {
+    let bench = JobBench::new(true, "");
+    let _daemon = bench.ws.start_daemon();
+    // TTL 60 minutes (36 s here): its deadline is far away.
+    let id = bench.start_job("sleep", 60, &[]);
+    let running = eventually(JOB_LIMIT, || bench.job(&id)["status"] == "RUNNING");
+    assert!(running, "{}", bench.guest_logs());
+    let vmid = bench.job(&id)["sandbox_vmid"].as_u64().unwrap_or(0);
+    // The sandbox follows its job to RUNNING, even when the runner reported before READY.
+    let sandbox_running = eventually(Duration::from_secs(10), || {
+        bench.ws.cli(&["--json", "sandbox", "show", &vmid.to_string()]).json()["state"] == "RUNNING"
+    });
+    let sandbox_logs = bench.ws.cli(&["logs", &vmid.to_string(), "--tail", "100"]).stdout;
+    assert!(sandbox_running, "sandbox {vmid} never RUNNING:\n{sandbox_logs}");
+    assert!(bench.sim.vanish(vmid));
+    let job = bench.wait_final(&id, Duration::from_secs(15));
+    assert_eq!(job["status"], "FAILED", "{job}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&format!("sandbox {vmid} vanished")), "{job}");
+    let sandbox = bench.ws.cli(&["--json", "sandbox", "show", &vmid.to_string()]).json();
+    assert_eq!(sandbox["state"], "DESTROYED", "{sandbox}");
+}

@@ -97,11 +97,7 @@ fn thirty_create_destroy_cycles_under_faults_and_vms_deleted_behind_our_back_end
         }
         if out.code == 0 && (cycle == 7 || cycle == 19) {
             // Someone deletes the VM on the host; the health probe must notice.
-            let deleted = std::process::Command::new("curl")
-                .args(["-s", "-f", "-X", "DELETE", &format!("{}/admin/vms/{vmid}", sim.admin_url)])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
+            let deleted = sim.vanish(vmid);
             assert!(deleted);
             vanished.push(vmid);
             continue;
@@ -155,11 +151,7 @@ fn after_a_restart_each_sandbox_checks_its_vm_at_once() {
     let daemon = ws.start_daemon();
     let vmid = ws.cli(&["--json", "new", "--profile", "small"]).json()["vmid"].as_u64().unwrap_or(0);
     daemon.stop();
-    let deleted = std::process::Command::new("curl")
-        .args(["-s", "-f", "-X", "DELETE", &format!("{}/admin/vms/{vmid}", sim.admin_url)])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    let deleted = sim.vanish(vmid);
     assert!(deleted);
     let _daemon = ws.start_daemon();
     let state =

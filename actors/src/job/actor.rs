@@ -4,14 +4,13 @@
 use super::{JobContext, release};
 use crate::model::job_state::{self, JobEvent};
 use crate::model::redact::Redactor;
-use crate::model::{ErrorCode, JobState, SandboxEvent, time_format};
+use crate::model::{ErrorCode, JobState, SandboxEvent, SandboxNotice, job_links, time_format};
 use crate::protocol::guest::{JobPhase, ReportResponse, ReportStatus, RunnerReport};
 use crate::sandbox::{OpError, SandboxMsg};
 use crate::store::{JobRecord, NewEvent, Stage};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub enum JobMsg {
     /// First message after (re)start: converge from the record.
@@ -29,8 +28,11 @@ pub enum JobMsg {
     },
     /// The host-side deadline passed without a final report.
     DeadlinePassed,
-    /// The sandbox's lease ran out under the job.
-    SandboxLeaseExpired,
+    /// The job's sandbox ended under it (lease expired, VM vanished, destroyed).
+    SandboxEnded {
+        vmid: u32,
+        notice: SandboxNotice,
+    },
     /// The sandbox release finished (or failed and will be retried).
     Released(Result<(), String>),
 }
@@ -96,8 +98,8 @@ impl JobActor {
         if let Some(timer) = state.deadline.take() {
             timer.abort();
         }
-        let deadline = time_format::parse(&job.deadline_at).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-        let left: Duration = (deadline - time::OffsetDateTime::now_utc()).try_into().unwrap_or(Duration::ZERO);
+        // A deadline that cannot be read counts as passed: the job ends, and says why.
+        let left = time_format::parse(&job.deadline_at).map(|d| self.ctx.clock().until(d)).unwrap_or_default();
         state.deadline = Some(me.send_after(left, || JobMsg::DeadlinePassed));
     }
 
@@ -127,12 +129,7 @@ impl JobActor {
         if let Some(timer) = state.deadline.take() {
             timer.abort();
         }
-        let sandbox_event = match job.status {
-            JobState::Completed => Some(SandboxEvent::JobCompleted),
-            JobState::Failed | JobState::Timeout => Some(SandboxEvent::Fail),
-            _ => None,
-        };
-        if let Some(e) = sandbox_event {
+        if let Some(e) = job_links::sandbox_event_for(job.status) {
             self.tell_sandbox(&job, e);
         }
         self.start_release(me, state, &job);
@@ -286,6 +283,11 @@ impl Actor for JobActor {
                 match outcome {
                     Ok(_) => {
                         self.ctx.store.record_job_phase(&state.id, JobPhase::SandboxReady)?;
+                        // The runner can report before the sandbox is READY (it fetches as soon
+                        // as the guest boots); the sandbox refused `JobStarted` then, so say it again.
+                        if job.status == JobState::Running {
+                            self.tell_sandbox(&job, SandboxEvent::JobStarted);
+                        }
                     }
                     Err(error) => {
                         self.finish(&myself, state, JobEvent::Failed, Some(&error), None, None)?;
@@ -316,7 +318,7 @@ impl Actor for JobActor {
             }
             JobMsg::DeadlinePassed => {
                 let job = self.load(&state.id)?;
-                let now = time::OffsetDateTime::now_utc();
+                let now = self.ctx.clock().now();
                 match time_format::parse(&job.deadline_at) {
                     Ok(deadline) if deadline > now => self.arm_deadline(&myself, state, &job),
                     _ => {
@@ -325,8 +327,12 @@ impl Actor for JobActor {
                     }
                 }
             }
-            JobMsg::SandboxLeaseExpired => {
-                self.finish(&myself, state, JobEvent::TimedOut, Some("the sandbox's lease expired"), None, None)?;
+            JobMsg::SandboxEnded { vmid, notice } => {
+                let job = self.load(&state.id)?;
+                // Only the job's own sandbox counts (a stale notice from one it no longer has does not).
+                if job.sandbox_vmid == Some(vmid) {
+                    self.finish(&myself, state, notice.job_event(), Some(&notice.reason(vmid)), None, None)?;
+                }
             }
             JobMsg::Released(result) => {
                 state.releasing = false;

@@ -101,7 +101,7 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
         Err(e) => return Err(OpError { code: ErrorCode::Internal, message: format!("secrets check failed: {e}") }),
     }
     let id = new_job_id().map_err(|e| OpError { code: ErrorCode::Internal, message: format!("no randomness: {e}") })?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = ctx.sandboxes.settings.clock.now();
     let deadline = now + ctx.minute() * (ttl + DEADLINE_GRACE_MINUTES) + ctx.sandboxes.settings.provisioning_timeout;
     let job = JobRecord {
         id,

@@ -65,6 +65,11 @@ impl JobContext {
     pub fn minute(&self) -> Duration {
         self.sandboxes.settings.lease_minute
     }
+
+    /// The clock job deadlines are computed with.
+    pub fn clock(&self) -> crate::clock::Clock {
+        self.sandboxes.settings.clock
+    }
 }
 
 /// `job_<16 hex>`, as the Go version's ids.

@@ -16,7 +16,6 @@ use agentlab_proxmox::PveError;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// How provisioning ended, for whoever waits on it.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,9 +184,8 @@ impl SandboxActor {
         let remaining = if is_reboot(rec) {
             ctx.settings.provisioning_timeout
         } else {
-            let created = time_format::parse(&rec.created_at).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-            let elapsed = (time::OffsetDateTime::now_utc() - created).max(time::Duration::ZERO);
-            ctx.settings.provisioning_timeout.saturating_sub(elapsed.try_into().unwrap_or_default())
+            let elapsed = time_format::parse(&rec.created_at).map(|t| ctx.settings.clock.since(t)).unwrap_or_default();
+            ctx.settings.provisioning_timeout.saturating_sub(elapsed)
         };
         let generation = state.generation.advance();
         state.work = Some(tokio::spawn(async move {
@@ -246,8 +244,7 @@ impl SandboxActor {
             timer.abort();
         }
         if let Some(expires) = rec.lease_expires_at.as_deref().and_then(|t| time_format::parse(t).ok()) {
-            let left = expires - time::OffsetDateTime::now_utc();
-            let delay: Duration = left.try_into().unwrap_or(Duration::ZERO);
+            let delay = self.ctx.settings.clock.until(expires);
             state.lease_timer = Some(me.send_after(delay, || SandboxMsg::LeaseExpired));
         }
         if state.probe_timer.is_none() {
@@ -471,6 +468,7 @@ impl Actor for SandboxActor {
                             let _ = waiter.send(Ok(rec.view()));
                         }
                         self.settle(state, &rec);
+                        super::notify_job(&rec, crate::model::SandboxNotice::Destroyed);
                         myself.stop(Some("sandbox destroyed".into()));
                     }
                     (Ok(()), AfterTeardown::KeepState) => {

@@ -156,7 +156,7 @@ impl SandboxActor {
     fn lease_on_boot(&self, rec: &SandboxRecord) -> Option<String> {
         let minutes = rec.ttl_minutes?;
         let expires = time_format::parse(rec.lease_expires_at.as_deref()?).ok()?;
-        let now = time::OffsetDateTime::now_utc();
+        let now = self.ctx.settings.clock.now();
         (expires <= now).then(|| time_format::format(now + self.ctx.settings.lease_minute * minutes))
     }
 }

@@ -46,7 +46,7 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
         return Err(AllocateError::Conflict(format!("VMID {vmid} is already used in the Proxmox cluster")));
     }
     let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default);
-    let now = time::OffsetDateTime::now_utc();
+    let now = ctx.settings.clock.now();
     let lease = ttl.map(|m| time_format::format(now + ctx.settings.lease_minute * m));
     let record = SandboxRecord {
         vmid: 0,

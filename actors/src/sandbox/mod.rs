@@ -50,6 +50,8 @@ pub struct SandboxSettings {
     pub ip_poll_interval: Duration,
     /// `vmid_min..=vmid_max`.
     pub vmid_range: std::ops::RangeInclusive<u32>,
+    /// "Now" for leases and deadlines (tokio's clock in tests).
+    pub clock: crate::clock::Clock,
 }
 
 /// Everything a sandbox actor uses.
@@ -106,6 +108,14 @@ impl EntityFactory for SandboxFactory {
                 )
                 .map_err(|e| e.to_string()),
         }
+    }
+}
+
+/// Tells the sandbox's job (if it has a live one) what happened to the sandbox; the job
+/// ends at once (see `model::job_links` for the list and what each means).
+pub(crate) fn notify_job(rec: &crate::store::SandboxRecord, notice: crate::model::SandboxNotice) {
+    if let Some(job) = rec.job_id.as_deref().and_then(crate::job::actor_of) {
+        let _ = job.send_message(crate::job::JobMsg::SandboxEnded { vmid: rec.vmid, notice });
     }
 }
 

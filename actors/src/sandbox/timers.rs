@@ -3,7 +3,7 @@
 
 use super::actor::{SandboxActor, SandboxActorState};
 use super::{SandboxMsg, teardown};
-use crate::model::{SandboxEvent, SandboxState, time_format};
+use crate::model::{SandboxEvent, SandboxNotice, SandboxState, time_format};
 use crate::store::{NewEvent, SandboxPatch, Stage};
 use agentlab_proxmox::PveError;
 use agentlab_proxmox::types::VmAction;
@@ -21,7 +21,7 @@ impl SandboxActor {
             .lease_expires_at
             .as_deref()
             .and_then(|t| time_format::parse(t).ok())
-            .is_none_or(|t| t <= time::OffsetDateTime::now_utc());
+            .is_none_or(|t| t <= self.ctx.settings.clock.now());
         if !expired && rec.state != SandboxState::Timeout {
             self.arm_timers(myself, state, &rec);
             return Ok(());
@@ -30,10 +30,7 @@ impl SandboxActor {
             // Already being destroyed: let that finish.
             return Ok(());
         }
-        if let Some(job) = rec.job_id.as_deref().and_then(crate::job::actor_of) {
-            // The job ends TIMEOUT with its sandbox's lease.
-            let _ = job.send_message(crate::job::JobMsg::SandboxLeaseExpired);
-        }
+        super::notify_job(&rec, SandboxNotice::LeaseExpired);
         let rec = match self.move_by(state.vmid, SandboxEvent::LeaseExpired, Some("lease expired"))? {
             Some(rec) => {
                 self.ctx.store.append_event(&NewEvent::sandbox(
@@ -184,6 +181,7 @@ impl SandboxActor {
                 if let Some(rec) = self.move_by(state.vmid, SandboxEvent::Destroy, Some(&msg))? {
                     self.publish(state, &rec);
                 }
+                super::notify_job(&rec, SandboxNotice::Vanished);
                 myself.stop(Some("VM vanished".into()));
             }
             Ok(status)

@@ -2,7 +2,7 @@
 //! VMs created, deleted or migrated behind AgentLab's back, and the call endpoint the `pvesh`, `qm`
 //! and `pvesm` personalities use.
 
-use super::engine::{FaultConfig, Sim};
+use super::engine::{FaultConfig, MoveError, Sim};
 use super::http::{Outcome, execute};
 use super::world::{PowerState, Vm};
 use crate::contract::{Contract, Params};
@@ -73,17 +73,7 @@ async fn create_vm(State(sim): State<Arc<Sim>>, Json(new): Json<NewVm>) -> Resul
 
 /// Deletes a VM and the volumes it owns, as if someone did it on the host.
 async fn vanish_vm(State(sim): State<Arc<Sim>>, Path(vmid): Path<u32>) -> StatusCode {
-    sim.stop_guest(vmid);
-    let mut world = sim.world();
-    match world.vms.remove(&vmid) {
-        Some(vm) => {
-            for (_, volid) in vm.referenced_volumes() {
-                world.free_volume(&volid);
-            }
-            StatusCode::NO_CONTENT
-        }
-        None => StatusCode::NOT_FOUND,
-    }
+    if sim.vanish_vm(vmid) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
 }
 
 /// Where a VM is moved to behind AgentLab's back.
@@ -99,13 +89,11 @@ async fn move_vm(
     Path(vmid): Path<u32>,
     Json(to): Json<MoveVm>,
 ) -> Result<StatusCode, (StatusCode, String)> {
-    let mut world = sim.world();
-    if !world.nodes.iter().any(|n| n.name == to.node) {
-        return Err((StatusCode::BAD_REQUEST, format!("no node {}", to.node)));
+    match sim.move_vm(vmid, &to.node) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(MoveError::NoNode) => Err((StatusCode::BAD_REQUEST, format!("no node {}", to.node))),
+        Err(MoveError::NoVm) => Err((StatusCode::NOT_FOUND, format!("no VM {vmid}"))),
     }
-    let vm = world.vms.get_mut(&vmid).ok_or((StatusCode::NOT_FOUND, format!("no VM {vmid}")))?;
-    vm.node = to.node;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]

@@ -110,6 +110,13 @@ pub struct RequestRecord {
     pub status: u16,
 }
 
+/// Why `Sim::move_vm` did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveError {
+    NoNode,
+    NoVm,
+}
+
 pub struct Sim {
     pub config: SimConfig,
     pub world: Mutex<World>,
@@ -163,6 +170,29 @@ impl Sim {
     /// The OS pid of a VM's guest process, if it runs one.
     pub fn guest_pid(&self, vmid: u32) -> Option<u32> {
         lock(&self.guests).get(&vmid).and_then(|c| c.id())
+    }
+
+    /// Deletes a VM and the volumes it owns, as if someone did it on the host; false if
+    /// there was no such VM.
+    pub fn vanish_vm(&self, vmid: u32) -> bool {
+        self.stop_guest(vmid);
+        let mut world = self.world();
+        let Some(vm) = world.vms.remove(&vmid) else { return false };
+        for (_, volid) in vm.referenced_volumes() {
+            world.free_volume(&volid);
+        }
+        true
+    }
+
+    /// Moves a VM to another node, as a migration started outside AgentLab would.
+    pub fn move_vm(&self, vmid: u32, node: &str) -> Result<(), MoveError> {
+        let mut world = self.world();
+        if !world.nodes.iter().any(|n| n.name == node) {
+            return Err(MoveError::NoNode);
+        }
+        let vm = world.vms.get_mut(&vmid).ok_or(MoveError::NoVm)?;
+        vm.node = node.to_string();
+        Ok(())
     }
 
     pub fn world(&self) -> MutexGuard<'_, World> {

@@ -20,12 +20,14 @@ mod engine;
 mod guest;
 mod handlers;
 pub mod http;
+mod in_process;
 pub mod latency;
 pub mod server;
 pub mod tls;
 mod world;
 
-pub use engine::{Fault, FaultConfig, RequestRecord, Sim, SimError, TaskEntry};
+pub use engine::{Fault, FaultConfig, MoveError, RequestRecord, Sim, SimError, TaskEntry};
+pub use in_process::InProcessTransport;
 pub use latency::LatencyModel;
 pub use server::{SimHandle, start};
 pub use world::{PowerState, Storage, StorageKind, Vm, World};

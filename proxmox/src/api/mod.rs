@@ -180,30 +180,35 @@ struct Envelope {
     errors: Option<serde_json::Map<String, Value>>,
 }
 
-/// The `{"data": …}` envelope, or a classified error. Error text: `message` (PVE 8.3+),
-/// else the reason phrase (older hosts put the text only there), else the status.
 async fn decode(response: reqwest::Response) -> Result<Value, PveError> {
-    let status = response.status();
+    let status = response.status().as_u16();
     let reason = response
         .extensions()
         .get::<hyper::ext::ReasonPhrase>()
         .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
     let bytes = response.bytes().await.map_err(|e| PveError::Transient(error_chain(&e)))?;
-    if status.is_success() {
-        let envelope: Envelope = serde_json::from_slice(&bytes)
+    decode_answer(status, reason, &bytes)
+}
+
+/// An answer of Proxmox's API: the `data` member of the `{"data": …}` envelope, or a
+/// classified error. Error text: `message` (PVE 8.3+), else the reason phrase (older hosts
+/// put the text only there), else the status. Every transport that speaks the HTTP API
+/// decodes through here, so errors are classified the same way.
+pub fn decode_answer(status: u16, reason: Option<String>, bytes: &[u8]) -> Result<Value, PveError> {
+    if (200..300).contains(&status) {
+        let envelope: Envelope = serde_json::from_slice(bytes)
             .map_err(|e| PveError::Other(format!("unexpected answer from proxmox ({e})")))?;
         return Ok(envelope.data);
     }
-    let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+    let envelope: Option<Envelope> = serde_json::from_slice(bytes).ok();
     let (message, errors) = match envelope {
         Some(env) => (env.message, env.errors),
         None => (None, None),
     };
-    let text = message
-        .filter(|m| !m.trim().is_empty())
-        .or(reason)
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
-    Err(PveError::from_status(status.as_u16(), &text, errors.as_ref()))
+    let canonical =
+        || reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("").to_string();
+    let text = message.filter(|m| !m.trim().is_empty()).or(reason).unwrap_or_else(canonical);
+    Err(PveError::from_status(status, &text, errors.as_ref()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,121 @@
+//! The sandbox actor in process, on tokio's paused clock: leases, probes, superseded work
+//! and destroy during provisioning, against `pve-sim` at Proxmox's own latencies (virtual
+//! time, so each scenario takes well under a second of wall time).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod support;
+
+use agentlab_actors::model::{SandboxEvent, SandboxState};
+use agentlab_actors::sandbox::SandboxMsg;
+use std::time::Duration;
+use support::{Harness, MINUTE, Options, PROBE_INTERVAL, eventually};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_expiry_destroys_a_normal_sandbox() {
+    let h = Harness::start().await;
+    let vmid = h.ready_sandbox(Some(30), false).await;
+    assert!(h.vm_exists(vmid));
+    tokio::time::sleep(29 * MINUTE).await;
+    assert_eq!(h.sandbox(vmid).state, SandboxState::Ready, "the lease has a minute left");
+    eventually("destroyed at lease expiry", 5 * MINUTE, || h.sandbox(vmid).state == SandboxState::Destroyed).await;
+    assert!(!h.vm_exists(vmid), "the VM is destroyed with the sandbox");
+    let kinds = h.sandbox_event_kinds(vmid);
+    assert!(kinds.iter().any(|k| k == "sandbox.lease.expired"), "{kinds:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_expiry_stops_and_keeps_a_keepalive_sandbox() {
+    let h = Harness::start().await;
+    let vmid = h.ready_sandbox(Some(30), true).await;
+    eventually("stopped at lease expiry", 35 * MINUTE, || h.sandbox(vmid).state == SandboxState::Stopped).await;
+    assert!(h.vm_exists(vmid), "keepalive keeps the VM");
+    assert!(!h.vm_running(vmid), "but stops it");
+    // It stays STOPPED: the expired lease does not fire again.
+    tokio::time::sleep(30 * MINUTE).await;
+    assert_eq!(h.sandbox(vmid).state, SandboxState::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewing_the_lease_re_arms_the_timer() {
+    let h = Harness::start().await;
+    let vmid = h.ready_sandbox(Some(30), false).await;
+    let actor = h.sandbox_actor(vmid);
+    // Leases are renewed while RUNNING (a job's agent is at work).
+    actor.send_message(SandboxMsg::JobEvent(SandboxEvent::JobStarted)).unwrap();
+    eventually("running", MINUTE, || h.sandbox(vmid).state == SandboxState::Running).await;
+    let until = agentlab_actors::model::time_format::format(h.sandboxes.settings.clock.now() + HOUR);
+    let renewed = actor
+        .call(|reply| SandboxMsg::RenewLease { until: until.clone(), by: None, reply }, Some(MINUTE))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.unwrap().lease_expires_at.as_deref(), Some(until.as_str()));
+    tokio::time::sleep(45 * MINUTE).await;
+    assert_eq!(h.sandbox(vmid).state, SandboxState::Running, "the old 30-minute lease no longer fires");
+    eventually("destroyed at the renewed lease", 20 * MINUTE, || h.sandbox(vmid).state == SandboxState::Destroyed)
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_vm_deleted_outside_agentlab_is_noticed_by_the_probe() {
+    let h = Harness::start().await;
+    let vmid = h.ready_sandbox(None, false).await;
+    assert!(h.sim.vanish_vm(vmid));
+    eventually("vanished noticed", 3 * PROBE_INTERVAL, || h.sandbox(vmid).state == SandboxState::Destroyed).await;
+    let kinds = h.sandbox_event_kinds(vmid);
+    assert!(kinds.iter().any(|k| k == "sandbox.vanished"), "{kinds:?}");
+    assert!(h.sandbox(vmid).snippet_path.is_none(), "its snippet is removed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_vm_migrated_outside_agentlab_is_followed() {
+    let h = Harness::with(Options { nodes: vec!["pve1".into(), "pve2".into()], ..Options::default() }).await;
+    let vmid = h.ready_sandbox(None, false).await;
+    assert_eq!(h.sandbox(vmid).node.as_deref(), Some("pve1"));
+    h.sim.move_vm(vmid, "pve2").unwrap();
+    eventually("the record follows the VM", 3 * PROBE_INTERVAL, || h.sandbox(vmid).node.as_deref() == Some("pve2"))
+        .await;
+    tokio::time::sleep(3 * PROBE_INTERVAL).await;
+    assert_eq!(h.sandbox(vmid).state, SandboxState::Ready, "a moved VM is not a vanished one");
+    assert!(h.sandbox_event_kinds(vmid).iter().any(|k| k == "sandbox.moved"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completion_of_superseded_work_is_dropped() {
+    let h = Harness::start().await;
+    let vmid = h.ready_sandbox(None, false).await;
+    // A probe answer tagged with generation 0 was taken before provisioning began: acted on,
+    // it would mark the freshly booted VM stopped.
+    let stale: agentlab_proxmox::types::VmStatus =
+        serde_json::from_value(serde_json::json!({"vmid": vmid, "status": "stopped"})).unwrap();
+    h.sandbox_actor(vmid)
+        .send_message(SandboxMsg::Probed { result: Ok(stale), ip: None, moved_to: None, generation: 0 })
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.sandbox(vmid).state, SandboxState::Ready);
+    assert!(h.vm_running(vmid));
+}
+
+#[tokio::test(start_paused = true)]
+async fn destroy_during_provisioning_leaves_nothing_behind() {
+    let h = Harness::start().await;
+    let vmid = h.create_sandbox("yolo-ephemeral", None, false).await;
+    eventually("the clone exists", 5 * MINUTE, || h.vm_exists(vmid)).await;
+    assert!(matches!(h.sandbox(vmid).state, SandboxState::Provisioning | SandboxState::Requested));
+    let actor = h.sandbox_actor(vmid);
+    let destroyed = actor
+        .call(|reply| SandboxMsg::Destroy { force: true, by: None, reply }, Some(HOUR))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(destroyed.state, SandboxState::Destroyed);
+    assert!(!h.vm_exists(vmid), "the half-provisioned VM is destroyed");
+    let snippets = std::fs::read_dir(&h.sandboxes.settings.snippets_dir).unwrap().count();
+    assert_eq!(snippets, 0, "no snippet is left");
+    tokio::time::sleep(HOUR).await;
+    assert!(!h.vm_exists(vmid), "nothing re-creates it");
+}
