@@ -14,3 +14,4 @@ pub mod pve;
 pub mod root;
 pub mod sandbox;
 pub mod store;
+pub mod tokens;

@@ -44,7 +44,7 @@ async fn renewing_the_lease_re_arms_the_timer() {
     let vmid = h.ready_sandbox(Some(30), false).await;
     let actor = h.sandbox_actor(vmid);
     // Leases are renewed while RUNNING (a job's agent is at work).
-    actor.send_message(SandboxMsg::JobEvent(SandboxEvent::JobStarted)).unwrap();
+    actor.send_message(SandboxMsg::JobChanged(SandboxEvent::JobStarted)).unwrap();
     eventually("running", MINUTE, || h.sandbox(vmid).state == SandboxState::Running).await;
     let until = agentlab_actors::model::time_format::format(h.sandboxes.settings.clock.now() + HOUR);
     let renewed = actor

@@ -11,6 +11,10 @@ pub enum ErrorClass {
     LockTimeout,
     AlreadyExists,
     NotRunning,
+    /// Asked to start a VM that already runs.
+    AlreadyRunning,
+    /// A resize smaller than the disk (Proxmox never shrinks).
+    WouldShrink,
     AgentNotRunning,
     Auth,
     Validation,
@@ -28,6 +32,8 @@ impl ErrorClass {
             ErrorClass::LockTimeout => "lock_timeout",
             ErrorClass::AlreadyExists => "already_exists",
             ErrorClass::NotRunning => "not_running",
+            ErrorClass::AlreadyRunning => "already_running",
+            ErrorClass::WouldShrink => "would_shrink",
             ErrorClass::AgentNotRunning => "agent_not_running",
             ErrorClass::Auth => "auth",
             ErrorClass::Validation => "validation",
@@ -51,6 +57,10 @@ pub enum PveError {
     AlreadyExists(String),
     #[error("proxmox: {0}")]
     NotRunning(String),
+    #[error("proxmox: {0}")]
+    AlreadyRunning(String),
+    #[error("proxmox: {0}")]
+    WouldShrink(String),
     #[error("proxmox: {0}")]
     AgentNotRunning(String),
     #[error(
@@ -79,6 +89,8 @@ impl PveError {
             PveError::LockTimeout(_) => ErrorClass::LockTimeout,
             PveError::AlreadyExists(_) => ErrorClass::AlreadyExists,
             PveError::NotRunning(_) => ErrorClass::NotRunning,
+            PveError::AlreadyRunning(_) => ErrorClass::AlreadyRunning,
+            PveError::WouldShrink(_) => ErrorClass::WouldShrink,
             PveError::AgentNotRunning(_) => ErrorClass::AgentNotRunning,
             PveError::Auth(_) => ErrorClass::Auth,
             PveError::Validation { .. } => ErrorClass::Validation,
@@ -86,6 +98,17 @@ impl PveError {
             PveError::Timeout(_) => ErrorClass::Timeout,
             PveError::Tls(_) => ErrorClass::Tls,
             PveError::Other(_) | PveError::Config(_) => ErrorClass::Other,
+        }
+    }
+
+    /// The thing to create is already there: an `AlreadyExists` answer, or a 400 whose
+    /// parameter message says so (Proxmox rejects a duplicate security group or VMID as a
+    /// parameter error: `group: Security group 'x' already exists`).
+    pub fn is_already_there(&self) -> bool {
+        match self {
+            PveError::AlreadyExists(_) => true,
+            PveError::Validation { message, .. } => message.to_ascii_lowercase().contains("already exists"),
+            _ => false,
         }
     }
 
@@ -125,8 +148,13 @@ fn classify_message(text: String) -> PveError {
         PveError::Locked(text)
     } else if lower.contains("does not exist") || lower.contains("no such") {
         PveError::NotFound(text)
-    } else if lower.contains("already exists") {
+    } else if lower.contains("already exists") || lower.contains("already used") {
+        // `snapshot name 'clean' already used` (qemu-server's snapshot_prepare).
         PveError::AlreadyExists(text)
+    } else if lower.contains("already running") {
+        PveError::AlreadyRunning(text)
+    } else if lower.contains("shrinking disks is not supported") {
+        PveError::WouldShrink(text)
     } else if lower.contains("qemu guest agent is not running") || lower.contains("guest agent is not running") {
         PveError::AgentNotRunning(text)
     } else if lower.contains("not running") {
@@ -151,6 +179,9 @@ mod tests {
             (500, "VM is locked (clone)", ErrorClass::Locked),
             (500, "Configuration file 'nodes/pve/qemu-server/123.conf' does not exist", ErrorClass::NotFound),
             (500, "VM 101 not running", ErrorClass::NotRunning),
+            (500, "VM 101 already running", ErrorClass::AlreadyRunning),
+            (500, "shrinking disks is not supported", ErrorClass::WouldShrink),
+            (500, "snapshot name 'clean' already used", ErrorClass::AlreadyExists),
             (500, "QEMU guest agent is not running", ErrorClass::AgentNotRunning),
             (500, "ipcc_send_rec[1] failed: Connection refused", ErrorClass::Transient),
             (500, "cluster not ready - no quorum?", ErrorClass::Transient),
@@ -160,6 +191,17 @@ mod tests {
         for (status, text, class) in cases {
             assert_eq!(PveError::from_status(status, text, None).class(), class, "{status} {text}");
         }
+    }
+
+    #[test]
+    fn a_duplicate_is_already_there_whether_proxmox_says_so_in_a_400_or_a_500() {
+        let group = serde_json::json!({"group": "Security group 'agent_nat_off' already exists\n"});
+        assert!(PveError::from_status(400, "Parameter verification failed.", group.as_object()).is_already_there());
+        assert!(
+            PveError::from_status(500, "unable to create VM 101: config file already exists", None).is_already_there()
+        );
+        let other = serde_json::json!({"cores": "value must have a minimum value of 1\n"});
+        assert!(!PveError::from_status(400, "Parameter verification failed.", other.as_object()).is_already_there());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! sandboxes and events from the store, the actor tree, exit codes, config and profile
 //! errors, signals.
 
-use agentlab_actors::model::{NetworkMode, SandboxState, time_format};
+use agentlab_actors::model::SandboxState;
 use agentlab_actors::store::{NewEvent, SandboxRecord, Stage, Store};
 use agentlab_e2e::{Workspace, eventually};
 use nix::sys::signal::Signal;
@@ -78,30 +78,11 @@ fn debug_actors_shows_the_root_and_its_children() {
 }
 
 fn record(vmid: u32, state: SandboxState) -> SandboxRecord {
-    let now = time_format::now();
     SandboxRecord {
-        vmid,
         name: format!("sbx-{vmid}"),
-        profile: "yolo-ephemeral".into(),
-        state,
         ip: Some("10.77.0.20".into()),
-        node: Some("pve1".into()),
         tags: vec!["e2e".into()],
-        keepalive: false,
-        lease_expires_at: None,
-        last_used_at: None,
-        network_mode: NetworkMode::Nat,
-        cores: 4,
-        memory_mb: 6144,
-        job_id: None,
-        workspace_id: None,
-        provision_step: None,
-        snippet_path: None,
-        error: None,
-        ttl_minutes: None,
-        description: None,
-        created_at: now.clone(),
-        updated_at: now,
+        ..SandboxRecord::sample(vmid, state)
     }
 }
 

@@ -2,11 +2,12 @@
 //! then starts side effects on tasks whose outcome comes back as a message.
 
 use super::{JobContext, release};
+use crate::model::Refusal;
 use crate::model::job_state::{self, JobEvent};
 use crate::model::redact::Redactor;
 use crate::model::{ErrorCode, JobState, SandboxEvent, SandboxNotice, job_links, time_format};
 use crate::protocol::guest::{JobPhase, ReportResponse, ReportStatus, RunnerReport};
-use crate::sandbox::{OpError, SandboxMsg};
+use crate::sandbox::SandboxMsg;
 use crate::store::{JobRecord, NewEvent, Stage};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
@@ -20,11 +21,11 @@ pub enum JobMsg {
     /// A report from the runner, already authenticated by its runner token.
     Report {
         report: RunnerReport,
-        reply: RpcReplyPort<Result<ReportResponse, OpError>>,
+        reply: RpcReplyPort<Result<ReportResponse, Refusal>>,
     },
     Cancel {
         by: Option<u32>,
-        reply: RpcReplyPort<Result<JobRecord, OpError>>,
+        reply: RpcReplyPort<Result<JobRecord, Refusal>>,
     },
     /// The host-side deadline passed without a final report.
     DeadlinePassed,
@@ -106,7 +107,7 @@ impl JobActor {
     /// Tells the sandbox actor what the job did (RUNNING, COMPLETED, FAILED).
     fn tell_sandbox(&self, job: &JobRecord, event: SandboxEvent) {
         if let Some(actor) = job.sandbox_vmid.and_then(crate::sandbox::actor_of) {
-            let _ = actor.send_message(SandboxMsg::JobEvent(event));
+            let _ = actor.send_message(SandboxMsg::JobChanged(event));
         }
     }
 
@@ -153,16 +154,16 @@ impl JobActor {
         me: &ActorRef<JobMsg>,
         state: &mut JobActorState,
         report: RunnerReport,
-    ) -> Result<Result<ReportResponse, OpError>, ActorProcessingErr> {
+    ) -> Result<Result<ReportResponse, Refusal>, ActorProcessingErr> {
         let job = self.load(&state.id)?;
         if job.status.is_final() {
-            return Ok(Err(OpError {
+            return Ok(Err(Refusal {
                 code: ErrorCode::JobFinalized,
                 message: format!("job already finalized ({})", job.status),
             }));
         }
         if job.sandbox_vmid != Some(report.vmid) || report.job_id != job.id {
-            return Ok(Err(OpError { code: ErrorCode::InvalidToken, message: "job sandbox mismatch".into() }));
+            return Ok(Err(Refusal { code: ErrorCode::InvalidToken, message: "job sandbox mismatch".into() }));
         }
         self.ensure_redactor(state, &job);
         let message = report.message.as_deref().map(|m| state.redact(m));
@@ -309,7 +310,7 @@ impl Actor for JobActor {
                     by,
                 )? {
                     Some(job) => Ok(job),
-                    None => Err(OpError {
+                    None => Err(Refusal {
                         code: ErrorCode::JobFinalized,
                         message: format!("job {} already ended {}; nothing to cancel", job.id, job.status),
                     }),

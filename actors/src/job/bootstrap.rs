@@ -4,21 +4,21 @@
 //! either gets a payload whose tokens work, or its token stays unused.
 
 use super::JobContext;
+use crate::model::Refusal;
 use crate::model::{ErrorCode, time_format};
 use crate::protocol::guest::{
     ArtifactEndpoint, BootstrapPayload, FetchRequest, GitCredentials, JobSpec, NO_JOB_ERROR, Policy,
 };
-use crate::sandbox::OpError;
-use crate::sandbox::snippet::{random_token, token_hash};
 use crate::store::{JobRecord, MintedTokens};
+use crate::tokens::{random_token, token_hash};
 use std::sync::Arc;
 
-fn refused(message: impl Into<String>) -> OpError {
-    OpError { code: ErrorCode::InvalidToken, message: message.into() }
+fn refused(message: impl Into<String>) -> Refusal {
+    Refusal { code: ErrorCode::InvalidToken, message: message.into() }
 }
 
-fn internal(message: impl Into<String>) -> OpError {
-    OpError { code: ErrorCode::Internal, message: message.into() }
+fn internal(message: impl Into<String>) -> Refusal {
+    Refusal { code: ErrorCode::Internal, message: message.into() }
 }
 
 /// Answers a fetch; the errors carry the codes the guest listener maps to 404/403/500.
@@ -26,9 +26,9 @@ pub async fn fetch(
     ctx: &Arc<JobContext>,
     req: &FetchRequest,
     source: std::net::IpAddr,
-) -> Result<BootstrapPayload, OpError> {
+) -> Result<BootstrapPayload, Refusal> {
     if req.token.is_empty() || req.vmid == 0 {
-        return Err(OpError { code: ErrorCode::InvalidValue, message: "token and vmid are required".into() });
+        return Err(Refusal { code: ErrorCode::InvalidValue, message: "token and vmid are required".into() });
     }
     let store = &ctx.store;
     let sandbox = store.get_sandbox(req.vmid).map_err(|e| internal(e.to_string()))?;
@@ -40,12 +40,12 @@ pub async fn fetch(
     }
     let job_id = sandbox
         .and_then(|s| s.job_id)
-        .ok_or_else(|| OpError { code: ErrorCode::JobNotFound, message: NO_JOB_ERROR.into() })?;
+        .ok_or_else(|| Refusal { code: ErrorCode::JobNotFound, message: NO_JOB_ERROR.into() })?;
     let job = store
         .get_job(&job_id)
         .map_err(|e| internal(e.to_string()))?
         .filter(|j| j.sandbox_vmid == Some(req.vmid))
-        .ok_or_else(|| OpError { code: ErrorCode::JobNotFound, message: NO_JOB_ERROR.into() })?;
+        .ok_or_else(|| Refusal { code: ErrorCode::JobNotFound, message: NO_JOB_ERROR.into() })?;
     let hash = token_hash(&req.token);
     if !store.bootstrap_token_valid(&hash, req.vmid).map_err(|e| internal(e.to_string()))? {
         return Err(refused("invalid or expired bootstrap token"));
@@ -74,7 +74,7 @@ pub async fn fetch(
 }
 
 /// The payload, with fresh runner and artifact tokens (their hashes are stored by the caller).
-fn build(ctx: &JobContext, job: &JobRecord) -> Result<BootstrapPayload, OpError> {
+fn build(ctx: &JobContext, job: &JobRecord) -> Result<BootstrapPayload, Refusal> {
     let bundle = super::secrets::load(&ctx.settings.secrets, &ctx.profiles, &job.profile)
         .map_err(|e| internal(format!("the job's secrets bundle cannot be opened: {e}")))?
         .unwrap_or_default();

@@ -2,10 +2,11 @@
 //! actor) and provisioning its sandbox (record or find it, start its actor, wait for READY).
 
 use super::{DEADLINE_GRACE_MINUTES, JobContext, SANDBOX_LEASE_GRACE_MINUTES, new_job_id};
+use crate::model::Refusal;
 use crate::model::{ErrorCode, JobState, modifiers, time_format};
 use crate::protocol::{AGENTS, CreateJobRequest, MODES};
 use crate::sandbox::allocate::{AllocateError, SandboxRequest, allocate};
-use crate::sandbox::{OpError, SandboxMsg, Settled};
+use crate::sandbox::{SandboxMsg, Settled};
 use crate::store::JobRecord;
 use std::time::Duration;
 
@@ -15,12 +16,12 @@ pub const DEFAULT_AGENT: &str = "claude";
 pub const DEFAULT_TTL_MINUTES: u32 = 60;
 const MAX_TASK_BYTES: usize = 64 * 1024;
 
-fn invalid(message: impl Into<String>) -> OpError {
-    OpError { code: ErrorCode::InvalidValue, message: message.into() }
+fn invalid(message: impl Into<String>) -> Refusal {
+    Refusal { code: ErrorCode::InvalidValue, message: message.into() }
 }
 
 /// A repository the runner can clone; never something git would read as an option.
-fn check_repo_url(url: &str) -> Result<(), OpError> {
+fn check_repo_url(url: &str) -> Result<(), Refusal> {
     let url = url.trim();
     let schemes = ["https://", "http://", "ssh://", "git://", "file://"];
     let scp_like = url.split_once(':').is_some_and(|(host, _)| host.contains('@') && !host.contains('/'));
@@ -35,7 +36,7 @@ fn check_repo_url(url: &str) -> Result<(), OpError> {
     Ok(())
 }
 
-fn check_ref(git_ref: &str) -> Result<(), OpError> {
+fn check_ref(git_ref: &str) -> Result<(), Refusal> {
     let ok = !git_ref.is_empty()
         && git_ref.len() <= 255
         && !git_ref.starts_with('-')
@@ -46,13 +47,13 @@ fn check_ref(git_ref: &str) -> Result<(), OpError> {
 
 /// Validates `req`, checks the job's secrets bundle opens, and records the job QUEUED.
 /// The caller starts its actor.
-pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u32>) -> Result<JobRecord, OpError> {
+pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u32>) -> Result<JobRecord, Refusal> {
     let profiles = ctx.profiles.snapshot();
     let names = profiles.names();
     let profile_name = modifiers::resolve_profile_name(&req.profile, &names).ok_or_else(|| {
         let near = modifiers::suggest_profiles(&req.profile, &names);
         let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
-        OpError {
+        Refusal {
             code: ErrorCode::UnknownProfile,
             message: format!("unknown profile `{}`{hint}; `agentlab profile list` shows them", req.profile),
         }
@@ -60,7 +61,7 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
     let profile = profiles
         .get(&profile_name)
         .map(|p| p.profile.clone())
-        .ok_or_else(|| OpError { code: ErrorCode::UnknownProfile, message: "profile vanished".into() })?;
+        .ok_or_else(|| Refusal { code: ErrorCode::UnknownProfile, message: "profile vanished".into() })?;
     check_repo_url(&req.repo_url)?;
     if let Some(r) = &req.git_ref {
         check_ref(r)?;
@@ -93,14 +94,14 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
     match check.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            return Err(OpError {
+            return Err(Refusal {
                 code: ErrorCode::SecretsInvalid,
                 message: format!("the job's secrets bundle cannot be used: {e} ({})", e.code()),
             });
         }
-        Err(e) => return Err(OpError { code: ErrorCode::Internal, message: format!("secrets check failed: {e}") }),
+        Err(e) => return Err(Refusal { code: ErrorCode::Internal, message: format!("secrets check failed: {e}") }),
     }
-    let id = new_job_id().map_err(|e| OpError { code: ErrorCode::Internal, message: format!("no randomness: {e}") })?;
+    let id = new_job_id().map_err(|e| Refusal { code: ErrorCode::Internal, message: format!("no randomness: {e}") })?;
     let now = ctx.sandboxes.settings.clock.now();
     let deadline = now + ctx.minute() * (ttl + DEADLINE_GRACE_MINUTES) + ctx.sandboxes.settings.provisioning_timeout;
     let job = JobRecord {
@@ -125,7 +126,7 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
     };
     ctx.store
         .insert_job(&job, peer_uid)
-        .map_err(|e| OpError { code: ErrorCode::StoreFailed, message: e.to_string() })?;
+        .map_err(|e| Refusal { code: ErrorCode::StoreFailed, message: e.to_string() })?;
     Ok(job)
 }
 

@@ -74,7 +74,7 @@ impl JobContext {
 
 /// `job_<16 hex>`, as the Go version's ids.
 pub fn new_job_id() -> std::io::Result<String> {
-    Ok(format!("job_{}", crate::sandbox::snippet::random_hex(8)?))
+    Ok(format!("job_{}", crate::tokens::random_hex(8)?))
 }
 
 pub use crate::protocol::valid_job_id;

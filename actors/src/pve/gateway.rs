@@ -12,11 +12,7 @@
 
 use super::retry::{RetryPolicy, is_retryable};
 use super::stats::Stats;
-use agentlab_proxmox::types::{
-    CloneSpec, ClusterVm, ConfigChange, DestroyOptions, GuestInterface, Snapshot, TaskStatus, VmAction, VmConfig,
-    VmStatus,
-};
-use agentlab_proxmox::{Pve, PveError, PveVersion};
+use agentlab_proxmox::{Pve, PveError};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -139,13 +135,13 @@ struct Held {
 }
 
 /// An operation handed to the actor: it decides the order, then the job runs on its own task.
-pub struct Job {
+pub struct PveCall {
     pub spec: OpSpec,
-    pub run: Box<dyn FnOnce(Admission) -> BoxFuture<'static, ()> + Send>,
+    pub run: Box<dyn FnOnce(Turn) -> BoxFuture<'static, ()> + Send>,
 }
 
 /// What the actor gives a job: its place in its VM's queue and the shared state.
-pub struct Admission {
+pub struct Turn {
     pub shared: Arc<Shared>,
     pub after: Option<oneshot::Receiver<()>>,
     pub done: Option<oneshot::Sender<()>>,
@@ -154,7 +150,7 @@ pub struct Admission {
 /// An attempt: `(pve, attempt number from 0)`.
 pub type Attempt<T> = dyn Fn(Arc<dyn Pve>, u32) -> BoxFuture<'static, Result<T, PveError>> + Send + Sync;
 
-impl Admission {
+impl Turn {
     async fn execute<T>(mut self, spec: &OpSpec, attempt: &Attempt<T>) -> Result<T, PveError> {
         if let Some(after) = self.after.take() {
             // Err: the previous operation's job vanished; its turn is over either way.
@@ -219,12 +215,12 @@ where
 /// The typed front of the gateway, used by every actor that needs Proxmox.
 #[derive(Clone)]
 pub struct Gateway {
-    submit: Arc<dyn Fn(Job) -> Result<(), PveError> + Send + Sync>,
+    submit: Arc<dyn Fn(PveCall) -> Result<(), PveError> + Send + Sync>,
 }
 
 impl Gateway {
     /// A gateway that sends jobs to the `pve` actor.
-    pub fn new(submit: impl Fn(Job) -> Result<(), PveError> + Send + Sync + 'static) -> Gateway {
+    pub fn new(submit: impl Fn(PveCall) -> Result<(), PveError> + Send + Sync + 'static) -> Gateway {
         Gateway { submit: Arc::new(submit) }
     }
 
@@ -236,11 +232,11 @@ impl Gateway {
     ) -> Result<T, PveError> {
         let (tx, rx) = oneshot::channel();
         let job_spec = spec.clone();
-        let job = Job {
+        let job = PveCall {
             spec,
-            run: Box::new(move |admission: Admission| {
+            run: Box::new(move |turn: Turn| {
                 Box::pin(async move {
-                    let result = admission.execute(&job_spec, &attempt).await;
+                    let result = turn.execute(&job_spec, &attempt).await;
                     let _ = tx.send(result);
                 })
             }),
@@ -248,128 +244,4 @@ impl Gateway {
         (self.submit)(job)?;
         rx.await.map_err(|_| PveError::Transient("the pve gateway stopped before answering".into()))?
     }
-
-    pub async fn version(&self) -> Result<PveVersion, PveError> {
-        self.run(OpSpec::read("version"), |pve, _| Box::pin(async move { pve.version().await })).await
-    }
-
-    pub async fn cluster_vms(&self) -> Result<Vec<ClusterVm>, PveError> {
-        self.run(OpSpec::read("cluster_vms"), |pve, _| Box::pin(async move { pve.cluster_vms().await })).await
-    }
-
-    pub async fn next_vmid(&self, wanted: Option<u32>) -> Result<u32, PveError> {
-        self.run(OpSpec::read("next_vmid"), move |pve, _| Box::pin(async move { pve.next_vmid(wanted).await })).await
-    }
-
-    pub async fn vm_status(&self, node: &str, vmid: u32) -> Result<VmStatus, PveError> {
-        let node = node.to_string();
-        self.run(OpSpec::read("vm_status"), move |pve, _| {
-            let node = node.clone();
-            Box::pin(async move { pve.vm_status(&node, vmid).await })
-        })
-        .await
-    }
-
-    pub async fn vm_config(&self, node: &str, vmid: u32) -> Result<VmConfig, PveError> {
-        let node = node.to_string();
-        self.run(OpSpec::read("vm_config"), move |pve, _| {
-            let node = node.clone();
-            Box::pin(async move { pve.vm_config(&node, vmid).await })
-        })
-        .await
-    }
-
-    /// A clone; retried after an ambiguous failure, a target that now exists is the
-    /// earlier attempt's (waited on until its `clone` lock clears).
-    pub async fn clone_vm(&self, node: &str, source: u32, spec: CloneSpec) -> Result<TaskStatus, PveError> {
-        let node = node.to_string();
-        let op = OpSpec { name: "clone", vmid: Some(spec.newid), task: true, clone_of: Some((node.clone(), source)) };
-        self.run(op, move |pve, attempt| {
-            let (node, spec) = (node.clone(), spec.clone());
-            Box::pin(async move {
-                match pve.clone_vm(&node, source, &spec).await {
-                    Err(PveError::AlreadyExists(_)) if attempt > 0 => {
-                        wait_unlocked(pve.as_ref(), &node, spec.newid).await
-                    }
-                    other => other,
-                }
-            })
-        })
-        .await
-    }
-
-    pub async fn update_config(&self, node: &str, vmid: u32, change: ConfigChange) -> Result<(), PveError> {
-        let node = node.to_string();
-        self.run(OpSpec::change("update_config", vmid), move |pve, _| {
-            let (node, change) = (node.clone(), change.clone());
-            Box::pin(async move { pve.update_config(&node, vmid, &change).await })
-        })
-        .await
-    }
-
-    pub async fn vm_action(&self, node: &str, vmid: u32, action: VmAction) -> Result<TaskStatus, PveError> {
-        let node = node.to_string();
-        self.run(OpSpec::task(action.path(), vmid), move |pve, attempt| {
-            let node = node.clone();
-            Box::pin(async move {
-                match pve.vm_action(&node, vmid, action).await {
-                    // An earlier attempt that timed out may have started it.
-                    Err(e) if attempt > 0 && action == VmAction::Start && e.to_string().contains("already running") => {
-                        Ok(done_task())
-                    }
-                    other => other,
-                }
-            })
-        })
-        .await
-    }
-
-    /// Destroy; a VM already gone after a retried attempt is success.
-    pub async fn destroy_vm(&self, node: &str, vmid: u32, options: DestroyOptions) -> Result<TaskStatus, PveError> {
-        let node = node.to_string();
-        self.run(OpSpec::task("destroy", vmid), move |pve, attempt| {
-            let node = node.clone();
-            Box::pin(async move {
-                match pve.destroy_vm(&node, vmid, options).await {
-                    Err(PveError::NotFound(_)) if attempt > 0 => Ok(done_task()),
-                    other => other,
-                }
-            })
-        })
-        .await
-    }
-
-    pub async fn snapshots(&self, node: &str, vmid: u32) -> Result<Vec<Snapshot>, PveError> {
-        let node = node.to_string();
-        self.run(OpSpec::read("snapshots"), move |pve, _| {
-            let node = node.clone();
-            Box::pin(async move { pve.snapshots(&node, vmid).await })
-        })
-        .await
-    }
-
-    pub async fn agent_interfaces(&self, node: &str, vmid: u32) -> Result<Vec<GuestInterface>, PveError> {
-        let node = node.to_string();
-        self.run(OpSpec::read("agent_interfaces"), move |pve, _| {
-            let node = node.clone();
-            Box::pin(async move { pve.agent_interfaces(&node, vmid).await })
-        })
-        .await
-    }
-}
-
-fn done_task() -> TaskStatus {
-    TaskStatus { upid: String::new(), status: "stopped".into(), exitstatus: Some("OK".into()), task_type: None }
-}
-
-/// Waits until a VM's config lock is gone (an earlier clone attempt finishing).
-async fn wait_unlocked(pve: &dyn Pve, node: &str, vmid: u32) -> Result<TaskStatus, PveError> {
-    for _ in 0..600 {
-        let status = pve.vm_status(node, vmid).await?;
-        if status.lock.is_none() {
-            return Ok(done_task());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    Err(PveError::Locked(format!("VM {vmid} stayed locked after its clone")))
 }

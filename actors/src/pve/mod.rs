@@ -1,18 +1,20 @@
 //! The `pve` gateway: the only caller of Proxmox.
 //!
-//! Operations arrive as `Submit(Job)`. The actor only decides their order (one mutating
+//! Operations arrive as `Submit(PveCall)`. The actor only decides their order (one mutating
 //! operation per VMID at a time, in arrival order) and spawns them; the policy of
 //! `gateway` (clone caps, template exclusion, task cap, retries) runs on each job's own
 //! task, and the transport is rate limited (`rate_limit`). So the mailbox never waits on
 //! Proxmox, and `status` answers at once even while Proxmox hangs. A timer probes
 //! reachability, the token, the nodes and the firewall switches.
 
+mod calls;
 mod gateway;
 pub mod rate_limit;
 mod retry;
 pub mod stats;
 
-pub use gateway::{Admission, Gateway, GatewayLimits, Job, OpSpec, Shared};
+pub use calls::CLONE_LOCK_WAIT;
+pub use gateway::{Gateway, GatewayLimits, OpSpec, PveCall, Shared, Turn};
 pub use retry::{RetryPolicy, is_retryable};
 
 use crate::events;
@@ -41,7 +43,7 @@ pub enum PveMsg {
     /// A probe's outcome.
     Probed(ProxmoxStatus),
     /// An operation to schedule.
-    Submit(Job),
+    Submit(PveCall),
     /// Operation counts and latencies.
     Stats(RpcReplyPort<BTreeMap<(String, String), stats::OpStat>>),
 }
@@ -190,7 +192,7 @@ impl Actor for PveGateway {
                 state
                     .tails
                     .retain(|_, rx| !matches!(rx.try_recv(), Ok(()) | Err(oneshot::error::TryRecvError::Closed)));
-                let admission = Admission { shared: Arc::clone(&state.shared), after, done };
+                let admission = Turn { shared: Arc::clone(&state.shared), after, done };
                 tokio::spawn((job.run)(admission));
             }
             PveMsg::Stats(reply) => {

@@ -107,7 +107,7 @@ async fn start(vmids: &[u32], policy: RestartPolicy) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("agentlab.db")).unwrap());
     for vmid in vmids {
-        let record = crate::store::sandboxes_sample(*vmid, SandboxState::Ready);
+        let record = crate::store::SandboxRecord::sample(*vmid, SandboxState::Ready);
         store.insert_sandbox(&record, None).unwrap();
     }
     let directory = ActorDirectory::default();

@@ -64,7 +64,7 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
         memory_mb: profile.resources.memory_mb,
         job_id: req.job_id.clone(),
         workspace_id: None,
-        provision_step: None,
+        intent: None,
         snippet_path: None,
         error: None,
         ttl_minutes: ttl,

@@ -4,19 +4,24 @@
 //! continues exactly where the record says.
 
 mod actor;
-mod actor_ops;
 pub mod allocate;
+mod decide;
+mod error;
 mod generation;
-pub mod operations;
+mod health;
+mod lease;
+mod lifecycle;
+mod msg;
+mod operate;
 mod pipeline;
 pub mod reconcile;
 pub mod snippet;
 mod teardown;
-mod timers;
 
-pub use actor::{OpError, SandboxActor, SandboxMsg, Settled};
-pub use operations::SandboxOp;
-pub use pipeline::Step;
+pub use actor::SandboxActor;
+pub use error::{ProvisionFailure, SandboxError};
+pub use msg::{AfterTeardown, OpReply, SandboxMsg, Settled};
+pub use operate::SandboxOp;
 
 use crate::profiles::ProfileRegistry;
 use crate::pve::Gateway;
@@ -127,7 +132,28 @@ pub fn actor_of(vmid: u32) -> Option<ractor::ActorRef<SandboxMsg>> {
 /// The `agentlab` tag: the daemon never changes or destroys a VM without it.
 pub const OWNER_TAG: &str = "agentlab";
 
+/// The snapshot taken at the end of provisioning, which `revert` returns to.
+pub const CLEAN_SNAPSHOT: &str = "clean";
+
 /// The description marker written at clone time (before the tag can be set).
 pub fn description_marker(vmid: u32) -> String {
     format!("agentlab-sandbox:{vmid}")
+}
+
+/// Whether the VM with this config is AgentLab's: tagged `agentlab`, or carrying the
+/// description marker a clone of ours gets before it can be tagged.
+pub fn is_ours(config: &agentlab_proxmox::types::VmConfig, vmid: u32) -> bool {
+    config.tags().iter().any(|t| t == OWNER_TAG)
+        || config.get("description").is_some_and(|d| d.contains(&description_marker(vmid)))
+}
+
+/// The guest's first IPv4 address inside the agent subnet, as the guest agent reports it.
+pub fn guest_ip(interfaces: &[agentlab_proxmox::types::GuestInterface], subnet: &IpNet) -> Option<String> {
+    interfaces
+        .iter()
+        .flat_map(|i| &i.ip_addresses)
+        .filter(|a| a.ip_address_type == "ipv4")
+        .filter_map(|a| a.ip_address.parse::<IpAddr>().ok())
+        .find(|ip| subnet.contains(ip))
+        .map(|ip| ip.to_string())
 }

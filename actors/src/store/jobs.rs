@@ -2,11 +2,11 @@
 //! event), its phases and its stored log. The job actor rebuilds itself from this.
 
 use super::events::{EVENT_COLUMNS, EventPage, NewEvent, Stage, event_view, insert_event};
-use super::{Store, StoreError, StoreResult};
+use super::{FromRow, RowError, Store, StoreError, StoreResult};
 use crate::model::{JobState, time_format};
 use crate::protocol::EventView;
 use crate::protocol::guest::JobPhase;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 /// A job as persisted.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,22 +43,18 @@ impl NewEvent {
 const COLUMNS: &str = "id, repo_url, git_ref, profile, task, mode, agent, ttl_minutes, keepalive, status, \
     sandbox_vmid, log_bytes, result, error, deadline_at, sandbox_released, created_at, updated_at";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<JobRecord, String>> {
-    let id: String = row.get(0)?;
-    let status: String = row.get(9)?;
-    let result: Option<String> = row.get(12)?;
-    let parsed = (|| {
-        let status = status.parse::<JobState>().map_err(|e| format!("job {id}: {e}"))?;
+impl FromRow for JobRecord {
+    fn from_row(row: &Row<'_>) -> Result<JobRecord, RowError> {
+        let id: String = row.get(0)?;
+        let corrupt = |what: String| RowError::Corrupt(format!("job {id}: {what}"));
+        let status: String = row.get(9)?;
+        let status = status.parse::<JobState>().map_err(|e| corrupt(e.to_string()))?;
+        let result: Option<String> = row.get(12)?;
         let result = match result {
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| format!("job {id}: result: {e}"))?),
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("result: {e}")))?),
             None => None,
         };
-        Ok::<_, String>((status, result))
-    })();
-    Ok(match parsed {
-        Err(e) => Err(e),
-        Ok((status, result)) => Ok(JobRecord {
-            id,
+        Ok(JobRecord {
             repo_url: row.get(1)?,
             git_ref: row.get(2)?,
             profile: row.get(3)?,
@@ -76,27 +72,14 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<JobRecord, String>> {
             sandbox_released: row.get(15)?,
             created_at: row.get(16)?,
             updated_at: row.get(17)?,
-        }),
-    })
-}
-
-fn query_jobs(
-    store: &Store,
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> StoreResult<Vec<JobRecord>> {
-    let mut stmt = conn.prepare(sql).map_err(|e| store.err(e))?;
-    let rows = stmt.query_map(args, from_row).map_err(|e| store.err(e))?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row.map_err(|e| store.err(e))?.map_err(StoreError::Corrupt)?);
+            id,
+        })
     }
-    Ok(out)
 }
 
 pub(crate) fn job_in(tx: &Transaction<'_>, store: &Store, id: &str) -> StoreResult<JobRecord> {
-    query_jobs(store, tx, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), &[&id])?
+    store
+        .query(tx, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), &[&id])?
         .pop()
         .ok_or_else(|| StoreError::JobNotFound(id.to_string()))
 }
@@ -159,26 +142,20 @@ impl Store {
     }
 
     pub fn get_job(&self, id: &str) -> StoreResult<Option<JobRecord>> {
-        self.read(
-            |conn| Ok(query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), &[&id])?.pop()),
-        )
+        self.read(|conn| Ok(self.query(conn, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), &[&id])?.pop()))
     }
 
     /// Newest first; `status` filters.
     pub fn list_jobs(&self, status: Option<JobState>, limit: u32) -> StoreResult<Vec<JobRecord>> {
         self.read(|conn| match status {
-            Some(s) => query_jobs(
-                self,
+            Some(s) => self.query(
                 conn,
                 &format!("SELECT {COLUMNS} FROM jobs WHERE status = ?1 ORDER BY created_at DESC LIMIT ?2"),
                 &[&s.as_str(), &limit],
             ),
-            None => query_jobs(
-                self,
-                conn,
-                &format!("SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?1"),
-                &[&limit],
-            ),
+            None => {
+                self.query(conn, &format!("SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?1"), &[&limit])
+            }
         })
     }
 
@@ -274,8 +251,7 @@ impl Store {
     /// The job whose runner token hashes to `hash`.
     pub fn job_by_runner_token(&self, hash: &str) -> StoreResult<Option<JobRecord>> {
         self.read(|conn| {
-            Ok(query_jobs(self, conn, &format!("SELECT {COLUMNS} FROM jobs WHERE runner_token_hash = ?1"), &[&hash])?
-                .pop())
+            Ok(self.query(conn, &format!("SELECT {COLUMNS} FROM jobs WHERE runner_token_hash = ?1"), &[&hash])?.pop())
         })
     }
 

@@ -16,8 +16,6 @@ pub use jobs::JobRecord;
 pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
 pub use sandbox_updates::SandboxPatch;
 pub use sandboxes::SandboxRecord;
-#[cfg(test)]
-pub(crate) use sandboxes::sample_record as sandboxes_sample;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -63,6 +61,24 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Why a row could not become a record.
+pub(crate) enum RowError {
+    Sql(rusqlite::Error),
+    /// The row was read, but a value in it is not valid (no version writes it).
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for RowError {
+    fn from(e: rusqlite::Error) -> Self {
+        RowError::Sql(e)
+    }
+}
+
+/// A record read from one row of its table's column list.
+pub(crate) trait FromRow: Sized {
+    fn from_row(row: &rusqlite::Row<'_>) -> Result<Self, RowError>;
+}
+
 /// Bound to the database path so every error names the file.
 pub struct Store {
     path: PathBuf,
@@ -79,6 +95,25 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_IDLE_READERS: usize = 8;
 
 impl Store {
+    /// Every row `sql` returns, as records of type `T`.
+    pub(crate) fn query<T: FromRow>(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> StoreResult<Vec<T>> {
+        let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(args).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            out.push(T::from_row(row).map_err(|e| match e {
+                RowError::Sql(e) => self.err(e),
+                RowError::Corrupt(why) => StoreError::Corrupt(why),
+            })?);
+        }
+        Ok(out)
+    }
+
     /// Opens (creating, mode 0600) and migrates the database.
     pub fn open(path: &Path) -> StoreResult<Store> {
         create_private_file(path)?;

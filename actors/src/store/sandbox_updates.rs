@@ -3,14 +3,14 @@
 
 use super::events::{NewEvent, insert_event};
 use super::{SandboxRecord, Store, StoreError, StoreResult};
-use crate::model::time_format;
+use crate::model::{Intent, time_format};
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashSet;
 
 /// Fields to change; `None` leaves a field as it is, `Some(None)` clears it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SandboxPatch {
-    pub provision_step: Option<Option<String>>,
+    pub intent: Option<Option<Intent>>,
     pub snippet_path: Option<Option<String>>,
     pub ip: Option<Option<String>>,
     pub node: Option<Option<String>>,
@@ -41,7 +41,7 @@ impl Store {
                     values.push(Box::new(v.clone()));
                 }
             };
-            text("provision_step", &patch.provision_step);
+            text("provision_step", &patch.intent.map(|i| i.map(|i| i.as_str().to_string())));
             text("snippet_path", &patch.snippet_path);
             text("ip", &patch.ip);
             text("node", &patch.node);
@@ -136,35 +136,61 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::SandboxState;
-    use crate::store::sandboxes_sample;
     use crate::store::test_support::temp_store;
 
     #[test]
     fn allocation_skips_records_and_proxmox_vmids_and_reuses_destroyed_ones_last() {
         let (_dir, store) = temp_store();
         let exclude: HashSet<u32> = [1000].into_iter().collect();
-        let a = store.create_sandbox(sandboxes_sample(0, SandboxState::Requested), None, 1000..=1002, &exclude, None);
+        let a = store.create_sandbox(
+            crate::store::SandboxRecord::sample(0, SandboxState::Requested),
+            None,
+            1000..=1002,
+            &exclude,
+            None,
+        );
         assert_eq!(a.as_ref().map(|r| r.vmid).ok(), Some(1001));
-        let b = store.create_sandbox(sandboxes_sample(0, SandboxState::Requested), None, 1000..=1002, &exclude, None);
+        let b = store.create_sandbox(
+            crate::store::SandboxRecord::sample(0, SandboxState::Requested),
+            None,
+            1000..=1002,
+            &exclude,
+            None,
+        );
         assert_eq!(b.as_ref().map(|r| r.vmid).ok(), Some(1002));
-        let full =
-            store.create_sandbox(sandboxes_sample(0, SandboxState::Requested), None, 1000..=1002, &exclude, None);
+        let full = store.create_sandbox(
+            crate::store::SandboxRecord::sample(0, SandboxState::Requested),
+            None,
+            1000..=1002,
+            &exclude,
+            None,
+        );
         assert!(matches!(full, Err(StoreError::NoFreeVmid)));
         store.transition_sandbox(1001, SandboxState::Requested, SandboxState::Destroyed, None, None).unwrap();
-        let reused =
-            store.create_sandbox(sandboxes_sample(0, SandboxState::Requested), None, 1000..=1002, &exclude, None);
+        let reused = store.create_sandbox(
+            crate::store::SandboxRecord::sample(0, SandboxState::Requested),
+            None,
+            1000..=1002,
+            &exclude,
+            None,
+        );
         assert_eq!(reused.map(|r| r.vmid).ok(), Some(1001));
-        let taken =
-            store.create_sandbox(sandboxes_sample(0, SandboxState::Requested), Some(1002), 1000..=1002, &exclude, None);
+        let taken = store.create_sandbox(
+            crate::store::SandboxRecord::sample(0, SandboxState::Requested),
+            Some(1002),
+            1000..=1002,
+            &exclude,
+            None,
+        );
         assert!(matches!(taken, Err(StoreError::SandboxExists(1002))));
     }
 
     #[test]
     fn patches_change_only_what_they_name() {
         let (_dir, store) = temp_store();
-        store.insert_sandbox(&sandboxes_sample(1001, SandboxState::Provisioning), None).unwrap();
+        store.insert_sandbox(&crate::store::SandboxRecord::sample(1001, SandboxState::Provisioning), None).unwrap();
         let patch = SandboxPatch {
-            provision_step: Some(Some("clone".into())),
+            intent: Some(Some(Intent::Provision(crate::model::Step::Clone))),
             snippet_path: Some(Some("/s/a.yaml".into())),
             ..Default::default()
         };
@@ -174,7 +200,7 @@ mod tests {
             .unwrap();
         let rec = store.get_sandbox(1001).ok().flatten().unwrap_or_else(|| panic!("gone"));
         assert_eq!(
-            (rec.provision_step.as_deref(), rec.snippet_path.as_deref(), rec.ip.as_deref()),
+            (rec.intent.map(Intent::as_str), rec.snippet_path.as_deref(), rec.ip.as_deref()),
             (Some("clone"), Some("/s/a.yaml"), Some("10.77.0.9"))
         );
         assert_eq!(rec.tags, ["team-a"]);

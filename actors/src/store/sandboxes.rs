@@ -1,11 +1,11 @@
 //! The `sandboxes` table.
 
 use super::events::{NewEvent, Stage, insert_event};
-use super::{Store, StoreError, StoreResult};
+use super::{FromRow, RowError, Store, StoreError, StoreResult};
 use crate::model::time_format;
-use crate::model::{NetworkMode, SandboxState};
+use crate::model::{Intent, NetworkMode, SandboxState};
 use crate::protocol::{SandboxNetwork, SandboxResources, SandboxView};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, params};
 use std::collections::BTreeMap;
 
 /// A sandbox as persisted. The actor rebuilds itself from this after any restart.
@@ -26,8 +26,8 @@ pub struct SandboxRecord {
     pub memory_mb: u32,
     pub job_id: Option<String>,
     pub workspace_id: Option<String>,
-    /// The provisioning step recorded before it was started (write-ahead intent).
-    pub provision_step: Option<String>,
+    /// The work in progress, recorded before it starts (column `provision_step`).
+    pub intent: Option<Intent>,
     /// The cloud-init snippet file, recorded before the VM references it.
     pub snippet_path: Option<String>,
     pub error: Option<String>,
@@ -40,6 +40,22 @@ pub struct SandboxRecord {
 }
 
 impl SandboxRecord {
+    /// The sandbox reached READY before (it has an address on record): booting it again is
+    /// a re-boot, whose failure stops the VM and keeps its data instead of tearing it down.
+    pub fn has_booted(&self) -> bool {
+        self.ip.is_some()
+    }
+
+    /// A failed first provisioning whose cleanup has not finished: the `Cleanup` intent, or
+    /// in records from before it existed, a FAILED record that still has its snippet, or a
+    /// node and a provisioning step.
+    pub fn cleanup_pending(&self) -> bool {
+        self.state == SandboxState::Failed
+            && (self.intent == Some(Intent::Cleanup)
+                || self.snippet_path.is_some()
+                || (self.node.is_some() && self.intent.is_some_and(|i| i.step().is_some())))
+    }
+
     pub fn view(&self) -> SandboxView {
         SandboxView {
             vmid: self.vmid,
@@ -71,21 +87,23 @@ const COLUMNS: &str = "vmid, name, profile, state, ip, node, tags, keepalive, le
     network_mode, cores, memory_mb, job_id, workspace_id, provision_step, snippet_path, error, created_at, updated_at, \
     ttl_minutes, description";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, String>> {
-    let state: String = row.get(3)?;
-    let tags: String = row.get(6)?;
-    let mode: String = row.get(10)?;
-    let vmid: u32 = row.get(0)?;
-    let parsed = (|| {
-        let state = state.parse::<SandboxState>().map_err(|e| format!("sandbox {vmid}: {e}"))?;
-        let tags: Vec<String> = serde_json::from_str(&tags).map_err(|e| format!("sandbox {vmid}: tags: {e}"))?;
+impl FromRow for SandboxRecord {
+    fn from_row(row: &Row<'_>) -> Result<SandboxRecord, RowError> {
+        let vmid: u32 = row.get(0)?;
+        let corrupt = |what: String| RowError::Corrupt(format!("sandbox {vmid}: {what}"));
+        let state: String = row.get(3)?;
+        let state = state.parse::<SandboxState>().map_err(|e| corrupt(e.to_string()))?;
+        let tags: String = row.get(6)?;
+        let tags: Vec<String> = serde_json::from_str(&tags).map_err(|e| corrupt(format!("tags: {e}")))?;
+        let mode: String = row.get(10)?;
         let network_mode: NetworkMode = serde_json::from_value(serde_json::Value::String(mode.clone()))
-            .map_err(|_| format!("sandbox {vmid}: unknown network mode `{mode}`"))?;
-        Ok::<_, String>((state, tags, network_mode))
-    })();
-    Ok(match parsed {
-        Err(e) => Err(e),
-        Ok((state, tags, network_mode)) => Ok(SandboxRecord {
+            .map_err(|_| corrupt(format!("unknown network mode `{mode}`")))?;
+        let intent: Option<String> = row.get(15)?;
+        let intent = match intent {
+            Some(text) => Some(Intent::parse(&text).ok_or_else(|| corrupt(format!("unknown intent `{text}`")))?),
+            None => None,
+        };
+        Ok(SandboxRecord {
             vmid,
             name: row.get(1)?,
             profile: row.get(2)?,
@@ -101,30 +119,15 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, String>> {
             memory_mb: row.get(12)?,
             job_id: row.get(13)?,
             workspace_id: row.get(14)?,
-            provision_step: row.get(15)?,
+            intent,
             snippet_path: row.get(16)?,
             error: row.get(17)?,
             created_at: row.get(18)?,
             updated_at: row.get(19)?,
             ttl_minutes: row.get(20)?,
             description: row.get(21)?,
-        }),
-    })
-}
-
-fn query_records(
-    store: &Store,
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> StoreResult<Vec<SandboxRecord>> {
-    let mut stmt = conn.prepare(sql).map_err(|e| store.err(e))?;
-    let rows = stmt.query_map(args, from_row).map_err(|e| store.err(e))?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row.map_err(|e| store.err(e))?.map_err(StoreError::Corrupt)?);
+        })
     }
-    Ok(out)
 }
 
 impl Store {
@@ -135,8 +138,7 @@ impl Store {
 
     pub fn get_sandbox(&self, vmid: u32) -> StoreResult<Option<SandboxRecord>> {
         self.read(|conn| {
-            let mut found =
-                query_records(self, conn, &format!("SELECT {COLUMNS} FROM sandboxes WHERE vmid = ?1"), &[&vmid])?;
+            let mut found = self.query(conn, &format!("SELECT {COLUMNS} FROM sandboxes WHERE vmid = ?1"), &[&vmid])?;
             Ok(found.pop())
         })
     }
@@ -144,13 +146,12 @@ impl Store {
     /// Every record (optionally in one state), by VMID.
     pub fn list_sandboxes(&self, state: Option<SandboxState>) -> StoreResult<Vec<SandboxRecord>> {
         self.read(|conn| match state {
-            Some(s) => query_records(
-                self,
+            Some(s) => self.query(
                 conn,
                 &format!("SELECT {COLUMNS} FROM sandboxes WHERE state = ?1 ORDER BY vmid"),
                 &[&s.as_str()],
             ),
-            None => query_records(self, conn, &format!("SELECT {COLUMNS} FROM sandboxes ORDER BY vmid"), &[]),
+            None => self.query(conn, &format!("SELECT {COLUMNS} FROM sandboxes ORDER BY vmid"), &[]),
         })
     }
 
@@ -251,7 +252,7 @@ pub(crate) fn insert_in(
                 params![
                     record.vmid, record.name, record.profile, record.state.as_str(), record.ip, record.node, tags,
                     record.keepalive, record.lease_expires_at, record.last_used_at, record.network_mode.as_str(),
-                    record.cores, record.memory_mb, record.job_id, record.workspace_id, record.provision_step,
+                    record.cores, record.memory_mb, record.job_id, record.workspace_id, record.intent.map(Intent::as_str),
                     record.snippet_path, record.error, record.created_at, record.updated_at, record.ttl_minutes,
                     record.description
                 ],
@@ -272,32 +273,35 @@ pub(crate) fn insert_in(
     Ok(())
 }
 
-#[cfg(test)]
-pub(crate) fn sample_record(vmid: u32, state: SandboxState) -> SandboxRecord {
-    let now = time_format::now();
-    SandboxRecord {
-        vmid,
-        name: format!("sandbox-{vmid}"),
-        profile: "yolo-ephemeral".into(),
-        state,
-        ip: None,
-        node: Some("pve1".into()),
-        tags: vec!["team-a".into()],
-        keepalive: false,
-        lease_expires_at: None,
-        last_used_at: None,
-        network_mode: NetworkMode::Nat,
-        cores: 4,
-        memory_mb: 6144,
-        job_id: None,
-        workspace_id: None,
-        provision_step: None,
-        snippet_path: None,
-        error: None,
-        ttl_minutes: None,
-        description: None,
-        created_at: now.clone(),
-        updated_at: now,
+impl SandboxRecord {
+    /// A record in `state` on node `pve1` with profile `yolo-ephemeral`, for tests and
+    /// fixtures (one definition, so a new field is added in one place).
+    pub fn sample(vmid: u32, state: SandboxState) -> SandboxRecord {
+        let now = time_format::now();
+        SandboxRecord {
+            vmid,
+            name: format!("sandbox-{vmid}"),
+            profile: "yolo-ephemeral".into(),
+            state,
+            ip: None,
+            node: Some("pve1".into()),
+            tags: vec!["team-a".into()],
+            keepalive: false,
+            lease_expires_at: None,
+            last_used_at: None,
+            network_mode: NetworkMode::Nat,
+            cores: 4,
+            memory_mb: 6144,
+            job_id: None,
+            workspace_id: None,
+            intent: None,
+            snippet_path: None,
+            error: None,
+            ttl_minutes: None,
+            description: None,
+            created_at: now.clone(),
+            updated_at: now,
+        }
     }
 }
 
@@ -309,10 +313,10 @@ mod tests {
     #[test]
     fn insert_get_list_and_count() {
         let (_dir, store) = temp_store();
-        store.insert_sandbox(&sample_record(1002, SandboxState::Ready), Some(1000)).unwrap();
-        store.insert_sandbox(&sample_record(1001, SandboxState::Running), None).unwrap();
+        store.insert_sandbox(&SandboxRecord::sample(1002, SandboxState::Ready), Some(1000)).unwrap();
+        store.insert_sandbox(&SandboxRecord::sample(1001, SandboxState::Running), None).unwrap();
         assert!(matches!(
-            store.insert_sandbox(&sample_record(1001, SandboxState::Ready), None),
+            store.insert_sandbox(&SandboxRecord::sample(1001, SandboxState::Ready), None),
             Err(StoreError::SandboxExists(1001))
         ));
         let got = store.get_sandbox(1002).ok().flatten();
@@ -330,7 +334,7 @@ mod tests {
     #[test]
     fn transition_is_compare_and_set_and_leaves_an_event() {
         let (_dir, store) = temp_store();
-        store.insert_sandbox(&sample_record(1001, SandboxState::Running), None).unwrap();
+        store.insert_sandbox(&SandboxRecord::sample(1001, SandboxState::Running), None).unwrap();
         store
             .transition_sandbox(1001, SandboxState::Running, SandboxState::Failed, Some("guest went silent"), Some(0))
             .unwrap();
@@ -348,7 +352,7 @@ mod tests {
     #[test]
     fn an_unreadable_row_is_reported_not_hidden() {
         let (_dir, store) = temp_store();
-        store.insert_sandbox(&sample_record(1001, SandboxState::Ready), None).unwrap();
+        store.insert_sandbox(&SandboxRecord::sample(1001, SandboxState::Ready), None).unwrap();
         store.write(|tx| tx.execute("UPDATE sandboxes SET state = 'BOGUS'", []).map_err(|e| store.err(e))).unwrap();
         assert!(matches!(store.get_sandbox(1001), Err(StoreError::Corrupt(_))));
     }

@@ -1,7 +1,7 @@
 //! The one place where an error code becomes an HTTP status, and errors become the
 //! `{"error","code","message","details"?}` envelope.
 
-use agentlab_actors::model::{ErrorCode, ErrorEnvelope};
+use agentlab_actors::model::{ErrorCode, ErrorEnvelope, Refusal};
 use agentlab_actors::store::StoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -62,6 +62,12 @@ impl IntoResponse for ApiError {
             tracing::error!(code = self.code.as_str(), message = %self.envelope.message, "request failed");
         }
         (status, axum::Json(self.envelope)).into_response()
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        ApiError::new(refusal.code, refusal.message)
     }
 }
 

@@ -75,7 +75,7 @@ pub async fn create(
     ConnectInfo(peer): ConnectInfo<Peer>,
     StrictJson(req): StrictJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let job = job::create::create(&app.jobs, &req, peer.uid).await.map_err(|e| ApiError::new(e.code, e.message))?;
+    let job = job::create::create(&app.jobs, &req, peer.uid).await.map_err(ApiError::from)?;
     let id = job.id.clone();
     spawn(&id).await?;
     Ok((StatusCode::CREATED, Json(view(&app, job, 0)?)))
@@ -136,7 +136,7 @@ pub async fn cancel(
         reply,
     })
     .await?
-    .map_err(|e| ApiError::new(e.code, e.message))?;
+    .map_err(ApiError::from)?;
     Ok(Json(view(&app, job, 0)?))
 }
 

@@ -106,7 +106,7 @@ pub async fn destroy(
         reply,
     })
     .await?;
-    answer.map(Json).map_err(|e| ApiError::new(e.code, e.message))
+    answer.map(Json).map_err(ApiError::from)
 }
 
 pub async fn renew_lease(
@@ -128,7 +128,7 @@ pub async fn renew_lease(
         SandboxMsg::RenewLease { until, by: peer.uid, reply }
     })
     .await?
-    .map_err(|e| ApiError::new(e.code, e.message))?;
+    .map_err(ApiError::from)?;
     Ok(Json(RenewLeaseResponse { vmid, lease_expires_at: view.lease_expires_at }))
 }
 
@@ -154,9 +154,9 @@ pub(super) async fn run_op(
         ApiError::new(ErrorCode::InvalidState, format!("sandbox {vmid} is {}; nothing can be done with it", view.state))
     })?;
     let wait = app.config.provisioning_timeout + app.config.proxmox.command_timeout * 4;
-    ask(&actor, &format!("sandbox {vmid}"), wait, |reply| SandboxMsg::Run { op, force, by: peer.uid, reply })
+    ask(&actor, &format!("sandbox {vmid}"), wait, |reply| SandboxMsg::Operate { op, force, by: peer.uid, reply })
         .await?
-        .map_err(|e| ApiError::new(e.code, e.message))
+        .map_err(ApiError::from)
 }
 
 pub(super) fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {

@@ -6,7 +6,7 @@ use crate::api::{ApiError, StrictJson};
 use agentlab_actors::job::{self, JobMsg};
 use agentlab_actors::model::ErrorCode;
 use agentlab_actors::protocol::guest::{BootstrapPayload, FetchRequest, ReportResponse, RunnerReport};
-use agentlab_actors::sandbox::snippet::token_hash;
+use agentlab_actors::tokens::token_hash;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
@@ -27,7 +27,7 @@ pub async fn fetch(
         Ok(payload) => Ok(Json(payload)),
         Err(e) => {
             tracing::warn!(vmid = req.vmid, source = %source.ip(), error = %e.message, "bootstrap fetch refused");
-            Err(ApiError::new(e.code, e.message))
+            Err(ApiError::from(e))
         }
     }
 }
@@ -56,7 +56,7 @@ pub async fn report(
         .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("job {} has no actor; retry", job.id)))?;
     match actor.call(|reply| JobMsg::Report { report, reply }, Some(REPORT_TIMEOUT)).await {
         Ok(ractor::rpc::CallResult::Success(Ok(answer))) => Ok(Json(answer)),
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(ApiError::new(e.code, e.message)),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(ApiError::from(e)),
         _ => Err(ApiError::new(ErrorCode::ActorUnavailable, format!("job {} did not take the report; retry", job.id))),
     }
 }

@@ -9,7 +9,7 @@ use super::guard::bearer;
 use crate::api::ApiError;
 use agentlab_actors::model::ErrorCode;
 use agentlab_actors::protocol::guest::{ArtifactInfo, DEFAULT_ARTIFACT_NAME, UploadResponse};
-use agentlab_actors::sandbox::snippet::{random_hex, token_hash};
+use agentlab_actors::tokens::{random_hex, token_hash};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};

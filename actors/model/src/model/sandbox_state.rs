@@ -96,6 +96,26 @@ impl SandboxState {
     pub fn is_terminal(self) -> bool {
         self == SandboxState::Destroyed
     }
+
+    /// Provisioning is under way (first boot or a re-boot): the pipeline owns the sandbox.
+    pub fn is_provisioning(self) -> bool {
+        matches!(self, SandboxState::Requested | SandboxState::Provisioning | SandboxState::Booting)
+    }
+
+    /// The record says the VM is up (booted, and not stopped since).
+    pub fn has_vm_running(self) -> bool {
+        matches!(self, SandboxState::Ready | SandboxState::Running | SandboxState::Suspended)
+    }
+
+    /// The health probe watches the VM: it exists and is either up or stopped on purpose.
+    pub fn is_probed(self) -> bool {
+        self.has_vm_running() || self == SandboxState::Stopped
+    }
+
+    /// The guest is up and its agent-subnet address is worth following.
+    pub fn has_guest_address(self) -> bool {
+        matches!(self, SandboxState::Ready | SandboxState::Running)
+    }
 }
 
 impl SandboxEvent {
@@ -225,6 +245,18 @@ mod tests {
             out.push('\n');
         }
         out
+    }
+
+    #[test]
+    fn state_sets_are_exactly_these() {
+        let set = |p: fn(SandboxState) -> bool| -> Vec<&str> {
+            SandboxState::ALL.into_iter().filter(|s| p(*s)).map(SandboxState::as_str).collect()
+        };
+        assert_eq!(set(SandboxState::is_provisioning), ["REQUESTED", "PROVISIONING", "BOOTING"]);
+        assert_eq!(set(SandboxState::has_vm_running), ["READY", "RUNNING", "SUSPENDED"]);
+        assert_eq!(set(SandboxState::is_probed), ["READY", "RUNNING", "SUSPENDED", "STOPPED"]);
+        assert_eq!(set(SandboxState::has_guest_address), ["READY", "RUNNING"]);
+        assert_eq!(set(SandboxState::is_terminal), ["DESTROYED"]);
     }
 
     #[test]

@@ -91,6 +91,18 @@ pub enum NicModel {
     Vmxnet3,
 }
 
+impl NicModel {
+    /// The model as Proxmox's `net0` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NicModel::Virtio => "virtio",
+            NicModel::E1000 => "e1000",
+            NicModel::Rtl8139 => "rtl8139",
+            NicModel::Vmxnet3 => "vmxnet3",
+        }
+    }
+}
+
 /// What a sandbox may reach.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

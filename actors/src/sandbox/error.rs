@@ -1,0 +1,72 @@
+//! What can go wrong in a sandbox's work, one variant per cause a caller tells apart.
+//!
+//! Proxmox errors keep their class (`PveError`), so retrying and reporting never read
+//! message text; `code()` is the API code an operator's request gets.
+
+use crate::model::{ErrorCode, Step};
+use crate::store::StoreError;
+use agentlab_proxmox::PveError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The VM at this VMID is not AgentLab's: nothing was touched.
+    #[error(
+        "VM {vmid} is not tagged `agentlab`: AgentLab never changes or destroys a VM it does not own; remove it by hand if it is yours"
+    )]
+    NotOurs { vmid: u32 },
+    #[error("{what}: {source}")]
+    Proxmox {
+        what: &'static str,
+        #[source]
+        source: PveError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("profile `{0}` is no longer loaded; restore it in profiles_dir and `systemctl reload agentlabd`")]
+    ProfileGone(String),
+    #[error(
+        "template VM {template} (profile `{profile}`) is not in the Proxmox cluster; create the template or fix the profile's template_vmid"
+    )]
+    TemplateMissing { template: u32, profile: String },
+    #[error("the sandbox has no node recorded")]
+    NoNode,
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("provisioning did not finish within provisioning_timeout ({0:?})")]
+    ProvisioningTimeout(std::time::Duration),
+    #[error("{0}")]
+    NotAllowed(String),
+}
+
+impl SandboxError {
+    /// Wraps a Proxmox error with what was being done.
+    pub fn pve(what: &'static str) -> impl FnOnce(PveError) -> SandboxError {
+        move |source| SandboxError::Proxmox { what, source }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SandboxError::NotOurs { .. } => ErrorCode::Conflict,
+            SandboxError::Proxmox { .. } => ErrorCode::ProxmoxUnavailable,
+            SandboxError::Store(_) => ErrorCode::StoreFailed,
+            SandboxError::ProfileGone(_) => ErrorCode::UnknownProfile,
+            SandboxError::TemplateMissing { .. } => ErrorCode::ProvisionFailed,
+            SandboxError::NoNode | SandboxError::NotAllowed(_) => ErrorCode::InvalidState,
+            SandboxError::File { .. } | SandboxError::ProvisioningTimeout(_) => ErrorCode::ProvisionFailed,
+        }
+    }
+}
+
+/// Why provisioning stopped: the step, and what went wrong in it.
+#[derive(Debug, thiserror::Error)]
+#[error("provisioning failed at step {step}: {error}")]
+pub struct ProvisionFailure {
+    pub step: Step,
+    #[source]
+    pub error: SandboxError,
+}

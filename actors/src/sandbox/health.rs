@@ -1,0 +1,118 @@
+//! The health probe: how the VM really is (vanished, migrated, stopped or paused outside
+//! AgentLab, a changed guest address) and the record following it.
+
+use super::actor::{SandboxActor, SandboxActorState};
+use super::decide::{self, ProbeFinding};
+use super::msg::SandboxMsg;
+use super::teardown;
+use crate::model::{SandboxEvent, SandboxNotice};
+use crate::store::{NewEvent, SandboxPatch, Stage, StoreError};
+use agentlab_proxmox::PveError;
+use agentlab_proxmox::types::VmStatus;
+use ractor::ActorRef;
+use std::sync::Arc;
+
+impl SandboxActor {
+    pub(super) fn on_probe(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState) -> Result<(), StoreError> {
+        let rec = self.load(state.vmid)?;
+        if state.probing || state.busy() || !rec.state.is_probed() {
+            return Ok(());
+        }
+        let Some(node) = rec.node.clone() else { return Ok(()) };
+        state.probing = true;
+        let (ctx, me, vmid) = (Arc::clone(&self.ctx), me.clone(), rec.vmid);
+        let ask_ip = rec.state.has_guest_address();
+        // A probe starts no work: it is tagged with the work in force, and dropped if work
+        // starts before it answers.
+        let generation = state.generation.current();
+        tokio::spawn(async move {
+            let (mut node, mut moved_to) = (node, None);
+            let mut result = ctx.gateway.vm_status(&node, vmid).await;
+            if matches!(result, Err(PveError::NotFound(_))) {
+                // Migrated outside AgentLab, the VM is gone from its node but not from the
+                // cluster (VMIDs are cluster-wide): follow it instead of declaring it vanished.
+                match ctx.gateway.cluster_vms().await {
+                    Ok(vms) => {
+                        if let Some(vm) = vms.iter().find(|v| v.vmid == u64::from(vmid) && v.node != node) {
+                            node = vm.node.clone();
+                            moved_to = Some(node.clone());
+                            result = ctx.gateway.vm_status(&node, vmid).await;
+                        }
+                    }
+                    Err(e) => result = Err(e),
+                }
+            }
+            let ip = match (&result, ask_ip) {
+                (Ok(status), true) if status.is_running() => ctx
+                    .gateway
+                    .agent_interfaces(&node, vmid)
+                    .await
+                    .ok()
+                    .and_then(|ifaces| super::guest_ip(&ifaces, &ctx.settings.agent_subnet)),
+                _ => None,
+            };
+            let _ = me.send_message(SandboxMsg::Probed { result, ip, moved_to, generation });
+        });
+        Ok(())
+    }
+
+    pub(super) fn on_probed(
+        &self,
+        me: &ActorRef<SandboxMsg>,
+        state: &mut SandboxActorState,
+        result: Result<VmStatus, PveError>,
+        ip: Option<String>,
+        moved_to: Option<String>,
+        generation: u64,
+    ) -> Result<(), StoreError> {
+        state.probing = false;
+        if !self.is_current(state, generation) || state.busy() {
+            return Ok(());
+        }
+        if let Some(node) = moved_to {
+            let rec = self.load(state.vmid)?;
+            let msg = format!("VM {} moved from node {} to {node}", rec.vmid, rec.node.as_deref().unwrap_or("-"));
+            let event = NewEvent::sandbox(rec.vmid, "sandbox.moved", Stage::Recovery, msg)
+                .payload(serde_json::json!({"node": node}));
+            let patch = SandboxPatch { node: Some(Some(node)), ..Default::default() };
+            self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;
+        }
+        let rec = self.load(state.vmid)?;
+        let moved = |event, why: &str| -> Result<(), StoreError> {
+            if let Some(rec) = self.move_by(state.vmid, event, Some(why))? {
+                self.publish(state, &rec);
+            }
+            Ok(())
+        };
+        match decide::on_probed(&rec, &result, ip.as_deref()) {
+            ProbeFinding::Vanished => {
+                let msg = format!("VM {} vanished from Proxmox (deleted outside AgentLab)", rec.vmid);
+                self.ctx.store.append_event(&NewEvent::sandbox(
+                    rec.vmid,
+                    "sandbox.vanished",
+                    Stage::Recovery,
+                    msg.clone(),
+                ))?;
+                if let Err(e) = teardown::remove_local(&self.ctx, &rec) {
+                    tracing::warn!(vmid = rec.vmid, error = %e, "cleaning up after a vanished VM");
+                }
+                moved(SandboxEvent::Destroy, &msg)?;
+                super::notify_job(&rec, SandboxNotice::Vanished);
+                me.stop(Some("VM vanished".into()));
+            }
+            ProbeFinding::StoppedOutside => moved(SandboxEvent::Stop, "VM stopped outside AgentLab")?,
+            // Paused without the record knowing (a crash right after a pause).
+            ProbeFinding::FoundPaused => moved(SandboxEvent::Suspend, "VM found paused")?,
+            ProbeFinding::FoundResumed => moved(SandboxEvent::Resume, "VM found running")?,
+            ProbeFinding::AddressChanged(ip) => {
+                let msg = format!("guest address {} -> {ip}", rec.ip.as_deref().unwrap_or("-"));
+                let event = NewEvent::sandbox(rec.vmid, "sandbox.ip_changed", Stage::Network, msg)
+                    .payload(serde_json::json!({"ip": ip}));
+                let patch = SandboxPatch { ip: Some(Some(ip)), ..Default::default() };
+                self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;
+            }
+            ProbeFinding::Nothing => {}
+        }
+        Ok(())
+    }
+}
