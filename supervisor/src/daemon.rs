@@ -5,6 +5,7 @@ use crate::config::{Config, ProxmoxBackend};
 use crate::socket;
 use agentlab_actors::events;
 use agentlab_actors::job::{JobContext, JobFactory, JobSettings, SecretsSettings};
+use agentlab_actors::model::EventKind;
 use agentlab_actors::profiles::ProfileRegistry;
 use agentlab_actors::pve::rate_limit::{RateLimitedTransport, TokenBucket};
 use agentlab_actors::root::{ActorDirectory, ROOT_ACTOR, RestartPolicy, RootArgs, RootSupervisor};
@@ -149,7 +150,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         .await
         .context("cannot start the actor root")?;
     events::emit(NewEvent::new(
-        "daemon.started",
+        EventKind::DaemonStarted,
         Stage::Lifecycle,
         format!("agentlabd {} started (pid {})", env!("CARGO_PKG_VERSION"), std::process::id()),
     ));
@@ -177,7 +178,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
                     "VMs tagged agentlab without a record; `agentlab sandbox reconcile --apply` removes them after orphan_grace_period"
                 );
                 let _ = scan.store.append_event(&NewEvent::new(
-                    "sandbox.orphans.found",
+                    EventKind::OrphansFound,
                     Stage::Recovery,
                     format!("orphan VMs: {vmids:?}"),
                 ));
@@ -200,7 +201,9 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
 
     tracing::info!("stopping actors");
     // Written directly: the events actor is about to stop with everything else.
-    if let Err(e) = store.append_event(&NewEvent::new("daemon.stopping", Stage::Lifecycle, "agentlabd stopping")) {
+    if let Err(e) =
+        store.append_event(&NewEvent::new(EventKind::DaemonStopping, Stage::Lifecycle, "agentlabd stopping"))
+    {
         tracing::warn!(error = %e, "cannot record the stop event");
     }
     if let Err(e) = root.stop_and_wait(Some("daemon shutting down".into()), Some(ROOT_STOP_GRACE)).await {
@@ -241,11 +244,11 @@ async fn handle_signals(mut signals: Signals, profiles: Arc<ProfileRegistry>, sh
                 match profiles.reload() {
                     Ok(count) => {
                         tracing::info!(count, "SIGHUP: profiles reloaded");
-                        events::emit(NewEvent::new("profiles.reloaded", Stage::Lifecycle, format!("{count} profiles loaded")));
+                        events::emit(NewEvent::new(EventKind::ProfilesReloaded, Stage::Lifecycle, format!("{count} profiles loaded")));
                     }
                     Err(errors) => {
                         tracing::error!(%errors, "SIGHUP: profiles NOT reloaded; the previous set stays in use");
-                        events::emit(NewEvent::new("profiles.reload.failed", Stage::Lifecycle, errors.to_string()));
+                        events::emit(NewEvent::new(EventKind::ProfilesReloadFailed, Stage::Lifecycle, errors.to_string()));
                     }
                 }
             }

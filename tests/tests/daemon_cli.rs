@@ -2,7 +2,7 @@
 //! sandboxes and events from the store, the actor tree, exit codes, config and profile
 //! errors, signals.
 
-use agentlab_actors::model::SandboxState;
+use agentlab_actors::model::{EventKind, SandboxState};
 use agentlab_actors::store::{NewEvent, SandboxRecord, Stage, Store};
 use agentlab_e2e::{Workspace, eventually};
 use nix::sys::signal::Signal;
@@ -95,7 +95,7 @@ fn sandboxes_and_their_events_are_served_from_the_store() {
         store.insert_sandbox(&record(1001, SandboxState::Running), None).unwrap();
         store.insert_sandbox(&record(1002, SandboxState::Stopped), None).unwrap();
         for i in 0..60 {
-            let event = NewEvent::sandbox(1001, "sandbox.note", Stage::Lifecycle, format!("note {i}"));
+            let event = NewEvent::sandbox(1001, EventKind::Moved, Stage::Lifecycle, format!("note {i}"));
             store.append_event(&event).unwrap();
         }
     }

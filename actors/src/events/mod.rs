@@ -5,14 +5,14 @@
 //! new events by `Store::watch_events`, whoever wrote them.
 
 use crate::store::{NewEvent, Store};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 
 pub const EVENTS_ACTOR: &str = "events";
 
 pub enum EventsMsg {
-    /// Persist; the reply (if asked for) carries the new id.
-    Append { event: NewEvent, reply: Option<RpcReplyPort<Result<i64, String>>> },
+    /// Persist (a failure is logged: telemetry never takes the actor down).
+    Append(NewEvent),
 }
 
 pub struct EventLog;
@@ -41,15 +41,10 @@ impl Actor for EventLog {
         state: &mut EventLogState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            EventsMsg::Append { event, reply } => {
-                let result = state.store.append_event(&event).map_err(|e| e.to_string());
-                if let Err(e) = &result {
+            EventsMsg::Append(event) => {
+                if let Err(e) = state.store.append_event(&event) {
                     // Losing a telemetry event must not take the actor down; say so loudly.
                     tracing::error!(kind = %event.kind, error = %e, "cannot persist event");
-                }
-                if let Some(reply) = reply {
-                    // The caller may have given up waiting; nothing to do then.
-                    let _ = reply.send(result);
                 }
             }
         }
@@ -61,7 +56,7 @@ impl Actor for EventLog {
 pub fn emit(event: NewEvent) {
     match ActorRef::<EventsMsg>::where_is(EVENTS_ACTOR) {
         Some(actor) => {
-            if actor.send_message(EventsMsg::Append { event, reply: None }).is_err() {
+            if actor.send_message(EventsMsg::Append(event)).is_err() {
                 tracing::warn!("events actor is stopping; an event was not recorded");
             }
         }

@@ -1,7 +1,8 @@
 //! The job actor. Like the sandbox actor, it decides (transition table), records (store),
 //! then starts side effects on tasks whose outcome comes back as a message.
 
-use super::{JobContext, release};
+use super::{JobContext, JobError, release};
+use crate::model::EventKind;
 use crate::model::Refusal;
 use crate::model::job_state::{self, JobEvent};
 use crate::model::redact::Redactor;
@@ -17,7 +18,7 @@ pub enum JobMsg {
     /// First message after (re)start: converge from the record.
     Reconcile,
     /// The job's sandbox finished provisioning (or failed to).
-    SandboxSettled(Result<u32, String>),
+    SandboxSettled(Result<u32, JobError>),
     /// A report from the runner, already authenticated by its runner token.
     Report {
         report: RunnerReport,
@@ -35,7 +36,7 @@ pub enum JobMsg {
         notice: SandboxNotice,
     },
     /// The sandbox release finished (or failed and will be retried).
-    Released(Result<(), String>),
+    Released(Result<(), JobError>),
 }
 
 pub struct JobActor {
@@ -291,7 +292,7 @@ impl Actor for JobActor {
                         }
                     }
                     Err(error) => {
-                        self.finish(&myself, state, JobEvent::Failed, Some(&error), None, None)?;
+                        self.finish(&myself, state, JobEvent::Failed, Some(&error.to_string()), None, None)?;
                     }
                 }
             }
@@ -346,7 +347,7 @@ impl Actor for JobActor {
                         tracing::warn!(job = %state.id, %error, "sandbox release failed; retrying");
                         self.ctx.store.append_event(&NewEvent::job(
                             &state.id,
-                            "job.release.failed",
+                            EventKind::JobReleaseFailed,
                             Stage::Recovery,
                             format!("could not release the job's sandbox: {error}; retrying"),
                         ))?;

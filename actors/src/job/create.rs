@@ -1,11 +1,12 @@
 //! Creating a job (validate the request, check its secrets open, record it QUEUED, start its
 //! actor) and provisioning its sandbox (record or find it, start its actor, wait for READY).
 
+use super::JobError;
 use super::{DEADLINE_GRACE_MINUTES, JobContext, SANDBOX_LEASE_GRACE_MINUTES, new_job_id};
 use crate::model::Refusal;
 use crate::model::{ErrorCode, JobState, modifiers, time_format};
 use crate::protocol::{AGENTS, CreateJobRequest, MODES};
-use crate::sandbox::allocate::{AllocateError, SandboxRequest, allocate};
+use crate::sandbox::allocate::{SandboxRequest, allocate};
 use crate::sandbox::{SandboxMsg, Settled};
 use crate::store::JobRecord;
 use std::time::Duration;
@@ -132,10 +133,10 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
 
 /// Finds or records the job's sandbox, starts its actor and waits until it is READY.
 /// Returns the VMID, or why the sandbox could not be had.
-pub async fn provision_sandbox(ctx: &JobContext, job: &JobRecord) -> Result<u32, String> {
+pub async fn provision_sandbox(ctx: &JobContext, job: &JobRecord) -> Result<u32, JobError> {
     let known = match job.sandbox_vmid {
         Some(vmid) => Some(vmid),
-        None => ctx.store.sandbox_of_job(&job.id).map_err(|e| e.to_string())?,
+        None => ctx.store.sandbox_of_job(&job.id)?,
     };
     let vmid = match known {
         Some(vmid) => vmid,
@@ -150,28 +151,25 @@ pub async fn provision_sandbox(ctx: &JobContext, job: &JobRecord) -> Result<u32,
                 job_id: Some(job.id.clone()),
                 peer_uid: None,
             };
-            match allocate(&ctx.sandboxes, &request).await {
-                Ok(record) => record.vmid,
-                Err(AllocateError::Proxmox(e)) => return Err(format!("Proxmox is unavailable: {e}")),
-                Err(e) => return Err(e.to_string()),
-            }
+            allocate(&ctx.sandboxes, &request).await?.vmid
         }
     };
     if job.sandbox_vmid != Some(vmid) {
-        ctx.store.set_job_sandbox(&job.id, vmid).map_err(|e| e.to_string())?;
+        ctx.store.set_job_sandbox(&job.id, vmid)?;
     }
-    crate::root::request_spawn(crate::sandbox::KIND, &vmid.to_string()).await?;
-    let actor = crate::sandbox::actor_of(vmid).ok_or_else(|| format!("sandbox {vmid} has no actor"))?;
+    let actor = crate::root::ensure_actor::<SandboxMsg>(crate::sandbox::KIND, &vmid.to_string())
+        .await?
+        .ok_or(JobError::NoActor { vmid })?;
     let wait = ctx.sandboxes.settings.provisioning_timeout + Duration::from_secs(60);
     match actor.call(SandboxMsg::WaitSettled, Some(wait)).await {
         Ok(ractor::rpc::CallResult::Success(Settled::Ready(_))) => Ok(vmid),
-        Ok(ractor::rpc::CallResult::Success(Settled::Failed(view))) => Err(format!(
-            "sandbox {vmid} is {}: {}",
-            view.state,
-            view.error.unwrap_or_else(|| "provisioning failed".into())
-        )),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(format!("sandbox {vmid} was not ready within {wait:?}")),
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(format!("sandbox {vmid} stopped before it was ready")),
+        Ok(ractor::rpc::CallResult::Success(Settled::Failed(view))) => Err(JobError::SandboxFailed {
+            vmid,
+            state: view.state.to_string(),
+            reason: view.error.unwrap_or_else(|| "provisioning failed".into()),
+        }),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(JobError::NotReady { vmid, wait }),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(JobError::StoppedBeforeReady { vmid }),
     }
 }
 

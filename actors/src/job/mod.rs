@@ -6,13 +6,15 @@
 mod actor;
 pub mod bootstrap;
 pub mod create;
+mod error;
 mod release;
 mod secrets;
 
 pub use actor::{JobActor, JobMsg};
+pub use error::JobError;
 
 use crate::profiles::ProfileRegistry;
-use crate::root::{ActorDirectory, EntityFactory, SpawnFuture};
+use crate::root::{ActorDirectory, EntityError, EntityFactory, SpawnFuture};
 use crate::sandbox::SandboxContext;
 use crate::store::Store;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
@@ -93,8 +95,8 @@ impl EntityFactory for JobFactory {
         KIND
     }
 
-    fn live_ids(&self) -> Result<Vec<String>, String> {
-        self.ctx.store.live_job_ids().map_err(|e| e.to_string())
+    fn live_ids(&self) -> Result<Vec<String>, EntityError> {
+        Ok(self.ctx.store.live_job_ids()?)
     }
 
     fn spawn(&self, id: String, name: String, supervisor: ActorCell) -> SpawnFuture {
@@ -108,16 +110,14 @@ impl EntityFactory for JobFactory {
         })
     }
 
-    fn give_up(&self, id: &str, reason: &str) -> Result<(), String> {
-        let job = self.ctx.store.get_job(id).map_err(|e| e.to_string())?.ok_or("record gone")?;
+    fn give_up(&self, id: &str, reason: &str) -> Result<(), EntityError> {
+        let job =
+            self.ctx.store.get_job(id)?.ok_or_else(|| EntityError::NoRecord { kind: KIND, id: id.to_string() })?;
         if !job.status.is_final() {
-            self.ctx
-                .store
-                .transition_job(id, job.status, crate::model::JobState::Failed, Some(reason), None, None)
-                .map_err(|e| e.to_string())?;
+            self.ctx.store.transition_job(id, job.status, crate::model::JobState::Failed, Some(reason), None, None)?;
         }
         // Nobody will release the sandbox now; the sandbox's own lease still ends it.
-        self.ctx.store.mark_job_released(id).map_err(|e| e.to_string())
+        Ok(self.ctx.store.mark_job_released(id)?)
     }
 }
 

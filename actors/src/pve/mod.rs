@@ -18,6 +18,7 @@ pub use gateway::{Gateway, GatewayLimits, OpSpec, PveCall, Shared, Turn};
 pub use retry::{RetryPolicy, is_retryable};
 
 use crate::events;
+use crate::model::EventKind;
 use crate::model::time_format;
 use crate::protocol::{FirewallStatus, ProxmoxStatus};
 use crate::store::{NewEvent, Stage};
@@ -165,13 +166,17 @@ impl Actor for PveGateway {
                 let was_reachable = state.probed_once.then_some(state.status.reachable);
                 state.probed_once = true;
                 if status.reachable && was_reachable == Some(false) {
-                    events::emit(NewEvent::new("proxmox.reachable", Stage::Recovery, "Proxmox is reachable again"));
+                    events::emit(NewEvent::new(
+                        EventKind::ProxmoxReachable,
+                        Stage::Recovery,
+                        "Proxmox is reachable again",
+                    ));
                 }
                 if !status.reachable && was_reachable != Some(false) {
                     let error = status.error.clone().unwrap_or_default();
                     tracing::warn!(%error, "proxmox unreachable");
                     events::emit(
-                        NewEvent::new("proxmox.unreachable.failed", Stage::Recovery, error)
+                        NewEvent::new(EventKind::ProxmoxUnreachable, Stage::Recovery, error)
                             .payload(serde_json::json!({"class": status.error_class})),
                     );
                 }

@@ -12,10 +12,11 @@ mod restart_budget;
 mod tests;
 
 pub use directory::{ActorDirectory, ActorEntry};
-pub use entity::{EntityFactory, SpawnFuture, entity_name, split_name};
+pub use entity::{EntityError, EntityFactory, SpawnError, SpawnFuture, entity_name, split_name};
 pub use restart_budget::{RestartBudget, RestartPolicy, Verdict};
 
 use crate::events::{EVENTS_ACTOR, EventLog, emit};
+use crate::model::EventKind;
 use crate::protocol::ActorView;
 use crate::pve::{GatewayLimits, PVE_ACTOR, PveGateway, PveGatewayArgs};
 use crate::store::{NewEvent, Stage, Store};
@@ -31,7 +32,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub enum RootMsg {
     /// Spawn the actor of an entity whose record was just stored.
-    SpawnEntity { kind: String, id: String, reply: RpcReplyPort<Result<(), String>> },
+    SpawnEntity { kind: String, id: String, reply: RpcReplyPort<Result<(), SpawnError>> },
     /// Restart a failed actor (sent to itself after the back-off delay).
     Respawn { name: String },
     /// The live actor tree.
@@ -108,12 +109,12 @@ impl Actor for RootSupervisor {
         match msg {
             RootMsg::SpawnEntity { kind, id, reply } => {
                 let result = match state.factories.get(kind.as_str()).map(|f| f.kind()) {
-                    None => Err(format!("no actor kind `{kind}`")),
+                    None => Err(SpawnError::UnknownKind(kind)),
                     Some(kind) => {
                         if spawn_entity(&myself, state, kind, &id).await {
                             Ok(())
                         } else {
-                            Err(format!("actor {kind}:{id} did not start; it will be retried"))
+                            Err(SpawnError::NotStarted(entity_name(kind, &id)))
                         }
                     }
                 };
@@ -167,13 +168,24 @@ impl Actor for RootSupervisor {
 
 /// Asks the root to spawn the actor of a stored entity (nothing happens if it is alive).
 /// For actors that start other entities (a job starts its sandbox).
-pub async fn request_spawn(kind: &str, id: &str) -> Result<(), String> {
-    let root = ActorRef::<RootMsg>::where_is(ROOT_ACTOR).ok_or("the actor root is not running")?;
+pub async fn request_spawn(kind: &str, id: &str) -> Result<(), SpawnError> {
+    let root = ActorRef::<RootMsg>::where_is(ROOT_ACTOR).ok_or(SpawnError::RootDown)?;
     let (kind, id) = (kind.to_string(), id.to_string());
     match root.call(|reply| RootMsg::SpawnEntity { kind, id, reply }, Some(Duration::from_secs(30))).await {
         Ok(ractor::rpc::CallResult::Success(result)) => result,
-        _ => Err("the actor root did not answer".into()),
+        _ => Err(SpawnError::NoAnswer),
     }
+}
+
+/// The live actor of entity `kind:id`, spawned from its record first if it has none;
+/// `None` if the entity has no actor even then (its record is final).
+pub async fn ensure_actor<M: ractor::Message>(kind: &str, id: &str) -> Result<Option<ActorRef<M>>, SpawnError> {
+    let name = entity_name(kind, id);
+    if let Some(actor) = ActorRef::<M>::where_is(name.clone()) {
+        return Ok(Some(actor));
+    }
+    request_spawn(kind, id).await?;
+    Ok(ActorRef::<M>::where_is(name))
 }
 
 /// Spawns a service actor under its fixed name.
@@ -230,7 +242,7 @@ fn on_failure(myself: &ActorRef<RootMsg>, state: &mut RootState, name: &str, rea
     tracing::warn!(actor = %name, %reason, "actor failed");
     let verdict = state.budget.record_failure(name, Instant::now());
     let (kind, id) = split_name(name).unwrap_or((name, ""));
-    let event = |event_kind: &str, msg: String, extra: serde_json::Value| {
+    let event = |event_kind: EventKind, msg: String, extra: serde_json::Value| {
         let mut e = NewEvent::new(event_kind, Stage::Recovery, msg)
             .payload(serde_json::json!({"actor": name, "error": reason, "detail": extra}));
         if kind == "sandbox" {
@@ -244,7 +256,7 @@ fn on_failure(myself: &ActorRef<RootMsg>, state: &mut RootState, name: &str, rea
         Verdict::RestartAfter(delay) => {
             state.directory.set_state(name, "restarting");
             emit(event(
-                "actor.restart.failed",
+                EventKind::ActorRestarting,
                 format!("actor {name} failed ({reason}); restarting from its record in {delay:?}"),
                 serde_json::json!({"delay_ms": delay.as_millis() as u64}),
             ));
@@ -260,7 +272,7 @@ fn on_failure(myself: &ActorRef<RootMsg>, state: &mut RootState, name: &str, rea
                         tracing::error!(actor = %name, error = %e, "cannot mark entity failed");
                     }
                     emit(event(
-                        "actor.gave_up.failed",
+                        EventKind::ActorGaveUp,
                         format!("actor {name} failed {failures} times; marked FAILED"),
                         serde_json::json!({"failures": failures}),
                     ));

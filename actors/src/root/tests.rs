@@ -69,8 +69,8 @@ impl EntityFactory for ProbeFactory {
         "probe"
     }
 
-    fn live_ids(&self) -> Result<Vec<String>, String> {
-        let ids = self.store.live_sandbox_vmids().map_err(|e| e.to_string())?;
+    fn live_ids(&self) -> Result<Vec<String>, EntityError> {
+        let ids = self.store.live_sandbox_vmids()?;
         Ok(ids.into_iter().map(|v| v.to_string()).collect())
     }
 
@@ -87,11 +87,11 @@ impl EntityFactory for ProbeFactory {
         })
     }
 
-    fn give_up(&self, id: &str, reason: &str) -> Result<(), String> {
-        let vmid: u32 = id.parse().map_err(|_| format!("bad id {id}"))?;
-        let record = self.store.get_sandbox(vmid).map_err(|e| e.to_string())?.ok_or("gone")?;
-        let to = sandbox_state::transition(record.state, SandboxEvent::Fail).map_err(|e| e.to_string())?;
-        self.store.transition_sandbox(vmid, record.state, to, Some(reason), None).map_err(|e| e.to_string())
+    fn give_up(&self, id: &str, reason: &str) -> Result<(), EntityError> {
+        let vmid: u32 = id.parse().unwrap();
+        let record = self.store.get_sandbox(vmid)?.unwrap();
+        let to = sandbox_state::transition(record.state, SandboxEvent::Fail).unwrap();
+        Ok(self.store.transition_sandbox(vmid, record.state, to, Some(reason), None)?)
     }
 }
 

@@ -5,6 +5,7 @@ use super::actor::{SandboxActor, SandboxActorState};
 use super::decide::{self, ProbeFinding};
 use super::msg::SandboxMsg;
 use super::teardown;
+use crate::model::EventKind;
 use crate::model::{SandboxEvent, SandboxNotice};
 use crate::store::{NewEvent, SandboxPatch, Stage, StoreError};
 use agentlab_proxmox::PveError;
@@ -72,7 +73,7 @@ impl SandboxActor {
         if let Some(node) = moved_to {
             let rec = self.load(state.vmid)?;
             let msg = format!("VM {} moved from node {} to {node}", rec.vmid, rec.node.as_deref().unwrap_or("-"));
-            let event = NewEvent::sandbox(rec.vmid, "sandbox.moved", Stage::Recovery, msg)
+            let event = NewEvent::sandbox(rec.vmid, EventKind::Moved, Stage::Recovery, msg)
                 .payload(serde_json::json!({"node": node}));
             let patch = SandboxPatch { node: Some(Some(node)), ..Default::default() };
             self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;
@@ -89,7 +90,7 @@ impl SandboxActor {
                 let msg = format!("VM {} vanished from Proxmox (deleted outside AgentLab)", rec.vmid);
                 self.ctx.store.append_event(&NewEvent::sandbox(
                     rec.vmid,
-                    "sandbox.vanished",
+                    EventKind::Vanished,
                     Stage::Recovery,
                     msg.clone(),
                 ))?;
@@ -106,7 +107,7 @@ impl SandboxActor {
             ProbeFinding::FoundResumed => moved(SandboxEvent::Resume, "VM found running")?,
             ProbeFinding::AddressChanged(ip) => {
                 let msg = format!("guest address {} -> {ip}", rec.ip.as_deref().unwrap_or("-"));
-                let event = NewEvent::sandbox(rec.vmid, "sandbox.ip_changed", Stage::Network, msg)
+                let event = NewEvent::sandbox(rec.vmid, EventKind::AddressChanged, Stage::Network, msg)
                     .payload(serde_json::json!({"ip": ip}));
                 let patch = SandboxPatch { ip: Some(Some(ip)), ..Default::default() };
                 self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;

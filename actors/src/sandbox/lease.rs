@@ -5,6 +5,7 @@ use super::actor::{SandboxActor, SandboxActorState};
 use super::decide::{self, AfterExpiry, OnLeaseTimer};
 use super::error::SandboxError;
 use super::msg::{OpReply, SandboxMsg};
+use crate::model::EventKind;
 use crate::model::{Admission, ErrorCode, Operation, Refusal, SandboxEvent, SandboxNotice, sandbox_ops, time_format};
 use crate::store::{NewEvent, SandboxPatch, SandboxRecord, Stage, StoreError};
 use agentlab_proxmox::PveError;
@@ -44,7 +45,7 @@ impl SandboxActor {
         super::notify_job(&rec, SandboxNotice::LeaseExpired);
         let rec = match self.move_by(state.vmid, SandboxEvent::LeaseExpired, Some("lease expired"))? {
             Some(rec) => {
-                let event = NewEvent::sandbox(rec.vmid, "sandbox.lease.expired", Stage::Lease, "lease expired");
+                let event = NewEvent::sandbox(rec.vmid, EventKind::LeaseExpired, Stage::Lease, "lease expired");
                 self.ctx.store.append_event(&event)?;
                 rec
             }
@@ -88,7 +89,7 @@ impl SandboxActor {
                 }
             }
             Err(e) => {
-                let event = NewEvent::sandbox(state.vmid, "sandbox.stop.failed", Stage::Lifecycle, e.to_string());
+                let event = NewEvent::sandbox(state.vmid, EventKind::StopFailed, Stage::Lifecycle, e.to_string());
                 self.ctx.store.append_event(&event)?;
             }
         }
@@ -114,9 +115,10 @@ impl SandboxActor {
             )));
             return Ok(());
         }
-        let event = NewEvent::sandbox(rec.vmid, "sandbox.lease", Stage::Lease, format!("lease renewed until {until}"))
-            .payload(serde_json::json!({"expires_at": until}))
-            .by(by);
+        let event =
+            NewEvent::sandbox(rec.vmid, EventKind::LeaseRenewed, Stage::Lease, format!("lease renewed until {until}"))
+                .payload(serde_json::json!({"expires_at": until}))
+                .by(by);
         let patch = SandboxPatch { lease_expires_at: Some(Some(until)), ..Default::default() };
         self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;
         let rec = self.load(state.vmid)?;

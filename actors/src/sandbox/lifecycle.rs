@@ -7,6 +7,7 @@ use super::error::{ProvisionFailure, SandboxError};
 use super::msg::{AfterTeardown, OpReply, SandboxMsg, Settled};
 use super::pipeline::{self, StepOutcome};
 use super::teardown;
+use crate::model::EventKind;
 use crate::model::{
     Admission, ErrorCode, Intent, Operation, Refusal, SandboxEvent, SandboxNotice, SandboxState, Step, sandbox_ops,
 };
@@ -122,7 +123,7 @@ impl SandboxActor {
     /// The intent to run `step`, written before the step starts.
     fn record_step(&self, vmid: u32, step: Step) -> Result<(), StoreError> {
         let event =
-            NewEvent::sandbox(vmid, "sandbox.provision.step", Stage::Lifecycle, format!("provisioning: {step}"))
+            NewEvent::sandbox(vmid, EventKind::ProvisionStep, Stage::Lifecycle, format!("provisioning: {step}"))
                 .payload(serde_json::json!({"step": step.as_str()}));
         let patch = SandboxPatch { intent: Some(Some(Intent::Provision(step))), ..Default::default() };
         self.ctx.store.patch_sandbox(vmid, &patch, Some(&event))
@@ -159,7 +160,7 @@ impl SandboxActor {
         ip: String,
     ) -> Result<(), StoreError> {
         Self::disarm_provisioning_deadline(state);
-        let event = NewEvent::sandbox(state.vmid, "sandbox.slo.ready", Stage::Slo, format!("guest address {ip}"))
+        let event = NewEvent::sandbox(state.vmid, EventKind::SandboxReady, Stage::Slo, format!("guest address {ip}"))
             .payload(serde_json::json!({"ip": ip}));
         let patch = SandboxPatch { ip: Some(Some(ip)), intent: Some(None), ..Default::default() };
         self.ctx.store.patch_sandbox(state.vmid, &patch, Some(&event))?;
@@ -207,7 +208,7 @@ impl SandboxActor {
         Self::disarm_provisioning_deadline(state);
         let reason = failure.to_string();
         tracing::warn!(vmid = state.vmid, %reason, "sandbox failed");
-        let event = NewEvent::sandbox(state.vmid, "sandbox.provision_failed", Stage::Recovery, reason.clone())
+        let event = NewEvent::sandbox(state.vmid, EventKind::ProvisionFailed, Stage::Recovery, reason.clone())
             .payload(serde_json::json!({"step": failure.step.as_str(), "error": failure.error.to_string()}));
         let rec = self.load(state.vmid)?;
         if rec.has_booted() {
@@ -295,7 +296,7 @@ impl SandboxActor {
         by: Option<u32>,
     ) -> Result<(), StoreError> {
         let event =
-            NewEvent::sandbox(state.vmid, "sandbox.destroy.started", Stage::Lifecycle, "destroy requested").by(by);
+            NewEvent::sandbox(state.vmid, EventKind::DestroyStarted, Stage::Lifecycle, "destroy requested").by(by);
         let patch = SandboxPatch { intent: Some(Some(Intent::Destroy)), ..Default::default() };
         self.ctx.store.patch_sandbox(state.vmid, &patch, Some(&event))?;
         self.start_teardown(me, state, AfterTeardown::Destroyed);
@@ -333,8 +334,8 @@ impl SandboxActor {
             }
             (Err(error), _) => {
                 let kind = match &error {
-                    SandboxError::NotOurs { .. } => "sandbox.destroy.refused",
-                    _ => "sandbox.destroy.failed",
+                    SandboxError::NotOurs { .. } => EventKind::DestroyRefused,
+                    _ => EventKind::DestroyFailed,
                 };
                 let event = NewEvent::sandbox(state.vmid, kind, Stage::Lifecycle, error.to_string());
                 self.ctx.store.patch_sandbox(state.vmid, &clear_intent, Some(&event))?;

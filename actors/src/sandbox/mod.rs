@@ -25,7 +25,7 @@ pub use operate::SandboxOp;
 
 use crate::profiles::ProfileRegistry;
 use crate::pve::Gateway;
-use crate::root::{ActorDirectory, EntityFactory, SpawnFuture};
+use crate::root::{ActorDirectory, EntityError, EntityFactory, SpawnFuture};
 use crate::store::Store;
 use ipnet::IpNet;
 use ractor::{Actor, ActorCell, SpawnErr};
@@ -81,8 +81,8 @@ impl EntityFactory for SandboxFactory {
         KIND
     }
 
-    fn live_ids(&self) -> Result<Vec<String>, String> {
-        let vmids = self.ctx.store.live_sandbox_vmids().map_err(|e| e.to_string())?;
+    fn live_ids(&self) -> Result<Vec<String>, EntityError> {
+        let vmids = self.ctx.store.live_sandbox_vmids()?;
         Ok(vmids.into_iter().map(|v| v.to_string()).collect())
     }
 
@@ -95,13 +95,15 @@ impl EntityFactory for SandboxFactory {
         })
     }
 
-    fn give_up(&self, id: &str, reason: &str) -> Result<(), String> {
-        let vmid: u32 = id.parse().map_err(|_| format!("bad sandbox id {id}"))?;
-        let record = self.ctx.store.get_sandbox(vmid).map_err(|e| e.to_string())?.ok_or("record gone")?;
+    fn give_up(&self, id: &str, reason: &str) -> Result<(), EntityError> {
+        let vmid: u32 = id.parse().map_err(|_| EntityError::BadId { kind: KIND, id: id.to_string() })?;
+        let record = self
+            .ctx
+            .store
+            .get_sandbox(vmid)?
+            .ok_or_else(|| EntityError::NoRecord { kind: KIND, id: id.to_string() })?;
         match crate::model::sandbox_state::transition(record.state, crate::model::SandboxEvent::Fail) {
-            Ok(to) => {
-                self.ctx.store.transition_sandbox(vmid, record.state, to, Some(reason), None).map_err(|e| e.to_string())
-            }
+            Ok(to) => Ok(self.ctx.store.transition_sandbox(vmid, record.state, to, Some(reason), None)?),
             // Already past failing (stopped, timed out…): keep the state, say why.
             Err(_) => self
                 .ctx
@@ -111,7 +113,7 @@ impl EntityFactory for SandboxFactory {
                     &crate::store::SandboxPatch { error: Some(Some(reason.to_string())), ..Default::default() },
                     None,
                 )
-                .map_err(|e| e.to_string()),
+                .map_err(EntityError::from),
         }
     }
 }

@@ -7,6 +7,7 @@ use super::error::SandboxError;
 use super::msg::{OpReply, SandboxMsg};
 use super::{CLEAN_SNAPSHOT, SandboxContext, is_ours};
 use crate::model::{Admission, ErrorCode, Intent, Operation, Refusal, SandboxEvent, SandboxState, Step, sandbox_ops};
+use crate::model::{EventKind, OperationPhase};
 use crate::store::{NewEvent, SandboxPatch, SandboxRecord, Stage, StoreError};
 use agentlab_proxmox::PveError;
 use agentlab_proxmox::types::{ConfigChange, VmAction};
@@ -116,9 +117,9 @@ impl SandboxActor {
                 let _ = reply.send(Err(Refusal::new(ErrorCode::InvalidState, message)));
             }
             _ => {
-                let kind = format!("sandbox.{}.started", op.name());
+                let kind = EventKind::Operation { op: op.name(), phase: OperationPhase::Started };
                 let event =
-                    NewEvent::sandbox(rec.vmid, &kind, Stage::Lifecycle, format!("{} requested", op.name())).by(by);
+                    NewEvent::sandbox(rec.vmid, kind, Stage::Lifecycle, format!("{} requested", op.name())).by(by);
                 self.ctx.store.append_event(&event)?;
                 let (ctx, work_op) = (Arc::clone(&self.ctx), op.clone());
                 self.spawn_work(me, state, perform(ctx, rec, work_op), move |result, generation| {
@@ -146,10 +147,10 @@ impl SandboxActor {
         state.work = None;
         let completed = |actor: &SandboxActor, state: &SandboxActorState| -> Result<SandboxRecord, StoreError> {
             let rec = actor.load(state.vmid)?;
-            let kind = format!("sandbox.{}.completed", op.name());
+            let kind = EventKind::Operation { op: op.name(), phase: OperationPhase::Completed };
             actor.ctx.store.append_event(&NewEvent::sandbox(
                 rec.vmid,
-                &kind,
+                kind,
                 Stage::Lifecycle,
                 format!("{} done", op.name()),
             ))?;
@@ -169,10 +170,10 @@ impl SandboxActor {
             }
             Ok(AfterOperation::Boot) => self.reboot(me, state, reply)?,
             Err(error) => {
-                let kind = format!("sandbox.{}.failed", op.name());
+                let kind = EventKind::Operation { op: op.name(), phase: OperationPhase::Failed };
                 self.ctx.store.append_event(&NewEvent::sandbox(
                     state.vmid,
-                    &kind,
+                    kind,
                     Stage::Lifecycle,
                     error.to_string(),
                 ))?;
@@ -201,7 +202,7 @@ impl SandboxActor {
         let event = lease.as_ref().map(|until| {
             NewEvent::sandbox(
                 rec.vmid,
-                "sandbox.lease",
+                EventKind::LeaseRenewed,
                 Stage::Lease,
                 format!("the lease had expired; renewed until {until} for the boot"),
             )

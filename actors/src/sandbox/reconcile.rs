@@ -3,7 +3,8 @@
 //! never an orphan and never touched. Drift is a live record that disagrees with Proxmox;
 //! each sandbox's actor fixes its own on its next probe, which reconcile asks for.
 
-use super::{OWNER_TAG, SandboxContext, SandboxMsg};
+use super::{OWNER_TAG, SandboxContext, SandboxError, SandboxMsg};
+use crate::model::EventKind;
 use crate::model::{SandboxState, time_format};
 use crate::store::{NewEvent, Stage};
 use ractor::ActorRef;
@@ -51,12 +52,12 @@ pub async fn reconcile(
     ledger: &OrphanLedger,
     apply: bool,
     grace: Duration,
-) -> Result<ReconcileReport, String> {
-    let vms = ctx.gateway.cluster_vms().await.map_err(|e| format!("cannot list the cluster's VMs: {e}"))?;
-    let records = ctx.store.list_sandboxes(None).map_err(|e| e.to_string())?;
+) -> Result<ReconcileReport, SandboxError> {
+    let vms = ctx.gateway.cluster_vms().await.map_err(SandboxError::pve("cannot list the cluster's VMs"))?;
+    let records = ctx.store.list_sandboxes(None)?;
     let live: HashMap<u32, SandboxState> =
         records.iter().filter(|r| !matches!(r.state, SandboxState::Destroyed)).map(|r| (r.vmid, r.state)).collect();
-    let now = OffsetDateTime::now_utc();
+    let now = ctx.settings.clock.now();
     let mut report = ReconcileReport { dry_run: !apply, checked: vms.len(), orphans: Vec::new(), drift: Vec::new() };
     for vm in &vms {
         let vmid = vm.vmid as u32;
@@ -78,7 +79,7 @@ pub async fn reconcile(
                 Ok(()) => {
                     let _ = ctx.store.append_event(&NewEvent::sandbox(
                         vmid,
-                        "sandbox.orphan.destroyed",
+                        EventKind::OrphanDestroyed,
                         Stage::Recovery,
                         format!("orphan VM {vmid} destroyed"),
                     ));

@@ -5,6 +5,7 @@
 use super::events::{NewEvent, Stage, insert_event};
 use super::jobs::phase_in;
 use super::{Store, StoreError, StoreResult};
+use crate::model::EventKind;
 use crate::model::time_format;
 use crate::protocol::ArtifactView;
 use crate::protocol::guest::{ArtifactInfo, JobPhase};
@@ -116,7 +117,7 @@ impl Store {
             .map_err(|e| self.err(e))?;
             let mut event = NewEvent::job(
                 job_id,
-                "artifact.upload",
+                EventKind::ArtifactUploaded,
                 Stage::Artifact,
                 format!("artifact {} uploaded ({} bytes)", info.name, info.size_bytes),
             )

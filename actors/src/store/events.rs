@@ -1,7 +1,7 @@
 //! The `events` table: an append-only log with monotonic ids, paged by `tail` or `after`.
 
 use super::{Store, StoreError, StoreResult};
-use crate::model::time_format;
+use crate::model::{EventKind, time_format};
 use crate::protocol::{EVENT_SCHEMA_VERSION, EventView};
 use rusqlite::{Row, Transaction, params};
 
@@ -38,7 +38,7 @@ impl Stage {
 /// An event to append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    pub kind: String,
+    pub kind: EventKind,
     pub stage: Stage,
     pub sandbox_vmid: Option<u32>,
     pub job_id: Option<String>,
@@ -49,9 +49,9 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn new(kind: &str, stage: Stage, msg: impl Into<String>) -> Self {
+    pub fn new(kind: EventKind, stage: Stage, msg: impl Into<String>) -> Self {
         NewEvent {
-            kind: kind.to_string(),
+            kind,
             stage,
             sandbox_vmid: None,
             job_id: None,
@@ -61,7 +61,7 @@ impl NewEvent {
         }
     }
 
-    pub fn sandbox(vmid: u32, kind: &str, stage: Stage, msg: impl Into<String>) -> Self {
+    pub fn sandbox(vmid: u32, kind: EventKind, stage: Stage, msg: impl Into<String>) -> Self {
         NewEvent { sandbox_vmid: Some(vmid), ..NewEvent::new(kind, stage, msg) }
     }
 
@@ -73,6 +73,11 @@ impl NewEvent {
     pub fn by(mut self, peer_uid: Option<u32>) -> Self {
         self.peer_uid = peer_uid;
         self
+    }
+
+    /// Whether it reports a failure: its kind says so, or it records a change to FAILED.
+    pub fn is_failure(&self) -> bool {
+        self.kind.is_failure() || self.payload.get("to_state").and_then(|s| s.as_str()) == Some("FAILED")
     }
 }
 
@@ -88,17 +93,18 @@ pub enum EventPage {
 pub(crate) fn insert_event(tx: &Transaction<'_>, store: &Store, event: &NewEvent) -> StoreResult<i64> {
     let payload = serde_json::to_string(&event.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.execute(
-        "INSERT INTO events (ts, kind, stage, sandbox_vmid, job_id, msg, payload, peer_uid)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO events (ts, kind, stage, sandbox_vmid, job_id, msg, payload, peer_uid, failure)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             time_format::now(),
-            event.kind,
+            event.kind.name(),
             event.stage.as_str(),
             event.sandbox_vmid,
             event.job_id,
             event.msg,
             payload,
-            event.peer_uid
+            event.peer_uid,
+            event.is_failure()
         ],
     )
     .map_err(|e| store.err(e))?;
@@ -162,11 +168,7 @@ impl Store {
     pub fn recent_failures(&self, limit: u32) -> StoreResult<Vec<EventView>> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events
-                     WHERE kind LIKE '%failed%' OR kind LIKE '%.failure' OR payload LIKE '%\"to_state\":\"FAILED\"%'
-                     ORDER BY id DESC LIMIT ?1"
-                ))
+                .prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE failure = 1 ORDER BY id DESC LIMIT ?1"))
                 .map_err(|e| self.err(e))?;
             let rows = stmt.query_map([limit], event_view).map_err(|e| self.err(e))?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
@@ -184,10 +186,12 @@ mod tests {
         let (_dir, store) = temp_store();
         let mut ids = Vec::new();
         for i in 0..10 {
-            let e = NewEvent::sandbox(1001, "sandbox.test", Stage::Lifecycle, format!("e{i}"));
+            let e = NewEvent::sandbox(1001, EventKind::SandboxState, Stage::Lifecycle, format!("e{i}"));
             ids.push(store.append_event(&e).unwrap_or_else(|err| panic!("{err}")));
         }
-        store.append_event(&NewEvent::sandbox(1002, "sandbox.test", Stage::Lifecycle, "other")).unwrap_or_default();
+        store
+            .append_event(&NewEvent::sandbox(1002, EventKind::SandboxState, Stage::Lifecycle, "other"))
+            .unwrap_or_default();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
 
         let tail = store.sandbox_events(1001, EventPage::Tail(3)).unwrap_or_default();
@@ -205,11 +209,12 @@ mod tests {
     fn followers_are_told_only_of_committed_events() {
         let (_dir, store) = temp_store();
         let mut watch = store.watch_events();
-        let id = store.append_event(&NewEvent::new("daemon.started", Stage::Lifecycle, "up")).unwrap_or_default();
+        let id =
+            store.append_event(&NewEvent::new(EventKind::DaemonStarted, Stage::Lifecycle, "up")).unwrap_or_default();
         assert!(watch.has_changed().unwrap_or(false));
         assert_eq!(*watch.borrow_and_update(), id);
         let failed: StoreResult<()> = store.write(|tx| {
-            insert_event(tx, &store, &NewEvent::new("x", Stage::Lifecycle, "rolled back"))?;
+            insert_event(tx, &store, &NewEvent::new(EventKind::DaemonStarted, Stage::Lifecycle, "rolled back"))?;
             Err(StoreError::Corrupt("abort".into()))
         });
         assert!(failed.is_err());
@@ -219,11 +224,18 @@ mod tests {
     #[test]
     fn failures_are_found_newest_first() {
         let (_dir, store) = temp_store();
-        store.append_event(&NewEvent::sandbox(1, "sandbox.start.failed", Stage::Lifecycle, "a")).unwrap_or_default();
-        store.append_event(&NewEvent::sandbox(2, "sandbox.state", Stage::Lifecycle, "ok")).unwrap_or_default();
+        store
+            .append_event(&NewEvent::sandbox(
+                1,
+                EventKind::Operation { op: "start", phase: crate::model::OperationPhase::Failed },
+                Stage::Lifecycle,
+                "a",
+            ))
+            .unwrap_or_default();
+        store.append_event(&NewEvent::sandbox(2, EventKind::SandboxState, Stage::Lifecycle, "ok")).unwrap_or_default();
         store
             .append_event(
-                &NewEvent::sandbox(3, "sandbox.state", Stage::Lifecycle, "b")
+                &NewEvent::sandbox(3, EventKind::SandboxState, Stage::Lifecycle, "b")
                     .payload(serde_json::json!({"from_state": "BOOTING", "to_state": "FAILED"})),
             )
             .unwrap_or_default();

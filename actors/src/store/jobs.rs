@@ -3,6 +3,7 @@
 
 use super::events::{EVENT_COLUMNS, EventPage, NewEvent, Stage, event_view, insert_event};
 use super::{FromRow, RowError, Store, StoreError, StoreResult};
+use crate::model::EventKind;
 use crate::model::{JobState, time_format};
 use crate::protocol::EventView;
 use crate::protocol::guest::JobPhase;
@@ -35,7 +36,7 @@ pub struct JobRecord {
 }
 
 impl NewEvent {
-    pub fn job(id: &str, kind: &str, stage: Stage, msg: impl Into<String>) -> Self {
+    pub fn job(id: &str, kind: EventKind, stage: Stage, msg: impl Into<String>) -> Self {
         NewEvent { job_id: Some(id.to_string()), ..NewEvent::new(kind, stage, msg) }
     }
 }
@@ -97,7 +98,7 @@ pub(crate) fn phase_in(tx: &Transaction<'_>, store: &Store, job: &JobRecord, pha
     if seen.is_some() {
         return Ok(false);
     }
-    let mut event = NewEvent::job(&job.id, "job.phase", Stage::Lifecycle, phase.label())
+    let mut event = NewEvent::job(&job.id, EventKind::JobPhase, Stage::Lifecycle, phase.label())
         .payload(serde_json::json!({"phase": phase.as_str()}));
     event.sandbox_vmid = job.sandbox_vmid;
     insert_event(tx, store, &event)?;
@@ -132,7 +133,7 @@ impl Store {
                 ],
             )
             .map_err(|e| self.err(e))?;
-            let event = NewEvent::job(&job.id, "job.created", Stage::Lifecycle, format!("job created for {}", job.repo_url))
+            let event = NewEvent::job(&job.id, EventKind::JobCreated, Stage::Lifecycle, format!("job created for {}", job.repo_url))
                 .payload(serde_json::json!({"profile": job.profile, "agent": job.agent}))
                 .by(peer_uid);
             insert_event(tx, self, &event)?;
@@ -216,7 +217,7 @@ impl Store {
                 Some(e) => format!("job {from} -> {to}: {e}"),
                 None => format!("job {from} -> {to}"),
             };
-            let mut event = NewEvent::job(id, "job.state", Stage::Lifecycle, msg)
+            let mut event = NewEvent::job(id, EventKind::JobState, Stage::Lifecycle, msg)
                 .payload(serde_json::json!({"from_state": from.as_str(), "to_state": to.as_str(), "error": error}))
                 .by(peer_uid);
             event.sandbox_vmid = job.sandbox_vmid;
@@ -277,7 +278,7 @@ impl Store {
             if fresh.is_empty() {
                 return Ok(0);
             }
-            let mut event = NewEvent::job(id, "job.log", Stage::Report, fresh);
+            let mut event = NewEvent::job(id, EventKind::JobLog, Stage::Report, fresh);
             event.sandbox_vmid = job.sandbox_vmid;
             insert_event(tx, self, &event)?;
             let end = offset.map_or(job.log_bytes + fresh.len() as u64, |o| o + text.len() as u64).max(job.log_bytes);

@@ -124,6 +124,19 @@ CREATE TABLE artifacts (
 );
 ",
     },
+    Migration {
+        version: 5,
+        name: "events_failure_flag",
+        // Whether an event reports a failure is decided when it is written (the kind's
+        // catalog entry, or a change to FAILED); rows from before are marked once, here,
+        // by the rule the daemon used to apply when reading.
+        sql: "
+ALTER TABLE events ADD COLUMN failure INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET failure = 1
+ WHERE kind LIKE '%failed%' OR kind LIKE '%.failure' OR payload LIKE '%\"to_state\":\"FAILED\"%';
+CREATE INDEX events_failure ON events(failure, id);
+",
+    },
 ];
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -193,6 +206,13 @@ mod tests {
             )
             .expect("seed v2");
         }
+        if (2..5).contains(&version) {
+            conn.execute(
+                "INSERT INTO events (ts, kind, stage, msg) VALUES ('2026-01-01T00:00:00.000000000Z', 'sandbox.destroy.failed', 'lifecycle', 'old failure')",
+                [],
+            )
+            .expect("seed a failure before v5");
+        }
         if version >= 3 {
             conn.execute(
                 "INSERT INTO bootstrap_tokens (token_hash, vmid, expires_at, created_at) VALUES ('abc', 1001, '2999-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
@@ -207,6 +227,13 @@ mod tests {
                 [],
             )
             .expect("seed v4");
+        }
+        if version >= 5 {
+            conn.execute(
+                "INSERT INTO events (ts, kind, stage, msg, failure) VALUES ('2026-01-01T00:00:00.000000000Z', 'proxmox.unreachable.failed', 'recovery', 'kept failure', 1)",
+                [],
+            )
+            .expect("seed v5");
         }
     }
 
@@ -236,6 +263,12 @@ mod tests {
                     })
                     .unwrap_or(0);
                 assert_eq!(n, 1, "from v{start}");
+            }
+            if start >= 2 {
+                // Failures recorded before the flag existed are still listed after the upgrade.
+                let failures: Vec<String> = store.recent_failures(10).unwrap().into_iter().map(|e| e.msg).collect();
+                let expected: &[&str] = if start >= 5 { &["kept failure"] } else { &["old failure"] };
+                assert_eq!(failures, expected, "from v{start}");
             }
             if start >= 4 {
                 let job = store.get_job("job_kept").ok().flatten();

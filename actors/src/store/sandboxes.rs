@@ -2,6 +2,7 @@
 
 use super::events::{NewEvent, Stage, insert_event};
 use super::{FromRow, RowError, Store, StoreError, StoreResult};
+use crate::model::EventKind;
 use crate::model::time_format;
 use crate::model::{Intent, NetworkMode, SandboxState};
 use crate::protocol::{SandboxNetwork, SandboxResources, SandboxView};
@@ -225,7 +226,7 @@ impl Store {
             insert_event(
                 tx,
                 self,
-                &NewEvent::sandbox(vmid, "sandbox.state", Stage::Lifecycle, msg).payload(payload).by(peer_uid),
+                &NewEvent::sandbox(vmid, EventKind::SandboxState, Stage::Lifecycle, msg).payload(payload).by(peer_uid),
             )?;
             Ok(())
         })
@@ -263,7 +264,7 @@ pub(crate) fn insert_in(
         store,
         &NewEvent::sandbox(
             record.vmid,
-            "sandbox.state",
+            EventKind::SandboxState,
             Stage::Lifecycle,
             format!("sandbox created in {}", record.state),
         )

@@ -2,6 +2,7 @@
 //! `{"error","code","message","details"?}` envelope.
 
 use agentlab_actors::model::{ErrorCode, ErrorEnvelope, Refusal};
+use agentlab_actors::root::SpawnError;
 use agentlab_actors::store::StoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -62,6 +63,12 @@ impl IntoResponse for ApiError {
             tracing::error!(code = self.code.as_str(), message = %self.envelope.message, "request failed");
         }
         (status, axum::Json(self.envelope)).into_response()
+    }
+}
+
+impl From<SpawnError> for ApiError {
+    fn from(e: SpawnError) -> Self {
+        ApiError::new(ErrorCode::ActorUnavailable, e.to_string())
     }
 }
 

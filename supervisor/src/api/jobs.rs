@@ -15,6 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
+use ractor::ActorRef;
 use std::time::Duration;
 
 const ACTOR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,8 +67,11 @@ fn view(app: &AppState, job: JobRecord, events_tail: u32) -> Result<JobView, Api
     })
 }
 
-async fn spawn(id: &str) -> Result<(), ApiError> {
-    agentlab_actors::root::request_spawn(job::KIND, id).await.map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, e))
+/// The job's actor, spawned from its record if it has none.
+pub(crate) async fn job_actor(id: &str) -> Result<ActorRef<JobMsg>, ApiError> {
+    agentlab_actors::root::ensure_actor::<JobMsg>(job::KIND, id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("job {id} has no actor; retry")))
 }
 
 pub async fn create(
@@ -77,7 +81,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let job = job::create::create(&app.jobs, &req, peer.uid).await.map_err(ApiError::from)?;
     let id = job.id.clone();
-    spawn(&id).await?;
+    job_actor(&id).await?;
     Ok((StatusCode::CREATED, Json(view(&app, job, 0)?)))
 }
 
@@ -126,11 +130,7 @@ pub async fn cancel(
             format!("job {id} already ended {}; nothing to cancel", job.status),
         ));
     }
-    if job::actor_of(&id).is_none() {
-        spawn(&id).await?;
-    }
-    let actor = job::actor_of(&id)
-        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("job {id} has no actor")))?;
+    let actor = job_actor(&id).await?;
     let job = super::sandbox_ops::ask(&actor, &format!("job {id}"), ACTOR_TIMEOUT, |reply| JobMsg::Cancel {
         by: peer.uid,
         reply,

@@ -2,7 +2,7 @@
 //! and maps the answer to HTTP; it holds no logic of its own.
 
 mod error;
-mod jobs;
+pub(crate) mod jobs;
 mod json;
 mod peer;
 mod routes;

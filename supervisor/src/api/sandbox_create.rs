@@ -2,7 +2,7 @@
 //! Proxmox's own `nextid`), spawn its actor, and wait until it is READY or failed (or, with
 //! `?wait=false`, answer 202 at once).
 
-use super::sandbox_ops::{actor, ask, spawn_actor, tag_ok};
+use super::sandbox_ops::{ask, sandbox_actor, tag_ok};
 use super::{ApiError, AppState, Peer, StrictJson};
 use agentlab_actors::model::{ErrorCode, modifiers, time_format};
 use agentlab_actors::protocol::{CreateSandboxRequest, CreateSandboxResponse, PhaseTiming};
@@ -86,12 +86,10 @@ pub async fn create(
         AllocateError::Store(e) => e.into(),
     })?;
     let vmid = record.vmid;
-    spawn_actor(&app, vmid).await?;
+    let sandbox = sandbox_actor(vmid).await?;
     if query.wait == Some(false) {
         return Ok((StatusCode::ACCEPTED, Json(CreateSandboxResponse { timings: Vec::new(), sandbox: record.view() })));
     }
-    let sandbox = actor(vmid)
-        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("sandbox {vmid} has no actor")))?;
     let wait_ms = (app.config.provisioning_timeout + Duration::from_secs(30)).as_millis() as u64;
     let settled =
         ask(&sandbox, &format!("sandbox {vmid}"), Duration::from_millis(wait_ms), SandboxMsg::WaitSettled).await?;

@@ -2,7 +2,7 @@
 
 use super::sandbox_ops::{ask, live_actor, optional_body, run_op};
 use super::{ApiError, AppState, Peer};
-use agentlab_actors::model::{ErrorCode, SandboxState};
+use agentlab_actors::model::SandboxState;
 use agentlab_actors::protocol::ReconcileRequest;
 use agentlab_actors::sandbox::{SandboxMsg, SandboxOp};
 use axum::Json;
@@ -25,7 +25,7 @@ pub async fn reconcile(
         app.config.orphan_grace_period,
     )
     .await
-    .map_err(|e| ApiError::new(ErrorCode::ProxmoxUnavailable, e))?;
+    .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     Ok(Json(report))
 }
 

@@ -7,7 +7,6 @@ use agentlab_actors::protocol::{
     DestroySandboxRequest, RenewLeaseRequest, RenewLeaseResponse, RevertRequest, SandboxView, SnapshotRequest,
     UpdateRequest,
 };
-use agentlab_actors::root::RootMsg;
 use agentlab_actors::sandbox::{SandboxMsg, SandboxOp};
 use axum::Json;
 use axum::body::Bytes;
@@ -36,19 +35,11 @@ pub(super) async fn ask<M: ractor::Message, T: Send + 'static>(
     }
 }
 
-pub(super) async fn spawn_actor(app: &AppState, vmid: u32) -> Result<(), ApiError> {
-    let kind = agentlab_actors::sandbox::KIND.to_string();
-    ask(&app.root, "the root supervisor", Duration::from_millis(ACTOR_TIMEOUT_MS), |reply| RootMsg::SpawnEntity {
-        kind,
-        id: vmid.to_string(),
-        reply,
-    })
-    .await?
-    .map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, e))
-}
-
-pub(super) fn actor(vmid: u32) -> Option<ActorRef<SandboxMsg>> {
-    ActorRef::<SandboxMsg>::where_is(format!("{}:{vmid}", agentlab_actors::sandbox::KIND))
+/// The sandbox's actor, spawned from its record if it has none.
+pub(super) async fn sandbox_actor(vmid: u32) -> Result<ActorRef<SandboxMsg>, ApiError> {
+    agentlab_actors::root::ensure_actor::<SandboxMsg>(agentlab_actors::sandbox::KIND, &vmid.to_string())
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("sandbox {vmid} has no actor")))
 }
 
 pub(super) fn tag_ok(tag: &str) -> bool {
@@ -77,13 +68,7 @@ pub(super) async fn live_actor(
     if record.state == SandboxState::Destroyed {
         return Ok(Err(record.view()));
     }
-    if let Some(actor) = actor(vmid) {
-        return Ok(Ok(actor));
-    }
-    spawn_actor(app, vmid).await?;
-    actor(vmid)
-        .map(Ok)
-        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("sandbox {vmid} has no actor")))
+    sandbox_actor(vmid).await.map(Ok)
 }
 
 pub async fn destroy(
@@ -136,7 +121,7 @@ pub async fn renew_lease(
 #[cfg(debug_assertions)]
 pub async fn debug_panic(Path(vmid): Path<String>) -> Result<StatusCode, ApiError> {
     let vmid = vmid_of(&vmid)?;
-    let actor = actor(vmid)
+    let actor = agentlab_actors::sandbox::actor_of(vmid)
         .ok_or_else(|| ApiError::new(ErrorCode::SandboxNotFound, format!("sandbox {vmid} has no live actor")))?;
     actor.send_message(SandboxMsg::Panic).map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, e.to_string()))?;
     Ok(StatusCode::ACCEPTED)

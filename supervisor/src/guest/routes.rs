@@ -47,13 +47,7 @@ pub async fn report(
     if job.status.is_final() {
         return Err(ApiError::new(ErrorCode::JobFinalized, format!("job already finalized ({})", job.status)));
     }
-    if job::actor_of(&job.id).is_none() {
-        agentlab_actors::root::request_spawn(job::KIND, &job.id)
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::ActorUnavailable, e))?;
-    }
-    let actor = job::actor_of(&job.id)
-        .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("job {} has no actor; retry", job.id)))?;
+    let actor = crate::api::jobs::job_actor(&job.id).await?;
     match actor.call(|reply| JobMsg::Report { report, reply }, Some(REPORT_TIMEOUT)).await {
         Ok(ractor::rpc::CallResult::Success(Ok(answer))) => Ok(Json(answer)),
         Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(ApiError::from(e)),

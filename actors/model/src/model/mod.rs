@@ -2,6 +2,7 @@
 //! so the CLI and the guest runner can share it.
 
 pub mod error_code;
+pub mod event_kind;
 pub mod job_links;
 pub mod job_state;
 pub mod modifiers;
@@ -15,6 +16,7 @@ pub mod suggest;
 pub mod time_format;
 
 pub use error_code::{ErrorCode, ErrorEnvelope};
+pub use event_kind::{EventKind, OperationPhase};
 pub use job_links::SandboxNotice;
 pub use job_state::{JobEvent, JobState};
 pub use profile::{NetworkMode, Profile};

@@ -1,0 +1,181 @@
+//! Every kind of event the daemon records, as one catalog: the kinds are part of the API
+//! (`EVENT_SCHEMA_VERSION`), and whether an event reports a failure is said here, once,
+//! not guessed from its name.
+
+use std::borrow::Cow;
+
+/// What an operator operation's event says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationPhase {
+    Started,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A sandbox record was created or changed state.
+    SandboxState,
+    /// A provisioning step is about to run.
+    ProvisionStep,
+    ProvisionFailed,
+    /// The guest reported its address: the sandbox is up.
+    SandboxReady,
+    LeaseRenewed,
+    LeaseExpired,
+    DestroyStarted,
+    /// The VM at the sandbox's VMID is not AgentLab's: nothing was destroyed.
+    DestroyRefused,
+    DestroyFailed,
+    /// The keepalive stop at lease expiry failed.
+    StopFailed,
+    Vanished,
+    Moved,
+    AddressChanged,
+    OrphansFound,
+    OrphanDestroyed,
+    /// `sandbox.<op>.<phase>` for start, stop, pause, resume, revert, snapshots, update.
+    Operation {
+        op: &'static str,
+        phase: OperationPhase,
+    },
+    JobCreated,
+    JobState,
+    JobPhase,
+    JobLog,
+    JobReleaseFailed,
+    ArtifactUploaded,
+    /// An actor failed and is restarted from its record after a back-off.
+    ActorRestarting,
+    /// An actor failed too often and its entity was marked FAILED.
+    ActorGaveUp,
+    DaemonStarted,
+    DaemonStopping,
+    ProfilesReloaded,
+    ProfilesReloadFailed,
+    ProxmoxReachable,
+    ProxmoxUnreachable,
+}
+
+impl EventKind {
+    /// The kind as stored and served.
+    pub fn name(self) -> Cow<'static, str> {
+        use EventKind as K;
+        Cow::Borrowed(match self {
+            K::SandboxState => "sandbox.state",
+            K::ProvisionStep => "sandbox.provision.step",
+            K::ProvisionFailed => "sandbox.provision_failed",
+            K::SandboxReady => "sandbox.slo.ready",
+            K::LeaseRenewed => "sandbox.lease",
+            K::LeaseExpired => "sandbox.lease.expired",
+            K::DestroyStarted => "sandbox.destroy.started",
+            K::DestroyRefused => "sandbox.destroy.refused",
+            K::DestroyFailed => "sandbox.destroy.failed",
+            K::StopFailed => "sandbox.stop.failed",
+            K::Vanished => "sandbox.vanished",
+            K::Moved => "sandbox.moved",
+            K::AddressChanged => "sandbox.ip_changed",
+            K::OrphansFound => "sandbox.orphans.found",
+            K::OrphanDestroyed => "sandbox.orphan.destroyed",
+            K::Operation { op, phase } => {
+                let phase = match phase {
+                    OperationPhase::Started => "started",
+                    OperationPhase::Completed => "completed",
+                    OperationPhase::Failed => "failed",
+                };
+                return Cow::Owned(format!("sandbox.{op}.{phase}"));
+            }
+            K::JobCreated => "job.created",
+            K::JobState => "job.state",
+            K::JobPhase => "job.phase",
+            K::JobLog => "job.log",
+            K::JobReleaseFailed => "job.release.failed",
+            K::ArtifactUploaded => "artifact.upload",
+            // The stored names predate the catalog and are kept for the API.
+            K::ActorRestarting => "actor.restart.failed",
+            K::ActorGaveUp => "actor.gave_up.failed",
+            K::DaemonStarted => "daemon.started",
+            K::DaemonStopping => "daemon.stopping",
+            K::ProfilesReloaded => "profiles.reloaded",
+            K::ProfilesReloadFailed => "profiles.reload.failed",
+            K::ProxmoxReachable => "proxmox.reachable",
+            K::ProxmoxUnreachable => "proxmox.unreachable.failed",
+        })
+    }
+
+    /// Whether the event reports something that went wrong (what `status` lists as recent
+    /// failures). A state change to FAILED is one too; the store checks that itself.
+    pub fn is_failure(self) -> bool {
+        use EventKind as K;
+        match self {
+            K::ProvisionFailed
+            | K::DestroyRefused
+            | K::DestroyFailed
+            | K::StopFailed
+            | K::Vanished
+            | K::JobReleaseFailed
+            | K::ActorRestarting
+            | K::ActorGaveUp
+            | K::ProfilesReloadFailed
+            | K::ProxmoxUnreachable => true,
+            K::Operation { phase, .. } => phase == OperationPhase::Failed,
+            K::SandboxState
+            | K::ProvisionStep
+            | K::SandboxReady
+            | K::LeaseRenewed
+            | K::LeaseExpired
+            | K::DestroyStarted
+            | K::Moved
+            | K::AddressChanged
+            | K::OrphansFound
+            | K::OrphanDestroyed
+            | K::JobCreated
+            | K::JobState
+            | K::JobPhase
+            | K::JobLog
+            | K::ArtifactUploaded
+            | K::DaemonStarted
+            | K::DaemonStopping
+            | K::ProfilesReloaded
+            | K::ProxmoxReachable => false,
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_failures() {
+        let op = |phase| EventKind::Operation { op: "snapshot.save", phase };
+        let kinds = [
+            EventKind::SandboxState,
+            EventKind::ProvisionFailed,
+            EventKind::Vanished,
+            EventKind::ActorRestarting,
+            EventKind::JobLog,
+            op(OperationPhase::Started),
+            op(OperationPhase::Failed),
+        ];
+        let table: Vec<String> = kinds.iter().map(|k| format!("{} {}", k.name(), k.is_failure())).collect();
+        assert_eq!(
+            table,
+            [
+                "sandbox.state false",
+                "sandbox.provision_failed true",
+                "sandbox.vanished true",
+                "actor.restart.failed true",
+                "job.log false",
+                "sandbox.snapshot.save.started false",
+                "sandbox.snapshot.save.failed true",
+            ]
+        );
+    }
+}
