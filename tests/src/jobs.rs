@@ -1,7 +1,7 @@
 //! A bench for job tests: a simulator whose VMs run the real `agent-runner`, a daemon with
 //! its guest listener on loopback, an age key and bundle, and a local git repository.
 
-use crate::{SimProcess, Workspace, bin, eventually};
+use crate::{CliOutput, SimProcess, Workspace, bin, eventually};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -83,9 +83,27 @@ pub struct JobBench {
     pub artifact_port: u16,
 }
 
+/// What runs inside the simulated VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guest {
+    Runner,
+    PlayedByTest,
+}
+
 impl JobBench {
-    /// `runner`: whether started VMs run `agent-runner` (false: the test plays the guest).
-    pub fn new(runner: bool, extra_config: &str) -> JobBench {
+    /// A bench whose started VMs run the real `agent-runner`.
+    pub fn with_runner() -> JobBench {
+        JobBench::new(Guest::Runner, "")
+    }
+
+    /// A bench whose VMs run nothing: the test plays the guest (with curl), under
+    /// `extra_config` daemon settings.
+    pub fn test_plays_the_guest(extra_config: &str) -> JobBench {
+        JobBench::new(Guest::PlayedByTest, extra_config)
+    }
+
+    fn new(guest: Guest, extra_config: &str) -> JobBench {
+        let runner = guest == Guest::Runner;
         let mut ws = Workspace::new();
         // The guests are local processes: their address (and the listener's) is loopback.
         ws.agent_subnet = "127.0.0.0/8";
@@ -116,28 +134,19 @@ impl JobBench {
         JobBench { ws, sim, repo, bootstrap_port, artifact_port }
     }
 
+    /// `agentlab job run` of the bench's repository on `branch` (task "say hello", the
+    /// custom agent), with `extra` arguments such as `--follow`.
+    pub fn run_job(&self, branch: &str, ttl: u32, extra: &[&str]) -> CliOutput {
+        let (ttl, repo) = (ttl.to_string(), self.repo.display().to_string());
+        let mut args = vec!["job", "run", "--repo", &repo, "--ref", branch, "--task", "say hello"];
+        args.extend(["--profile", "yolo-ephemeral", "--agent", "custom", "--ttl", &ttl]);
+        args.extend_from_slice(extra);
+        self.ws.cli(&args)
+    }
+
     /// `job run` (not followed) on `branch`; the job id.
     pub fn start_job(&self, branch: &str, ttl: u32, extra: &[&str]) -> String {
-        let ttl = ttl.to_string();
-        let repo = self.repo.display().to_string();
-        let mut args = vec![
-            "job",
-            "run",
-            "--repo",
-            &repo,
-            "--ref",
-            branch,
-            "--task",
-            "say hello",
-            "--profile",
-            "yolo-ephemeral",
-            "--agent",
-            "custom",
-            "--ttl",
-            &ttl,
-        ];
-        args.extend_from_slice(extra);
-        let out = self.ws.cli(&args);
+        let out = self.run_job(branch, ttl, extra);
         assert_eq!(out.code, 0, "{out:?}");
         out.stdout.trim().to_string()
     }

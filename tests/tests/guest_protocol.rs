@@ -36,7 +36,7 @@ fn json(url: &str, bearer: Option<&str>, body: &serde_json::Value) -> (u16, serd
 
 #[test]
 fn guest_credentials_are_single_use_bound_and_checked() {
-    let bench = JobBench::new(false, "artifact_max_bytes: 100000\n");
+    let bench = JobBench::test_plays_the_guest("artifact_max_bytes: 100000\n");
     let _daemon = bench.ws.start_daemon();
     let id = bench.start_job("main", 60, &[]);
     let other = bench.start_job("main", 60, &[]);

@@ -26,7 +26,7 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
 
 #[test]
 fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
-    let bench = JobBench::new(true, "");
+    let bench = JobBench::with_runner();
     let _daemon = bench.ws.start_daemon();
     let ws = &bench.ws;
 
@@ -34,22 +34,7 @@ fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
     assert_eq!(validate.code, 0, "{validate:?}");
     assert!(validate.stdout.contains("DEMO_SECRET") && !validate.stdout.contains(SECRET), "{validate:?}");
 
-    let repo = bench.repo.display().to_string();
-    let out = ws.cli(&[
-        "job",
-        "run",
-        "--repo",
-        &repo,
-        "--task",
-        "say hello",
-        "--profile",
-        "yolo-ephemeral",
-        "--agent",
-        "custom",
-        "--ttl",
-        "60",
-        "--follow",
-    ]);
+    let out = bench.run_job("main", 60, &["--follow"]);
     assert_eq!(out.code, 0, "{out:?}\n{}", bench.guest_logs());
     assert!(out.stdout.contains("hello from the agent on task: say hello"), "{out:?}");
     assert!(out.stdout.contains("the secret is [REDACTED]"), "{out:?}");
@@ -117,7 +102,7 @@ fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
 
 #[test]
 fn timeout_failure_and_cancel_end_jobs_as_they_should() {
-    let bench = JobBench::new(true, "");
+    let bench = JobBench::with_runner();
     let _daemon = bench.ws.start_daemon();
 
     // ttl 1 minute is 0.6 s at test_time_scale 0.01: run.sh sleeps past it.
@@ -156,7 +141,7 @@ fn timeout_failure_and_cancel_end_jobs_as_they_should() {
 
 #[test]
 fn a_running_job_survives_kill_9_of_the_daemon() {
-    let bench = JobBench::new(true, "");
+    let bench = JobBench::with_runner();
     let daemon = bench.ws.start_daemon();
     let id = bench.start_job("slow", 60, &[]);
     let running = eventually(JOB_LIMIT, || bench.job(&id)["status"] == "RUNNING");
@@ -172,7 +157,7 @@ fn a_running_job_survives_kill_9_of_the_daemon() {
 
 #[test]
 fn a_job_whose_vm_is_deleted_behind_its_back_fails_at_once() {
-    let bench = JobBench::new(true, "");
+    let bench = JobBench::with_runner();
     let _daemon = bench.ws.start_daemon();
     // TTL 60 minutes (36 s here): its deadline is far away.
     let id = bench.start_job("sleep", 60, &[]);

@@ -4,7 +4,7 @@
 use super::JobError;
 use super::{DEADLINE_GRACE_MINUTES, JobContext, SANDBOX_LEASE_GRACE_MINUTES, new_job_id};
 use crate::model::Refusal;
-use crate::model::{ErrorCode, JobState, modifiers, time_format};
+use crate::model::{ErrorCode, JobState, time_format};
 use crate::protocol::{AGENTS, CreateJobRequest, MODES};
 use crate::sandbox::allocate::{SandboxRequest, allocate};
 use crate::sandbox::{SandboxMsg, Settled};
@@ -50,19 +50,8 @@ fn check_ref(git_ref: &str) -> Result<(), Refusal> {
 /// The caller starts its actor.
 pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u32>) -> Result<JobRecord, Refusal> {
     let profiles = ctx.profiles.snapshot();
-    let names = profiles.names();
-    let profile_name = modifiers::resolve_profile_name(&req.profile, &names).ok_or_else(|| {
-        let near = modifiers::suggest_profiles(&req.profile, &names);
-        let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
-        Refusal {
-            code: ErrorCode::UnknownProfile,
-            message: format!("unknown profile `{}`{hint}; `agentlab profile list` shows them", req.profile),
-        }
-    })?;
-    let profile = profiles
-        .get(&profile_name)
-        .map(|p| p.profile.clone())
-        .ok_or_else(|| Refusal { code: ErrorCode::UnknownProfile, message: "profile vanished".into() })?;
+    let profile = profiles.resolve(&req.profile)?.profile.clone();
+    let profile_name = profile.name.clone();
     check_repo_url(&req.repo_url)?;
     if let Some(r) = &req.git_ref {
         check_ref(r)?;

@@ -3,7 +3,7 @@
 
 use super::documents;
 use crate::model::profile::{Profile, is_host_mount_key};
-use crate::model::time_format;
+use crate::model::{ErrorCode, Refusal, modifiers, time_format};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,22 @@ impl ProfileSet {
 
     pub fn names(&self) -> Vec<String> {
         self.profiles.keys().cloned().collect()
+    }
+
+    /// The profile a request names: a profile name, or `+modifiers` (`+small +secure` →
+    /// `secure-small`); refused with the nearest names when there is none.
+    pub fn resolve(&self, requested: &str) -> Result<&LoadedProfile, Refusal> {
+        let names = self.names();
+        let unknown = || {
+            let near = modifiers::suggest_profiles(requested, &names);
+            let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
+            Refusal::new(
+                ErrorCode::UnknownProfile,
+                format!("unknown profile `{requested}`{hint}; `agentlab profile list` shows them"),
+            )
+        };
+        let name = modifiers::resolve_profile_name(requested, &names).ok_or_else(unknown)?;
+        self.get(&name).ok_or_else(unknown)
     }
 }
 

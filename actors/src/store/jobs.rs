@@ -162,13 +162,9 @@ impl Store {
 
     /// Jobs that need an actor: live ones, and ended ones whose sandbox is not released yet.
     pub fn live_job_ids(&self) -> StoreResult<Vec<String>> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT id FROM jobs WHERE status IN ('QUEUED', 'RUNNING') OR sandbox_released = 0 ORDER BY created_at")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
-            rows.collect::<rusqlite::Result<Vec<String>>>().map_err(|e| self.err(e))
-        })
+        self.column(
+            "SELECT id FROM jobs WHERE status IN ('QUEUED', 'RUNNING') OR sandbox_released = 0 ORDER BY created_at",
+        )
     }
 
     pub fn count_jobs_by_status(&self) -> StoreResult<std::collections::BTreeMap<String, u64>> {

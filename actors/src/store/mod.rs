@@ -95,6 +95,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_IDLE_READERS: usize = 8;
 
 impl Store {
+    /// The first column of every row `sql` returns (ids of live records).
+    pub(crate) fn column<T: rusqlite::types::FromSql>(&self, sql: &str) -> StoreResult<Vec<T>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<Vec<T>>>().map_err(|e| self.err(e))
+        })
+    }
+
     /// Every row `sql` returns, as records of type `T`.
     pub(crate) fn query<T: FromRow>(
         &self,

@@ -158,13 +158,7 @@ impl Store {
 
     /// VMIDs of every record that still needs a live actor.
     pub fn live_sandbox_vmids(&self) -> StoreResult<Vec<u32>> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT vmid FROM sandboxes WHERE state != 'DESTROYED' ORDER BY vmid")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
-            rows.collect::<rusqlite::Result<Vec<u32>>>().map_err(|e| self.err(e))
-        })
+        self.column("SELECT vmid FROM sandboxes WHERE state != 'DESTROYED' ORDER BY vmid")
     }
 
     /// Count of records by state, every state present.

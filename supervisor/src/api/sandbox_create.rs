@@ -4,7 +4,7 @@
 
 use super::sandbox_ops::{ask, sandbox_actor, tag_ok};
 use super::{ApiError, AppState, Peer, StrictJson};
-use agentlab_actors::model::{ErrorCode, modifiers, time_format};
+use agentlab_actors::model::{ErrorCode, time_format};
 use agentlab_actors::protocol::{CreateSandboxRequest, CreateSandboxResponse, PhaseTiming};
 use agentlab_actors::sandbox::allocate::{AllocateError, SandboxRequest, allocate};
 use agentlab_actors::sandbox::{SandboxMsg, Settled};
@@ -28,15 +28,7 @@ pub async fn create(
     StrictJson(req): StrictJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<CreateSandboxResponse>), ApiError> {
     let profiles = app.profiles.snapshot();
-    let names = profiles.names();
-    let profile_name = modifiers::resolve_profile_name(&req.profile, &names).ok_or_else(|| {
-        let near = modifiers::suggest_profiles(&req.profile, &names);
-        let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
-        ApiError::new(
-            ErrorCode::UnknownProfile,
-            format!("unknown profile `{}`{hint}; `agentlab profile list` shows them", req.profile),
-        )
-    })?;
+    let profile_name = profiles.resolve(&req.profile)?.profile.name.clone();
     if req.workspace_id.is_some() {
         return Err(ApiError::new(
             ErrorCode::Unsupported,
