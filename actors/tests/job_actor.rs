@@ -58,7 +58,7 @@ async fn a_job_whose_sandbox_lease_expires_times_out() {
     let h = Harness::start().await;
     let (id, vmid) = job_with_sandbox(&h).await;
     // Shorten the sandbox's lease behind the job's back, as an expired lease would be.
-    let soon = agentlab_actors::model::time_format::format(h.sandboxes.settings.clock.now() + MINUTE);
+    let soon = h.sandboxes.settings.clock.now() + MINUTE;
     let patch = agentlab_actors::store::SandboxPatch { lease_expires_at: Some(Some(soon)), ..Default::default() };
     h.store.patch_sandbox(vmid, &patch, None).unwrap();
     h.sandbox_actor(vmid).send_message(SandboxMsg::Reconcile).unwrap();

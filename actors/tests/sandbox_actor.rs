@@ -46,13 +46,11 @@ async fn renewing_the_lease_re_arms_the_timer() {
     // Leases are renewed while RUNNING (a job's agent is at work).
     actor.send_message(SandboxMsg::JobChanged(SandboxEvent::JobStarted)).unwrap();
     eventually("running", MINUTE, || h.sandbox(vmid).state == SandboxState::Running).await;
-    let until = agentlab_actors::model::time_format::format(h.sandboxes.settings.clock.now() + HOUR);
-    let renewed = actor
-        .call(|reply| SandboxMsg::RenewLease { until: until.clone(), by: None, reply }, Some(MINUTE))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(renewed.unwrap().lease_expires_at.as_deref(), Some(until.as_str()));
+    let until = h.sandboxes.settings.clock.now() + HOUR;
+    let renewed =
+        actor.call(|reply| SandboxMsg::RenewLease { until, by: None, reply }, Some(MINUTE)).await.unwrap().unwrap();
+    let expected = agentlab_actors::model::time_format::format(until);
+    assert_eq!(renewed.unwrap().lease_expires_at.as_deref(), Some(expected.as_str()));
     tokio::time::sleep(45 * MINUTE).await;
     assert_eq!(h.sandbox(vmid).state, SandboxState::Running, "the old 30-minute lease no longer fires");
     eventually("destroyed at the renewed lease", 20 * MINUTE, || h.sandbox(vmid).state == SandboxState::Destroyed)

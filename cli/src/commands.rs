@@ -189,6 +189,15 @@ fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Result<(), 
             }
         }
         let view: SandboxView = client.get(&format!("/v1/sandboxes/{vmid}"))?;
+        if !view.state.is_provisioning() {
+            // The state changed after the page was read: print what led to it first.
+            let rest: EventsResponse = client.get(&format!("/v1/sandboxes/{vmid}/events?after={after}"))?;
+            for event in &rest.events {
+                if let Some(line) = render::progress_line(event) {
+                    println!("{line}");
+                }
+            }
+        }
         match view.state {
             agentlab_model::model::SandboxState::Ready => {
                 println!("sandbox {vmid} READY at {}", view.ip.as_deref().unwrap_or("-"));

@@ -5,6 +5,7 @@
 //! binary from `PATH` with the task on stdin. The payload never supplies a command line.
 
 use agentlab_model::protocol::guest::{BootstrapPayload, JobSpec, Policy};
+use agentlab_model::protocol::{Agent, JobMode};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,6 @@ pub enum AgentError {
     NoCommand,
     #[error("agent `{0}` is not installed (not found in PATH)")]
     NotInstalled(String),
-    #[error("unknown agent `{0}` (expected claude, codex, opencode or custom)")]
-    Unknown(String),
     #[error("policy requires bubblewrap but bwrap is not installed")]
     NoBwrap,
     #[error("unknown inner sandbox `{0}` (expected none or bubblewrap)")]
@@ -60,17 +59,16 @@ pub fn choose(
     if is_executable(&script) {
         return Ok(Launch { argv: vec![script.into()], task_on_stdin: false, description: ".agentlab/run.sh".into() });
     }
-    let dangerous = job.mode == "dangerous";
-    let (binary, args): (&str, Vec<&str>) = match job.agent.as_str() {
+    let dangerous = job.mode == JobMode::Dangerous;
+    let (binary, args): (&str, Vec<&str>) = match job.agent {
         // Each reads its prompt from stdin in non-interactive mode.
-        "claude" => ("claude", if dangerous { vec!["-p", "--dangerously-skip-permissions"] } else { vec!["-p"] }),
-        "codex" => (
+        Agent::Claude => ("claude", if dangerous { vec!["-p", "--dangerously-skip-permissions"] } else { vec!["-p"] }),
+        Agent::Codex => (
             "codex",
             if dangerous { vec!["exec", "--dangerously-bypass-approvals-and-sandbox", "-"] } else { vec!["exec", "-"] },
         ),
-        "opencode" => ("opencode", vec!["run"]),
-        "custom" => return Err(AgentError::NoCommand),
-        other => return Err(AgentError::Unknown(other.to_string())),
+        Agent::Opencode => ("opencode", vec!["run"]),
+        Agent::Custom => return Err(AgentError::NoCommand),
     };
     let program = find_in_path(binary, path_var).ok_or_else(|| AgentError::NotInstalled(binary.to_string()))?;
     let mut argv = vec![program.into_os_string()];
@@ -117,7 +115,7 @@ pub fn environment(
         ("AGENTLAB_TASK".to_string(), OsString::from(&job.task)),
         ("AGENTLAB_TASK_FILE".to_string(), path(task_file)),
         ("AGENTLAB_JOB_ID".to_string(), OsString::from(&job.id)),
-        ("AGENTLAB_JOB_MODE".to_string(), OsString::from(&job.mode)),
+        ("AGENTLAB_JOB_MODE".to_string(), OsString::from(job.mode.as_str())),
         ("AGENTLAB_JOB_PROFILE".to_string(), OsString::from(&job.profile)),
         ("AGENTLAB_REPO_DIR".to_string(), path(&dirs.repo)),
         ("AGENTLAB_RUN_DIR".to_string(), path(&dirs.run)),
@@ -143,14 +141,15 @@ mod tests {
     use crate::files::test_dir;
 
     fn job(agent: &str) -> JobSpec {
+        let agent = agent.parse().unwrap();
         JobSpec {
             id: "job_1".into(),
             repo_url: "/r".into(),
             git_ref: None,
             task: "fix it".into(),
-            mode: "dangerous".into(),
+            mode: JobMode::Dangerous,
             profile: "p".into(),
-            agent: agent.into(),
+            agent,
             keepalive: false,
             ttl_minutes: 5,
             timeout_seconds: 60,
@@ -179,7 +178,7 @@ mod tests {
         assert!(launch.task_on_stdin);
         assert_eq!(choose(None, &job("codex"), &repo, Some(&path)), Err(AgentError::NotInstalled("codex".into())));
         assert_eq!(choose(None, &job("custom"), &repo, Some(&path)), Err(AgentError::NoCommand));
-        assert_eq!(choose(None, &job("gpt"), &repo, Some(&path)), Err(AgentError::Unknown("gpt".into())));
+        assert_eq!("gpt".parse::<Agent>(), Err("agent `gpt` is not one of claude, codex, opencode, custom".into()));
 
         // A run.sh that is not executable does not count.
         let script = repo.join(".agentlab").join("run.sh");
@@ -197,7 +196,7 @@ mod tests {
         let dir = test_dir("agent-bwrap");
         let dirs =
             Dirs { repo: "/work/repo".into(), run: "/run/agentlab".into(), secrets: "/run/agentlab/secrets".into() };
-        let mut policy = Policy { mode: "dangerous".into(), inner_sandbox: "none".into(), inner_sandbox_args: vec![] };
+        let mut policy = Policy { mode: JobMode::Dangerous, inner_sandbox: "none".into(), inner_sandbox_args: vec![] };
         assert_eq!(sandbox_prefix(&policy, &dirs, None), Ok(vec![]));
         policy.inner_sandbox = "bubblewrap".into();
         policy.inner_sandbox_args = vec!["--unshare-user".into()];

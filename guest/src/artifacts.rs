@@ -18,7 +18,7 @@ pub struct RunSummary {
     pub exit_code: Option<i32>,
     pub duration_seconds: f64,
     pub commit: Option<String>,
-    pub mode: String,
+    pub mode: agentlab_model::protocol::JobMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ mod tests {
             exit_code: Some(0),
             duration_seconds: 1.5,
             commit: Some("abc".into()),
-            mode: "dangerous".into(),
+            mode: agentlab_model::protocol::JobMode::Dangerous,
         };
         write_summary(&summary, &run, &artifacts, Some(&run.join("agent-runner.log"))).unwrap();
         let report: serde_json::Value =

@@ -208,7 +208,7 @@ impl<'a> Job<'a> {
             exit_code: outcome.exit_code,
             duration_seconds: duration,
             commit: commit.clone(),
-            mode: self.payload.job.mode.clone(),
+            mode: self.payload.job.mode,
         };
         self.journal.say(&format!(
             "job {}: {} ({})",

@@ -67,7 +67,7 @@ impl JobActor {
 
     fn publish(&self, state: &JobActorState, job: &JobRecord) {
         self.ctx.directory.set_state(&state.name, job.status.as_str());
-        self.ctx.directory.set_lease(&state.name, Some(&job.deadline_at));
+        self.ctx.directory.set_lease(&state.name, Some(job.deadline_at));
     }
 
     /// Applies `event` if the table allows it; the record after, or None if refused.
@@ -100,8 +100,7 @@ impl JobActor {
         if let Some(timer) = state.deadline.take() {
             timer.abort();
         }
-        // A deadline that cannot be read counts as passed: the job ends, and says why.
-        let left = time_format::parse(&job.deadline_at).map(|d| self.ctx.clock().until(d)).unwrap_or_default();
+        let left = self.ctx.clock().until(job.deadline_at);
         state.deadline = Some(me.send_after(left, || JobMsg::DeadlinePassed));
     }
 
@@ -321,8 +320,8 @@ impl Actor for JobActor {
             JobMsg::DeadlinePassed => {
                 let job = self.load(&state.id)?;
                 let now = self.ctx.clock().now();
-                match time_format::parse(&job.deadline_at) {
-                    Ok(deadline) if deadline > now => self.arm_deadline(&myself, state, &job),
+                match job.deadline_at {
+                    deadline if deadline > now => self.arm_deadline(&myself, state, &job),
                     _ => {
                         let why = "no final report from the guest before the job's deadline (TTL plus grace): the guest went silent";
                         self.finish(&myself, state, JobEvent::TimedOut, Some(why), None, None)?;

@@ -93,9 +93,9 @@ fn build(ctx: &JobContext, job: &JobRecord) -> Result<BootstrapPayload, Refusal>
             repo_url: job.repo_url.clone(),
             git_ref: job.git_ref.clone(),
             task: job.task.clone(),
-            mode: job.mode.clone(),
+            mode: job.mode,
             profile: job.profile.clone(),
-            agent: job.agent.clone(),
+            agent: job.agent,
             keepalive: job.keepalive,
             ttl_minutes: job.ttl_minutes,
             timeout_seconds: timeout.as_secs().max(1),
@@ -111,10 +111,6 @@ fn build(ctx: &JobContext, job: &JobRecord) -> Result<BootstrapPayload, Refusal>
         claude_settings_json: bundle.claude_settings_json(),
         artifact: ArtifactEndpoint { endpoint: ctx.settings.artifact_upload_url.clone(), token: mint()? },
         runner_token: mint()?,
-        policy: Policy {
-            mode: job.mode.clone(),
-            inner_sandbox: inner,
-            inner_sandbox_args: behavior.inner_sandbox_args,
-        },
+        policy: Policy { mode: job.mode, inner_sandbox: inner, inner_sandbox_args: behavior.inner_sandbox_args },
     })
 }

@@ -4,15 +4,14 @@
 use super::JobError;
 use super::{DEADLINE_GRACE_MINUTES, JobContext, SANDBOX_LEASE_GRACE_MINUTES, new_job_id};
 use crate::model::Refusal;
-use crate::model::{ErrorCode, JobState, time_format};
-use crate::protocol::{AGENTS, CreateJobRequest, MODES};
+use crate::model::{ErrorCode, JobState};
+use crate::protocol::{Agent, CreateJobRequest, JobMode};
 use crate::sandbox::allocate::{SandboxRequest, allocate};
 use crate::sandbox::{SandboxMsg, Settled};
 use crate::store::JobRecord;
 use std::time::Duration;
 
 /// The default agent when a request names none.
-pub const DEFAULT_AGENT: &str = "claude";
 /// A job's TTL when neither the request nor the profile gives one.
 pub const DEFAULT_TTL_MINUTES: u32 = 60;
 const MAX_TASK_BYTES: usize = 64 * 1024;
@@ -62,14 +61,14 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
     if req.task.len() > MAX_TASK_BYTES {
         return Err(invalid(format!("task is {} bytes; the limit is {MAX_TASK_BYTES}", req.task.len())));
     }
-    let mode = req.mode.clone().or(profile.behavior.mode.clone()).unwrap_or_else(|| "dangerous".into());
-    if !MODES.contains(&mode.as_str()) {
-        return Err(invalid(format!("mode `{mode}` is not one of {}", MODES.join(", "))));
-    }
-    let agent = req.agent.clone().unwrap_or_else(|| DEFAULT_AGENT.into());
-    if !AGENTS.contains(&agent.as_str()) {
-        return Err(invalid(format!("agent `{agent}` is not one of {}", AGENTS.join(", "))));
-    }
+    let mode = match req.mode.as_deref().or(profile.behavior.mode.as_deref()) {
+        Some(text) => text.parse::<JobMode>().map_err(invalid)?,
+        None => JobMode::DEFAULT,
+    };
+    let agent = match req.agent.as_deref() {
+        Some(text) => text.parse::<Agent>().map_err(invalid)?,
+        None => Agent::DEFAULT,
+    };
     let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default).unwrap_or(DEFAULT_TTL_MINUTES);
     if ttl == 0 {
         return Err(invalid("ttl_minutes must be greater than 0"));
@@ -109,10 +108,10 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
         log_bytes: 0,
         result: None,
         error: None,
-        deadline_at: time_format::format(deadline),
+        deadline_at: deadline,
         sandbox_released: false,
-        created_at: time_format::format(now),
-        updated_at: time_format::format(now),
+        created_at: now,
+        updated_at: now,
     };
     ctx.store
         .insert_job(&job, peer_uid)

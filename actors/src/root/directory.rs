@@ -52,9 +52,9 @@ impl ActorDirectory {
         }
     }
 
-    pub fn set_lease(&self, name: &str, lease: Option<&str>) {
+    pub fn set_lease(&self, name: &str, lease: Option<time::OffsetDateTime>) {
         if let Some(entry) = self.lock().get_mut(name) {
-            entry.lease_expires_at = lease.map(str::to_string);
+            entry.lease_expires_at = lease.map(crate::model::time_format::format);
         }
     }
 

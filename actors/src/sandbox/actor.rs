@@ -62,7 +62,7 @@ impl SandboxActor {
 
     pub(super) fn publish(&self, state: &SandboxActorState, rec: &SandboxRecord) {
         self.ctx.directory.set_state(&state.name, rec.state.as_str());
-        self.ctx.directory.set_lease(&state.name, rec.lease_expires_at.as_deref());
+        self.ctx.directory.set_lease(&state.name, rec.lease_expires_at);
     }
 
     /// Whether a completion belongs to the work now in force; a stale one is logged and dropped.

@@ -3,7 +3,7 @@
 //! because `/cluster/resources` lags). Used by `sandbox new` and by jobs.
 
 use super::SandboxContext;
-use crate::model::{SandboxState, time_format};
+use crate::model::SandboxState;
 use crate::store::{SandboxRecord, StoreError};
 use std::collections::HashSet;
 
@@ -47,7 +47,7 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
     }
     let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default);
     let now = ctx.settings.clock.now();
-    let lease = ttl.map(|m| time_format::format(now + ctx.settings.lease_minute * m));
+    let lease = ttl.map(|m| now + ctx.settings.lease_minute * m);
     let record = SandboxRecord {
         vmid: 0,
         name: req.name.clone().unwrap_or_default(),
@@ -69,8 +69,8 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
         error: None,
         ttl_minutes: ttl,
         description: profile.description.clone(),
-        created_at: time_format::format(now),
-        updated_at: time_format::format(now),
+        created_at: now,
+        updated_at: now,
     };
     let range = ctx.settings.vmid_range.clone();
     // A VMID Proxmox refuses is given up (its record ends DESTROYED) and another is chosen.

@@ -50,9 +50,9 @@ pub enum OnLeaseTimer {
 }
 
 pub fn on_lease_timer(rec: &SandboxRecord, now: OffsetDateTime) -> OnLeaseTimer {
-    let expires = rec.lease_expires_at.as_deref().and_then(|t| crate::model::time_format::parse(t).ok());
-    // No readable deadline counts as expired: the record says the lease is over.
-    let expired = expires.is_none_or(|t| t <= now);
+    // No deadline at all counts as expired: the timer fired for a lease the record no
+    // longer has.
+    let expired = rec.lease_expires_at.is_none_or(|t| t <= now);
     if !expired && rec.state != SandboxState::Timeout {
         OnLeaseTimer::NotYet
     } else if rec.intent == Some(Intent::Destroy) {
@@ -156,7 +156,7 @@ DESTROYED: Stop Stop ResumeDestroy Stop
     #[test]
     fn lease_timer_and_expiry() {
         let now = OffsetDateTime::now_utc();
-        let at = |d: time::Duration| Some(crate::model::time_format::format(now + d));
+        let at = |d: time::Duration| Some(now + d);
         let live =
             SandboxRecord { lease_expires_at: at(time::Duration::minutes(5)), ..record(SandboxState::Ready, None) };
         assert_eq!(on_lease_timer(&live, now), OnLeaseTimer::NotYet);

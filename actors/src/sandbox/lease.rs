@@ -19,7 +19,7 @@ impl SandboxActor {
         if let Some(timer) = state.lease_timer.take() {
             timer.abort();
         }
-        if let Some(expires) = rec.lease_expires_at.as_deref().and_then(|t| time_format::parse(t).ok()) {
+        if let Some(expires) = rec.lease_expires_at {
             let delay = self.ctx.settings.clock.until(expires);
             state.lease_timer = Some(me.send_after(delay, || SandboxMsg::LeaseTimerFired));
         }
@@ -100,7 +100,7 @@ impl SandboxActor {
         &self,
         me: &ActorRef<SandboxMsg>,
         state: &mut SandboxActorState,
-        until: String,
+        until: time::OffsetDateTime,
         by: Option<u32>,
         reply: OpReply,
     ) -> Result<(), StoreError> {
@@ -115,10 +115,14 @@ impl SandboxActor {
             )));
             return Ok(());
         }
-        let event =
-            NewEvent::sandbox(rec.vmid, EventKind::LeaseRenewed, Stage::Lease, format!("lease renewed until {until}"))
-                .payload(serde_json::json!({"expires_at": until}))
-                .by(by);
+        let event = NewEvent::sandbox(
+            rec.vmid,
+            EventKind::LeaseRenewed,
+            Stage::Lease,
+            format!("lease renewed until {}", time_format::format(until)),
+        )
+        .payload(serde_json::json!({"expires_at": time_format::format(until)}))
+        .by(by);
         let patch = SandboxPatch { lease_expires_at: Some(Some(until)), ..Default::default() };
         self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;
         let rec = self.load(state.vmid)?;
@@ -130,10 +134,10 @@ impl SandboxActor {
 
     /// The new lease deadline for a boot, when the recorded lease has already expired: a
     /// sandbox booted on an expired lease would time out at once.
-    pub(super) fn lease_on_boot(&self, rec: &SandboxRecord) -> Option<String> {
+    pub(super) fn lease_on_boot(&self, rec: &SandboxRecord) -> Option<time::OffsetDateTime> {
         let minutes = rec.ttl_minutes?;
-        let expires = time_format::parse(rec.lease_expires_at.as_deref()?).ok()?;
+        let expires = rec.lease_expires_at?;
         let now = self.ctx.settings.clock.now();
-        (expires <= now).then(|| time_format::format(now + self.ctx.settings.lease_minute * minutes))
+        (expires <= now).then(|| now + self.ctx.settings.lease_minute * minutes)
     }
 }

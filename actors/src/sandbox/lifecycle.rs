@@ -68,8 +68,7 @@ impl SandboxActor {
         let remaining = if rec.has_booted() {
             timeout
         } else {
-            let elapsed = crate::model::time_format::parse(&rec.created_at).map(|t| self.ctx.settings.clock.since(t));
-            timeout.saturating_sub(elapsed.unwrap_or_default())
+            timeout.saturating_sub(self.ctx.settings.clock.since(rec.created_at))
         };
         if let Some((_, timer)) = state.provisioning_deadline.take() {
             timer.abort();

@@ -32,7 +32,7 @@ pub enum SandboxMsg {
     /// Destroy the sandbox (its VM only if it is AgentLab's); `force` lifts the state rule.
     Destroy { force: bool, by: Option<u32>, reply: OpReply },
     /// Move the lease deadline to `until` (RUNNING only).
-    RenewLease { until: String, by: Option<u32>, reply: OpReply },
+    RenewLease { until: time::OffsetDateTime, by: Option<u32>, reply: OpReply },
     /// An operator operation (start, stop, pause, resume, revert, snapshots, update).
     Operate { op: SandboxOp, force: bool, by: Option<u32>, reply: OpReply },
     /// The sandbox's job started or ended: move the record with this event.

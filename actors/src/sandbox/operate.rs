@@ -199,7 +199,7 @@ impl SandboxActor {
             self.move_by(state.vmid, SandboxEvent::Stop, None)?.unwrap_or(rec)
         };
         let lease = self.lease_on_boot(&rec);
-        let event = lease.as_ref().map(|until| {
+        let event = lease.map(crate::model::time_format::format).map(|until| {
             NewEvent::sandbox(
                 rec.vmid,
                 EventKind::LeaseRenewed,

@@ -2,12 +2,13 @@
 //! event), its phases and its stored log. The job actor rebuilds itself from this.
 
 use super::events::{EVENT_COLUMNS, EventPage, NewEvent, Stage, event_view, insert_event};
-use super::{FromRow, RowError, Store, StoreError, StoreResult};
+use super::{FromRow, RowError, Store, StoreError, StoreResult, time_at};
 use crate::model::EventKind;
 use crate::model::{JobState, time_format};
-use crate::protocol::EventView;
 use crate::protocol::guest::JobPhase;
+use crate::protocol::{Agent, EventView, JobMode};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
+use time::OffsetDateTime;
 
 /// A job as persisted.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,8 +18,8 @@ pub struct JobRecord {
     pub git_ref: Option<String>,
     pub profile: String,
     pub task: String,
-    pub mode: String,
-    pub agent: String,
+    pub mode: JobMode,
+    pub agent: Agent,
     pub ttl_minutes: u32,
     pub keepalive: bool,
     pub status: JobState,
@@ -28,11 +29,11 @@ pub struct JobRecord {
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
     /// When the host gives up on a guest that went silent.
-    pub deadline_at: String,
+    pub deadline_at: OffsetDateTime,
     /// The job's end was carried out on its sandbox (destroyed, or kept with keepalive).
     pub sandbox_released: bool,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
 }
 
 impl NewEvent {
@@ -48,6 +49,10 @@ impl FromRow for JobRecord {
     fn from_row(row: &Row<'_>) -> Result<JobRecord, RowError> {
         let id: String = row.get(0)?;
         let corrupt = |what: String| RowError::Corrupt(format!("job {id}: {what}"));
+        let corrupt_time = |e: RowError| match e {
+            RowError::Corrupt(why) => corrupt(why),
+            other => other,
+        };
         let status: String = row.get(9)?;
         let status = status.parse::<JobState>().map_err(|e| corrupt(e.to_string()))?;
         let result: Option<String> = row.get(12)?;
@@ -60,8 +65,8 @@ impl FromRow for JobRecord {
             git_ref: row.get(2)?,
             profile: row.get(3)?,
             task: row.get(4)?,
-            mode: row.get(5)?,
-            agent: row.get(6)?,
+            mode: row.get::<_, String>(5)?.parse().map_err(corrupt)?,
+            agent: row.get::<_, String>(6)?.parse().map_err(corrupt)?,
             ttl_minutes: row.get(7)?,
             keepalive: row.get(8)?,
             status,
@@ -69,10 +74,10 @@ impl FromRow for JobRecord {
             log_bytes: row.get::<_, i64>(11)?.max(0) as u64,
             result,
             error: row.get(13)?,
-            deadline_at: row.get(14)?,
+            deadline_at: time_at(row, 14).map_err(corrupt_time)?,
             sandbox_released: row.get(15)?,
-            created_at: row.get(16)?,
-            updated_at: row.get(17)?,
+            created_at: time_at(row, 16).map_err(corrupt_time)?,
+            updated_at: time_at(row, 17).map_err(corrupt_time)?,
             id,
         })
     }
@@ -117,8 +122,8 @@ impl Store {
                     job.git_ref,
                     job.profile,
                     job.task,
-                    job.mode,
-                    job.agent,
+                    job.mode.as_str(),
+                    job.agent.as_str(),
                     job.ttl_minutes,
                     job.keepalive,
                     job.status.as_str(),
@@ -126,10 +131,10 @@ impl Store {
                     job.log_bytes as i64,
                     job.result.as_ref().map(|r| r.to_string()),
                     job.error,
-                    job.deadline_at,
+                    time_format::format(job.deadline_at),
                     job.sandbox_released,
-                    job.created_at,
-                    job.updated_at
+                    time_format::format(job.created_at),
+                    time_format::format(job.updated_at)
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -347,8 +352,8 @@ pub(crate) fn sample_job(id: &str) -> JobRecord {
         git_ref: None,
         profile: "yolo-ephemeral".into(),
         task: "fix the bug".into(),
-        mode: "dangerous".into(),
-        agent: "custom".into(),
+        mode: JobMode::Dangerous,
+        agent: Agent::Custom,
         ttl_minutes: 60,
         keepalive: false,
         status: JobState::Queued,
@@ -356,10 +361,10 @@ pub(crate) fn sample_job(id: &str) -> JobRecord {
         log_bytes: 0,
         result: None,
         error: None,
-        deadline_at: "2999-01-01T00:00:00.000000000Z".into(),
+        deadline_at: time::macros::datetime!(2999-01-01 0:00 UTC),
         sandbox_released: false,
-        created_at: time_format::now(),
-        updated_at: time_format::now(),
+        created_at: OffsetDateTime::now_utc(),
+        updated_at: OffsetDateTime::now_utc(),
     }
 }
 

@@ -74,6 +74,23 @@ impl From<rusqlite::Error> for RowError {
     }
 }
 
+/// A time column (RFC 3339 text); one that cannot be read is a corrupt record, never
+/// "now" (a corrupt deadline must not silently mean "expire at once").
+pub(crate) fn time_at(row: &rusqlite::Row<'_>, index: usize) -> Result<time::OffsetDateTime, RowError> {
+    let text: String = row.get(index)?;
+    crate::model::time_format::parse(&text).map_err(|e| RowError::Corrupt(format!("time `{text}`: {e}")))
+}
+
+/// An optional time column.
+pub(crate) fn optional_time_at(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+) -> Result<Option<time::OffsetDateTime>, RowError> {
+    let text: Option<String> = row.get(index)?;
+    text.map(|t| crate::model::time_format::parse(&t).map_err(|e| RowError::Corrupt(format!("time `{t}`: {e}"))))
+        .transpose()
+}
+
 /// A record read from one row of its table's column list.
 pub(crate) trait FromRow: Sized {
     fn from_row(row: &rusqlite::Row<'_>) -> Result<Self, RowError>;

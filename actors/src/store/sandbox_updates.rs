@@ -6,6 +6,7 @@ use super::{SandboxRecord, Store, StoreError, StoreResult};
 use crate::model::{Intent, time_format};
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashSet;
+use time::OffsetDateTime;
 
 /// Fields to change; `None` leaves a field as it is, `Some(None)` clears it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -14,8 +15,8 @@ pub struct SandboxPatch {
     pub snippet_path: Option<Option<String>>,
     pub ip: Option<Option<String>>,
     pub node: Option<Option<String>>,
-    pub lease_expires_at: Option<Option<String>>,
-    pub last_used_at: Option<Option<String>>,
+    pub lease_expires_at: Option<Option<OffsetDateTime>>,
+    pub last_used_at: Option<Option<OffsetDateTime>>,
     pub error: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
     pub cores: Option<u32>,
@@ -45,8 +46,9 @@ impl Store {
             text("snippet_path", &patch.snippet_path);
             text("ip", &patch.ip);
             text("node", &patch.node);
-            text("lease_expires_at", &patch.lease_expires_at);
-            text("last_used_at", &patch.last_used_at);
+            let time = |t: Option<Option<OffsetDateTime>>| t.map(|t| t.map(time_format::format));
+            text("lease_expires_at", &time(patch.lease_expires_at));
+            text("last_used_at", &time(patch.last_used_at));
             text("error", &patch.error);
             if let Some(tags) = &patch.tags {
                 sets.push(format!("tags = ?{}", values.len() + 1));

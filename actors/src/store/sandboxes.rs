@@ -1,13 +1,14 @@
 //! The `sandboxes` table.
 
 use super::events::{NewEvent, Stage, insert_event};
-use super::{FromRow, RowError, Store, StoreError, StoreResult};
+use super::{FromRow, RowError, Store, StoreError, StoreResult, optional_time_at, time_at};
 use crate::model::EventKind;
 use crate::model::time_format;
 use crate::model::{Intent, NetworkMode, SandboxState};
 use crate::protocol::{SandboxNetwork, SandboxResources, SandboxView};
 use rusqlite::{OptionalExtension, Row, params};
 use std::collections::BTreeMap;
+use time::OffsetDateTime;
 
 /// A sandbox as persisted. The actor rebuilds itself from this after any restart.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +21,8 @@ pub struct SandboxRecord {
     pub node: Option<String>,
     pub tags: Vec<String>,
     pub keepalive: bool,
-    pub lease_expires_at: Option<String>,
-    pub last_used_at: Option<String>,
+    pub lease_expires_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
     pub network_mode: NetworkMode,
     pub cores: u32,
     pub memory_mb: u32,
@@ -36,8 +37,8 @@ pub struct SandboxRecord {
     pub ttl_minutes: Option<u32>,
     /// Carried into the VM's Proxmox description.
     pub description: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
 }
 
 impl SandboxRecord {
@@ -67,8 +68,8 @@ impl SandboxRecord {
             node: self.node.clone(),
             tags: self.tags.clone(),
             keepalive: self.keepalive,
-            lease_expires_at: self.lease_expires_at.clone(),
-            last_used_at: self.last_used_at.clone(),
+            lease_expires_at: self.lease_expires_at.map(time_format::format),
+            last_used_at: self.last_used_at.map(time_format::format),
             network: SandboxNetwork {
                 mode: self.network_mode,
                 firewall: true,
@@ -78,8 +79,8 @@ impl SandboxRecord {
             job_id: self.job_id.clone(),
             workspace_id: self.workspace_id.clone(),
             error: self.error.clone(),
-            created_at: self.created_at.clone(),
-            updated_at: self.updated_at.clone(),
+            created_at: time_format::format(self.created_at),
+            updated_at: time_format::format(self.updated_at),
         }
     }
 }
@@ -92,6 +93,10 @@ impl FromRow for SandboxRecord {
     fn from_row(row: &Row<'_>) -> Result<SandboxRecord, RowError> {
         let vmid: u32 = row.get(0)?;
         let corrupt = |what: String| RowError::Corrupt(format!("sandbox {vmid}: {what}"));
+        let corrupt_time = |e: RowError| match e {
+            RowError::Corrupt(why) => corrupt(why),
+            other => other,
+        };
         let state: String = row.get(3)?;
         let state = state.parse::<SandboxState>().map_err(|e| corrupt(e.to_string()))?;
         let tags: String = row.get(6)?;
@@ -113,8 +118,8 @@ impl FromRow for SandboxRecord {
             node: row.get(5)?,
             tags,
             keepalive: row.get(7)?,
-            lease_expires_at: row.get(8)?,
-            last_used_at: row.get(9)?,
+            lease_expires_at: optional_time_at(row, 8).map_err(corrupt_time)?,
+            last_used_at: optional_time_at(row, 9).map_err(corrupt_time)?,
             network_mode,
             cores: row.get(11)?,
             memory_mb: row.get(12)?,
@@ -123,8 +128,8 @@ impl FromRow for SandboxRecord {
             intent,
             snippet_path: row.get(16)?,
             error: row.get(17)?,
-            created_at: row.get(18)?,
-            updated_at: row.get(19)?,
+            created_at: time_at(row, 18).map_err(corrupt_time)?,
+            updated_at: time_at(row, 19).map_err(corrupt_time)?,
             ttl_minutes: row.get(20)?,
             description: row.get(21)?,
         })
@@ -246,9 +251,9 @@ pub(crate) fn insert_in(
                 &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
                 params![
                     record.vmid, record.name, record.profile, record.state.as_str(), record.ip, record.node, tags,
-                    record.keepalive, record.lease_expires_at, record.last_used_at, record.network_mode.as_str(),
+                    record.keepalive, record.lease_expires_at.map(time_format::format), record.last_used_at.map(time_format::format), record.network_mode.as_str(),
                     record.cores, record.memory_mb, record.job_id, record.workspace_id, record.intent.map(Intent::as_str),
-                    record.snippet_path, record.error, record.created_at, record.updated_at, record.ttl_minutes,
+                    record.snippet_path, record.error, time_format::format(record.created_at), time_format::format(record.updated_at), record.ttl_minutes,
                     record.description
                 ],
             )
@@ -272,7 +277,7 @@ impl SandboxRecord {
     /// A record in `state` on node `pve1` with profile `yolo-ephemeral`, for tests and
     /// fixtures (one definition, so a new field is added in one place).
     pub fn sample(vmid: u32, state: SandboxState) -> SandboxRecord {
-        let now = time_format::now();
+        let now = OffsetDateTime::now_utc();
         SandboxRecord {
             vmid,
             name: format!("sandbox-{vmid}"),
@@ -294,7 +299,7 @@ impl SandboxRecord {
             error: None,
             ttl_minutes: None,
             description: None,
-            created_at: now.clone(),
+            created_at: now,
             updated_at: now,
         }
     }

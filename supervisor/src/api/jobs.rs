@@ -4,7 +4,7 @@
 use super::routes::{EventsQuery, events_page};
 use super::{ApiError, AppState, Peer, StrictJson};
 use agentlab_actors::job::{self, JobMsg};
-use agentlab_actors::model::{ErrorCode, JobState};
+use agentlab_actors::model::{ErrorCode, JobState, time_format};
 use agentlab_actors::protocol::{
     ArtifactsResponse, CreateJobRequest, EventsResponse, JobView, JobsResponse, TimelineEntry, ValidateSecretsRequest,
     ValidateSecretsResponse,
@@ -62,8 +62,8 @@ fn view(app: &AppState, job: JobRecord, events_tail: u32) -> Result<JobView, Api
         error: job.error,
         timeline,
         events,
-        created_at: job.created_at,
-        updated_at: job.updated_at,
+        created_at: time_format::format(job.created_at),
+        updated_at: time_format::format(job.updated_at),
     })
 }
 

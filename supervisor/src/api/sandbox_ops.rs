@@ -2,7 +2,7 @@
 //! snapshots, update. Each is one message to one `sandbox:<vmid>` actor.
 
 use super::{ApiError, AppState, Peer, StrictJson};
-use agentlab_actors::model::{ErrorCode, SandboxState, time_format};
+use agentlab_actors::model::{ErrorCode, SandboxState};
 use agentlab_actors::protocol::{
     DestroySandboxRequest, RenewLeaseRequest, RenewLeaseResponse, RevertRequest, SandboxView, SnapshotRequest,
     UpdateRequest,
@@ -108,7 +108,7 @@ pub async fn renew_lease(
         ApiError::new(ErrorCode::InvalidState, format!("sandbox {vmid} is {}; its lease cannot be renewed", view.state))
     })?;
     let length = app.config.lease_length(req.ttl_minutes);
-    let until = time_format::format(time::OffsetDateTime::now_utc() + length);
+    let until = app.sandboxes.settings.clock.now() + length;
     let view = ask(&actor, &format!("sandbox {vmid}"), Duration::from_millis(ACTOR_TIMEOUT_MS), |reply| {
         SandboxMsg::RenewLease { until, by: peer.uid, reply }
     })

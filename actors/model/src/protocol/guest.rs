@@ -4,6 +4,7 @@
 //! Everything a guest sends is untrusted: the daemon parses these bodies strictly and
 //! never uses a field as a path or a shell word.
 
+use super::jobs::{Agent, JobMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -97,11 +98,11 @@ pub struct JobSpec {
     pub git_ref: Option<String>,
     pub task: String,
     /// `dangerous` (the default) lets the agent do anything inside the VM.
-    pub mode: String,
+    pub mode: JobMode,
     pub profile: String,
     /// `claude`, `codex`, `opencode` or `custom` (run `AGENTLAB_AGENT_COMMAND` or the repo's
     /// `.agentlab/run.sh`).
-    pub agent: String,
+    pub agent: Agent,
     pub keepalive: bool,
     pub ttl_minutes: u32,
     /// The agent is killed after this many seconds (exit 124, status TIMEOUT): the job's
@@ -135,7 +136,7 @@ pub struct ArtifactEndpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    pub mode: String,
+    pub mode: JobMode,
     /// `bubblewrap` wraps the agent in bwrap; `none` runs it directly.
     pub inner_sandbox: String,
     #[serde(default)]

@@ -6,11 +6,76 @@ use super::guest::ArtifactInfo;
 use crate::model::JobState;
 use serde::{Deserialize, Serialize};
 
-/// The agents a job can run; `custom` runs `AGENTLAB_AGENT_COMMAND` or the repo's
+/// The agent a job runs; `custom` runs `AGENTLAB_AGENT_COMMAND` or the repo's
 /// `.agentlab/run.sh`.
-pub const AGENTS: [&str; 4] = ["claude", "codex", "opencode", "custom"];
-/// The job modes; `dangerous` gives the agent every permission inside the VM.
-pub const MODES: [&str; 2] = ["dangerous", "safe"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Agent {
+    Claude,
+    Codex,
+    Opencode,
+    Custom,
+}
+
+impl Agent {
+    pub const ALL: [Agent; 4] = [Agent::Claude, Agent::Codex, Agent::Opencode, Agent::Custom];
+    /// What `job run` uses when no agent is named.
+    pub const DEFAULT: Agent = Agent::Claude;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Agent::Claude => "claude",
+            Agent::Codex => "codex",
+            Agent::Opencode => "opencode",
+            Agent::Custom => "custom",
+        }
+    }
+}
+
+/// How much the agent may do inside the VM; `dangerous` gives it every permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobMode {
+    Dangerous,
+    Safe,
+}
+
+impl JobMode {
+    pub const ALL: [JobMode; 2] = [JobMode::Dangerous, JobMode::Safe];
+    pub const DEFAULT: JobMode = JobMode::Dangerous;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobMode::Dangerous => "dangerous",
+            JobMode::Safe => "safe",
+        }
+    }
+}
+
+macro_rules! text_enum {
+    ($ty:ident, $what:literal) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            /// The error is the sentence to show: what was given and what is allowed.
+            fn from_str(text: &str) -> Result<$ty, String> {
+                $ty::ALL.into_iter().find(|v| v.as_str() == text).ok_or_else(|| {
+                    let all: Vec<&str> = $ty::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("{} `{text}` is not one of {}", $what, all.join(", "))
+                })
+            }
+        }
+    };
+}
+
+text_enum!(Agent, "agent");
+text_enum!(JobMode, "mode");
 
 /// A job id as the API accepts it, `job_<16 hex>` (ids end up in paths: strictly checked).
 pub fn valid_job_id(id: &str) -> bool {
@@ -54,8 +119,8 @@ pub struct JobView {
     pub git_ref: Option<String>,
     pub profile: String,
     pub task: String,
-    pub mode: String,
-    pub agent: String,
+    pub mode: JobMode,
+    pub agent: Agent,
     pub ttl_minutes: u32,
     pub keepalive: bool,
     pub status: JobState,
