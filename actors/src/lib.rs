@@ -14,4 +14,5 @@ pub mod pve;
 pub mod root;
 pub mod sandbox;
 pub mod store;
+pub mod sync;
 pub mod tokens;

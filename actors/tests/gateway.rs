@@ -9,7 +9,6 @@
 
 use agentlab_actors::pve::rate_limit::{RateLimitedTransport, TokenBucket};
 use agentlab_actors::pve::{Gateway, GatewayLimits, PveGateway, PveGatewayArgs, PveMsg, RetryPolicy};
-use agentlab_proxmox::api::{ApiConfig, ApiTransport, Fingerprint, TlsTrust};
 use agentlab_proxmox::types::{CloneSpec, ConfigChange, DestroyOptions, VmAction};
 use agentlab_proxmox::{ErrorClass, Pve, PveClient, TaskPolicy};
 use agentlab_pve_sim::{FaultConfig, SimConfig, SimHandle, TEST_TOKEN};
@@ -25,14 +24,7 @@ struct Setup {
 }
 
 fn client(sim: &SimHandle, rps: u32) -> Arc<dyn Pve> {
-    let fingerprint = Fingerprint::parse(&sim.fingerprint).unwrap();
-    let transport = ApiTransport::new(ApiConfig {
-        url: sim.api_url(),
-        token: TEST_TOKEN.into(),
-        trust: TlsTrust::Fingerprint(fingerprint),
-        timeout: Duration::from_secs(10),
-    })
-    .unwrap();
+    let transport = sim.api_transport(TEST_TOKEN, Duration::from_secs(10)).unwrap();
     let limited = RateLimitedTransport::new(transport, Arc::new(TokenBucket::new(rps, rps)));
     let policy = TaskPolicy {
         first_poll: Duration::from_millis(10),

@@ -1,7 +1,7 @@
 //! The three Proxmox security groups, one per network mode, and the exact API parameters
 //! that create their rules.
 //!
-//! Facts of Proxmox that shape this (pve-api behaviors.md, Firewall): group names are at
+//! Facts of Proxmox that shape this (`proxmox/contract/behaviors.md`, Firewall): group names are at
 //! most 18 characters and match `[A-Za-z][A-Za-z0-9\-\_]+`; a new rule is inserted at
 //! position 0 and is *disabled* unless `enable=1` is sent; an address list must not mix
 //! IPv4 and IPv6.

@@ -139,7 +139,7 @@ impl PveError {
     }
 }
 
-/// Proxmox's texts for the conditions a caller must tell apart (behaviors.md §5).
+/// Proxmox's texts for the conditions a caller must tell apart (`proxmox/contract/behaviors.md` §5).
 fn classify_message(text: String) -> PveError {
     let lower = text.to_ascii_lowercase();
     if lower.contains("can't lock file") && lower.contains("got timeout") {

@@ -37,7 +37,9 @@ fn qemu(node: &str, vmid: u32) -> String {
 }
 
 /// Everything AgentLab does to Proxmox. Implementors provide the transport; the operations
-/// are shared, so both backends behave the same.
+/// are shared, so both backends behave the same. There is one implementor, `PveClient`:
+/// the seam that varies is `Transport` (HTTPS, `pvesh`, the in-process simulator); the
+/// trait exists so the gateway holds an `Arc<dyn Pve>` and tests can wrap a client.
 pub trait Pve: Send + Sync {
     fn transport(&self) -> &dyn Transport;
     fn task_policy(&self) -> TaskPolicy;

@@ -2,7 +2,7 @@
 //! run on the Proxmox host through `tokio::process` with an argument vector (never a shell
 //! string). `pvesh` calls the same handlers as the API, so errors carry the same texts.
 //!
-//! pvesh facts (pve-api behaviors.md §8): async endpoints run in the foreground, print the
+//! pvesh facts (`proxmox/contract/behaviors.md` §8): async endpoints run in the foreground, print the
 //! task log and then the UPID as a JSON string, and exit 0 even when the task failed; so the
 //! UPID (last line) is returned and the task is waited on like over the API. Parameter errors
 //! print `400 Parameter verification failed.` and `<param>: <msg>` lines on stderr.

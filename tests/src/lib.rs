@@ -62,6 +62,17 @@ impl Dice {
         Dice(seed.max(1))
     }
 
+    /// Seeded from `AGENTLAB_TEST_SEED` when set (to replay a failure), else from the
+    /// process id; the seed is printed either way.
+    pub fn from_env(what: &str) -> Dice {
+        let seed = std::env::var("AGENTLAB_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(std::process::id() as u64 * 2_654_435_761);
+        println!("{what} seed {seed} (replay with AGENTLAB_TEST_SEED={seed})");
+        Dice::new(seed)
+    }
+
     pub fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;

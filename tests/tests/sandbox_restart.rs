@@ -12,9 +12,7 @@ fn twenty_kill_nine_rounds_while_five_sandboxes_provision_leave_nothing_behind()
     let local = ws.path().join("pve-local");
     let sim = SimProcess::start(ws.path(), &["--local-storage-path", &local.display().to_string()]);
     ws.write_sandbox_config(&sim, "");
-    let seed = std::process::id() as u64 * 2_654_435_761;
-    let mut dice = Dice::new(seed);
-    println!("kill test seed {seed}");
+    let mut dice = Dice::from_env("kill test");
     for _round in 0..20 {
         let daemon = ws.start_daemon();
         let clients: Vec<_> =

@@ -1,8 +1,9 @@
-//! The `events` actor: appends events that are not part of a state transition (actor
-//! restarts, daemon start and stop, Proxmox reachability) off the caller's path, so no
-//! actor's mailbox waits on SQLite for telemetry. Transitions write their event in the
-//! same transaction as the state (see `Store::transition_sandbox`). Followers are told of
-//! new events by `Store::watch_events`, whoever wrote them.
+//! The `events` actor: appends the events that belong to no entity actor (actor restarts,
+//! daemon start and stop, Proxmox reachability) off the caller's path, so the root and the
+//! gateway never wait on SQLite for telemetry. Entity actors write their own events,
+//! usually in the same transaction as the record change they describe (see
+//! `Store::transition_sandbox`, `Store::patch_sandbox`): they wait on SQLite for the record
+//! anyway. Followers are told of new events by `Store::watch_events`, whoever wrote them.
 
 use crate::store::{NewEvent, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef};

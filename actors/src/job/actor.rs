@@ -111,7 +111,7 @@ impl JobActor {
         }
     }
 
-    /// Ends the job with `event` and releases its sandbox; false if it had already ended.
+    /// Ends the job with `event` and releases its sandbox; `None` if it had already ended.
     fn finish(
         &self,
         me: &ActorRef<JobMsg>,

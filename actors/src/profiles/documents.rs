@@ -1,5 +1,5 @@
 //! Splitting a YAML stream into its documents, keeping each one's first line so errors can
-//! name the document a user sees in the file (the Go loader lost documents: inventory §11.1).
+//! name the document a user sees in the file (a loader that loses documents leaves the user guessing which one is wrong).
 
 /// One document of a file: its 1-based index and the text, with the line it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,12 +70,7 @@ pub struct Shared {
     source_storage: Mutex<HashMap<u32, String>>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
+use crate::sync::lock as locked;
 
 impl Shared {
     pub fn new(pve: Arc<dyn Pve>, limits: GatewayLimits) -> Shared {

@@ -32,9 +32,6 @@ use tokio::sync::oneshot;
 
 pub const PVE_ACTOR: &str = "pve";
 
-/// The security groups of the three network modes.
-pub const SECURITY_GROUPS: [&str; 3] = ["agent_nat_off", "agent_nat_default", "agent_nat_allow"];
-
 pub enum PveMsg {
     /// The last known state of Proxmox. Before the first probe has finished, the reply
     /// waits for it.
@@ -240,7 +237,11 @@ async fn probe(pve: &dyn Pve, mut status: ProxmoxStatus) -> ProxmoxStatus {
         (Ok(enabled), Ok(groups)) => {
             status.firewall = Some(FirewallStatus {
                 datacenter_enabled: enabled,
-                groups: SECURITY_GROUPS.iter().map(|g| (g.to_string(), groups.iter().any(|x| x == g))).collect(),
+                groups: crate::model::NetworkMode::ALL
+                    .iter()
+                    .map(|m| m.security_group())
+                    .map(|g| (g.to_string(), groups.iter().any(|x| x == g)))
+                    .collect(),
             })
         }
         (Err(e), _) | (_, Err(e)) => status.error = Some(format!("cannot read the firewall configuration: {e}")),
@@ -257,12 +258,9 @@ mod tests {
     fn the_model_and_netfilter_agree_on_group_names() {
         let pairs =
             [(NetworkMode::Off, Mode::Off), (NetworkMode::Nat, Mode::Nat), (NetworkMode::Allowlist, Mode::Allowlist)];
+        assert_eq!(pairs.map(|(model, _)| model), NetworkMode::ALL);
         for (model, netfilter) in pairs {
             assert_eq!(model.security_group(), netfilter.group_name());
         }
-        assert_eq!(
-            super::SECURITY_GROUPS,
-            [Mode::Off.group_name(), Mode::Nat.group_name(), Mode::Allowlist.group_name()]
-        );
     }
 }

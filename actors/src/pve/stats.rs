@@ -27,10 +27,7 @@ pub struct Stats {
 impl Stats {
     pub fn record(&self, op: &str, outcome: &str, elapsed: Duration, attempts: u32) {
         let ms = elapsed.as_millis() as u64;
-        let mut ops = match self.ops.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut ops = crate::sync::lock(&self.ops);
         let stat = ops
             .entry((op.to_string(), outcome.to_string()))
             .or_insert_with(|| OpStat { buckets: vec![0; BUCKETS_MS.len() + 1], ..OpStat::default() });
@@ -49,10 +46,7 @@ impl Stats {
 
     /// `(operation, outcome) → stat`.
     pub fn snapshot(&self) -> BTreeMap<(String, String), OpStat> {
-        match self.ops.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        crate::sync::lock(&self.ops).clone()
     }
 }
 

@@ -25,10 +25,7 @@ pub struct ActorDirectory {
 
 impl ActorDirectory {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ActorEntry>> {
-        match self.entries.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.entries)
     }
 
     pub fn register(&self, name: &str, kind: &str, parent: Option<&str>, restarts: u32) {

@@ -1,5 +1,5 @@
 //! Restart back-off per actor name, and the limit after which an entity is given up on
-//! (DESIGN §2: 5 failures in 10 minutes mark it FAILED).
+//! (5 failures in 10 minutes mark it FAILED).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;

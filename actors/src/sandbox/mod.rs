@@ -37,7 +37,7 @@ use std::time::Duration;
 /// The daemon settings sandboxes depend on.
 #[derive(Debug, Clone)]
 pub struct SandboxSettings {
-    /// `proxmox_node`; unset: the profile's node, else the node holding the template.
+    /// `proxmox_node`: used when the profile names no node (the rule is on `Profile::node`).
     pub node: Option<String>,
     pub snippets_dir: PathBuf,
     pub snippet_storage: String,

@@ -66,10 +66,7 @@ pub async fn reconcile(
             continue;
         }
         let first_seen = {
-            let mut seen = match ledger.first_seen.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut seen = crate::sync::lock(&ledger.first_seen);
             *seen.entry(vmid).or_insert(now)
         };
         let old_enough = now - first_seen >= time::Duration::try_from(grace).unwrap_or(time::Duration::ZERO);
@@ -103,10 +100,7 @@ pub async fn reconcile(
     {
         let current: std::collections::HashSet<u32> =
             report.orphans.iter().filter(|o| o.action == "kept").map(|o| o.vmid).collect();
-        let mut seen = match ledger.first_seen.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut seen = crate::sync::lock(&ledger.first_seen);
         seen.retain(|vmid, _| current.contains(vmid));
     }
     let in_cluster: HashMap<u32, &agentlab_proxmox::types::ClusterVm> =

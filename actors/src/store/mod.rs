@@ -165,10 +165,7 @@ impl Store {
     /// Runs `f` in one IMMEDIATE transaction on the writer connection; commits if it
     /// returns Ok.
     pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
-        let mut conn = match self.writer.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut conn = crate::sync::lock(&self.writer);
         self.pending_event.store(0, Ordering::SeqCst);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sqlite(&self.path, e))?;
         let out = f(&tx)?;
@@ -191,10 +188,7 @@ impl Store {
 
     /// Runs `f` on a read-only connection (WAL: never blocked by the writer).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-        let pooled = match self.readers.lock() {
-            Ok(mut pool) => pool.pop(),
-            Err(poisoned) => poisoned.into_inner().pop(),
-        };
+        let pooled = crate::sync::lock(&self.readers).pop();
         let conn = match pooled {
             Some(conn) => conn,
             None => {

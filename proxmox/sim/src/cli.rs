@@ -1,6 +1,6 @@
 //! `pvesh`, `qm` and `pvesm` as the simulator's personalities: they send the request to a
 //! running simulator (`PVE_SIM_ADMIN`, e.g. `http://127.0.0.1:8007`) and print what the real
-//! commands print (pve-api behaviors.md §8): compact JSON of `data`; for async calls the task
+//! commands print (`proxmox/contract/behaviors.md` §8): compact JSON of `data`; for async calls the task
 //! log, then the UPID, exit 0 even if the task failed (error on stderr); parameter errors as
 //! `400 Parameter verification failed.` plus `<param>: <msg>` lines, exit 255.
 

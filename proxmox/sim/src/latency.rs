@@ -1,5 +1,5 @@
 //! How long simulated operations take: a base duration per operation (assumptions from
-//! pve-api behaviors.md §7, not measurements) times one global factor, so tests run the
+//! `proxmox/contract/behaviors.md` §7, not measurements) times one global factor, so tests run the
 //! real timeouts scaled down together.
 
 use std::collections::BTreeMap;

@@ -4,6 +4,8 @@ use super::engine::Sim;
 use super::http::{self, DROP_HEADER};
 use super::world::{NodeEntry, Storage, StorageKind, Vm, VolumeEntry, World};
 use super::{SimConfig, admin, tls};
+use agentlab_proxmox::PveError;
+use agentlab_proxmox::api::{ApiConfig, ApiTransport, Fingerprint, TlsTrust};
 use axum::Router;
 use axum::routing::any;
 use hyper_util::rt::TokioIo;
@@ -31,6 +33,18 @@ impl SimHandle {
 
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin_addr)
+    }
+
+    /// The HTTPS transport a client uses to reach this simulator: its certificate pinned,
+    /// authenticated with `token`.
+    pub fn api_transport(&self, token: &str, timeout: std::time::Duration) -> Result<ApiTransport, PveError> {
+        let fingerprint = Fingerprint::parse(&self.fingerprint).map_err(PveError::Config)?;
+        ApiTransport::new(ApiConfig {
+            url: self.api_url(),
+            token: token.into(),
+            trust: TlsTrust::Fingerprint(fingerprint),
+            timeout,
+        })
     }
 }
 

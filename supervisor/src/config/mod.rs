@@ -59,7 +59,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxmoxConfig {
     pub backend: ProxmoxBackend,
-    /// Unset: chosen per sandbox among the cluster's nodes.
+    /// The node sandboxes are cloned on when their profile names none; unset: the node that
+    /// holds the template (the rule is on `Profile::node`).
     pub node: Option<String>,
     pub command_timeout: Duration,
     /// Requests per second the gateway sends at most.

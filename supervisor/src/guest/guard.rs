@@ -46,10 +46,7 @@ impl RateLimiter {
         if self.limit.qps <= 0.0 {
             return true;
         }
-        let mut buckets = match self.buckets.lock() {
-            Ok(b) => b,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut buckets = agentlab_actors::sync::lock(&self.buckets);
         buckets.retain(|_, b| now.duration_since(b.last) < IDLE_EVICTION);
         let burst = f64::from(self.limit.burst);
         let bucket = buckets.entry(ip).or_insert(Bucket { tokens: burst, last: now });

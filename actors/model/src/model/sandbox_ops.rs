@@ -1,6 +1,6 @@
 //! Which operator operations a sandbox accepts in which state.
 //!
-//! The seed README's table (show, logs, start, destroy, lease renew) extended with the
+//! The original product table (show, logs, start, destroy, lease renew; docs/compatibility.md) extended with the
 //! operations the product has beyond it (stop, pause, resume, revert, snapshots, update),
 //! whose preconditions follow the Go version's manager. A handler asks `check` before it
 //! records an intent; it never re-derives these rules with its own `if`s.

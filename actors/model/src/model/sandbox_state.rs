@@ -1,6 +1,7 @@
 //! The sandbox state machine as data: one `transition` function over (state, event).
 //!
-//! The edges are the seed README's diagram plus what the product needs beyond it:
+//! The edges are the original product diagram (REQUESTED → PROVISIONING → BOOTING → READY
+//! → RUNNING → COMPLETED | FAILED | TIMEOUT → DESTROYED) plus what the product needs beyond it:
 //! SUSPENDED (pause/resume), STOPPED → BOOTING (start), a FAILED edge from every
 //! pre-terminal state (a provisioning deadline fails the sandbox with its step), and a
 //! Destroy edge from every state but DESTROYED.

@@ -1,6 +1,6 @@
 //! Request and response bodies of the control API (the Unix socket).
 //!
-//! Field names follow the Go version's wire (inventory §2.3) so that scripts written for
+//! Field names follow the Go version's wire (docs/compatibility.md) so that scripts written for
 //! it keep working; timestamps are RFC 3339 in UTC.
 
 use crate::model::{NetworkMode, SandboxState};
@@ -46,7 +46,7 @@ pub struct ProxmoxStatus {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Stable class of the error (`transport`, `tls`, `auth`, …).
+    /// Stable class of the error (`transient`, `tls`, `auth`, `timeout`, …; `ErrorClass::as_str`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<String>,
     /// When this was last checked; absent before the first probe finished.

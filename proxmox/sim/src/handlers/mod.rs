@@ -1,5 +1,5 @@
 //! Endpoint handlers: Proxmox's behaviour per operation, with its exact texts
-//! (pve-api behaviors.md §5). `dispatch` maps every endpoint of the contract.
+//! (`proxmox/contract/behaviors.md` §5). `dispatch` maps every endpoint of the contract.
 
 mod agent;
 mod clone;

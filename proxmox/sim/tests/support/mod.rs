@@ -8,7 +8,6 @@
 )]
 #![allow(dead_code)]
 
-use agentlab_proxmox::api::{ApiConfig, ApiTransport, Fingerprint, TlsTrust};
 use agentlab_proxmox::shell::{ShellConfig, ShellTransport};
 use agentlab_proxmox::{Pve, PveClient, TaskPolicy};
 use agentlab_pve_sim::{SimConfig, SimHandle, TEST_TOKEN};
@@ -47,15 +46,7 @@ impl Env {
     }
 
     pub fn api_with(&self, token: &str, timeout: Duration) -> PveClient {
-        let fingerprint = Fingerprint::parse(&self.sim.fingerprint).unwrap();
-        let transport = ApiTransport::new(ApiConfig {
-            url: self.sim.api_url(),
-            token: token.into(),
-            trust: TlsTrust::Fingerprint(fingerprint),
-            timeout,
-        })
-        .unwrap();
-        PveClient::new(transport, policy())
+        PveClient::new(self.sim.api_transport(token, timeout).unwrap(), policy())
     }
 
     /// `pvesh` is the simulator binary under that name.

@@ -1,8 +1,8 @@
 //! The profile schema: what a sandbox is cloned from and how it is configured.
 //!
-//! The schema is the Go version's (inventory §3.2) without its defects: unknown fields are
+//! The schema is the Go version's (docs/compatibility.md) without its defects: unknown fields are
 //! errors (not silently ignored), `type` is `vm` only (the Go loader accepted `lxc` that
-//! nothing provisioned), CPU over-commit maps to `cpulimit` (not to the CPU *type*: D9),
+//! nothing provisioned), CPU over-commit maps to `cpulimit` (not to the CPU *type*, D9),
 //! the allowlist group is `agent_nat_allow` (Proxmox caps group names at 18 characters),
 //! and `secrets_bundle` is honoured per profile.
 
@@ -21,7 +21,9 @@ pub struct Profile {
     #[serde(default, rename = "type")]
     pub kind: ProfileKind,
     pub template_vmid: u32,
-    /// The node to place sandboxes on; unset = chosen by the daemon.
+    /// The node sandboxes of this profile are cloned on. The rule, in order: this, else
+    /// the daemon's `proxmox_node`, else the node that holds the template (a linked
+    /// clone runs where the template's disks are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     #[serde(default)]
@@ -117,6 +119,8 @@ pub enum NetworkMode {
 }
 
 impl NetworkMode {
+    pub const ALL: [NetworkMode; 3] = [NetworkMode::Off, NetworkMode::Nat, NetworkMode::Allowlist];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkMode::Off => "off",
