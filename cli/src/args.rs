@@ -18,7 +18,8 @@ pub struct Cli {
     /// Print JSON (errors too, on stdout, as {"error","code","message"}).
     #[arg(long, global = true)]
     pub json: bool,
-    /// Deadline of each request to the daemon, e.g. 30s or 2m.
+    /// How long the daemon may stay silent during a request (each read and write), e.g. 30s
+    /// or 2m. A request that waits for a sandbox (`sandbox new`, `start`) is silent until it is up.
     #[arg(long, global = true, default_value = "10m")]
     pub timeout: humantime::Duration,
     #[command(subcommand)]

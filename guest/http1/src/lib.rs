@@ -2,8 +2,9 @@
 //!
 //! Both callers make a handful of requests to agentlabd, one per connection
 //! (`Connection: close`), so there is no pooling, no TLS and no async runtime: a blocking
-//! exchange keeps `agentlab` and `agent-runner` small (about 1 MB less than hyper and tokio
-//! each, and no runtime to start for a one-shot CLI call). Answers are parsed with
+//! exchange keeps `agentlab` and `agent-runner` small (the release `agentlab` is 2.9 MB on
+//! this exchange; it was 4.6 MB on hyper and tokio, with fewer commands) and a one-shot CLI
+//! call starts no runtime. Answers are parsed with
 //! `Content-Length`, `Transfer-Encoding: chunked` (what hyper/axum send for streamed
 //! bodies) or read to EOF; every line, header count and buffered body is capped.
 
