@@ -117,3 +117,58 @@ async fn destroy_during_provisioning_leaves_nothing_behind() {
     tokio::time::sleep(HOUR).await;
     assert!(!h.vm_exists(vmid), "nothing re-creates it");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cleanup_that_fails_stays_pending_and_finishes_on_the_next_start() {
+    let h = Harness::start().await;
+    let vmid = h.create_sandbox("yolo-ephemeral", None, false).await;
+    let configuring = Some(agentlab_actors::model::Intent::Provision(agentlab_actors::model::Step::Configure));
+    eventually("the clone is done", 10 * MINUTE, || h.sandbox(vmid).intent == configuring).await;
+    // Proxmox refuses every change from now on: configure fails, and so does the cleanup.
+    let refuse = agentlab_pve_sim::FaultConfig { error_rate: 1.0, mutating_only: true, ..Default::default() };
+    h.sim.set_faults(refuse);
+    eventually("provisioning failed", HOUR, || h.sandbox(vmid).state == SandboxState::Failed).await;
+    let cleanup = Some(agentlab_actors::model::Intent::Cleanup);
+    eventually("the cleanup gave up", HOUR, || {
+        h.sandbox_event_kinds(vmid).iter().any(|k| k == "sandbox.destroy.failed")
+    })
+    .await;
+    assert!(h.vm_exists(vmid));
+    assert_eq!(h.sandbox(vmid).intent, cleanup, "the cleanup is still pending");
+    // Proxmox is back; the next start of the actor (a daemon restart) finishes the cleanup.
+    h.sim.set_faults(agentlab_pve_sim::FaultConfig::default());
+    h.sandbox_actor(vmid).send_message(SandboxMsg::Reconcile).unwrap();
+    eventually("the VM is removed", HOUR, || !h.vm_exists(vmid)).await;
+    eventually("nothing is pending", MINUTE, || h.sandbox(vmid).intent.is_none()).await;
+    assert_eq!(h.sandbox(vmid).state, SandboxState::Failed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_failing_while_its_sandbox_boots_ends_the_provisioning() {
+    // The guest never shows an address in the agent subnet: `wait_ip` would poll forever.
+    let h = Harness::with(Options { agent_subnet: "10.99.0.0/16", ..Options::default() }).await;
+    let vmid = h.create_sandbox("yolo-ephemeral", None, true).await;
+    let waiting_for_ip = Some(agentlab_actors::model::Intent::Provision(agentlab_actors::model::Step::WaitIp));
+    eventually("waiting for the address", 10 * MINUTE, || h.sandbox(vmid).intent == waiting_for_ip).await;
+    h.sandbox_actor(vmid).send_message(SandboxMsg::JobChanged(SandboxEvent::Fail)).unwrap();
+    match h.settled(vmid).await {
+        agentlab_actors::sandbox::Settled::Failed(view) => assert_eq!(view.state, SandboxState::Failed),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // Not busy with a step that can no longer finish: an operation is taken.
+    let stopped = h
+        .sandbox_actor(vmid)
+        .call(
+            |reply| SandboxMsg::Operate {
+                op: agentlab_actors::sandbox::SandboxOp::Stop,
+                force: false,
+                by: None,
+                reply,
+            },
+            Some(HOUR),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped.map(|v| v.state).ok(), Some(SandboxState::Stopped));
+}

@@ -11,10 +11,9 @@ use agentlab_proxmox::types::{
 use agentlab_proxmox::{Pve, PveError, PveVersion};
 use std::time::Duration;
 
-/// How long a clone still running from before a crash may hold a VM's config lock before
-/// the caller gives up on it (Proxmox's own clone of a large disk takes minutes).
-pub const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
-const CLONE_LOCK_POLL: Duration = Duration::from_secs(1);
+/// How many times the config of a VM still locked by a clone from before a crash is read
+/// before the caller gives up on it (Proxmox's own clone of a large disk takes minutes).
+pub const CLONE_LOCK_POLLS: u32 = 600;
 
 impl Gateway {
     pub async fn version(&self) -> Result<PveVersion, PveError> {
@@ -124,22 +123,19 @@ impl Gateway {
     }
 
     /// The VM's config once no clone holds it: a clone still running (the daemon died during
-    /// it) has a temporary config locked `clone` and no description yet. `NotFound` if there
-    /// is no VM; `Locked` if the clone outlasts `CLONE_LOCK_WAIT`.
-    pub async fn config_after_clone(&self, node: &str, vmid: u32) -> Result<VmConfig, PveError> {
-        let waited_from = tokio::time::Instant::now();
-        loop {
-            let config = self.vm_config(node, vmid).await?;
+    /// it) has a temporary config locked `clone` and no description yet. Read every `poll`,
+    /// `CLONE_LOCK_POLLS` times at most (then the locked config is returned as it is, and
+    /// the caller's ownership check refuses it). `NotFound` if there is no VM.
+    pub async fn config_after_clone(&self, node: &str, vmid: u32, poll: Duration) -> Result<VmConfig, PveError> {
+        let mut config = self.vm_config(node, vmid).await?;
+        for _ in 0..CLONE_LOCK_POLLS {
             if config.get("lock") != Some("clone") {
-                return Ok(config);
+                break;
             }
-            if waited_from.elapsed() >= CLONE_LOCK_WAIT {
-                return Err(PveError::Locked(format!(
-                    "VM {vmid} is still locked by a clone after {CLONE_LOCK_WAIT:?}"
-                )));
-            }
-            tokio::time::sleep(CLONE_LOCK_POLL).await;
+            tokio::time::sleep(poll).await;
+            config = self.vm_config(node, vmid).await?;
         }
+        Ok(config)
     }
 
     /// Rolls the VM back to snapshot `name`; the task is waited on.

@@ -13,7 +13,7 @@ pub mod rate_limit;
 mod retry;
 pub mod stats;
 
-pub use calls::CLONE_LOCK_WAIT;
+pub use calls::CLONE_LOCK_POLLS;
 pub use gateway::{Gateway, GatewayLimits, OpSpec, PveCall, Shared, Turn};
 pub use retry::{RetryPolicy, is_retryable};
 

@@ -50,8 +50,11 @@ pub struct SandboxActorState {
 }
 
 impl SandboxActorState {
+    /// Work is in flight until its completion has been handled (a task that has finished
+    /// but whose message still waits in the mailbox counts: acting before it would
+    /// supersede it and drop its outcome). Completion handlers clear `work`.
     pub(super) fn busy(&self) -> bool {
-        self.work.as_ref().is_some_and(|w| !w.is_finished())
+        self.work.is_some()
     }
 }
 
@@ -119,9 +122,22 @@ impl SandboxActor {
         Ok(())
     }
 
-    fn on_job_changed(&self, state: &SandboxActorState, event: SandboxEvent) -> Result<(), StoreError> {
+    /// The job moved the sandbox. A job that fails while its sandbox is still provisioning
+    /// ends the provisioning too: the step in flight is dropped and whoever waits is told.
+    fn on_job_changed(&self, state: &mut SandboxActorState, event: SandboxEvent) -> Result<(), StoreError> {
+        let before = self.load(state.vmid)?.state;
         if let Some(rec) = self.move_by(state.vmid, event, None)? {
             self.publish(state, &rec);
+            if before.is_provisioning() && !rec.state.is_provisioning() {
+                if let Some(work) = state.work.take() {
+                    work.abort();
+                }
+                state.generation.advance();
+                Self::disarm_provisioning_deadline(state);
+                let patch = crate::store::SandboxPatch { intent: Some(None), ..Default::default() };
+                self.ctx.store.patch_sandbox(state.vmid, &patch, None)?;
+                self.settle(state, &rec);
+            }
         }
         Ok(())
     }

@@ -151,6 +151,9 @@ DESTROYED: Stop Stop ResumeDestroy Stop
         // A FAILED record from before the Cleanup intent, with its snippet still there.
         let legacy = SandboxRecord { snippet_path: Some("/x.yaml".into()), ..record(SandboxState::Failed, None) };
         assert_eq!(on_reconcile(&legacy), OnReconcile::FinishCleanup);
+        // A sandbox that booted and then failed with its job keeps its VM across a restart.
+        let booted = SandboxRecord { ip: Some("10.77.0.5".into()), ..legacy };
+        assert_eq!(on_reconcile(&booted), OnReconcile::Watch);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::actor::{SandboxActor, SandboxActorState};
 use super::decide::{self, ProbeFinding};
+use super::error::SandboxError;
 use super::msg::SandboxMsg;
 use super::teardown;
 use crate::model::EventKind;
@@ -65,7 +66,7 @@ impl SandboxActor {
         ip: Option<String>,
         moved_to: Option<String>,
         generation: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), SandboxError> {
         state.probing = false;
         if !self.is_current(state, generation) || state.busy() {
             return Ok(());
@@ -94,9 +95,9 @@ impl SandboxActor {
                     Stage::Recovery,
                     msg.clone(),
                 ))?;
-                if let Err(e) = teardown::remove_local(&self.ctx, &rec) {
-                    tracing::warn!(vmid = rec.vmid, error = %e, "cleaning up after a vanished VM");
-                }
+                // Before DESTROYED: a failure restarts the actor, whose probe finds the VM
+                // gone again and retries (a DESTROYED record gets no actor any more).
+                teardown::remove_local(&self.ctx, &rec)?;
                 moved(SandboxEvent::Destroy, &msg)?;
                 super::notify_job(&rec, SandboxNotice::Vanished);
                 me.stop(Some("VM vanished".into()));

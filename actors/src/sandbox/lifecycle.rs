@@ -79,7 +79,7 @@ impl SandboxActor {
         state.provisioning_deadline = Some((number, timer));
     }
 
-    fn disarm_provisioning_deadline(state: &mut SandboxActorState) {
+    pub(super) fn disarm_provisioning_deadline(state: &mut SandboxActorState) {
         if let Some((_, timer)) = state.provisioning_deadline.take() {
             timer.abort();
         }
@@ -187,7 +187,9 @@ impl SandboxActor {
         if !rec.state.is_provisioning() || rec.intent == Some(Intent::Destroy) {
             return Ok(());
         }
-        if let Some(work) = state.work.take() {
+        // Aborted, not taken: a teardown awaits the step's task before reading the record
+        // (the step may just have recorded its snippet).
+        if let Some(work) = &state.work {
             work.abort();
         }
         state.generation.advance();
@@ -211,15 +213,20 @@ impl SandboxActor {
             .payload(serde_json::json!({"step": failure.step.as_str(), "error": failure.error.to_string()}));
         let rec = self.load(state.vmid)?;
         if rec.has_booted() {
+            if let Some(work) = state.work.take() {
+                work.abort();
+            }
             let patch = SandboxPatch { intent: Some(None), ..Default::default() };
             self.ctx.store.patch_sandbox(state.vmid, &patch, Some(&event))?;
             let rec = self.move_by(state.vmid, SandboxEvent::Stop, Some(&reason))?.unwrap_or(rec);
             self.publish(state, &rec);
             self.settle(state, &rec);
         } else {
+            // FAILED first: a crash before the Cleanup intent is written still leaves a
+            // record whose cleanup is pending (FAILED, a node and a provisioning step).
+            let rec = self.move_by(state.vmid, SandboxEvent::Fail, Some(&reason))?.unwrap_or(rec);
             let patch = SandboxPatch { intent: Some(Some(Intent::Cleanup)), ..Default::default() };
             self.ctx.store.patch_sandbox(state.vmid, &patch, Some(&event))?;
-            let rec = self.move_by(state.vmid, SandboxEvent::Fail, Some(&reason))?.unwrap_or(rec);
             self.publish(state, &rec);
             self.start_teardown(me, state, AfterTeardown::KeepState);
         }
@@ -331,13 +338,16 @@ impl SandboxActor {
                 self.settle(state, &rec);
                 self.arm_timers(me, state, &rec);
             }
-            (Err(error), _) => {
-                let kind = match &error {
-                    SandboxError::NotOurs { .. } => EventKind::DestroyRefused,
-                    _ => EventKind::DestroyFailed,
-                };
+            (Err(error), then) => {
+                let not_ours = matches!(error, SandboxError::NotOurs { .. });
+                let kind = if not_ours { EventKind::DestroyRefused } else { EventKind::DestroyFailed };
                 let event = NewEvent::sandbox(state.vmid, kind, Stage::Lifecycle, error.to_string());
-                self.ctx.store.patch_sandbox(state.vmid, &clear_intent, Some(&event))?;
+                if then == AfterTeardown::KeepState && !not_ours {
+                    // The cleanup stays pending: the next start of the actor tries again.
+                    self.ctx.store.append_event(&event)?;
+                } else {
+                    self.ctx.store.patch_sandbox(state.vmid, &clear_intent, Some(&event))?;
+                }
                 for waiter in state.destroy_waiters.drain(..) {
                     let _ = waiter.send(Err(Refusal::new(error.code(), error.to_string())));
                 }

@@ -74,7 +74,7 @@ async fn clone(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxE
         }
     };
     // Adopt a VM an earlier attempt cloned (it carries our marker); refuse anyone else's.
-    match ctx.gateway.config_after_clone(&node, rec.vmid).await {
+    match ctx.gateway.config_after_clone(&node, rec.vmid, ctx.settings.ip_poll_interval).await {
         Ok(config) if is_ours(&config, rec.vmid) => return Ok(()),
         Ok(_) => return Err(SandboxError::NotOurs { vmid: rec.vmid }),
         Err(PveError::NotFound(_)) => {}

@@ -23,7 +23,7 @@ pub(crate) async fn destroy_vm(ctx: &SandboxContext, node: &str, vmid: u32) -> R
         .run(crate::pve::OpSpec::change("teardown_barrier", vmid), |_, _| Box::pin(async { Ok(()) }))
         .await
         .map_err(SandboxError::pve("waiting for the VM's queued operations"))?;
-    let config = match ctx.gateway.config_after_clone(node, vmid).await {
+    let config = match ctx.gateway.config_after_clone(node, vmid, ctx.settings.ip_poll_interval).await {
         Ok(config) => config,
         Err(PveError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(SandboxError::pve("reading the VM's config")(e)),

@@ -49,13 +49,14 @@ impl SandboxRecord {
     }
 
     /// A failed first provisioning whose cleanup has not finished: the `Cleanup` intent, or
-    /// in records from before it existed, a FAILED record that still has its snippet, or a
-    /// node and a provisioning step.
+    /// (records from before it existed, or a crash between FAILED and the intent) a FAILED
+    /// record that never booted and still has its snippet, or a node and a provisioning
+    /// step. A sandbox that booted and then failed (its job failed) keeps its VM.
     pub fn cleanup_pending(&self) -> bool {
-        self.state == SandboxState::Failed
-            && (self.intent == Some(Intent::Cleanup)
-                || self.snippet_path.is_some()
-                || (self.node.is_some() && self.intent.is_some_and(|i| i.step().is_some())))
+        let legacy = self.ip.is_none()
+            && (self.snippet_path.is_some()
+                || (self.node.is_some() && self.intent.is_some_and(|i| i.step().is_some())));
+        self.state == SandboxState::Failed && (self.intent == Some(Intent::Cleanup) || legacy)
     }
 
     pub fn view(&self) -> SandboxView {

@@ -41,11 +41,13 @@ pub struct Options {
     pub nodes: Vec<String>,
     /// The simulator's latency factor (1.0: Proxmox's own durations, in virtual time).
     pub latency_factor: f64,
+    /// Where the daemon looks for guest addresses (the simulator hands out 10.77.x.x).
+    pub agent_subnet: &'static str,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { nodes: vec!["pve1".into()], latency_factor: 1.0 }
+        Options { nodes: vec!["pve1".into()], latency_factor: 1.0, agent_subnet: "10.77.0.0/16" }
     }
 }
 
@@ -90,7 +92,7 @@ impl Harness {
                 snippet_storage: "local".into(),
                 ssh_public_key: None,
                 controller_url: "http://10.77.0.1:8844".into(),
-                agent_subnet: "10.77.0.0/16".parse().unwrap(),
+                agent_subnet: options.agent_subnet.parse().unwrap(),
                 gateway_ip: "10.77.0.1".parse().unwrap(),
                 listener_ports: vec![8844, 8846],
                 provisioning_timeout: Duration::from_secs(600),
