@@ -344,12 +344,14 @@ impl Actor for JobActor {
                     }
                     Err(error) => {
                         tracing::warn!(job = %state.id, %error, "sandbox release failed; retrying");
-                        self.ctx.store.append_event(&NewEvent::job(
+                        let event = NewEvent::job(
                             &state.id,
                             EventKind::JobReleaseFailed,
                             Stage::Recovery,
                             format!("could not release the job's sandbox: {error}; retrying"),
-                        ))?;
+                        )
+                        .payload(serde_json::json!({"code": error.code().as_str()}));
+                        self.ctx.store.append_event(&event)?;
                         myself.send_after(self.ctx.settings.release_retry, || JobMsg::Reconcile);
                     }
                 }
