@@ -172,3 +172,51 @@ async fn a_job_failing_while_its_sandbox_boots_ends_the_provisioning() {
         .unwrap();
     assert_eq!(stopped.map(|v| v.state).ok(), Some(SandboxState::Stopped));
 }
+
+#[tokio::test(start_paused = true)]
+async fn lock_timeouts_on_the_cluster_firewall_are_waited_out() {
+    let h = Harness::start().await;
+    // Half of all changes time out on their lock, as under a busy cluster; the datacenter
+    // firewall's lock is pmxcfs's (`cfs-lock 'firewall-cluster' …`).
+    h.sim.set_faults(agentlab_pve_sim::FaultConfig {
+        lock_timeout_rate: 0.5,
+        mutating_only: true,
+        ..Default::default()
+    });
+    let vmids = [
+        h.create_sandbox("yolo-ephemeral", None, false).await,
+        h.create_sandbox("yolo-ephemeral", None, false).await,
+        h.create_sandbox("secure-small", None, false).await,
+    ];
+    for vmid in vmids {
+        match h.settled(vmid).await {
+            agentlab_actors::sandbox::Settled::Ready(_) => {}
+            agentlab_actors::sandbox::Settled::Failed(view) => panic!("sandbox {vmid} failed: {:?}", view.error),
+        }
+    }
+    let firewall_lock_faults = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/cluster/firewall") && r.verdict == "fault:lock_timeout")
+        .count();
+    assert!(firewall_lock_faults > 0, "the test must hit the firewall's lock");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_name_becomes_a_vm_name_proxmox_accepts() {
+    let h = Harness::start().await;
+    // 62 letters, then `-`: a cut at 63 characters ends in `-`, which Proxmox refuses.
+    let request = agentlab_actors::sandbox::allocate::SandboxRequest {
+        name: Some(format!("{}-tail", "a".repeat(62))),
+        profile: "yolo-ephemeral".into(),
+        ..Default::default()
+    };
+    let vmid = agentlab_actors::sandbox::allocate::allocate(&h.sandboxes, &request).await.unwrap().vmid;
+    agentlab_actors::root::request_spawn("sandbox", &vmid.to_string()).await.unwrap();
+    match h.settled(vmid).await {
+        agentlab_actors::sandbox::Settled::Ready(_) => {}
+        agentlab_actors::sandbox::Settled::Failed(view) => panic!("{:?}", view.error),
+    }
+    assert_eq!(h.sim.world().vms[&vmid].config.get("name").map(String::as_str), Some("a".repeat(62).as_str()));
+}

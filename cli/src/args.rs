@@ -384,16 +384,20 @@ pub enum ArtifactsAction {
 #[derive(Debug, clap::Args)]
 pub struct DownloadArgs {
     pub id: String,
-    /// Where to write it (default: the artifact's name in the current directory).
+    /// Where to write it: a file, or a directory (existing, or given with a trailing `/`) to
+    /// write the artifact into under its own name. Default: its name in the current directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace a file that is already there.
+    #[arg(long)]
+    pub force: bool,
     /// The artifact's name.
     #[arg(long, conflicts_with_all = ["bundle", "latest"])]
     pub name: Option<String>,
-    /// The runner's bundle (agentlab-artifacts.tar.gz).
+    /// The runner's bundle, agentlab-artifacts.tar.gz (the default).
     #[arg(long, conflicts_with = "latest")]
     pub bundle: bool,
-    /// The newest artifact (the default).
+    /// The newest artifact.
     #[arg(long)]
     pub latest: bool,
 }

@@ -109,10 +109,10 @@ fn finished(json: bool, job: &JobView) -> Result<(), ClientError> {
 fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Result<(), ClientError> {
     let id = job_id(&args.id)?;
     let listing: ArtifactsResponse = client.get(&format!("/v1/jobs/{id}/artifacts"))?;
-    let wanted = match (&args.name, args.bundle) {
+    let wanted = match (&args.name, args.latest) {
         (Some(name), _) => listing.artifacts.iter().find(|a| &a.info.name == name),
-        (None, true) => listing.artifacts.iter().find(|a| a.info.name == DEFAULT_ARTIFACT_NAME),
-        (None, false) => listing.artifacts.first(),
+        (None, true) => listing.artifacts.first(),
+        (None, false) => listing.artifacts.iter().find(|a| a.info.name == DEFAULT_ARTIFACT_NAME),
     }
     .ok_or_else(|| {
         let envelope = ErrorEnvelope::new(
@@ -121,7 +121,13 @@ fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Result<()
         );
         ClientError::Api { status: 404, envelope }
     })?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(&wanted.info.name));
+    let out = download_target(args.out.as_deref(), &wanted.info.name)?;
+    if out.exists() && !args.force {
+        return Err(ClientError::Usage(format!(
+            "{} already exists; add --force to replace it, or choose another --out",
+            out.display()
+        )));
+    }
     let query = format!("/v1/jobs/{id}/artifacts/download?path={}", encode(&wanted.info.path));
     let got = client.download(&query, &out)?;
     let expected = got.declared_sha256.clone().unwrap_or_else(|| wanted.info.sha256.clone());
@@ -143,6 +149,23 @@ fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Result<()
         println!("{} ({} bytes, sha256 {} verified)", out.display(), got.size, got.sha256);
     }
     Ok(())
+}
+
+/// The file to write: `--out` itself, or the artifact's own name inside `--out` when that is
+/// a directory (one that exists, or a path ending in `/`, created if missing).
+fn download_target(out: Option<&std::path::Path>, artifact: &str) -> Result<PathBuf, ClientError> {
+    // The daemon names artifacts; only the last component is used for a local file name.
+    let file_name = std::path::Path::new(artifact)
+        .file_name()
+        .map(PathBuf::from)
+        .ok_or_else(|| ClientError::BadResponse(format!("artifact name `{artifact}` is not a file name")))?;
+    let Some(out) = out else { return Ok(file_name) };
+    let names_a_directory = out.as_os_str().to_string_lossy().ends_with('/');
+    if names_a_directory && !out.exists() {
+        std::fs::create_dir_all(out)
+            .map_err(|e| ClientError::Usage(format!("cannot create directory {}: {e}", out.display())))?;
+    }
+    Ok(if out.is_dir() { out.join(file_name) } else { out.to_path_buf() })
 }
 
 /// Percent-encodes a query value.

@@ -133,7 +133,9 @@ impl PveError {
                     None => PveError::Validation { param: String::new(), message: text },
                 }
             }
-            502..=504 => PveError::Transient(format!("{status} {text}")),
+            // 595-599: pveproxy could not reach pvedaemon or the node that holds the VM
+            // (pve-http-server AnyEvent.pm: AnyEvent::HTTP's pseudo-statuses).
+            502..=504 | 595..=599 => PveError::Transient(format!("{status} {text}")),
             _ => classify_message(text),
         }
     }
@@ -142,7 +144,13 @@ impl PveError {
 /// Proxmox's texts for the conditions a caller must tell apart (`proxmox/contract/behaviors.md` §5).
 fn classify_message(text: String) -> PveError {
     let lower = text.to_ascii_lowercase();
-    if lower.contains("can't lock file") && lower.contains("got timeout") {
+    // A local flock (`can't lock file … - got timeout`) or a pmxcfs lock (pve-cluster
+    // Cluster.pm cfs_lock: `cfs-lock '<id>' error: got lock request timeout`, also
+    // `'<id>'-locked command timed out - aborting`): both clear when the holder finishes.
+    if (lower.contains("can't lock file") && lower.contains("got timeout"))
+        || (lower.contains("cfs-lock") && lower.contains("got lock request timeout"))
+        || lower.contains("-locked command timed out")
+    {
         PveError::LockTimeout(text)
     } else if lower.starts_with("vm is locked") || lower.contains("is locked (") {
         PveError::Locked(text)
@@ -180,6 +188,12 @@ mod tests {
             (500, "Configuration file 'nodes/pve/qemu-server/123.conf' does not exist", ErrorClass::NotFound),
             (500, "VM 101 not running", ErrorClass::NotRunning),
             (500, "VM 101 already running", ErrorClass::AlreadyRunning),
+            (500, "cfs-lock 'firewall-cluster' error: got lock request timeout", ErrorClass::LockTimeout),
+            (500, "clone failed: cfs-lock 'storage-shared' error: got lock request timeout", ErrorClass::LockTimeout),
+            (500, "'storage-shared'-locked command timed out - aborting", ErrorClass::LockTimeout),
+            (595, "Errors during connection establishment, proxy handshake", ErrorClass::Transient),
+            (596, "Broken pipe", ErrorClass::Transient),
+            (599, "Too many redirections", ErrorClass::Transient),
             (500, "shrinking disks is not supported", ErrorClass::WouldShrink),
             (500, "snapshot name 'clean' already used", ErrorClass::AlreadyExists),
             (500, "QEMU guest agent is not running", ErrorClass::AgentNotRunning),

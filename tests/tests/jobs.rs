@@ -69,6 +69,24 @@ fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
     let got = ws.cli(&["job", "artifacts", "download", &id, "--bundle", "--out", &dest.display().to_string()]);
     assert_eq!(got.code, 0, "{got:?}");
     assert!(got.stdout.contains(&sha) && got.stdout.contains("verified"), "{got:?}");
+    // Into a directory (named with a trailing `/`, created): exactly the bundle, by its name
+    // and with the listed SHA-256 (no selector means the bundle); never over a file without
+    // --force.
+    let into = ws.path().join("into");
+    let into_arg = format!("{}/", into.display());
+    let got = ws.cli(&["--json", "job", "artifacts", "download", &id, "--out", &into_arg]);
+    assert_eq!(got.code, 0, "{got:?}");
+    assert_eq!(got.json()["sha256"], sha.as_str(), "{got:?}");
+    let files: Vec<String> =
+        std::fs::read_dir(&into).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files, ["agentlab-artifacts.tar.gz"]);
+    assert_eq!(std::fs::read(into.join("agentlab-artifacts.tar.gz")).unwrap(), std::fs::read(&dest).unwrap());
+    let again = ws.cli(&["job", "artifacts", "download", &id, "--out", &into_arg]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("already exists") && again.stderr.contains("--force"), "{again:?}");
+    let forced = ws.cli(&["job", "artifacts", "download", &id, "--out", &into_arg, "--force"]);
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert_eq!(std::fs::read_dir(&into).unwrap().count(), 1, "no .partial left behind");
     let unpacked = ws.path().join("unpacked");
     std::fs::create_dir_all(&unpacked).unwrap();
     run(Command::new("tar").arg("-xzf").arg(&dest).arg("-C").arg(&unpacked));

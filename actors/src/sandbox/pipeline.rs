@@ -94,11 +94,14 @@ async fn clone(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxE
         .map_err(SandboxError::pve("cloning the template"))
 }
 
-/// Proxmox VM names must be DNS names.
+/// Proxmox VM names must be DNS names (pve-common JSONSchema.pm `dns-name`: labels of
+/// letters, digits and inner `-`). Cut to 63 characters first, then trimmed, so the cut
+/// cannot leave a trailing `-`.
 fn dns_name(name: &str, vmid: u32) -> String {
-    let cleaned: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    let cleaned: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(63).collect();
     let trimmed = cleaned.trim_matches('-');
-    if trimmed.is_empty() { format!("sandbox-{vmid}") } else { trimmed.chars().take(63).collect() }
+    if trimmed.is_empty() { format!("sandbox-{vmid}") } else { trimmed.to_string() }
 }
 
 fn description(rec: &SandboxRecord) -> String {
@@ -292,5 +295,8 @@ mod tests {
         assert_eq!(dns_name("my sandbox!", 1001), "my-sandbox");
         assert_eq!(dns_name("???", 1001), "sandbox-1001");
         assert_eq!(dns_name(&"a".repeat(100), 1001).len(), 63);
+        // A cut at 63 that lands on a `-` must not end the name with it.
+        let cut = dns_name(&format!("{}-bb", "a".repeat(62)), 1001);
+        assert_eq!(cut, "a".repeat(62));
     }
 }

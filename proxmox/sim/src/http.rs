@@ -100,10 +100,7 @@ pub async fn execute(sim: &Arc<Sim>, source: &str, method: &str, path: &str, par
             }
             Fault::LockTimeout => {
                 record.status = 500;
-                let vmid = path_params.get("vmid").cloned().unwrap_or_else(|| "0".into());
-                Outcome::Error(SimError::die(format!(
-                    "can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
-                )))
+                Outcome::Error(SimError::die(lock_timeout_text(path, &path_params)))
             }
         };
         sim.record(record);
@@ -205,6 +202,22 @@ fn with_reason(status: StatusCode, reason: &str, body: Body) -> Response {
     response
 }
 
+/// What Proxmox says when the lock an operation needs is not had in time.
+///
+/// Cluster-wide state lives in pmxcfs and is locked through it: the datacenter firewall
+/// (groups, rules, options) is edited under `cfs_lock_domain("firewall-cluster")`, whose
+/// timeout is pve-cluster `src/PVE/Cluster.pm` cfs_lock (lines 628 and 683 in PVE 9):
+/// `cfs-lock '<lockid>' error: got lock request timeout`. A VM's config is a local flock
+/// (qemu-server `PVE/QemuConfig.pm` lock_config → PVE::Tools::lock_file):
+/// `can't lock file '/var/lock/qemu-server/lock-<vmid>.conf' - got timeout`.
+pub fn lock_timeout_text(path: &str, path_params: &BTreeMap<String, String>) -> String {
+    if path.starts_with("/cluster/firewall") {
+        return "cfs-lock 'firewall-cluster' error: got lock request timeout".to_string();
+    }
+    let vmid = path_params.get("vmid").cloned().unwrap_or_else(|| "0".into());
+    format!("can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout")
+}
+
 /// Marker header: the connection task closes the connection instead of answering.
 pub const DROP_HEADER: &str = "x-pve-sim-drop";
 
@@ -235,5 +248,23 @@ pub fn respond(sim: &Sim, outcome: Outcome) -> Response {
             }
             json(status, &e.message, body)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_timeouts_name_the_lock_proxmox_would_hold() {
+        let vm: BTreeMap<String, String> = [("vmid".to_string(), "1001".to_string())].into();
+        assert_eq!(
+            lock_timeout_text("/nodes/pve1/qemu/1001/config", &vm),
+            "can't lock file '/var/lock/qemu-server/lock-1001.conf' - got timeout"
+        );
+        assert_eq!(
+            lock_timeout_text("/cluster/firewall/groups", &BTreeMap::new()),
+            "cfs-lock 'firewall-cluster' error: got lock request timeout"
+        );
     }
 }
