@@ -350,8 +350,9 @@ pub struct JobRunArgs {
     /// Branch, tag or commit (default: the remote's default branch).
     #[arg(long = "ref")]
     pub git_ref: Option<String>,
-    /// Minutes the agent may run (default: the profile's ttl_minutes_default, else 60).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    /// How long the agent may run: minutes, or a duration like 30m or 2h (default: the
+    /// profile's ttl_minutes_default, else 60).
+    #[arg(long, value_parser = parse_ttl)]
     pub ttl: Option<u32>,
     /// Keep the sandbox after the job ends (a canceled job's sandbox is destroyed anyway).
     #[arg(long)]

@@ -85,6 +85,7 @@ fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
         ip_poll_interval: Duration::from_secs(2).mul_f64(config.test_time_scale).max(Duration::from_millis(50)),
         vmid_range: config.vmid_min..=config.vmid_max,
         clock: agentlab_actors::clock::Clock::system(),
+        max_ttl_minutes: config.max_ttl_minutes,
     })
 }
 

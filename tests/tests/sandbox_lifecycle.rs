@@ -311,3 +311,28 @@ fn a_vm_migrated_outside_agentlab_is_followed_not_declared_vanished() {
     assert_eq!(destroyed.code, 0, "{destroyed:?}");
     assert!(sim.vm(vmid).is_none(), "destroyed on {to}");
 }
+
+#[test]
+fn ttls_take_durations_and_have_an_upper_bound() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "max_ttl_minutes: 600\n");
+    let _daemon = ws.start_daemon();
+    // Far past max_ttl_minutes, and far past any timestamp: a clear refusal, not a panic.
+    for ttl in ["4294967295", "601", "11h"] {
+        let out = ws.cli(&["--json", "sandbox", "new", "--profile", "small", "--ttl", ttl]);
+        assert_eq!(out.code, 1, "--ttl {ttl}: {out:?}");
+        assert_eq!(out.json()["code"], "v1/validation/invalid_value", "--ttl {ttl}: {out:?}");
+        assert!(out.json()["message"].as_str().unwrap().contains("max_ttl_minutes (600)"), "{out:?}");
+    }
+    let out = ws.cli(&["--json", "job", "run", "--repo", "/srv/r", "--task", "t", "--profile", "small", "--ttl", "2d"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.json()["message"].as_str().unwrap().contains("max_ttl_minutes"), "{out:?}");
+    // Durations are minutes rounded up; the daemon is still there and serving.
+    let out = ws.cli(&["--json", "sandbox", "new", "--profile", "small", "--ttl", "90s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let vmid = out.json()["vmid"].as_u64().unwrap_or(0).to_string();
+    let renew = ws.cli(&["--json", "sandbox", "lease", "renew", "--ttl", "1000", &vmid]);
+    assert_eq!(renew.code, 1, "{renew:?}");
+    assert!(renew.json()["message"].as_str().unwrap().contains("max_ttl_minutes"), "{renew:?}");
+}

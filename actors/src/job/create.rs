@@ -70,9 +70,8 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
         None => Agent::DEFAULT,
     };
     let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default).unwrap_or(DEFAULT_TTL_MINUTES);
-    if ttl == 0 {
-        return Err(invalid("ttl_minutes must be greater than 0"));
-    }
+    let what = if req.ttl_minutes.is_some() { "ttl_minutes" } else { "the profile's ttl_minutes_default" };
+    ctx.sandboxes.settings.check_ttl(ttl, what)?;
     // Decrypting is CPU work on a blocking thread; an unusable bundle fails the request now,
     // not the guest later.
     let check = {

@@ -57,6 +57,26 @@ pub struct SandboxSettings {
     pub vmid_range: std::ops::RangeInclusive<u32>,
     /// "Now" for leases and deadlines (tokio's clock in tests).
     pub clock: crate::clock::Clock,
+    /// `max_ttl_minutes`: the longest TTL anything may ask for.
+    pub max_ttl_minutes: u32,
+}
+
+impl SandboxSettings {
+    /// A TTL of `minutes` (`what` says where it came from) is positive and within
+    /// `max_ttl_minutes`.
+    pub fn check_ttl(&self, minutes: u32, what: &str) -> Result<(), crate::model::Refusal> {
+        let refuse = |why: String| Err(crate::model::Refusal::new(crate::model::ErrorCode::InvalidValue, why));
+        if minutes == 0 {
+            return refuse(format!("{what} must be greater than 0"));
+        }
+        if minutes > self.max_ttl_minutes {
+            return refuse(format!(
+                "{what} is {minutes} minutes; the limit is max_ttl_minutes ({}) in the daemon's config",
+                self.max_ttl_minutes
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Everything a sandbox actor uses.

@@ -101,6 +101,7 @@ impl Harness {
                 ip_poll_interval: Duration::from_secs(2),
                 vmid_range: 1000..=1999,
                 clock: Clock::following_tokio(),
+                max_ttl_minutes: 7 * 24 * 60,
             },
             directory: directory.clone(),
             orphans: Default::default(),

@@ -28,7 +28,8 @@ pub async fn create(
     StrictJson(req): StrictJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<CreateSandboxResponse>), ApiError> {
     let profiles = app.profiles.snapshot();
-    let profile_name = profiles.resolve(&req.profile)?.profile.name.clone();
+    let profile = &profiles.resolve(&req.profile)?.profile;
+    let profile_name = profile.name.clone();
     if req.workspace_id.is_some() {
         return Err(ApiError::new(
             ErrorCode::Unsupported,
@@ -46,6 +47,10 @@ pub async fn create(
             ErrorCode::InvalidValue,
             "ttl_minutes must be greater than 0 (omit it for the profile's default)",
         ));
+    }
+    if let Some(ttl) = req.ttl_minutes.or(profile.behavior.ttl_minutes_default) {
+        let what = if req.ttl_minutes.is_some() { "ttl_minutes" } else { "the profile's ttl_minutes_default" };
+        app.sandboxes.settings.check_ttl(ttl, what)?;
     }
     if let Some(bad) = req.tags.iter().find(|t| !tag_ok(t)) {
         return Err(ApiError::new(

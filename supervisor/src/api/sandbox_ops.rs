@@ -101,9 +101,7 @@ pub async fn renew_lease(
     StrictJson(req): StrictJson<RenewLeaseRequest>,
 ) -> Result<Json<RenewLeaseResponse>, ApiError> {
     let vmid = vmid_of(&vmid)?;
-    if req.ttl_minutes == 0 {
-        return Err(ApiError::new(ErrorCode::InvalidValue, "ttl_minutes must be greater than 0"));
-    }
+    app.sandboxes.settings.check_ttl(req.ttl_minutes, "ttl_minutes")?;
     let actor = live_actor(&app, vmid).await?.map_err(|view| {
         ApiError::new(ErrorCode::InvalidState, format!("sandbox {vmid} is {}; its lease cannot be renewed", view.state))
     })?;

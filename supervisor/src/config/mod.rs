@@ -43,6 +43,8 @@ pub struct Config {
     pub artifact_max_bytes: u64,
     /// How long a job's artifact token stays valid.
     pub artifact_token_ttl: Duration,
+    /// The longest TTL a sandbox or job may be given (or renewed to), in minutes.
+    pub max_ttl_minutes: u32,
     /// Per-source limits on the guest listener (0 qps disables one).
     pub bootstrap_rate_limit: RateLimit,
     pub artifact_rate_limit: RateLimit,

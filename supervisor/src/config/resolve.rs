@@ -9,6 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// `max_ttl_minutes` unset: a week.
+pub const DEFAULT_MAX_TTL_MINUTES: u32 = 7 * 24 * 60;
+/// The largest `max_ttl_minutes` accepted: a year keeps every deadline far inside the
+/// range of a timestamp.
+pub const MAX_TTL_CEILING_MINUTES: u32 = 365 * 24 * 60;
+
 /// Turns raw values into checked ones, naming the key and line on any error.
 pub(super) struct Resolver<'a> {
     pub path: &'a Path,
@@ -124,6 +130,12 @@ impl Resolver<'_> {
         if artifact_max_bytes == 0 {
             return Err(self.invalid("artifact_max_bytes", "must be greater than 0"));
         }
+        let max_ttl_minutes = raw.max_ttl_minutes.unwrap_or(DEFAULT_MAX_TTL_MINUTES);
+        if !(1..=MAX_TTL_CEILING_MINUTES).contains(&max_ttl_minutes) {
+            return Err(
+                self.invalid("max_ttl_minutes", format!("must be between 1 and {MAX_TTL_CEILING_MINUTES} (a year)"))
+            );
+        }
         let artifact_token_minutes = raw.artifact_token_ttl_minutes.unwrap_or(1440);
         if artifact_token_minutes == 0 {
             return Err(self.invalid("artifact_token_ttl_minutes", "must be greater than 0"));
@@ -208,6 +220,7 @@ impl Resolver<'_> {
             provisioning_timeout,
             artifact_max_bytes,
             artifact_token_ttl: Duration::from_secs(u64::from(artifact_token_minutes) * 60),
+            max_ttl_minutes,
             bootstrap_rate_limit,
             artifact_rate_limit,
             idle_stop,

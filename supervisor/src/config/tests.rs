@@ -37,7 +37,10 @@ fn every_key_is_known_to_the_raw_struct() {
         let value = match *key {
             "proxmox_tls_insecure" | "idle_stop_enabled" => "false",
             "artifact_max_bytes" | "idle_stop_minutes_default" | "proxmox_rate_limit_rps" => "10",
-            "artifact_token_ttl_minutes" | "bootstrap_rate_limit_burst" | "artifact_rate_limit_burst" => "5",
+            "artifact_token_ttl_minutes"
+            | "max_ttl_minutes"
+            | "bootstrap_rate_limit_burst"
+            | "artifact_rate_limit_burst" => "5",
             "bootstrap_rate_limit_qps" | "artifact_rate_limit_qps" => "2.5",
             "proxmox_max_concurrent_tasks" | "proxmox_clone_concurrency" => "3",
             "vmid_min" => "1000",
@@ -136,4 +139,14 @@ fn guest_rate_limits_and_token_ttl_are_checked() {
     let err =
         parse(&format!("artifact_token_ttl_minutes: 0\n{TOKEN}")).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("artifact_token_ttl_minutes"), "{err}");
+}
+
+#[test]
+fn max_ttl_defaults_to_a_week_and_is_bounded() {
+    assert_eq!(parse(TOKEN).unwrap().max_ttl_minutes, 7 * 24 * 60);
+    assert_eq!(parse(&format!("max_ttl_minutes: 90\n{TOKEN}")).unwrap().max_ttl_minutes, 90);
+    for bad in ["0", "600000"] {
+        let err = parse(&format!("max_ttl_minutes: {bad}\n{TOKEN}")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("max_ttl_minutes") && err.contains("525600"), "{bad}: {err}");
+    }
 }
