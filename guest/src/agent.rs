@@ -178,7 +178,8 @@ mod tests {
         assert!(launch.task_on_stdin);
         assert_eq!(choose(None, &job("codex"), &repo, Some(&path)), Err(AgentError::NotInstalled("codex".into())));
         assert_eq!(choose(None, &job("custom"), &repo, Some(&path)), Err(AgentError::NoCommand));
-        assert_eq!("gpt".parse::<Agent>(), Err("agent `gpt` is not one of claude, codex, opencode, custom".into()));
+        let unknown = "gpt".parse::<Agent>().map_err(|e| e.to_string());
+        assert_eq!(unknown, Err("agent `gpt` is not one of claude, codex, opencode, custom".into()));
 
         // A run.sh that is not executable does not count.
         let script = repo.join(".agentlab").join("run.sh");

@@ -62,11 +62,11 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
         return Err(invalid(format!("task is {} bytes; the limit is {MAX_TASK_BYTES}", req.task.len())));
     }
     let mode = match req.mode.as_deref().or(profile.behavior.mode.as_deref()) {
-        Some(text) => text.parse::<JobMode>().map_err(invalid)?,
+        Some(text) => text.parse::<JobMode>().map_err(|e| invalid(e.to_string()))?,
         None => JobMode::DEFAULT,
     };
     let agent = match req.agent.as_deref() {
-        Some(text) => text.parse::<Agent>().map_err(invalid)?,
+        Some(text) => text.parse::<Agent>().map_err(|e| invalid(e.to_string()))?,
         None => Agent::DEFAULT,
     };
     let ttl = req.ttl_minutes.or(profile.behavior.ttl_minutes_default).unwrap_or(DEFAULT_TTL_MINUTES);

@@ -65,8 +65,11 @@ impl FromRow for JobRecord {
             git_ref: row.get(2)?,
             profile: row.get(3)?,
             task: row.get(4)?,
-            mode: row.get::<_, String>(5)?.parse().map_err(corrupt)?,
-            agent: row.get::<_, String>(6)?.parse().map_err(corrupt)?,
+            mode: row.get::<_, String>(5)?.parse().map_err(|e: crate::protocol::UnknownWord| corrupt(e.to_string()))?,
+            agent: row
+                .get::<_, String>(6)?
+                .parse()
+                .map_err(|e: crate::protocol::UnknownWord| corrupt(e.to_string()))?,
             ttl_minutes: row.get(7)?,
             keepalive: row.get(8)?,
             status,

@@ -52,6 +52,15 @@ impl JobMode {
     }
 }
 
+/// A word that is not one of an enum's spellings; the message says what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} `{given}` is not one of {}", allowed.join(", "))]
+pub struct UnknownWord {
+    pub what: &'static str,
+    pub given: String,
+    pub allowed: Vec<&'static str>,
+}
+
 macro_rules! text_enum {
     ($ty:ident, $what:literal) => {
         impl std::fmt::Display for $ty {
@@ -61,13 +70,13 @@ macro_rules! text_enum {
         }
 
         impl std::str::FromStr for $ty {
-            type Err = String;
+            type Err = UnknownWord;
 
-            /// The error is the sentence to show: what was given and what is allowed.
-            fn from_str(text: &str) -> Result<$ty, String> {
-                $ty::ALL.into_iter().find(|v| v.as_str() == text).ok_or_else(|| {
-                    let all: Vec<&str> = $ty::ALL.iter().map(|v| v.as_str()).collect();
-                    format!("{} `{text}` is not one of {}", $what, all.join(", "))
+            fn from_str(text: &str) -> Result<$ty, UnknownWord> {
+                $ty::ALL.into_iter().find(|v| v.as_str() == text).ok_or_else(|| UnknownWord {
+                    what: $what,
+                    given: text.to_string(),
+                    allowed: $ty::ALL.iter().map(|v| v.as_str()).collect(),
                 })
             }
         }
