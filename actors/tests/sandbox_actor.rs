@@ -220,3 +220,32 @@ async fn a_long_name_becomes_a_vm_name_proxmox_accepts() {
     }
     assert_eq!(h.sim.world().vms[&vmid].config.get("name").map(String::as_str), Some("a".repeat(62).as_str()));
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn template_options_that_break_a_sandbox_are_not_inherited() {
+    let h = Harness::start().await;
+    {
+        let mut world = h.sim.world();
+        let template = &mut world.vms.get_mut(&support::TEMPLATE_VMID).unwrap().config;
+        for (key, value) in [("protection", "1"), ("onboot", "1"), ("startup", "order=1"), ("balloon", "16384")] {
+            template.insert(key.into(), value.into());
+        }
+    }
+    let vmid = h.ready_sandbox(None, false).await;
+    {
+        let world = h.sim.world();
+        let config = &world.vms[&vmid].config;
+        assert_eq!(config.get("protection").map(String::as_str), Some("0"));
+        assert_eq!(config.get("onboot").map(String::as_str), Some("0"));
+        assert!(!config.contains_key("startup"));
+        assert_eq!(config.get("balloon").map(String::as_str), Some("6144"), "capped at the profile's memory");
+    }
+    let destroyed = h
+        .sandbox_actor(vmid)
+        .call(|reply| SandboxMsg::Destroy { force: false, by: None, reply }, Some(HOUR))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(destroyed.map(|v| v.state).ok(), Some(SandboxState::Destroyed));
+    assert!(!h.vm_exists(vmid));
+}

@@ -117,6 +117,9 @@ fn description(rec: &SandboxRecord) -> String {
 async fn configure(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxError> {
     let profile = profile_of(ctx, rec)?;
     let node = node_of(rec)?;
+    // A clone copies every non-disk key of its template (qemu-server API2/Qemu.pm clone_vm,
+    // "copy everything else"), including options that break a sandbox's life.
+    let cloned = ctx.gateway.vm_config(&node, rec.vmid).await.map_err(SandboxError::pve("reading the VM's config"))?;
     let mut tags = vec![super::OWNER_TAG.to_string()];
     tags.extend(rec.tags.iter().cloned());
     let mut change = ConfigChange::default()
@@ -132,6 +135,7 @@ async fn configure(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), Sand
     if let Some(list) = &profile.resources.cpulist {
         change = change.set("affinity", list.clone());
     }
+    change = without_inherited_options(change, &cloned, rec.memory_mb);
     ctx.gateway.update_config(&node, rec.vmid, change).await.map_err(SandboxError::pve("configuring the VM"))?;
     if let Some(gb) = profile.storage.root_size_gb {
         match ctx.gateway.resize_disk(&node, rec.vmid, "scsi0", &format!("{gb}G")).await {
@@ -141,6 +145,32 @@ async fn configure(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), Sand
         }
     }
     Ok(())
+}
+
+/// Undoes what a sandbox must not inherit from its template: `protection` (destroy would
+/// be refused), `onboot` and `startup` (the host would boot sandboxes behind the state
+/// machine), a `hookscript`, and a balloon target above the sandbox's memory (Proxmox
+/// refuses the memory change then).
+fn without_inherited_options(
+    mut change: ConfigChange,
+    cloned: &agentlab_proxmox::types::VmConfig,
+    memory_mb: u32,
+) -> ConfigChange {
+    for key in ["protection", "onboot"] {
+        if cloned.get(key).is_some_and(|v| v != "0") {
+            change = change.set(key, "0");
+        }
+    }
+    for key in ["startup", "hookscript"] {
+        if cloned.get(key).is_some() {
+            change = change.delete(key);
+        }
+    }
+    let balloon = cloned.get("balloon").and_then(|b| b.parse::<u32>().ok());
+    if balloon.is_some_and(|b| b > memory_mb) {
+        change = change.set("balloon", memory_mb.to_string());
+    }
+    change
 }
 
 /// The mode's security group (created with its rules if missing), the VM firewall on, and
@@ -229,6 +259,7 @@ async fn write_snippet(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), 
     let expires = ctx.settings.clock.now() + ctx.settings.provisioning_timeout;
     ctx.store.insert_bootstrap_token(&crate::tokens::token_hash(&token), rec.vmid, &time_format::format(expires))?;
     let text = snippet::render(
+        &dns_name(&rec.name, rec.vmid),
         ctx.settings.ssh_public_key.as_deref(),
         &snippet::Bootstrap { token: &token, controller: &ctx.settings.controller_url, vmid: rec.vmid },
     );

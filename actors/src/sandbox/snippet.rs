@@ -1,7 +1,15 @@
-//! The cloud-init user snippet of a sandbox: the `agent` user with the daemon's SSH key, and
-//! `/etc/agentlab/bootstrap.json` with a fresh one-time token. Proxmox cannot receive
-//! snippets through its API, so the daemon writes the file into the snippet storage's
-//! directory itself (mode 0600), after recording its path.
+//! The cloud-init user snippet of a sandbox: its hostname, the `agent` user with the
+//! daemon's SSH key, `/etc/agentlab/bootstrap.json` with a fresh one-time token, and a
+//! `runcmd` that starts the runner. Proxmox cannot receive snippets through its API, so
+//! the daemon writes the file into the snippet storage's directory itself (mode 0600),
+//! after recording its path.
+//!
+//! Why `hostname` and `runcmd`: with a custom user-data file Proxmox's own cloud-init
+//! user-data (which sets `hostname`/`fqdn`) is not used at all (qemu-server
+//! `PVE/QemuServer/Cloudinit.pm`), so without it every sandbox keeps the image's hostname;
+//! and `write_files` runs in cloud-init's init stage, so a runner unit that only waits
+//! for the descriptor can race it — `runcmd` (final stage, after the file exists) starts
+//! the unit explicitly, `--no-block` so cloud-init itself does not wait for the job.
 
 use crate::tokens::random_hex;
 use serde::Serialize;
@@ -21,11 +29,16 @@ fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// The `#cloud-config` document.
-pub fn render(ssh_public_key: Option<&str>, bootstrap: &Bootstrap<'_>) -> String {
+/// The runner's systemd unit in the VM template.
+pub const RUNNER_UNIT: &str = "agent-runner.service";
+
+/// The `#cloud-config` document; `hostname` is the VM's (DNS) name.
+pub fn render(hostname: &str, ssh_public_key: Option<&str>, bootstrap: &Bootstrap<'_>) -> String {
     let json = serde_json::to_string(bootstrap).unwrap_or_default();
-    let mut out = String::from(
-        "#cloud-config\n# Written by agentlabd; removed when the sandbox is destroyed.\nusers:\n  - name: agent\n    shell: /bin/bash\n    sudo: ALL=(ALL) NOPASSWD:ALL\n    lock_passwd: true\n",
+    let mut out = String::from("#cloud-config\n# Written by agentlabd; removed when the sandbox is destroyed.\n");
+    out.push_str(&format!("hostname: {}\n", quoted(hostname)));
+    out.push_str(
+        "users:\n  - name: agent\n    shell: /bin/bash\n    sudo: ALL=(ALL) NOPASSWD:ALL\n    lock_passwd: true\n",
     );
     if let Some(key) = ssh_public_key.map(str::trim).filter(|k| !k.is_empty()) {
         out.push_str(&format!("    ssh_authorized_keys:\n      - {}\n", quoted(key)));
@@ -34,6 +47,7 @@ pub fn render(ssh_public_key: Option<&str>, bootstrap: &Bootstrap<'_>) -> String
         "write_files:\n  - path: /etc/agentlab/bootstrap.json\n    owner: root:root\n    permissions: '0600'\n",
     );
     out.push_str(&format!("    content: {}\n", quoted(&json)));
+    out.push_str(&format!("runcmd:\n  - [systemctl, start, --no-block, {RUNNER_UNIT}]\n"));
     out
 }
 
@@ -81,6 +95,7 @@ mod tests {
     fn renders_a_cloud_config_with_the_descriptor_and_key() {
         let token = "a".repeat(64);
         let text = render(
+            "job-1234",
             Some("ssh-ed25519 AAAA agentlab"),
             &Bootstrap { token: &token, controller: "http://10.77.0.1:8844", vmid: 1001 },
         );
@@ -89,7 +104,12 @@ mod tests {
         let expected =
             format!("content: '{{\"token\":\"{token}\",\"controller\":\"http://10.77.0.1:8844\",\"vmid\":1001}}'");
         assert!(text.contains(&expected), "{text}");
-        assert!(!render(None, &Bootstrap { token: "t", controller: "c", vmid: 1 }).contains("ssh_authorized_keys"));
+        // The VM gets its own hostname, and the runner is started once the file is there.
+        assert!(text.contains("\nhostname: 'job-1234'\n"), "{text}");
+        assert!(text.ends_with("runcmd:\n  - [systemctl, start, --no-block, agent-runner.service]\n"), "{text}");
+        assert!(
+            !render("h", None, &Bootstrap { token: "t", controller: "c", vmid: 1 }).contains("ssh_authorized_keys")
+        );
     }
 
     #[test]

@@ -127,3 +127,35 @@ async fn storage_content_sub_paths_that_do_not_exist_are_501() {
     let text = err.map(|e| e.to_string()).unwrap_or_default();
     assert!(text.contains("not implemented"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_inherit_protection_and_a_protected_vm_is_not_destroyed() {
+    let env = support::sim().await;
+    env.sim.sim.world().vms.get_mut(&9000).unwrap().config.insert("protection".into(), "1".into());
+    let upid = call(&env, Method::Post, "/nodes/pve1/qemu/9000/clone", &[("newid", "1001")]).await.unwrap();
+    let client = env.api();
+    agentlab_proxmox::Pve::wait_task(&client, "pve1", upid.as_str().unwrap()).await.unwrap();
+    assert_eq!(env.sim.sim.world().vms[&1001].config.get("protection").map(String::as_str), Some("1"));
+    let refused = call(&env, Method::Delete, "/nodes/pve1/qemu/1001", &[]).await.err();
+    assert_eq!(
+        refused.as_ref().map(|e| e.to_string()),
+        Some("proxmox: can't remove VM 1001 - protection mode enabled".to_string()),
+        "{refused:?}"
+    );
+    assert!(env.sim.sim.world().vms.contains_key(&1001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balloon_above_the_memory_is_refused() {
+    let env = support::sim().await;
+    let refused = call(&env, Method::Put, "/nodes/pve1/qemu/9000/config", &[("memory", "1024"), ("balloon", "2048")])
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(refused.as_deref(), Some("proxmox: balloon value too large (must be smaller than assigned memory)"));
+    assert!(
+        call(&env, Method::Put, "/nodes/pve1/qemu/9000/config", &[("memory", "4096"), ("balloon", "2048")])
+            .await
+            .is_ok()
+    );
+}

@@ -182,6 +182,11 @@ pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
     {
         let world = sim.world();
         let vm = world.vm_on(&node, vmid).ok_or_else(|| vm_missing(&node, vmid))?;
+        // guest-common AbstractConfig.pm check_protection (389-395), called by qemu-server
+        // API2/Qemu.pm destroy_vm (2829): refused at once, before any task.
+        if vm.config.get("protection").is_some_and(|p| p == "1") {
+            return Err(SimError::die(format!("can't remove VM {vmid} - protection mode enabled")));
+        }
         if vm.power != PowerState::Stopped {
             return Err(SimError::die(format!("VM {vmid} is running - destroy failed")));
         }

@@ -121,6 +121,18 @@ pub fn apply(
     if world.vm_on(node, vmid).is_none() {
         return Err(vm_missing(node, vmid).message);
     }
+    // qemu-server API2/Qemu.pm (update_vm, 2243-2247 in PVE 9): the balloon target may not
+    // exceed the memory the VM ends up with.
+    if let Some(vm) = world.vm_on(node, vmid) {
+        let value = |key: &str| -> Option<u64> {
+            let text = set.get(key).or_else(|| vm.config.get(key).filter(|_| !delete.iter().any(|d| d == key)))?;
+            text.trim_start_matches("current=").split(',').next()?.parse().ok()
+        };
+        let memory = value("memory").unwrap_or(512);
+        if value("balloon").is_some_and(|balloon| balloon > memory) {
+            return Err("balloon value too large (must be smaller than assigned memory)".into());
+        }
+    }
     let mut log = vec![format!("update VM {vmid}: {}", describe(set, delete))];
     for key in delete {
         let Some(old) = world.vm_on_mut(node, vmid).and_then(|vm| vm.config.remove(key)) else {
