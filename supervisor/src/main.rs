@@ -88,7 +88,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let profiles = match agentlab_actors::profiles::ProfileRegistry::load(config.profiles_dir.clone()) {
+    let rules = agentlab_actors::profiles::ProfileRules {
+        api_token: matches!(config.proxmox.backend, crate::config::ProxmoxBackend::Api { .. }),
+    };
+    let profiles = match agentlab_actors::profiles::ProfileRegistry::load(config.profiles_dir.clone(), rules) {
         Ok(profiles) => profiles,
         Err(errors) => {
             eprintln!("agentlabd: invalid profiles (fix them, then start again):\n{errors}");

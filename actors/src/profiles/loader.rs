@@ -50,6 +50,29 @@ impl ProfileSet {
     }
 }
 
+/// What the daemon's Proxmox identity allows, which some profile fields depend on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProfileRules {
+    /// The daemon talks to Proxmox with an API token, whose user is never `root@pam`.
+    pub api_token: bool,
+}
+
+impl ProfileRules {
+    /// The fields of `profile` this daemon could not carry out, as (field, why).
+    fn refusals(self, profile: &Profile) -> Vec<(String, String)> {
+        let mut refused = Vec::new();
+        if self.api_token && profile.resources.cpulist.is_some() {
+            // qemu-server API2/Qemu.pm: `affinity` is root@pam-only, and a token's user is its
+            // token id (`root@pam!agentlab`), so every sandbox of this profile would fail.
+            refused.push((
+                "resources.cpulist".to_string(),
+                "Proxmox lets only root@pam set CPU affinity, and an API token is never root@pam; remove cpulist, or run agentlabd with proxmox_backend: shell on the Proxmox host".to_string(),
+            ));
+        }
+        refused
+    }
+}
+
 /// One problem with one profile document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
@@ -82,8 +105,8 @@ impl fmt::Display for ProfileErrors {
 
 impl std::error::Error for ProfileErrors {}
 
-/// Loads every `*.yaml` and `*.yml` file of `dir`, in name order.
-pub fn load_dir(dir: &Path) -> Result<ProfileSet, ProfileErrors> {
+/// Loads every `*.yaml` and `*.yml` file of `dir`, in name order, under `rules`.
+pub fn load_dir(dir: &Path, rules: ProfileRules) -> Result<ProfileSet, ProfileErrors> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| ProfileErrors(vec![ProfileError::Directory { dir: dir.to_path_buf(), message: e.to_string() }]))?;
     let mut files: Vec<PathBuf> = entries
@@ -97,7 +120,7 @@ pub fn load_dir(dir: &Path) -> Result<ProfileSet, ProfileErrors> {
     let mut errors = Vec::new();
     for path in files {
         match std::fs::read_to_string(&path) {
-            Ok(text) => load_file_text(&path, &text, &mut set, &mut errors),
+            Ok(text) => load_file_text(&path, &text, rules, &mut set, &mut errors),
             Err(e) => errors.push(ProfileError::File { path, message: e.to_string() }),
         }
     }
@@ -105,13 +128,30 @@ pub fn load_dir(dir: &Path) -> Result<ProfileSet, ProfileErrors> {
 }
 
 /// Adds the profiles of one file's text to `set`, pushing every problem to `errors`.
-pub fn load_file_text(path: &Path, text: &str, set: &mut ProfileSet, errors: &mut Vec<ProfileError>) {
+pub fn load_file_text(
+    path: &Path,
+    text: &str,
+    rules: ProfileRules,
+    set: &mut ProfileSet,
+    errors: &mut Vec<ProfileError>,
+) {
     for doc in documents::split(text) {
         if documents::is_blank(doc.text) {
             continue;
         }
         match parse_document(path, doc.index, doc.first_line, doc.text) {
             Ok(profile) => {
+                let refused = rules.refusals(&profile);
+                if !refused.is_empty() {
+                    errors.extend(refused.into_iter().map(|(field, message)| ProfileError::Field {
+                        path: path.to_path_buf(),
+                        document: doc.index,
+                        profile: Some(profile.name.clone()),
+                        field,
+                        message,
+                    }));
+                    continue;
+                }
                 if let Some(first) = set.profiles.get(&profile.name) {
                     errors.push(ProfileError::Duplicate {
                         path: path.to_path_buf(),
@@ -223,8 +263,31 @@ mod tests {
     fn load(text: &str) -> (ProfileSet, Vec<ProfileError>) {
         let mut set = ProfileSet { dir: PathBuf::from("/p"), loaded_at: String::new(), profiles: BTreeMap::new() };
         let mut errors = Vec::new();
-        load_file_text(Path::new("/p/test.yaml"), text, &mut set, &mut errors);
+        load_file_text(Path::new("/p/test.yaml"), text, ProfileRules::default(), &mut set, &mut errors);
         (set, errors)
+    }
+
+    #[test]
+    fn cpulist_needs_root_at_pam_so_an_api_token_daemon_refuses_it() {
+        let text =
+            "name: ok\ntemplate_vmid: 9000\n---\nname: pinned\ntemplate_vmid: 9000\nresources:\n  cpulist: 0-3\n";
+        let mut set = ProfileSet { dir: PathBuf::from("/p"), loaded_at: String::new(), profiles: BTreeMap::new() };
+        let mut errors = Vec::new();
+        load_file_text(Path::new("/p/pin.yaml"), text, ProfileRules { api_token: true }, &mut set, &mut errors);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].starts_with(
+                "/p/pin.yaml: document 2 (profile `pinned`): field `resources.cpulist`: Proxmox lets only root@pam"
+            ),
+            "{messages:?}"
+        );
+        assert!(messages[0].contains("proxmox_backend: shell"), "{messages:?}");
+        assert_eq!(set.names(), ["ok"], "the other profile still loads");
+        // With the shell backend (pvesh runs as root@pam) the same profile is fine.
+        let (set, errors) = load(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(set.names(), ["ok", "pinned"]);
     }
 
     #[test]
@@ -280,7 +343,8 @@ mod tests {
     #[test]
     fn the_shipped_defaults_load_as_they_are() {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
-        let set = load_dir(&shipped).unwrap_or_else(|e| panic!("shipped profiles must load:\n{e}"));
+        let set = load_dir(&shipped, ProfileRules { api_token: true })
+            .unwrap_or_else(|e| panic!("shipped profiles must load (with the API backend too):\n{e}"));
         for name in ["yolo-ephemeral", "yolo-workspace", "interactive-dev", "small", "secure", "secure-small"] {
             assert!(set.get(name).is_some(), "missing shipped profile {name}");
         }

@@ -5,5 +5,5 @@ mod documents;
 mod loader;
 mod registry;
 
-pub use loader::{LoadedProfile, ProfileError, ProfileErrors, ProfileSet, load_dir, load_file_text};
+pub use loader::{LoadedProfile, ProfileError, ProfileErrors, ProfileRules, ProfileSet, load_dir, load_file_text};
 pub use registry::ProfileRegistry;

@@ -1,6 +1,6 @@
 //! The profile set the daemon serves, replaced whole on a successful reload.
 
-use super::loader::{ProfileErrors, ProfileSet, load_dir};
+use super::loader::{ProfileErrors, ProfileRules, ProfileSet, load_dir};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -9,15 +9,16 @@ use std::sync::{Arc, RwLock};
 #[derive(Debug)]
 pub struct ProfileRegistry {
     dir: PathBuf,
+    rules: ProfileRules,
     current: RwLock<Arc<ProfileSet>>,
     last_reload_error: RwLock<Option<String>>,
 }
 
 impl ProfileRegistry {
     /// Loads `dir`; fails when any profile is bad (the daemon refuses to start).
-    pub fn load(dir: PathBuf) -> Result<Self, ProfileErrors> {
-        let set = load_dir(&dir)?;
-        Ok(ProfileRegistry { dir, current: RwLock::new(Arc::new(set)), last_reload_error: RwLock::new(None) })
+    pub fn load(dir: PathBuf, rules: ProfileRules) -> Result<Self, ProfileErrors> {
+        let set = load_dir(&dir, rules)?;
+        Ok(ProfileRegistry { dir, rules, current: RwLock::new(Arc::new(set)), last_reload_error: RwLock::new(None) })
     }
 
     pub fn snapshot(&self) -> Arc<ProfileSet> {
@@ -30,7 +31,7 @@ impl ProfileRegistry {
     /// Re-reads the directory. On error the previous set stays and the error is kept for
     /// `status`; returns the number of profiles now loaded.
     pub fn reload(&self) -> Result<usize, ProfileErrors> {
-        match load_dir(&self.dir) {
+        match load_dir(&self.dir, self.rules) {
             Ok(set) => {
                 let count = set.profiles.len();
                 match self.current.write() {
@@ -75,7 +76,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.yaml");
         std::fs::write(&file, "name: a\ntemplate_vmid: 9000\n").unwrap();
-        let registry = ProfileRegistry::load(dir.path().to_path_buf()).unwrap();
+        let registry = ProfileRegistry::load(dir.path().to_path_buf(), ProfileRules::default()).unwrap();
         std::fs::write(&file, "name: a\ntemplate_vmid: 9000\nbogus: 1\n").unwrap();
         assert!(registry.reload().is_err());
         assert_eq!(registry.snapshot().names(), ["a"]);

@@ -80,7 +80,8 @@ impl Harness {
         std::fs::create_dir_all(&profiles_dir).unwrap();
         let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles/defaults.yaml");
         std::fs::copy(shipped, profiles_dir.join("defaults.yaml")).unwrap();
-        let profiles = Arc::new(ProfileRegistry::load(profiles_dir).unwrap());
+        let rules = agentlab_actors::profiles::ProfileRules { api_token: true };
+        let profiles = Arc::new(ProfileRegistry::load(profiles_dir, rules).unwrap());
         let directory = ActorDirectory::default();
         let sandboxes = Arc::new(SandboxContext {
             store: Arc::clone(&store),

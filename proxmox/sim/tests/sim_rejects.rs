@@ -159,3 +159,18 @@ async fn a_balloon_above_the_memory_is_refused() {
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_root_at_pam_sets_affinity_and_a_token_never_is_root_at_pam() {
+    let env = support::sim().await;
+    let refused = call(&env, Method::Put, "/nodes/pve1/qemu/9000/config", &[("affinity", "0-1")]).await.err();
+    assert_eq!(refused.map(|e| e.to_string()).as_deref(), Some("proxmox: only root can set 'affinity' config"));
+    // pvesh on the host is root@pam.
+    let out = std::process::Command::new(env.pvesh())
+        .args(["set", "/nodes/pve1/qemu/9000/config", "--affinity", "0-1"])
+        .env("PVE_SIM_ADMIN", env.sim.admin_url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.sim.sim.world().vms[&9000].config.get("affinity").map(String::as_str), Some("0-1"));
+}

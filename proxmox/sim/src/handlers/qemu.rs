@@ -83,6 +83,13 @@ pub async fn update_config(sim: &Arc<Sim>, req: &Req, as_task: bool) -> Answer {
     if let Some(both) = delete.iter().find(|d| set.contains_key(*d)) {
         return Err(SimError::param("delete", format!("you can't use '-{both}' and -delete {both}' at the same time")));
     }
+    // qemu-server API2/Qemu.pm $check_vm_modify_config_perm: `affinity` is in none of the
+    // privilege sets (789-861), so it falls through to "only root can set" (1037) unless the
+    // authenticated user is exactly root@pam. A token's user is its token id
+    // (`root@pam!agentlab`), never root@pam; pvesh on the host runs as root@pam.
+    if set.contains_key("affinity") && req.user != "root@pam" {
+        return Err(SimError::die("only root can set 'affinity' config"));
+    }
     let force = req.flag("force");
     with_vm(sim, req, |vm| {
         check_lock(vm).map_err(SimError::die)?;
