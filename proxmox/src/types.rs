@@ -61,6 +61,9 @@ pub struct NodeInfo {
 pub struct ClusterVm {
     #[serde(deserialize_with = "lenient_u64")]
     pub vmid: u64,
+    /// `qemu` or `lxc`: `type=vm` lists both (their VMIDs share one namespace).
+    #[serde(rename = "type", default)]
+    pub kind: String,
     pub node: String,
     #[serde(default)]
     pub name: Option<String>,
@@ -72,6 +75,13 @@ pub struct ClusterVm {
     pub tags: Option<String>,
     #[serde(default)]
     pub lock: Option<String>,
+}
+
+impl ClusterVm {
+    /// A QEMU VM (not a container).
+    pub fn is_qemu(&self) -> bool {
+        self.kind == "qemu"
+    }
 }
 
 /// `GET .../status/current` (and items of `GET /nodes/{node}/qemu`).

@@ -190,6 +190,9 @@ fn reconcile_removes_tagged_orphans_and_never_untagged_vms() {
     ws.write_sandbox_config(&sim, "orphan_grace_period: 1ms\n");
     assert!(sim.admin_post("/admin/vms", &serde_json::json!({"vmid": 1500, "name": "precious", "running": true})));
     assert!(sim.admin_post("/admin/vms", &serde_json::json!({"vmid": 1600, "name": "lost", "tags": "agentlab"})));
+    // A container tagged `agentlab`: /cluster/resources?type=vm lists it too, as Proxmox does.
+    let container = serde_json::json!({"vmid": 1700, "name": "ct", "tags": "agentlab", "kind": "lxc", "running": true});
+    assert!(sim.admin_post("/admin/vms", &container));
     let _daemon = ws.start_daemon();
     let sandbox = ws.cli(&["--json", "new", "--profile", "small"]).json()["vmid"].as_u64().unwrap_or(0);
 
@@ -199,7 +202,7 @@ fn reconcile_removes_tagged_orphans_and_never_untagged_vms() {
     assert_eq!(report["dry_run"], true);
     let orphans: Vec<u64> =
         report["orphans"].as_array().map(|o| o.iter().filter_map(|x| x["vmid"].as_u64()).collect()).unwrap_or_default();
-    assert_eq!(orphans, [1600], "only the tagged VM without a record is an orphan: {report}");
+    assert_eq!(orphans, [1600], "only the tagged VM without a record is an orphan, not the container: {report}");
     assert!(sim.vm(1600).is_some(), "a dry run changes nothing");
 
     let applied = ws.cli(&["--json", "sandbox", "reconcile", "--apply"]).json();
@@ -212,6 +215,11 @@ fn reconcile_removes_tagged_orphans_and_never_untagged_vms() {
         "the untagged VM survives reconcile --apply, prune and destroy --force"
     );
     assert!(sim.vm(sandbox as u32).is_some(), "the live sandbox is untouched");
+    let containers = sim.admin_get("/admin/state")["world"]["containers"].clone();
+    assert!(containers.get("1700").is_some(), "the container is untouched: {containers}");
+    // Its VMID is taken for VMs too: a sandbox never gets it.
+    let taken = ws.cli(&["--json", "new", "--profile", "small", "--vmid", "1700"]);
+    assert_eq!(taken.code, 1, "{taken:?}");
 }
 
 #[test]

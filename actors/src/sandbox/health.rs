@@ -35,7 +35,9 @@ impl SandboxActor {
                 // cluster (VMIDs are cluster-wide): follow it instead of declaring it vanished.
                 match ctx.gateway.cluster_vms().await {
                     Ok(vms) => {
-                        if let Some(vm) = vms.iter().find(|v| v.vmid == u64::from(vmid) && v.node != node) {
+                        if let Some(vm) =
+                            vms.iter().find(|v| v.is_qemu() && v.vmid == u64::from(vmid) && v.node != node)
+                        {
                             node = vm.node.clone();
                             moved_to = Some(node.clone());
                             result = ctx.gateway.vm_status(&node, vmid).await;

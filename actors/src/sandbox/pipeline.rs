@@ -50,7 +50,7 @@ async fn choose_node(ctx: &SandboxContext, profile: &Profile) -> Result<String, 
     let template = profile.template_vmid;
     let vms = ctx.gateway.cluster_vms().await.map_err(SandboxError::pve("listing the cluster's VMs"))?;
     vms.into_iter()
-        .find(|v| v.vmid == u64::from(template))
+        .find(|v| v.is_qemu() && v.vmid == u64::from(template))
         .map(|v| v.node)
         .ok_or_else(|| SandboxError::TemplateMissing { template, profile: profile.name.clone() })
 }

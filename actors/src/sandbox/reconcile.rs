@@ -62,7 +62,9 @@ pub async fn reconcile(
     for vm in &vms {
         let vmid = vm.vmid as u32;
         let tagged = agentlab_proxmox::types::split_tags(vm.tags.as_deref()).iter().any(|t| t == OWNER_TAG);
-        if !tagged || vm.template || live.contains_key(&vmid) {
+        // Only VMs: a container tagged `agentlab` is not ours (we make none), and the VM
+        // paths teardown uses would not find it.
+        if !tagged || vm.template || !vm.is_qemu() || live.contains_key(&vmid) {
             continue;
         }
         let first_seen = {
@@ -104,7 +106,7 @@ pub async fn reconcile(
         seen.retain(|vmid, _| current.contains(vmid));
     }
     let in_cluster: HashMap<u32, &agentlab_proxmox::types::ClusterVm> =
-        vms.iter().map(|v| (v.vmid as u32, v)).collect();
+        vms.iter().filter(|v| v.is_qemu()).map(|v| (v.vmid as u32, v)).collect();
     for record in records.iter().filter(|r| {
         matches!(r.state, SandboxState::Ready | SandboxState::Running | SandboxState::Suspended | SandboxState::Stopped)
     }) {

@@ -4,7 +4,7 @@
 
 use super::engine::{FaultConfig, MoveError, Sim};
 use super::http::{Outcome, execute};
-use super::world::{PowerState, Vm};
+use super::world::{ContainerEntry, PowerState, Vm};
 use crate::contract::{Contract, Params};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -46,14 +46,23 @@ pub struct NewVm {
     pub tags: Option<String>,
     #[serde(default)]
     pub running: bool,
+    /// `lxc` makes a container instead of a VM.
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 async fn create_vm(State(sim): State<Arc<Sim>>, Json(new): Json<NewVm>) -> Result<StatusCode, (StatusCode, String)> {
     let mut world = sim.world();
-    if world.vms.contains_key(&new.vmid) {
+    if world.vmid_taken(new.vmid) {
         return Err((StatusCode::CONFLICT, format!("VM {} already exists", new.vmid)));
     }
     let node = new.node.or_else(|| world.nodes.first().map(|n| n.name.clone())).unwrap_or_default();
+    if new.kind.as_deref() == Some("lxc") {
+        let name = new.name.unwrap_or_else(|| format!("ct-{}", new.vmid));
+        let ct = ContainerEntry { vmid: new.vmid, node, name, tags: new.tags, running: new.running };
+        world.containers.insert(new.vmid, ct);
+        return Ok(StatusCode::CREATED);
+    }
     let mut config = std::collections::BTreeMap::new();
     config.insert("name".to_string(), new.name.unwrap_or_else(|| format!("vm-{}", new.vmid)));
     config.insert("memory".to_string(), "1024".to_string());

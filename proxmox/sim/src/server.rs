@@ -89,6 +89,7 @@ pub fn initial_world(config: &SimConfig) -> Result<World, String> {
         config.nodes.iter().map(|n| NodeEntry { name: n.clone(), maxmem: 64 * GIB, maxcpu: 16 }).collect();
     let first = nodes.first().map(|n| n.name.clone()).ok_or("at least one node is needed")?;
     let mut world = World {
+        containers: BTreeMap::new(),
         nodes,
         vms: BTreeMap::new(),
         storages,

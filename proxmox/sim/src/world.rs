@@ -210,11 +210,23 @@ pub struct NodeEntry {
     pub maxcpu: u64,
 }
 
+/// A container: only what the cluster-wide views show. VMIDs are one namespace for
+/// VMs and containers (pve-cluster's vmlist), so a container's VMID is taken for a VM too.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerEntry {
+    pub vmid: u32,
+    pub node: String,
+    pub name: String,
+    pub tags: Option<String>,
+    pub running: bool,
+}
+
 /// The whole cluster.
 #[derive(Debug, Serialize)]
 pub struct World {
     pub nodes: Vec<NodeEntry>,
     pub vms: BTreeMap<u32, Vm>,
+    pub containers: BTreeMap<u32, ContainerEntry>,
     pub storages: BTreeMap<String, Storage>,
     pub cluster_firewall: Map<String, Value>,
     pub groups: BTreeMap<String, SecurityGroupEntry>,
@@ -223,6 +235,11 @@ pub struct World {
 }
 
 impl World {
+    /// Whether any guest (VM or container) has this VMID.
+    pub fn vmid_taken(&self, vmid: u32) -> bool {
+        self.vms.contains_key(&vmid) || self.containers.contains_key(&vmid)
+    }
+
     pub fn node_exists(&self, node: &str) -> bool {
         self.nodes.iter().any(|n| n.name == node)
     }

@@ -48,7 +48,7 @@ pub fn clone(sim: &Arc<Sim>, req: &Req) -> Answer {
         {
             return Err(SimError::die(format!("can't clone VM to node '{target}' (VM uses local storage)")));
         }
-        if world.vms.contains_key(&newid) {
+        if world.vmid_taken(newid) {
             return Err(SimError::die(format!("unable to create VM {newid}: config file already exists")));
         }
         disk_storage = match req.get("storage") {

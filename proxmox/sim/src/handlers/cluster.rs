@@ -38,13 +38,13 @@ pub fn nextid(sim: &Arc<Sim>, req: &Req) -> Answer {
     let world = sim.world();
     if let Some(wanted) = req.get("vmid") {
         let vmid: u32 = wanted.parse().unwrap_or(0);
-        if world.vms.contains_key(&vmid) {
+        if world.vmid_taken(vmid) {
             return Err(SimError::param("vmid", format!("VM {vmid} already exists")));
         }
         return Ok(Value::String(vmid.to_string()));
     }
     (100u32..1_000_000)
-        .find(|id| !world.vms.contains_key(id))
+        .find(|id| !world.vmid_taken(*id))
         .map(|id| Value::String(id.to_string()))
         .ok_or_else(|| SimError::die("unable to get any free VMID in range [100, 1000000]"))
 }
@@ -74,6 +74,16 @@ pub fn resources(sim: &Arc<Sim>, req: &Req) -> Answer {
                 item["lock"] = lock.clone().into();
             }
             if let Some(tags) = vm.config.get("tags") {
+                item["tags"] = tags.clone().into();
+            }
+            out.push(item);
+        }
+        // `type=vm` means every guest: pve-manager API2/Cluster.pm resources lists qemu and
+        // lxc entries under it, told apart only by their own `type`.
+        for ct in world.containers.values() {
+            let status = if ct.running { "running" } else { "stopped" };
+            let mut item = json!({"id": format!("lxc/{}", ct.vmid), "type": "lxc", "vmid": ct.vmid, "node": ct.node, "name": ct.name, "status": status});
+            if let Some(tags) = &ct.tags {
                 item["tags"] = tags.clone().into();
             }
             out.push(item);
