@@ -167,8 +167,9 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         started_at: time::OffsetDateTime::now_utc(),
         started: tokio::time::Instant::now(),
     };
-    // The startup orphan scan: reports (and starts the grace period of) VMs tagged
-    // `agentlab` that no record owns; `sandbox reconcile --apply` removes them later.
+    // The startup orphan scan: reports (and starts the grace period of) AgentLab's VMs
+    // (tagged, or carrying the clone-time marker) that no record owns; `sandbox reconcile
+    // --apply` removes them later.
     let scan = Arc::clone(&sandboxes);
     tokio::spawn(async move {
         match agentlab_actors::sandbox::reconcile::reconcile(&scan, &scan.orphans, false, Duration::ZERO).await {
@@ -176,7 +177,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
                 let vmids: Vec<u32> = report.orphans.iter().map(|o| o.vmid).collect();
                 tracing::warn!(
                     ?vmids,
-                    "VMs tagged agentlab without a record; `agentlab sandbox reconcile --apply` removes them after orphan_grace_period"
+                    "AgentLab VMs without a record; `agentlab sandbox reconcile --apply` removes them after orphan_grace_period"
                 );
                 let _ = scan.store.append_event(&NewEvent::new(
                     EventKind::OrphansFound,

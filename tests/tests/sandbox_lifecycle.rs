@@ -193,6 +193,10 @@ fn reconcile_removes_tagged_orphans_and_never_untagged_vms() {
     // A container tagged `agentlab`: /cluster/resources?type=vm lists it too, as Proxmox does.
     let container = serde_json::json!({"vmid": 1700, "name": "ct", "tags": "agentlab", "kind": "lxc", "running": true});
     assert!(sim.admin_post("/admin/vms", &container));
+    // A clone interrupted before configure: AgentLab's description marker, no tag yet.
+    let interrupted = serde_json::json!({"vmid": 1650, "name": "interrupted",
+        "description": "agentlab-sandbox:1650 (profile small) — managed by AgentLab; do not edit"});
+    assert!(sim.admin_post("/admin/vms", &interrupted));
     let _daemon = ws.start_daemon();
     let sandbox = ws.cli(&["--json", "new", "--profile", "small"]).json()["vmid"].as_u64().unwrap_or(0);
 
@@ -202,12 +206,13 @@ fn reconcile_removes_tagged_orphans_and_never_untagged_vms() {
     assert_eq!(report["dry_run"], true);
     let orphans: Vec<u64> =
         report["orphans"].as_array().map(|o| o.iter().filter_map(|x| x["vmid"].as_u64()).collect()).unwrap_or_default();
-    assert_eq!(orphans, [1600], "only the tagged VM without a record is an orphan, not the container: {report}");
-    assert!(sim.vm(1600).is_some(), "a dry run changes nothing");
+    assert_eq!(orphans, [1600, 1650], "the tagged and the marked VM are orphans, not the container: {report}");
+    assert!(sim.vm(1600).is_some() && sim.vm(1650).is_some(), "a dry run changes nothing");
 
     let applied = ws.cli(&["--json", "sandbox", "reconcile", "--apply"]).json();
     assert_eq!(applied["orphans"][0]["action"], "destroyed", "{applied}");
-    assert!(sim.vm(1600).is_none());
+    assert_eq!(applied["orphans"][1]["action"], "destroyed", "{applied}");
+    assert!(sim.vm(1600).is_none() && sim.vm(1650).is_none());
     assert_eq!(ws.cli(&["--json", "sandbox", "prune"]).code, 0);
     assert_eq!(ws.cli(&["--json", "rm", "--force", "1500"]).code, 1);
     assert!(

@@ -1,6 +1,7 @@
-//! Orphans and drift. An orphan is a VM tagged `agentlab` that no live record owns (a crash
-//! between clone and record, or a record lost to a restored backup); a VM without the tag is
-//! never an orphan and never touched. Drift is a live record that disagrees with Proxmox;
+//! Orphans and drift. An orphan is a VM of AgentLab's that no live record owns: tagged
+//! `agentlab` (a record lost to a restored backup), or carrying the description marker a
+//! clone gets before it is tagged (a clone interrupted before `configure` whose record was
+//! lost). A VM with neither is never an orphan and never touched. Drift is a live record that disagrees with Proxmox;
 //! each sandbox's actor fixes its own on its next probe, which reconcile asks for.
 
 use super::{OWNER_TAG, SandboxContext, SandboxError, SandboxMsg};
@@ -47,6 +48,28 @@ pub struct ReconcileReport {
     pub drift: Vec<DriftReport>,
 }
 
+/// Whether a VM no live record owns is AgentLab's: its tag says so, or (untagged) its
+/// description carries the clone-time marker. Only untagged VMs AgentLab could have made —
+/// a VMID of its range, or of one of its (destroyed) records — are read, so a large
+/// cluster's other VMs cost no request.
+async fn is_orphan_candidate(
+    ctx: &SandboxContext,
+    vm: &agentlab_proxmox::types::ClusterVm,
+    known: &std::collections::HashSet<u32>,
+) -> bool {
+    let vmid = vm.vmid as u32;
+    if agentlab_proxmox::types::split_tags(vm.tags.as_deref()).iter().any(|t| t == OWNER_TAG) {
+        return true;
+    }
+    if !ctx.settings.vmid_range.contains(&vmid) && !known.contains(&vmid) {
+        return false;
+    }
+    match ctx.gateway.vm_config(&vm.node, vmid).await {
+        Ok(config) => super::is_ours(&config, vmid),
+        Err(_) => false,
+    }
+}
+
 pub async fn reconcile(
     ctx: &SandboxContext,
     ledger: &OrphanLedger,
@@ -59,12 +82,15 @@ pub async fn reconcile(
         records.iter().filter(|r| !matches!(r.state, SandboxState::Destroyed)).map(|r| (r.vmid, r.state)).collect();
     let now = ctx.settings.clock.now();
     let mut report = ReconcileReport { dry_run: !apply, checked: vms.len(), orphans: Vec::new(), drift: Vec::new() };
+    let known: std::collections::HashSet<u32> = records.iter().map(|r| r.vmid).collect();
     for vm in &vms {
         let vmid = vm.vmid as u32;
-        let tagged = agentlab_proxmox::types::split_tags(vm.tags.as_deref()).iter().any(|t| t == OWNER_TAG);
         // Only VMs: a container tagged `agentlab` is not ours (we make none), and the VM
         // paths teardown uses would not find it.
-        if !tagged || vm.template || !vm.is_qemu() || live.contains_key(&vmid) {
+        if vm.template || !vm.is_qemu() || live.contains_key(&vmid) {
+            continue;
+        }
+        if !is_orphan_candidate(ctx, vm, &known).await {
             continue;
         }
         let first_seen = {

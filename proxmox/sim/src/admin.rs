@@ -49,6 +49,8 @@ pub struct NewVm {
     /// `lxc` makes a container instead of a VM.
     #[serde(default)]
     pub kind: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 async fn create_vm(State(sim): State<Arc<Sim>>, Json(new): Json<NewVm>) -> Result<StatusCode, (StatusCode, String)> {
@@ -69,6 +71,9 @@ async fn create_vm(State(sim): State<Arc<Sim>>, Json(new): Json<NewVm>) -> Resul
     config.insert("cores".to_string(), "1".to_string());
     if let Some(tags) = new.tags {
         config.insert("tags".to_string(), tags);
+    }
+    if let Some(description) = new.description {
+        config.insert("description".to_string(), description);
     }
     let pid = new.running.then(|| world.pid());
     let mut vm = Vm::new(new.vmid, &node, config, 0);
