@@ -34,6 +34,7 @@ async fn a_job_whose_vm_is_deleted_outside_agentlab_fails_at_once() {
     assert!(error.contains(&format!("sandbox {vmid} vanished")), "{error}");
     assert!(job.updated_at < deadline, "ended long before its deadline {deadline}");
     eventually("the job released its sandbox", MINUTE, || h.job(&id).sandbox_released).await;
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -51,6 +52,7 @@ async fn a_job_whose_sandbox_is_destroyed_fails_at_once() {
     eventually("the job failed", Duration::from_secs(5), || h.job(&id).status == JobState::Failed).await;
     let error = h.job(&id).error.unwrap_or_default();
     assert!(error.contains(&format!("sandbox {vmid} was destroyed")), "{error}");
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -65,4 +67,5 @@ async fn a_job_whose_sandbox_lease_expires_times_out() {
     eventually("the job timed out", 5 * MINUTE, || h.job(&id).status == JobState::Timeout).await;
     assert!(h.job(&id).error.unwrap_or_default().contains(&format!("lease of sandbox {vmid} expired")));
     eventually("the sandbox is destroyed", 5 * MINUTE, || h.sandbox(vmid).state == SandboxState::Destroyed).await;
+    h.stop().await;
 }

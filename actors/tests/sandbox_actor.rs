@@ -24,6 +24,7 @@ async fn a_lease_expiry_destroys_a_normal_sandbox() {
     assert!(!h.vm_exists(vmid), "the VM is destroyed with the sandbox");
     let kinds = h.sandbox_event_kinds(vmid);
     assert!(kinds.iter().any(|k| k == "sandbox.lease.expired"), "{kinds:?}");
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -36,6 +37,7 @@ async fn a_lease_expiry_stops_and_keeps_a_keepalive_sandbox() {
     // It stays STOPPED: the expired lease does not fire again.
     tokio::time::sleep(30 * MINUTE).await;
     assert_eq!(h.sandbox(vmid).state, SandboxState::Stopped);
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -55,6 +57,7 @@ async fn renewing_the_lease_re_arms_the_timer() {
     assert_eq!(h.sandbox(vmid).state, SandboxState::Running, "the old 30-minute lease no longer fires");
     eventually("destroyed at the renewed lease", 20 * MINUTE, || h.sandbox(vmid).state == SandboxState::Destroyed)
         .await;
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -66,6 +69,7 @@ async fn a_vm_deleted_outside_agentlab_is_noticed_by_the_probe() {
     let kinds = h.sandbox_event_kinds(vmid);
     assert!(kinds.iter().any(|k| k == "sandbox.vanished"), "{kinds:?}");
     assert!(h.sandbox(vmid).snippet_path.is_none(), "its snippet is removed");
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -79,6 +83,7 @@ async fn a_vm_migrated_outside_agentlab_is_followed() {
     tokio::time::sleep(3 * PROBE_INTERVAL).await;
     assert_eq!(h.sandbox(vmid).state, SandboxState::Ready, "a moved VM is not a vanished one");
     assert!(h.sandbox_event_kinds(vmid).iter().any(|k| k == "sandbox.moved"));
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -95,6 +100,7 @@ async fn a_completion_of_superseded_work_is_dropped() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(h.sandbox(vmid).state, SandboxState::Ready);
     assert!(h.vm_running(vmid));
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -116,6 +122,7 @@ async fn destroy_during_provisioning_leaves_nothing_behind() {
     assert_eq!(snippets, 0, "no snippet is left");
     tokio::time::sleep(HOUR).await;
     assert!(!h.vm_exists(vmid), "nothing re-creates it");
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -141,6 +148,7 @@ async fn a_cleanup_that_fails_stays_pending_and_finishes_on_the_next_start() {
     eventually("the VM is removed", HOUR, || !h.vm_exists(vmid)).await;
     eventually("nothing is pending", MINUTE, || h.sandbox(vmid).intent.is_none()).await;
     assert_eq!(h.sandbox(vmid).state, SandboxState::Failed);
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -171,6 +179,7 @@ async fn a_job_failing_while_its_sandbox_boots_ends_the_provisioning() {
         .unwrap()
         .unwrap();
     assert_eq!(stopped.map(|v| v.state).ok(), Some(SandboxState::Stopped));
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -201,6 +210,7 @@ async fn lock_timeouts_on_the_cluster_firewall_are_waited_out() {
         .filter(|r| r.path.starts_with("/cluster/firewall") && r.verdict == "fault:lock_timeout")
         .count();
     assert!(firewall_lock_faults > 0, "the test must hit the firewall's lock");
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -219,6 +229,7 @@ async fn a_long_name_becomes_a_vm_name_proxmox_accepts() {
         agentlab_actors::sandbox::Settled::Failed(view) => panic!("{:?}", view.error),
     }
     assert_eq!(h.sim.world().vms[&vmid].config.get("name").map(String::as_str), Some("a".repeat(62).as_str()));
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -248,4 +259,5 @@ async fn template_options_that_break_a_sandbox_are_not_inherited() {
         .unwrap();
     assert_eq!(destroyed.map(|v| v.state).ok(), Some(SandboxState::Destroyed));
     assert!(!h.vm_exists(vmid));
+    h.stop().await;
 }

@@ -95,7 +95,11 @@ impl EntityFactory for ProbeFactory {
     }
 }
 
+/// The root's name is process-wide: under plain `cargo test` these run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Harness {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
     _dir: tempfile::TempDir,
     store: Arc<Store>,
     root: ActorRef<RootMsg>,
@@ -103,6 +107,7 @@ struct Harness {
 }
 
 async fn start(vmids: &[u32], policy: RestartPolicy) -> Harness {
+    let serial = SERIAL.lock().await;
     agentlab_proxmox::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("agentlab.db")).unwrap());
@@ -132,7 +137,7 @@ async fn start(vmids: &[u32], policy: RestartPolicy) -> Harness {
         policy,
     };
     let (root, _) = Actor::spawn(Some(ROOT_ACTOR.to_string()), RootSupervisor, args).await.unwrap();
-    Harness { _dir: dir, store, root, spawns }
+    Harness { _serial: serial, _dir: dir, store, root, spawns }
 }
 
 fn fast_policy() -> RestartPolicy {
@@ -191,7 +196,7 @@ async fn a_panicking_entity_is_restarted_from_its_record_while_its_sibling_keeps
 
     let events = h.store.recent_failures(10).unwrap_or_default();
     assert!(events.iter().any(|e| e.kind == "actor.restart.failed" && e.msg.contains("probe:1001")), "{events:?}");
-    h.root.stop(None);
+    h.root.stop_and_wait(None, None).await.unwrap();
 }
 
 #[tokio::test]
@@ -216,7 +221,7 @@ async fn an_entity_failing_five_times_in_the_window_is_marked_failed_and_not_res
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(probe(1001).is_none(), "given-up entity must not be respawned");
     assert_eq!(h.spawns[&1001].load(Ordering::SeqCst), 5);
-    h.root.stop(None);
+    h.root.stop_and_wait(None, None).await.unwrap();
 }
 
 #[tokio::test]
@@ -236,5 +241,5 @@ async fn debug_tree_shows_root_services_and_entities() {
         ]
     );
     assert!(views.iter().all(|v| v.status == "running"), "{views:?}");
-    h.root.stop(None);
+    h.root.stop_and_wait(None, None).await.unwrap();
 }

@@ -51,7 +51,12 @@ impl Default for Options {
     }
 }
 
+/// Actor names are process-wide (`root`, `pve`, `sandbox:<vmid>`): harnesses in one test
+/// process (plain `cargo test`) run one at a time, each stopping its actors at the end.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct Harness {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
     pub dir: tempfile::TempDir,
     pub sim: Arc<Sim>,
     pub store: Arc<Store>,
@@ -66,6 +71,7 @@ impl Harness {
     }
 
     pub async fn with(options: Options) -> Harness {
+        let serial = SERIAL.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let mut sim_config = SimConfig::for_tests(dir.path().join("sim"));
         sim_config.nodes = options.nodes.clone();
@@ -137,7 +143,13 @@ impl Harness {
             policy: RestartPolicy::default(),
         };
         let (root, _) = Actor::spawn(Some(ROOT_ACTOR.to_string()), RootSupervisor, args).await.unwrap();
-        Harness { dir, sim, store, sandboxes, jobs, root }
+        Harness { _serial: serial, dir, sim, store, sandboxes, jobs, root }
+    }
+
+    /// Stops every actor (the root drains its children) so the next harness in this
+    /// process can use the same names. Every test ends with it.
+    pub async fn stop(self) {
+        self.root.stop_and_wait(Some("test over".into()), Some(Duration::from_secs(60))).await.unwrap();
     }
 
     /// Records a sandbox of `profile` as `sandbox new` does and starts its actor (it is
