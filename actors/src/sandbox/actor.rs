@@ -212,7 +212,7 @@ impl Actor for SandboxActor {
             M::JobChanged(event) => self.on_job_changed(state, event)?,
             M::Probe => self.on_probe(me, state)?,
             M::LeaseTimerFired => self.on_lease_timer(me, state)?,
-            M::ProvisioningTimedOut { generation } => self.on_provisioning_timed_out(me, state, generation)?,
+            M::ProvisioningTimedOut { deadline } => self.on_provisioning_timed_out(me, state, deadline)?,
             M::StepDone { generation, .. } if !self.is_current(state, generation) => {}
             M::StepDone { step, result, .. } => self.on_step_done(me, state, step, result)?,
             M::TeardownDone { generation, .. } if !self.is_current(state, generation) => {}

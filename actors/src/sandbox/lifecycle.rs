@@ -75,7 +75,7 @@ impl SandboxActor {
         }
         state.deadlines_armed += 1;
         let number = state.deadlines_armed;
-        let timer = me.send_after(remaining, move || SandboxMsg::ProvisioningTimedOut { generation: number });
+        let timer = me.send_after(remaining, move || SandboxMsg::ProvisioningTimedOut { deadline: number });
         state.provisioning_deadline = Some((number, timer));
     }
 

@@ -42,8 +42,10 @@ pub enum SandboxMsg {
     /// The lease timer fired. It may be stale (the lease was renewed after it was armed):
     /// the handler checks the record.
     LeaseTimerFired,
-    /// The provisioning deadline passed for the provisioning started under `generation`.
-    ProvisioningTimedOut { generation: u64 },
+    /// The provisioning deadline passed.
+    /// Carries the number of the deadline it was armed as (not a work generation: the
+    /// provisioning's steps advance those while one deadline stands).
+    ProvisioningTimedOut { deadline: u64 },
     /// A provisioning step finished.
     StepDone { step: Step, result: Result<StepOutcome, SandboxError>, generation: u64 },
     /// A teardown finished; `then` says what the record becomes.

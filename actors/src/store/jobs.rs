@@ -48,11 +48,9 @@ const COLUMNS: &str = "id, repo_url, git_ref, profile, task, mode, agent, ttl_mi
 impl FromRow for JobRecord {
     fn from_row(row: &Row<'_>) -> Result<JobRecord, RowError> {
         let id: String = row.get(0)?;
-        let corrupt = |what: String| RowError::Corrupt(format!("job {id}: {what}"));
-        let corrupt_time = |e: RowError| match e {
-            RowError::Corrupt(why) => corrupt(why),
-            other => other,
-        };
+        let record = format!("job {id}");
+        let corrupt = |what: String| RowError::Corrupt(what).of(&record);
+        let corrupt_time = |e: RowError| e.of(&record);
         let status: String = row.get(9)?;
         let status = status.parse::<JobState>().map_err(|e| corrupt(e.to_string()))?;
         let result: Option<String> = row.get(12)?;

@@ -77,8 +77,7 @@ impl From<rusqlite::Error> for RowError {
 /// A time column (RFC 3339 text); one that cannot be read is a corrupt record, never
 /// "now" (a corrupt deadline must not silently mean "expire at once").
 pub(crate) fn time_at(row: &rusqlite::Row<'_>, index: usize) -> Result<time::OffsetDateTime, RowError> {
-    let text: String = row.get(index)?;
-    crate::model::time_format::parse(&text).map_err(|e| RowError::Corrupt(format!("time `{text}`: {e}")))
+    parse_time(&row.get::<_, String>(index)?)
 }
 
 /// An optional time column.
@@ -86,9 +85,21 @@ pub(crate) fn optional_time_at(
     row: &rusqlite::Row<'_>,
     index: usize,
 ) -> Result<Option<time::OffsetDateTime>, RowError> {
-    let text: Option<String> = row.get(index)?;
-    text.map(|t| crate::model::time_format::parse(&t).map_err(|e| RowError::Corrupt(format!("time `{t}`: {e}"))))
-        .transpose()
+    row.get::<_, Option<String>>(index)?.as_deref().map(parse_time).transpose()
+}
+
+fn parse_time(text: &str) -> Result<time::OffsetDateTime, RowError> {
+    crate::model::time_format::parse(text).map_err(|e| RowError::Corrupt(format!("time `{text}`: {e}")))
+}
+
+impl RowError {
+    /// Says which record a corrupt value belongs to (`sandbox 1001`, `job job_…`).
+    pub(crate) fn of(self, record: &str) -> RowError {
+        match self {
+            RowError::Corrupt(why) => RowError::Corrupt(format!("{record}: {why}")),
+            other => other,
+        }
+    }
 }
 
 /// A record read from one row of its table's column list.

@@ -93,11 +93,9 @@ const COLUMNS: &str = "vmid, name, profile, state, ip, node, tags, keepalive, le
 impl FromRow for SandboxRecord {
     fn from_row(row: &Row<'_>) -> Result<SandboxRecord, RowError> {
         let vmid: u32 = row.get(0)?;
-        let corrupt = |what: String| RowError::Corrupt(format!("sandbox {vmid}: {what}"));
-        let corrupt_time = |e: RowError| match e {
-            RowError::Corrupt(why) => corrupt(why),
-            other => other,
-        };
+        let record = format!("sandbox {vmid}");
+        let corrupt = |what: String| RowError::Corrupt(what).of(&record);
+        let corrupt_time = |e: RowError| e.of(&record);
         let state: String = row.get(3)?;
         let state = state.parse::<SandboxState>().map_err(|e| corrupt(e.to_string()))?;
         let tags: String = row.get(6)?;
