@@ -2,42 +2,81 @@
 //! run on the Proxmox host through `tokio::process` with an argument vector (never a shell
 //! string). `pvesh` calls the same handlers as the API, so errors carry the same texts.
 //!
-//! pvesh facts (`proxmox/contract/behaviors.md` §8): async endpoints run in the foreground, print the
-//! task log and then the UPID as a JSON string, and exit 0 even when the task failed; so the
-//! UPID (last line) is returned and the task is waited on like over the API. Parameter errors
+//! pvesh facts (`proxmox/contract/behaviors.md` §8): async endpoints run their task in the
+//! foreground, print the task log and then the UPID as a JSON string, and exit 0 even when the
+//! task failed, with the task's error on stderr (pve-common `src/PVE/RESTEnvironment.pm`
+//! tee_worker, lines 493-497). So a task's outcome is known when pvesh returns: it is kept
+//! and answers the task-status poll that follows without another pvesh run. Parameter errors
 //! print `400 Parameter verification failed.` and `<param>: <msg>` lines on stderr.
+//!
+//! What pvesh does not do, and this transport therefore must (pve-fidelity review F1, F10): it does
+//! not percent-decode its path (pve-manager `PVE/CLI/pvesh.pm` call_api_method), so paths go
+//! to it raw; it proxies another node's paths over SSH and returns their task log and UPID as
+//! one string, so only the local node is addressed; and a pvesh killed mid-task kills the
+//! worker (SIGPIPE) before its cleanup, so a mutating call may take as long as a task may.
 
 use crate::transport::{Method, Params, Transport};
-use crate::{PveError, PveFuture};
-use serde_json::Value;
+use crate::{PveError, PveFuture, Upid};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct ShellConfig {
     /// `pvesh`, or a path to it.
     pub pvesh: PathBuf,
+    /// For reads and synchronous calls.
     pub timeout: Duration,
+    /// For calls that may run a task in the foreground (every non-GET): at least the task
+    /// deadline, so pvesh is never killed while its worker runs.
+    pub task_deadline: Duration,
+    /// This host's node name (`proxmox.node`): the only node pvesh is asked about.
+    pub local_node: String,
     /// Extra environment for `pvesh` (e.g. `PVE_SIM_ADMIN` for the simulator's personality).
     pub env: Vec<(String, String)>,
 }
 
+/// How many finished tasks are remembered for the status poll that follows their call.
+const FINISHED_TASKS_KEPT: usize = 64;
+
+/// A task pvesh ran in the foreground: its exit status (from stderr) and log (stdout).
 #[derive(Debug, Clone)]
+struct FinishedTask {
+    upid: String,
+    exitstatus: String,
+    log: Vec<String>,
+}
+
+#[derive(Debug)]
 pub struct ShellTransport {
     config: ShellConfig,
+    finished: Mutex<VecDeque<FinishedTask>>,
 }
 
 impl ShellTransport {
     pub fn new(config: ShellConfig) -> ShellTransport {
-        ShellTransport { config }
+        ShellTransport { config, finished: Mutex::new(VecDeque::new()) }
     }
 
     async fn run(&self, method: Method, path: String, params: Params) -> Result<Value, PveError> {
+        let path = self.raw_path(&path)?;
+        if method == Method::Get
+            && let Some(answer) = self.finished_answer(&path)
+        {
+            return Ok(answer);
+        }
         let verb = match method {
             Method::Get => "get",
             Method::Post => "create",
             Method::Put => "set",
             Method::Delete => "delete",
+        };
+        let timeout = if method == Method::Get {
+            self.config.timeout
+        } else {
+            self.config.timeout.max(self.config.task_deadline)
         };
         let mut command = tokio::process::Command::new(&self.config.pvesh);
         command.arg(verb).arg(&path);
@@ -45,9 +84,9 @@ impl ShellTransport {
             command.arg(format!("--{key}")).arg(value);
         }
         command.args(["--output-format", "json"]).envs(self.config.env.iter().map(|(k, v)| (k, v))).kill_on_drop(true);
-        let output = tokio::time::timeout(self.config.timeout, command.output())
+        let output = tokio::time::timeout(timeout, command.output())
             .await
-            .map_err(|_| PveError::Timeout(self.config.timeout))?
+            .map_err(|_| PveError::Timeout(timeout))?
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     PveError::Transient(format!(
@@ -63,7 +102,13 @@ impl ShellTransport {
         if !output.status.success() {
             return Err(classify(&stderr));
         }
-        // Async calls print the task log first; the JSON answer is the last non-empty line.
+        if method != Method::Get
+            && let Some(task) = finished_task(&stdout, &stderr)
+        {
+            let upid = task.upid.clone();
+            self.remember(task);
+            return Ok(Value::String(upid));
+        }
         let last = stdout.lines().rev().map(str::trim).find(|l| !l.is_empty());
         match last {
             None => Ok(Value::Null),
@@ -73,6 +118,108 @@ impl ShellTransport {
             }),
         }
     }
+
+    /// The path as pvesh takes it: segments decoded (the operations encode them for HTTP),
+    /// and only this host's node.
+    fn raw_path(&self, encoded: &str) -> Result<String, PveError> {
+        let mut segments = Vec::new();
+        for part in encoded.split('/') {
+            let raw = percent_decode(part);
+            if raw.contains('/') {
+                return Err(PveError::Config(format!(
+                    "pvesh cannot address `{raw}`: it splits its path on `/`; use proxmox_backend: api"
+                )));
+            }
+            segments.push(raw);
+        }
+        if segments.get(1).map(String::as_str) == Some("nodes")
+            && let Some(node) = segments.get(2)
+            && !node.is_empty()
+            && *node != self.config.local_node
+        {
+            return Err(PveError::Config(format!(
+                "the shell backend runs pvesh on this host (node `{}`) and cannot act on node `{node}`: \
+                 pvesh proxies other nodes over SSH and loses their task ids; use proxmox_backend: api for a cluster",
+                self.config.local_node
+            )));
+        }
+        Ok(segments.join("/"))
+    }
+
+    fn remember(&self, task: FinishedTask) {
+        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        if finished.len() >= FINISHED_TASKS_KEPT {
+            finished.pop_front();
+        }
+        finished.push_back(task);
+    }
+
+    /// `GET /nodes/{node}/tasks/{upid}/status|log` for a task pvesh already ran to its end.
+    fn finished_answer(&self, path: &str) -> Option<Value> {
+        let rest = path.strip_prefix("/nodes/")?;
+        let (_, rest) = rest.split_once("/tasks/")?;
+        let (upid, what) = rest.rsplit_once('/')?;
+        let finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        let task = finished.iter().find(|t| t.upid == upid)?;
+        let parsed = Upid::parse(upid).ok()?;
+        match what {
+            "status" => Some(json!({
+                "upid": task.upid, "node": parsed.node, "status": "stopped",
+                "exitstatus": task.exitstatus, "type": parsed.task_type,
+            })),
+            "log" => {
+                Some(Value::Array(task.log.iter().enumerate().map(|(i, t)| json!({"n": i + 1, "t": t})).collect()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A foreground task from pvesh's output: the UPID is the last JSON string on stdout that
+/// parses as one; the exit status is `OK`, `WARNINGS: n` or the error text on stderr.
+fn finished_task(stdout: &str, stderr: &str) -> Option<FinishedTask> {
+    let mut lines: Vec<&str> = stdout.lines().map(str::trim_end).collect();
+    let position = lines.iter().rposition(|l| {
+        serde_json::from_str::<String>(l.trim()).is_ok_and(|s| s.starts_with("UPID:") && Upid::parse(&s).is_ok())
+    })?;
+    let upid: String = serde_json::from_str(lines[position].trim()).ok()?;
+    lines.truncate(position);
+    let errors: Vec<&str> =
+        stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("WARN: ")).collect();
+    let exitstatus = match errors.last() {
+        None => "OK".to_string(),
+        Some(last) => match last.strip_prefix("Task finished with ").and_then(|r| r.strip_suffix(" warning(s)!")) {
+            Some(n) => format!("WARNINGS: {n}"),
+            None => errors.join("; "),
+        },
+    };
+    // The task log on the host ends with the line pvesh keeps off stdout.
+    let end = match exitstatus.as_str() {
+        "OK" => "TASK OK".to_string(),
+        s if s.starts_with("WARNINGS: ") => format!("TASK {s}"),
+        s => format!("TASK ERROR: {s}"),
+    };
+    let mut log: Vec<String> = lines.into_iter().map(str::to_string).collect();
+    log.push(end);
+    Some(FinishedTask { upid, exitstatus, log })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Turns pvesh's stderr into the same error classes as the API's answers.
@@ -146,11 +293,56 @@ mod tests {
         }
     }
 
+    const UPID: &str = "UPID:pve:00001234:00005678:6750A0B0:qmdestroy:101:root@pam:";
+
+    #[test]
+    fn a_foreground_task_is_read_from_stdout_and_stderr() {
+        let stdout = format!("  Logical volume \"vm-101-disk-0\" successfully removed.\n\"{UPID}\"\n");
+        let ok = finished_task(&stdout, "").map(|t| (t.upid, t.exitstatus, t.log));
+        assert_eq!(
+            ok,
+            Some((
+                UPID.to_string(),
+                "OK".to_string(),
+                vec!["  Logical volume \"vm-101-disk-0\" successfully removed.".to_string(), "TASK OK".to_string()]
+            ))
+        );
+        let warned = finished_task(&stdout, "WARN: Could not remove disk\nTask finished with 1 warning(s)!\n");
+        assert_eq!(warned.map(|t| t.exitstatus), Some("WARNINGS: 1".to_string()));
+        let failed = finished_task(&stdout, "VM 101 is running - destroy failed\n").map(|t| (t.exitstatus, t.log));
+        assert_eq!(failed.as_ref().map(|f| f.0.as_str()), Some("VM 101 is running - destroy failed"));
+        assert_eq!(
+            failed.and_then(|f| f.1.last().cloned()).as_deref(),
+            Some("TASK ERROR: VM 101 is running - destroy failed")
+        );
+        assert!(finished_task("{\"data\":1}\n", "").is_none(), "a synchronous answer is not a task");
+    }
+
+    #[test]
+    fn paths_go_to_pvesh_raw_and_only_for_this_node() {
+        let t = ShellTransport::new(ShellConfig {
+            pvesh: PathBuf::from("pvesh"),
+            timeout: Duration::from_secs(5),
+            task_deadline: Duration::from_secs(5),
+            local_node: "pve".into(),
+            env: Vec::new(),
+        });
+        let encoded = format!("/nodes/pve/tasks/{}/status", crate::transport::segment(UPID));
+        assert_eq!(t.raw_path(&encoded).ok(), Some(format!("/nodes/pve/tasks/{UPID}/status")));
+        assert!(t.raw_path("/cluster/resources").is_ok());
+        let slash = t.raw_path("/nodes/pve/storage/local/content/local%3Asnippets%2Fa.yaml");
+        assert!(slash.is_err_and(|e| e.to_string().contains("splits its path on `/`")));
+        let other = t.raw_path("/nodes/pve2/qemu/101/config");
+        assert!(other.is_err_and(|e| e.to_string().contains("cannot act on node `pve2`")));
+    }
+
     #[tokio::test]
     async fn a_missing_pvesh_says_where_the_shell_backend_runs() {
         let t = ShellTransport::new(ShellConfig {
             pvesh: PathBuf::from("/nonexistent/pvesh"),
             timeout: Duration::from_secs(5),
+            task_deadline: Duration::from_secs(5),
+            local_node: "pve".into(),
             env: Vec::new(),
         });
         let err = t.call(Method::Get, "/version".into(), vec![]).await.err().map(|e| e.to_string()).unwrap_or_default();

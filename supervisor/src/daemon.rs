@@ -44,14 +44,28 @@ pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
             Arc::new(PveClient::new(RateLimitedTransport::new(transport, bucket), TaskPolicy::default()))
         }
         ProxmoxBackend::Shell => {
+            let policy = TaskPolicy::default();
             let transport = ShellTransport::new(ShellConfig {
                 pvesh: "pvesh".into(),
                 timeout: config.proxmox.command_timeout,
+                task_deadline: policy.deadline,
+                local_node: match &config.proxmox.node {
+                    Some(node) => node.clone(),
+                    None => local_node_name()?,
+                },
                 env: Vec::new(),
             });
-            Arc::new(PveClient::new(RateLimitedTransport::new(transport, bucket), TaskPolicy::default()))
+            Arc::new(PveClient::new(RateLimitedTransport::new(transport, bucket), policy))
         }
     })
+}
+
+/// This host's Proxmox node name: its short hostname (pve-common `PVE::INotify::nodename`).
+fn local_node_name() -> anyhow::Result<String> {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").context("cannot read this host's name")?;
+    let short = hostname.trim().split('.').next().unwrap_or_default().to_string();
+    anyhow::ensure!(!short.is_empty(), "this host has no name; set proxmox_node to its Proxmox node name");
+    Ok(short)
 }
 
 /// What sandbox actors need from the config; the SSH key is read once, here.

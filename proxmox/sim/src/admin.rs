@@ -117,6 +117,10 @@ pub struct Call {
     pub path: String,
     #[serde(default)]
     pub params: Vec<(String, String)>,
+    /// `pvesh`'s path argument, taken as it is; `qm` and `pvesm` call their handlers with
+    /// separate parameters and send percent-encoded segments.
+    #[serde(default)]
+    pub raw_path: bool,
 }
 
 /// What a CLI call produced; async calls include their finished task.
@@ -137,8 +141,13 @@ async fn call(State(sim): State<Arc<Sim>>, Json(call): Json<Call>) -> Json<CallR
     for (k, v) in call.params {
         params.insert(&k, v);
     }
-    let is_async = Contract::get().find(&call.method, &call.path).is_some_and(|(e, _)| e.is_async);
-    let outcome = execute(&sim, "cli", &call.method, &call.path, params, "root@pam").await;
+    // `pvesh` hands its path argument to `PVE::API2->find_handler` as it is: nothing is
+    // percent-decoded (pve-manager `PVE/CLI/pvesh.pm` call_api_method, lines 398-460), so
+    // `UPID%3Apve%3A…` stays that string and the task handler cannot parse it. Escaping `%`
+    // keeps the contract's path matching (which decodes, as pveproxy does) from decoding it.
+    let path = if call.raw_path { call.path.replace('%', "%25") } else { call.path };
+    let is_async = Contract::get().find(&call.method, &path).is_some_and(|(e, _)| e.is_async);
+    let outcome = execute(&sim, "cli", &call.method, &path, params, "root@pam").await;
     let result = match outcome {
         Outcome::Data(data) => {
             let mut result = CallResult {

@@ -88,7 +88,17 @@ fn options(args: &[String]) -> (Vec<String>, Vec<(String, String)>, String) {
 
 impl Cli {
     async fn call(&self, method: &str, path: &str, params: Vec<(String, String)>) -> Result<CallResult, u8> {
-        let body = serde_json::json!({"method": method, "path": path, "params": params});
+        self.call_as(method, path, params, false).await
+    }
+
+    async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        params: Vec<(String, String)>,
+        raw_path: bool,
+    ) -> Result<CallResult, u8> {
+        let body = serde_json::json!({"method": method, "path": path, "params": params, "raw_path": raw_path});
         let response = self.http.post(format!("{}/admin/call", self.admin)).json(&body).send().await.map_err(|e| {
             eprintln!("ipcc_send_rec[1] failed: Connection refused ({e})");
             FAIL
@@ -119,11 +129,14 @@ impl Cli {
         for line in result.task_log.iter().filter(|l| !l.starts_with("TASK ")) {
             println!("{line}");
         }
-        if let Some(exit) = &result.task_exitstatus
-            && exit != "OK"
-            && !exit.starts_with("WARNINGS")
-        {
-            eprintln!("{exit}");
+        // pve-common `src/PVE/RESTEnvironment.pm` tee_worker, lines 493-497: a failed task's
+        // error goes to stderr, a task with warnings says so there.
+        match result.task_exitstatus.as_deref() {
+            None | Some("OK") => {}
+            Some(exit) => match exit.strip_prefix("WARNINGS: ") {
+                Some(n) => eprintln!("Task finished with {n} warning(s)!"),
+                None => eprintln!("{exit}"),
+            },
         }
     }
 
@@ -143,12 +156,26 @@ impl Cli {
                 return FAIL;
             }
         };
-        let result = match self.call(method, path, params).await {
+        let result = match self.call_as(method, path, params, true).await {
             Ok(r) => r,
             Err(code) => return code,
         };
         if result.status != 200 {
             return Self::fail(&result);
+        }
+        if is_proxied(path) {
+            // Another node's path: pvesh runs itself there over SSH and collects all of its
+            // stdout. It decodes that as JSON, and when it is not (a task log followed by the
+            // UPID) prints the raw text as one JSON string (pve-manager `PVE/CLI/pvesh.pm`
+            // proxy_handler, lines 111-143): the UPID is lost in a blob of log lines.
+            let mut text: Vec<String> = result.task_log.iter().filter(|l| !l.starts_with("TASK ")).cloned().collect();
+            if !result.task_log.is_empty() || result.task_exitstatus.is_some() {
+                text.push(result.data.to_string());
+                print_value(&Value::String(text.join("\n")), &format);
+            } else {
+                print_value(&result.data, &format);
+            }
+            return 0;
         }
         Self::print_task(&result);
         print_value(&result.data, &format);
@@ -389,6 +416,13 @@ impl Cli {
 }
 
 /// pvesh output: compact JSON of `data` (nothing for null), or pretty with 3 spaces.
+/// Whether a `/nodes/{node}/…` path names a node other than this host (`PVE_SIM_NODE`).
+fn is_proxied(path: &str) -> bool {
+    let Ok(local) = std::env::var("PVE_SIM_NODE") else { return false };
+    let node = path.trim_start_matches('/').strip_prefix("nodes/").and_then(|p| p.split('/').next());
+    node.is_some_and(|node| node != local)
+}
+
 fn print_value(data: &Value, format: &str) {
     if data.is_null() {
         return;

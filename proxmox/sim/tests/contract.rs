@@ -276,7 +276,13 @@ both_backends!(errors_are_classified);
 async fn errors_are_classified(_env: &Env, pve: &dyn Pve) {
     assert_eq!(class(pve.vm_config("pve1", 4242).await), ErrorClass::NotFound);
     let unknown_node = pve.vm_status("nonode", 9000).await.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(unknown_node.contains("hostname lookup 'nonode' failed"), "{unknown_node}");
+    // The API answers for a node that does not exist; the shell backend asks pvesh about
+    // its own node only.
+    assert!(
+        unknown_node.contains("hostname lookup 'nonode' failed")
+            || unknown_node.contains("cannot act on node `nonode`"),
+        "{unknown_node}"
+    );
     // A template cannot start; the task says so.
     let template = pve.vm_action("pve1", 9000, VmAction::Start).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(template.contains("you can't start a vm if it's a template"), "{template}");
@@ -341,6 +347,45 @@ async fn shell_call_timeout_is_a_timeout_error() {
     .await;
     let client = env.shell_with(Duration::from_millis(500));
     assert_eq!(class(client.version().await), ErrorClass::Timeout);
+}
+
+/// A pvesh that runs a task in the foreground is not killed at the call timeout: its worker
+/// would die of SIGPIPE before its cleanup (review F10). Reads keep the short timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_tasks_may_outlast_the_call_timeout() {
+    let env = support::sim_with(|c| {
+        c.latency.factor = 1.0;
+        let _ = c.latency.set("clone_linked=1.2");
+    })
+    .await;
+    let transport = agentlab_proxmox::shell::ShellTransport::new(agentlab_proxmox::shell::ShellConfig {
+        pvesh: env.pvesh(),
+        timeout: Duration::from_millis(600),
+        task_deadline: Duration::from_secs(20),
+        local_node: "pve1".into(),
+        env: vec![("PVE_SIM_ADMIN".into(), env.sim.admin_url())],
+    });
+    let client = agentlab_proxmox::PveClient::new(transport, support::policy());
+    let task = client.clone_vm("pve1", 9000, &CloneSpec { newid: 1060, ..Default::default() }).await;
+    assert!(task.as_ref().is_ok_and(|t| t.succeeded()), "{task:?}");
+    assert!(client.vm_config("pve1", 1060).await.is_ok());
+    env.assert_all_requests_valid();
+}
+
+/// pvesh proxies another node's path over SSH and hands back the task log and UPID as one
+/// string (review F10): the shell backend refuses other nodes, saying what to use instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_refuses_a_node_other_than_its_own() {
+    let env = support::sim_with(|c| c.nodes = vec!["pve1".into(), "pve2".into()]).await;
+    let client = env.shell();
+    let err = client.clone_vm("pve2", 9000, &CloneSpec { newid: 1070, ..Default::default() }).await.err();
+    let text = err.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("cannot act on node `pve2`") && text.contains("proxmox_backend: api"), "{text}");
+    assert_eq!(err.map(|e| e.class()), Some(ErrorClass::Other));
+    assert!(env.sim.sim.requests().iter().all(|r| !r.path.contains("pve2")), "nothing was sent for pve2");
+    // Cluster-wide reads and the local node still work.
+    assert!(client.cluster_vms().await.is_ok());
+    linked_clone(&client, 1071, "sbx-1071").await;
 }
 
 fn support_token() -> &'static str {

@@ -134,3 +134,72 @@ async fn qm_and_pvesm_act_on_the_simulator_state() {
     let stderr = out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
     assert!(stderr.contains("ipcc_send_rec"), "{stderr}");
 }
+
+fn run_pvesh_on(env: &support::Env, node: &str, args: &[&str]) -> (i32, String, String) {
+    let link = env.dir.path().join("bin/pvesh");
+    if !link.exists() {
+        std::fs::create_dir_all(env.dir.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pve-sim"), &link).unwrap();
+    }
+    let out = std::process::Command::new(&link)
+        .args(args)
+        .env("PVE_SIM_ADMIN", env.sim.admin_url())
+        .env("PVE_SIM_NODE", node)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// pve-manager `PVE/CLI/pvesh.pm` call_api_method (398-460) passes its path to find_handler
+/// undecoded: a percent-encoded UPID is not a UPID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvesh_takes_its_path_raw_and_runs_tasks_in_the_foreground() {
+    let env = support::sim().await;
+    let (code, out, err) = run_pvesh_on(
+        &env,
+        "pve1",
+        &["create", "/nodes/pve1/qemu/9000/clone", "--newid", "1001", "--output-format", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let upid: String = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(out.contains("create linked clone of drive scsi0"), "the task log comes first: {out}");
+    let encoded = agentlab_proxmox::transport::segment(&upid);
+    let (code, _, err) = run_pvesh_on(&env, "pve1", &["get", &format!("/nodes/pve1/tasks/{encoded}/status")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unable to parse worker upid"), "{err}");
+    let (code, out, err) =
+        run_pvesh_on(&env, "pve1", &["get", &format!("/nodes/pve1/tasks/{upid}/status"), "--output-format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"exitstatus\":\"OK\""), "{out}");
+    // A failed task: exit 0, the UPID on stdout, the error on stderr (RESTEnvironment.pm 493-497).
+    let (code, out, err) =
+        run_pvesh_on(&env, "pve1", &["create", "/nodes/pve1/qemu/9000/status/start", "--output-format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().last().is_some_and(|l| l.starts_with("\"UPID:pve1:")), "{out}");
+    assert!(err.contains("you can't start a vm if it's a template"), "{err}");
+}
+
+/// Another node's path is proxied over SSH and its whole output comes back as one string
+/// (pve-manager `PVE/CLI/pvesh.pm` proxy_handler, 111-143): the UPID is not a line of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvesh_on_another_node_returns_the_task_log_and_upid_as_one_string() {
+    let env = support::sim_with(|c| {
+        c.nodes = vec!["pve1".into(), "pve2".into()];
+    })
+    .await;
+    let (code, out, err) = run_pvesh_on(
+        &env,
+        "pve2",
+        &["create", "/nodes/pve1/qemu/9000/clone", "--newid", "1001", "--output-format", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let blob: String = serde_json::from_str(lines[0]).unwrap();
+    assert!(blob.contains("create linked clone") && blob.contains("UPID:pve1:"), "{blob}");
+    assert!(agentlab_proxmox::Upid::parse(&blob).is_err());
+}

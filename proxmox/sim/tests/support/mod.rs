@@ -67,7 +67,9 @@ impl Env {
         let transport = ShellTransport::new(ShellConfig {
             pvesh: self.pvesh(),
             timeout,
-            env: vec![("PVE_SIM_ADMIN".into(), self.sim.admin_url())],
+            task_deadline: timeout,
+            local_node: "pve1".into(),
+            env: vec![("PVE_SIM_ADMIN".into(), self.sim.admin_url()), ("PVE_SIM_NODE".into(), "pve1".into())],
         });
         PveClient::new(transport, policy())
     }
