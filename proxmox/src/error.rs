@@ -16,6 +16,9 @@ pub enum ErrorClass {
     /// A resize smaller than the disk (Proxmox never shrinks).
     WouldShrink,
     AgentNotRunning,
+    /// The VM has no `agent` key: no agent call can ever succeed (qemu-server
+    /// `src/PVE/QemuServer/Agent.pm` assert_agent_available).
+    AgentNotConfigured,
     Auth,
     Validation,
     Transient,
@@ -35,6 +38,7 @@ impl ErrorClass {
             ErrorClass::AlreadyRunning => "already_running",
             ErrorClass::WouldShrink => "would_shrink",
             ErrorClass::AgentNotRunning => "agent_not_running",
+            ErrorClass::AgentNotConfigured => "agent_not_configured",
             ErrorClass::Auth => "auth",
             ErrorClass::Validation => "validation",
             ErrorClass::Transient => "transient",
@@ -63,6 +67,8 @@ pub enum PveError {
     WouldShrink(String),
     #[error("proxmox: {0}")]
     AgentNotRunning(String),
+    #[error("proxmox: {0}")]
+    AgentNotConfigured(String),
     #[error(
         "proxmox refused the API token: {0}; check proxmox_api_token (USER@REALM!TOKENID=SECRET) and the token's permissions"
     )]
@@ -92,6 +98,7 @@ impl PveError {
             PveError::AlreadyRunning(_) => ErrorClass::AlreadyRunning,
             PveError::WouldShrink(_) => ErrorClass::WouldShrink,
             PveError::AgentNotRunning(_) => ErrorClass::AgentNotRunning,
+            PveError::AgentNotConfigured(_) => ErrorClass::AgentNotConfigured,
             PveError::Auth(_) => ErrorClass::Auth,
             PveError::Validation { .. } => ErrorClass::Validation,
             PveError::Transient(_) => ErrorClass::Transient,
@@ -165,6 +172,8 @@ fn classify_message(text: String) -> PveError {
         PveError::WouldShrink(text)
     } else if lower.contains("qemu guest agent is not running") || lower.contains("guest agent is not running") {
         PveError::AgentNotRunning(text)
+    } else if lower.contains("no qemu guest agent configured") {
+        PveError::AgentNotConfigured(text)
     } else if lower.contains("not running") {
         PveError::NotRunning(text)
     } else if lower.contains("ipcc_send_rec") || lower.contains("connection refused") || lower.contains("no quorum") {
@@ -197,6 +206,7 @@ mod tests {
             (500, "shrinking disks is not supported", ErrorClass::WouldShrink),
             (500, "snapshot name 'clean' already used", ErrorClass::AlreadyExists),
             (500, "QEMU guest agent is not running", ErrorClass::AgentNotRunning),
+            (500, "No QEMU guest agent configured", ErrorClass::AgentNotConfigured),
             (500, "ipcc_send_rec[1] failed: Connection refused", ErrorClass::Transient),
             (500, "cluster not ready - no quorum?", ErrorClass::Transient),
             (503, "Service Unavailable", ErrorClass::Transient),

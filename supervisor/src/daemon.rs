@@ -94,6 +94,7 @@ fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
         gateway_ip: config.bootstrap_listen.ip(),
         listener_ports: vec![config.bootstrap_listen.port(), config.artifact_listen.port()],
         provisioning_timeout: config.provisioning_timeout,
+        guest_agent_timeout: config.guest_agent_timeout,
         probe_interval: config.sandbox_probe_interval.mul_f64(config.test_time_scale),
         lease_minute: config.lease_length(1),
         ip_poll_interval: Duration::from_secs(2).mul_f64(config.test_time_scale).max(Duration::from_millis(50)),

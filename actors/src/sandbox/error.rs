@@ -41,6 +41,17 @@ pub enum SandboxError {
     ProvisioningTimeout(std::time::Duration),
     #[error("{0}")]
     NotAllowed(String),
+    #[error(transparent)]
+    GuestDevices(#[from] super::guest_devices::GuestDeviceError),
+    /// Proxmox says the VM has no `agent` key although configure set it.
+    #[error(
+        "VM {vmid} has no guest agent configured (Proxmox: No QEMU guest agent configured); something removed `agent` from its config — check template VM {template} and any hookscript, then create the sandbox again"
+    )]
+    AgentNotConfigured { vmid: u32, template: u32 },
+    #[error(
+        "the guest agent of VM {vmid} did not answer within {waited:?} of boot (guest_agent_timeout): the image of template VM {template} must run qemu-guest-agent — install it in the template (`apt install qemu-guest-agent`, `systemctl enable qemu-guest-agent`) or raise guest_agent_timeout for slow guests"
+    )]
+    GuestAgentSilent { vmid: u32, template: u32, waited: std::time::Duration },
 }
 
 impl SandboxError {
@@ -57,7 +68,11 @@ impl SandboxError {
             SandboxError::ProfileGone(_) => ErrorCode::UnknownProfile,
             SandboxError::TemplateMissing { .. } => ErrorCode::ProvisionFailed,
             SandboxError::NoNode | SandboxError::NotAllowed(_) => ErrorCode::InvalidState,
-            SandboxError::File { .. } | SandboxError::ProvisioningTimeout(_) => ErrorCode::ProvisionFailed,
+            SandboxError::File { .. }
+            | SandboxError::ProvisioningTimeout(_)
+            | SandboxError::GuestDevices(_)
+            | SandboxError::AgentNotConfigured { .. }
+            | SandboxError::GuestAgentSilent { .. } => ErrorCode::ProvisionFailed,
         }
     }
 }

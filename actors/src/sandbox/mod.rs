@@ -8,6 +8,7 @@ pub mod allocate;
 mod decide;
 mod error;
 mod generation;
+mod guest_devices;
 mod health;
 mod lease;
 mod lifecycle;
@@ -48,6 +49,9 @@ pub struct SandboxSettings {
     pub gateway_ip: IpAddr,
     pub listener_ports: Vec<u16>,
     pub provisioning_timeout: Duration,
+    /// How long `wait_ip` accepts "QEMU guest agent is not running" after the VM started
+    /// before it fails with a hint (an image without qemu-guest-agent never answers).
+    pub guest_agent_timeout: Duration,
     pub probe_interval: Duration,
     /// One minute of lease (60 s; shorter under `test_time_scale`).
     pub lease_minute: Duration,

@@ -4,7 +4,7 @@
 //! write-ahead facts (the node chosen, the snippet path) before acting on them.
 
 use super::error::SandboxError;
-use super::{SandboxContext, description_marker, is_ours, snippet};
+use super::{SandboxContext, description_marker, guest_devices, is_ours, snippet};
 use crate::model::{NetworkMode, Profile, Step, time_format};
 use crate::store::{SandboxPatch, SandboxRecord};
 use agentlab_proxmox::types::{CloneSpec, ConfigChange, VmAction};
@@ -136,6 +136,9 @@ async fn configure(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), Sand
         change = change.set("affinity", list.clone());
     }
     change = without_inherited_options(change, &cloned, rec.memory_mb);
+    for (key, value) in guest_devices::needed(&cloned, rec.vmid, profile.template_vmid)?.set {
+        change = change.set(&key, value);
+    }
     ctx.gateway.update_config(&node, rec.vmid, change).await.map_err(SandboxError::pve("configuring the VM"))?;
     if let Some(gb) = profile.storage.root_size_gb {
         match ctx.gateway.resize_disk(&node, rec.vmid, "scsi0", &format!("{gb}G")).await {
@@ -299,9 +302,13 @@ async fn boot(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxEr
         .map_err(SandboxError::pve("starting the VM"))
 }
 
-/// Polls the guest agent until the guest reports an IPv4 address in the agent subnet.
+/// Polls the guest agent until the guest reports an IPv4 address in the agent subnet. An
+/// agent that is not configured fails at once; one that does not answer fails after
+/// `guest_agent_timeout`, each with what to fix, long before `provisioning_timeout`.
 async fn wait_ip(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<String, SandboxError> {
     let node = node_of(rec)?;
+    let template = profile_of(ctx, rec).map(|p| p.template_vmid).unwrap_or_default();
+    let started = tokio::time::Instant::now();
     loop {
         match ctx.gateway.agent_interfaces(&node, rec.vmid).await {
             Ok(interfaces) => {
@@ -309,8 +316,16 @@ async fn wait_ip(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<String, Sa
                     return Ok(ip);
                 }
             }
+            Err(e) if e.class() == ErrorClass::AgentNotConfigured => {
+                return Err(SandboxError::AgentNotConfigured { vmid: rec.vmid, template });
+            }
             // The agent is not up yet (or answers oddly while the guest boots).
-            Err(e) if matches!(e.class(), ErrorClass::AgentNotRunning | ErrorClass::Other) => {}
+            Err(e) if matches!(e.class(), ErrorClass::AgentNotRunning | ErrorClass::Other) => {
+                let waited = started.elapsed();
+                if waited >= ctx.settings.guest_agent_timeout {
+                    return Err(SandboxError::GuestAgentSilent { vmid: rec.vmid, template, waited });
+                }
+            }
             Err(e) => return Err(SandboxError::pve("asking the guest agent for the address")(e)),
         }
         tokio::time::sleep(ctx.settings.ip_poll_interval).await;

@@ -43,11 +43,17 @@ pub struct Options {
     pub latency_factor: f64,
     /// Where the daemon looks for guest addresses (the simulator hands out 10.77.x.x).
     pub agent_subnet: &'static str,
+    pub guest_agent_timeout: Duration,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { nodes: vec!["pve1".into()], latency_factor: 1.0, agent_subnet: "10.77.0.0/16" }
+        Options {
+            nodes: vec!["pve1".into()],
+            latency_factor: 1.0,
+            agent_subnet: "10.77.0.0/16",
+            guest_agent_timeout: Duration::from_secs(180),
+        }
     }
 }
 
@@ -103,6 +109,7 @@ impl Harness {
                 gateway_ip: "10.77.0.1".parse().unwrap(),
                 listener_ports: vec![8844, 8846],
                 provisioning_timeout: Duration::from_secs(600),
+                guest_agent_timeout: options.guest_agent_timeout,
                 probe_interval: PROBE_INTERVAL,
                 lease_minute: MINUTE,
                 ip_poll_interval: Duration::from_secs(2),

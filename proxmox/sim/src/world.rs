@@ -78,6 +78,9 @@ pub struct Vm {
     pub pid: Option<u32>,
     /// When the config appeared (ms since simulator start), for `/cluster/resources` lag.
     pub created_ms: u64,
+    /// Whether the disk image runs qemu-guest-agent (Ubuntu's cloud images do not): a
+    /// property of the disk, so clones inherit it.
+    pub image_has_agent: bool,
 }
 
 impl Vm {
@@ -98,6 +101,7 @@ impl Vm {
             guest_ip: None,
             pid: None,
             created_ms,
+            image_has_agent: true,
         }
     }
 
@@ -145,6 +149,17 @@ impl Vm {
             })
             .collect()
     }
+}
+
+/// The key of the VM's cloud-init drive: a drive whose volume is `vm-<vmid>-cloudinit`
+/// (qemu-server `src/PVE/QemuServer/Cloudinit.pm` generate_cloudinit_config, 701-724:
+/// only such a drive gets the generated ISO; without one `cicustom` is silently unused).
+pub fn cloudinit_drive(config: &BTreeMap<String, String>, vmid: u32) -> Option<String> {
+    let name = format!("vm-{vmid}-cloudinit");
+    config
+        .iter()
+        .find(|(k, v)| is_disk_key(k) && v.split(',').next().is_some_and(|f| f.contains(&name)))
+        .map(|(k, _)| k.clone())
 }
 
 pub fn is_disk_key(key: &str) -> bool {

@@ -203,3 +203,72 @@ async fn pvesh_on_another_node_returns_the_task_log_and_upid_as_one_string() {
     assert!(blob.contains("create linked clone") && blob.contains("UPID:pve1:"), "{blob}");
     assert!(agentlab_proxmox::Upid::parse(&blob).is_err());
 }
+
+/// A template as PVE's own cloud-init guide makes it, and as Ubuntu's cloud images are:
+/// no cloud-init drive, no `agent` key, no agent in the image.
+fn strip_template(env: &support::Env, keep_agent_in_image: bool) {
+    let mut world = env.sim.sim.world();
+    let template = world.vms.get_mut(&9000).unwrap();
+    template.config.remove("ide2");
+    template.config.remove("agent");
+    template.image_has_agent = keep_agent_in_image;
+}
+
+/// qemu-server Cloudinit.pm generate_cloudinit_config (701-724): without a
+/// `vm-<vmid>-cloudinit` drive the snippet is never used, so no guest gets its descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_without_a_cloud_init_drive_never_sees_its_snippet() {
+    let guests = tempfile::tempdir().unwrap();
+    let root = guests.path().to_path_buf();
+    let env = support::sim_with(|c| {
+        c.guest = Some(GuestRuntime {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "echo $$ > \"$AGENTLAB_RUN_DIR/pid\"; exec sleep 60".into()],
+            root: root.clone(),
+            address: "127.0.0.1".into(),
+            env: Vec::new(),
+        })
+    })
+    .await;
+    strip_template(&env, true);
+    let pve = env.api();
+    std::fs::write(env.snippets_dir().join("agentlab-1001-x.yaml"), SNIPPET).unwrap();
+    pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1001, ..Default::default() }).await.unwrap();
+    pve.update_config(
+        "pve1",
+        1001,
+        &ConfigChange::default().set("cicustom", "user=local:snippets/agentlab-1001-x.yaml"),
+    )
+    .await
+    .unwrap();
+    let task = pve.vm_action("pve1", 1001, VmAction::Start).await.unwrap();
+    let log = pve.task_log("pve1", &task.upid).await.unwrap_or_default();
+    assert!(!log.iter().any(|l| l.contains("cloud-init")), "{log:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!root.join("1001/run/pid").exists(), "no cloud-init drive, no guest bootstrap");
+    // No agent key: "not configured", which no wait can change.
+    let err = pve.agent_ping("pve1", 1001).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("No QEMU guest agent configured"), "{err}");
+}
+
+/// qemu-server API2/Qemu.pm create_disks (478-513): `STORAGE:cloudinit` makes the drive,
+/// once; and an image without qemu-guest-agent never answers, whatever `agent` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_init_drive_is_added_once_and_an_image_without_agent_never_answers() {
+    let env = support::sim().await;
+    strip_template(&env, false);
+    let pve = env.api();
+    pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1002, ..Default::default() }).await.unwrap();
+    pve.update_config("pve1", 1002, &ConfigChange::default().set("ide2", "local-lvm:cloudinit").set("agent", "1"))
+        .await
+        .unwrap();
+    let config = pve.vm_config("pve1", 1002).await.unwrap();
+    assert_eq!(config.get("ide2"), Some("local-lvm:vm-1002-cloudinit,media=cdrom"));
+    let again = pve.update_config("pve1", 1002, &ConfigChange::default().set("sata0", "local-lvm:cloudinit")).await;
+    let text = again.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("sata0 - cloud-init drive is already attached at 'ide2'"), "{text}");
+    pve.vm_action("pve1", 1002, VmAction::Start).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let err = pve.agent_ping("pve1", 1002).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("QEMU guest agent is not running"), "{err}");
+}

@@ -40,6 +40,8 @@ pub struct Config {
     pub ssh_public_key_path: Option<PathBuf>,
     pub proxmox: ProxmoxConfig,
     pub provisioning_timeout: Duration,
+    /// How long a booted VM's guest agent may stay silent before provisioning fails.
+    pub guest_agent_timeout: Duration,
     pub artifact_max_bytes: u64,
     /// How long a job's artifact token stays valid.
     pub artifact_token_ttl: Duration,

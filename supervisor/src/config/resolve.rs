@@ -126,6 +126,11 @@ impl Resolver<'_> {
         if provisioning_timeout.is_zero() {
             return Err(self.invalid("provisioning_timeout", "must be greater than 0"));
         }
+        let guest_agent_timeout =
+            self.duration("guest_agent_timeout", raw.guest_agent_timeout, Duration::from_secs(180))?;
+        if guest_agent_timeout.is_zero() {
+            return Err(self.invalid("guest_agent_timeout", "must be greater than 0"));
+        }
         let artifact_max_bytes = raw.artifact_max_bytes.unwrap_or(256 * 1024 * 1024);
         if artifact_max_bytes == 0 {
             return Err(self.invalid("artifact_max_bytes", "must be greater than 0"));
@@ -218,6 +223,7 @@ impl Resolver<'_> {
             ssh_public_key_path,
             proxmox,
             provisioning_timeout,
+            guest_agent_timeout,
             artifact_max_bytes,
             artifact_token_ttl: Duration::from_secs(u64::from(artifact_token_minutes) * 60),
             max_ttl_minutes,

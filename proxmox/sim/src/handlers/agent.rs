@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// qemu-server `src/PVE/QemuServer/Agent.pm` assert_agent_available (109-113): no `agent`
+/// key is "not configured"; `agent: 0`, or an image without the agent, "not running".
 fn ready(vm: &Vm) -> Result<(), SimError> {
     let agent = vm.config.get("agent").ok_or_else(|| SimError::die("No QEMU guest agent configured"))?;
     if vm.power == PowerState::Stopped {
@@ -16,7 +18,7 @@ fn ready(vm: &Vm) -> Result<(), SimError> {
     }
     let enabled = agent.starts_with('1') || agent.contains("enabled=1");
     let booted = vm.agent_ready_at.is_some_and(|t| Instant::now() >= t);
-    if !enabled || !booted || vm.power == PowerState::Paused {
+    if !enabled || !booted || !vm.image_has_agent || vm.power == PowerState::Paused {
         return Err(SimError::die("QEMU guest agent is not running"));
     }
     Ok(())

@@ -152,6 +152,7 @@ async fn clone_work(
         };
         let vm = world.vms.get_mut(&newid).ok_or("target config vanished during clone")?;
         vm.config = config;
+        vm.image_has_agent = src.image_has_agent;
         vm.lock = None;
     }
     sim.note_storage_hold(upid, storage, held_from, sim.now_ms());

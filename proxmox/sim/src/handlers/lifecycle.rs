@@ -29,12 +29,15 @@ pub fn start(sim: &Arc<Sim>, req: &Req) -> Answer {
             if vm.power != PowerState::Stopped {
                 return Err(format!("VM {vmid} already running"));
             }
-            vm.config.get("cicustom").cloned()
+            // The snippets matter only to a VM with a cloud-init drive.
+            crate::world::cloudinit_drive(&vm.config, vmid).map(|_| vm.config.get("cicustom").cloned())
         };
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
         if let Some(cicustom) = snippets {
             log.push("generating cloud-init ISO".to_string());
-            check_snippets(&task_sim, &cicustom)?;
+            if let Some(cicustom) = cicustom {
+                check_snippets(&task_sim, &cicustom)?;
+            }
         }
         tokio::time::sleep(task_sim.latency("start")).await;
         let agent_delay = task_sim.latency("agent_ready");
@@ -66,7 +69,11 @@ fn start_guest(sim: &Sim, node: &str, vmid: u32) -> Result<Option<tokio::process
     let Some(runtime) = &sim.config.guest else { return Ok(None) };
     let snippet = {
         let world = sim.world();
-        let cicustom = world.vm_on(node, vmid).and_then(|vm| vm.config.get("cicustom").cloned());
+        // No cloud-init drive, no ISO: the guest never sees its bootstrap descriptor.
+        let cicustom = world
+            .vm_on(node, vmid)
+            .filter(|vm| crate::world::cloudinit_drive(&vm.config, vmid).is_some())
+            .and_then(|vm| vm.config.get("cicustom").cloned());
         cicustom.and_then(|c| crate::guest::user_snippet(&c, |s| world.storages.get(s).and_then(|st| st.path.clone())))
     };
     match snippet {

@@ -166,6 +166,8 @@ pub fn apply(
     for (key, value) in set {
         let value = if key == "tags" {
             normalize_tags(value)
+        } else if is_disk_key(key) && is_new_cloudinit(value) {
+            allocate_cloudinit(world, node, vmid, key, value, &mut log)?
         } else if is_disk_key(key) {
             allocate_if_new(world, vmid, value)?
         } else {
@@ -176,6 +178,47 @@ pub fn apply(
         }
     }
     Ok(log)
+}
+
+fn is_new_cloudinit(value: &str) -> bool {
+    value.split(',').next().and_then(|f| f.split_once(':')).is_some_and(|(_, name)| name == "cloudinit")
+}
+
+/// `STORAGE:cloudinit` creates the VM's cloud-init drive `vm-<vmid>-cloudinit` (qcow2 on a
+/// directory storage), attached as a CD-ROM; a second one is refused (qemu-server
+/// `src/PVE/API2/Qemu.pm` create_disks, 478-513).
+fn allocate_cloudinit(
+    world: &mut World,
+    node: &str,
+    vmid: u32,
+    key: &str,
+    value: &str,
+    log: &mut Vec<String>,
+) -> Result<String, String> {
+    let storage = value.split(':').next().unwrap_or_default().to_string();
+    if let Some(existing) = world.vm_on(node, vmid).and_then(|vm| crate::world::cloudinit_drive(&vm.config, vmid))
+        && existing != key
+    {
+        return Err(format!("{key} - cloud-init drive is already attached at '{existing}'"));
+    }
+    let Some(store) = world.storages.get_mut(&storage) else {
+        return Err(format!("storage '{storage}' does not exist"));
+    };
+    let name =
+        if store.path.is_some() { format!("{vmid}/vm-{vmid}-cloudinit.qcow2") } else { format!("vm-{vmid}-cloudinit") };
+    store.volumes.insert(
+        name.clone(),
+        crate::world::VolumeEntry {
+            volname: name.clone(),
+            owner: Some(vmid),
+            size: 4 * 1024 * 1024,
+            format: if name.ends_with(".qcow2") { "qcow2".into() } else { "raw".into() },
+            content: "images".into(),
+        },
+    );
+    let drive = format!("{storage}:{name},media=cdrom");
+    log.push(format!("{key}: successfully created disk '{drive}'"));
+    Ok(drive)
 }
 
 /// `STORAGE:SIZE_GiB[,opts]` allocates a new `vm-<vmid>-disk-N`; anything else is kept.
