@@ -65,6 +65,7 @@ profiles_dir: $work/profiles
 data_dir: $work/data
 run_dir: $work/run
 snippets_dir: $work/pve-local/snippets
+host_node: pve1
 proxmox_api_url: $api
 proxmox_api_token: $token
 proxmox_tls_fingerprint: $fingerprint

@@ -118,7 +118,7 @@ async fn destroy_during_provisioning_leaves_nothing_behind() {
         .unwrap();
     assert_eq!(destroyed.state, SandboxState::Destroyed);
     assert!(!h.vm_exists(vmid), "the half-provisioned VM is destroyed");
-    let snippets = std::fs::read_dir(&h.sandboxes.settings.snippets_dir).unwrap().count();
+    let snippets = std::fs::read_dir(&h.snippets_dir).unwrap().count();
     assert_eq!(snippets, 0, "no snippet is left");
     tokio::time::sleep(HOUR).await;
     assert!(!h.vm_exists(vmid), "nothing re-creates it");

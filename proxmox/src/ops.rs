@@ -238,6 +238,13 @@ pub trait Pve: Send + Sync {
         })
     }
 
+    fn storage_config<'a>(&'a self, storage: &'a str) -> PveFuture<'a, StorageConfig> {
+        Box::pin(async move {
+            let value = self.transport().call(Method::Get, format!("/storage/{}", segment(storage)), vec![]).await?;
+            decode(value, "GET storage config")
+        })
+    }
+
     fn storage_status<'a>(&'a self, node: &'a str, storage: &'a str) -> PveFuture<'a, StorageInfo> {
         Box::pin(async move {
             let path = format!("/nodes/{}/storage/{}/status", segment(node), segment(storage));

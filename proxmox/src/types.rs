@@ -258,6 +258,47 @@ pub struct StorageInfo {
     pub path: Option<String>,
 }
 
+/// A storage's definition in storage.cfg (`GET /storage/{storage}`): what a storage is,
+/// as opposed to its state on one node (`StorageInfo`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct StorageConfig {
+    pub storage: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `snippets=subdir,…`: content subdirectories that are not the default.
+    #[serde(rename = "content-dirs", default)]
+    pub content_dirs: Option<String>,
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub shared: bool,
+    /// The nodes it exists on (`None`: every node).
+    #[serde(default)]
+    pub nodes: Option<String>,
+}
+
+impl StorageConfig {
+    pub fn has_content(&self, kind: &str) -> bool {
+        self.content.split(',').any(|c| c.trim() == kind)
+    }
+
+    /// The subdirectory of `path` that holds `kind` (pve-storage Plugin.pm get_subdir).
+    pub fn content_dir(&self, kind: &str) -> String {
+        self.content_dirs
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .find_map(|pair| pair.split_once('=').filter(|(k, _)| k.trim() == kind).map(|(_, d)| d.trim().to_string()))
+            .unwrap_or_else(|| kind.to_string())
+    }
+
+    pub fn on_node(&self, node: &str) -> bool {
+        self.nodes.as_deref().is_none_or(|nodes| nodes.split(',').any(|n| n.trim() == node))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Volume {
     pub volid: String,

@@ -49,10 +49,7 @@ pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
                 pvesh: "pvesh".into(),
                 timeout: config.proxmox.command_timeout,
                 task_deadline: policy.deadline,
-                local_node: match &config.proxmox.node {
-                    Some(node) => node.clone(),
-                    None => local_node_name()?,
-                },
+                local_node: host_node(config)?,
                 env: Vec::new(),
             });
             Arc::new(PveClient::new(RateLimitedTransport::new(transport, bucket), policy))
@@ -60,12 +57,49 @@ pub fn build_pve(config: &Config) -> anyhow::Result<Arc<dyn Pve>> {
     })
 }
 
-/// This host's Proxmox node name: its short hostname (pve-common `PVE::INotify::nodename`).
-fn local_node_name() -> anyhow::Result<String> {
+/// This host's Proxmox node name: `host_node`, else its short hostname (pve-common
+/// `PVE::INotify::nodename`).
+fn host_node(config: &Config) -> anyhow::Result<String> {
+    if let Some(node) = &config.host_node {
+        return Ok(node.clone());
+    }
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").context("cannot read this host's name")?;
     let short = hostname.trim().split('.').next().unwrap_or_default().to_string();
     anyhow::ensure!(!short.is_empty(), "this host has no name; set proxmox_node to its Proxmox node name");
     Ok(short)
+}
+
+/// A snippet storage Proxmox would not read our snippets from stops the daemon here, with
+/// the fix, instead of failing every sandbox's start. Proxmox unreachable: checked again at
+/// each sandbox's snippet step.
+async fn check_snippet_storage(pve: &dyn Pve, config: &Config) -> anyhow::Result<()> {
+    let storage = match tokio::time::timeout(Duration::from_secs(5), pve.storage_config(&config.snippet_storage)).await
+    {
+        Ok(Ok(storage)) => storage,
+        Ok(Err(e))
+            if e.class() == agentlab_proxmox::ErrorClass::NotFound
+                || e.class() == agentlab_proxmox::ErrorClass::Validation =>
+        {
+            anyhow::bail!("snippet_storage `{}` is not a Proxmox storage: {e}", config.snippet_storage)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "cannot read snippet_storage `{}` from Proxmox yet ({e}); checked at each sandbox",
+                config.snippet_storage
+            );
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(
+                "Proxmox did not answer for snippet_storage `{}`; checked at each sandbox",
+                config.snippet_storage
+            );
+            return Ok(());
+        }
+    };
+    let dir = agentlab_actors::sandbox::snippet_storage::snippets_dir(&storage, config.snippets_dir.as_deref())?;
+    tracing::info!("snippets go to {} (snippet_storage `{}`)", dir.display(), config.snippet_storage);
+    Ok(())
 }
 
 /// What sandbox actors need from the config; the SSH key is read once, here.
@@ -82,11 +116,10 @@ fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
             None
         }
     };
-    std::fs::create_dir_all(&config.snippets_dir)
-        .with_context(|| format!("cannot create snippets_dir {}", config.snippets_dir.display()))?;
     Ok(SandboxSettings {
         node: config.proxmox.node.clone(),
         snippets_dir: config.snippets_dir.clone(),
+        host_node: host_node(config)?,
         snippet_storage: config.snippet_storage.clone(),
         ssh_public_key,
         controller_url: config.controller_url.clone(),
@@ -115,6 +148,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     }
     let store = Arc::new(Store::open(&config.db_path)?);
     let pve = build_pve(&config)?;
+    check_snippet_storage(pve.as_ref(), &config).await?;
     let profiles = Arc::new(profiles);
 
     let (listener, socket_guard) = socket::bind(&config.socket_path)?;

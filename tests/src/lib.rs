@@ -147,7 +147,7 @@ impl Workspace {
     /// probes scaled down by 100.
     pub fn write_sandbox_config(&self, sim: &SimProcess, extra: &str) {
         let defaults = format!(
-            "snippets_dir: {}\ntest_time_scale: 0.01\nprovisioning_timeout: 60s\nsandbox_probe_interval: 100s\nproxmox_rate_limit_rps: 200\n",
+            "snippets_dir: {}\nhost_node: pve1\ntest_time_scale: 0.01\nprovisioning_timeout: 60s\nsandbox_probe_interval: 100s\nproxmox_rate_limit_rps: 200\n",
             self.sim_snippets_dir().display()
         );
         // A key given in `extra` replaces the default (duplicate keys are config errors).

@@ -349,3 +349,18 @@ fn ttls_take_durations_and_have_an_upper_bound() {
     assert_eq!(renew.code, 1, "{renew:?}");
     assert!(renew.json()["message"].as_str().unwrap().contains("max_ttl_minutes"), "{renew:?}");
 }
+
+/// Proxmox reads `local`'s snippets from its own directory; a `snippets_dir` elsewhere would
+/// fail every start, so the daemon refuses to start, saying which directory to use.
+#[test]
+fn a_snippets_dir_proxmox_does_not_read_stops_the_daemon_with_the_directory_to_use() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    let elsewhere = ws.path().join("elsewhere");
+    ws.write_sandbox_config(&sim, &format!("snippets_dir: {}\n", elsewhere.display()));
+    let out = ws.run_daemon_to_exit();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let wanted = format!("set snippets_dir to {}", ws.sim_snippets_dir().display());
+    assert!(stderr.contains(&wanted) && stderr.contains("snippet_storage `local`"), "{stderr}");
+}

@@ -5,8 +5,8 @@
 
 use super::gateway::{Gateway, OpSpec};
 use agentlab_proxmox::types::{
-    CloneSpec, ClusterVm, ConfigChange, DestroyOptions, GuestInterface, Snapshot, TaskStatus, VmAction, VmConfig,
-    VmStatus,
+    CloneSpec, ClusterVm, ConfigChange, DestroyOptions, GuestInterface, Snapshot, StorageConfig, TaskStatus, VmAction,
+    VmConfig, VmStatus,
 };
 use agentlab_proxmox::{Pve, PveError, PveVersion};
 use std::time::Duration;
@@ -33,6 +33,15 @@ impl Gateway {
         self.run(OpSpec::read("vm_status"), move |pve, _| {
             let node = node.clone();
             Box::pin(async move { pve.vm_status(&node, vmid).await })
+        })
+        .await
+    }
+
+    pub async fn storage_config(&self, storage: &str) -> Result<StorageConfig, PveError> {
+        let storage = storage.to_string();
+        self.run(OpSpec::read("storage_config"), move |pve, _| {
+            let storage = storage.clone();
+            Box::pin(async move { pve.storage_config(&storage).await })
         })
         .await
     }

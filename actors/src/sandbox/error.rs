@@ -43,6 +43,8 @@ pub enum SandboxError {
     NotAllowed(String),
     #[error(transparent)]
     GuestDevices(#[from] super::guest_devices::GuestDeviceError),
+    #[error(transparent)]
+    SnippetStorage(#[from] super::snippet_storage::SnippetStorageError),
     /// Proxmox says the VM has no `agent` key although configure set it.
     #[error(
         "VM {vmid} has no guest agent configured (Proxmox: No QEMU guest agent configured); something removed `agent` from its config — check template VM {template} and any hookscript, then create the sandbox again"
@@ -71,6 +73,7 @@ impl SandboxError {
             SandboxError::File { .. }
             | SandboxError::ProvisioningTimeout(_)
             | SandboxError::GuestDevices(_)
+            | SandboxError::SnippetStorage(_)
             | SandboxError::AgentNotConfigured { .. }
             | SandboxError::GuestAgentSilent { .. } => ErrorCode::ProvisionFailed,
         }

@@ -17,6 +17,7 @@ mod operate;
 mod pipeline;
 pub mod reconcile;
 pub mod snippet;
+pub mod snippet_storage;
 mod teardown;
 
 pub use actor::SandboxActor;
@@ -40,8 +41,12 @@ use std::time::Duration;
 pub struct SandboxSettings {
     /// `proxmox_node`: used when the profile names no node (the rule is on `Profile::node`).
     pub node: Option<String>,
-    pub snippets_dir: PathBuf,
+    /// `snippets_dir` as configured; unset: the snippet storage's own directory.
+    pub snippets_dir: Option<PathBuf>,
     pub snippet_storage: String,
+    /// The Proxmox node this daemon runs on: where the snippets it writes are seen when
+    /// the snippet storage is node-local.
+    pub host_node: String,
     pub ssh_public_key: Option<String>,
     pub controller_url: String,
     pub agent_subnet: IpNet,

@@ -4,7 +4,7 @@
 //! write-ahead facts (the node chosen, the snippet path) before acting on them.
 
 use super::error::SandboxError;
-use super::{SandboxContext, description_marker, guest_devices, is_ours, snippet};
+use super::{SandboxContext, description_marker, guest_devices, is_ours, snippet, snippet_storage};
 use crate::model::{NetworkMode, Profile, Step, time_format};
 use crate::store::{SandboxPatch, SandboxRecord};
 use agentlab_proxmox::types::{CloneSpec, ConfigChange, VmAction};
@@ -235,18 +235,36 @@ async fn ensure_group(pve: &dyn Pve, group: &agentlab_netfilter::SecurityGroup) 
     Ok(())
 }
 
+/// The snippet storage's directory, checked against `snippets_dir` and against the node
+/// the VM is on (`snippet_storage.rs`).
+async fn snippet_dir_for(ctx: &SandboxContext, node: &str) -> Result<PathBuf, SandboxError> {
+    let storage = ctx
+        .gateway
+        .storage_config(&ctx.settings.snippet_storage)
+        .await
+        .map_err(SandboxError::pve("reading snippet_storage's definition"))?;
+    let dir = snippet_storage::snippets_dir(&storage, ctx.settings.snippets_dir.as_deref())?;
+    snippet_storage::check_node(&storage, node, &ctx.settings.host_node)?;
+    std::fs::create_dir_all(&dir).map_err(|source| SandboxError::File {
+        what: "cannot create the snippet directory",
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(dir)
+}
+
 /// Mints a token, records the snippet path, writes the file, then points `cicustom` at it.
 async fn write_snippet(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxError> {
     let node = node_of(rec)?;
     let path = match &rec.snippet_path {
         Some(p) => PathBuf::from(p),
         None => {
-            let path =
-                snippet::new_path(&ctx.settings.snippets_dir, rec.vmid).map_err(|source| SandboxError::File {
-                    what: "cannot choose a snippet file in",
-                    path: ctx.settings.snippets_dir.display().to_string(),
-                    source,
-                })?;
+            let dir = snippet_dir_for(ctx, &node).await?;
+            let path = snippet::new_path(&dir, rec.vmid).map_err(|source| SandboxError::File {
+                what: "cannot choose a snippet file in",
+                path: dir.display().to_string(),
+                source,
+            })?;
             let patch = SandboxPatch { snippet_path: Some(Some(path.display().to_string())), ..Default::default() };
             ctx.store.patch_sandbox(rec.vmid, &patch, None)?;
             path

@@ -69,6 +69,8 @@ pub struct Harness {
     pub sandboxes: Arc<SandboxContext>,
     pub jobs: Arc<JobContext>,
     pub root: ActorRef<RootMsg>,
+    /// Where Proxmox (the simulator) reads `local`'s snippets.
+    pub snippets_dir: PathBuf,
 }
 
 impl Harness {
@@ -101,7 +103,8 @@ impl Harness {
             gateway: agentlab_actors::pve::gateway(),
             settings: SandboxSettings {
                 node: None,
-                snippets_dir,
+                snippets_dir: None,
+                host_node: "pve1".into(),
                 snippet_storage: "local".into(),
                 ssh_public_key: None,
                 controller_url: "http://10.77.0.1:8844".into(),
@@ -150,7 +153,7 @@ impl Harness {
             policy: RestartPolicy::default(),
         };
         let (root, _) = Actor::spawn(Some(ROOT_ACTOR.to_string()), RootSupervisor, args).await.unwrap();
-        Harness { _serial: serial, dir, sim, store, sandboxes, jobs, root }
+        Harness { _serial: serial, dir, sim, store, sandboxes, jobs, root, snippets_dir }
     }
 
     /// Stops every actor (the root drains its children) so the next harness in this

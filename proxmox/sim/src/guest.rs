@@ -18,12 +18,12 @@ pub fn bootstrap_from_snippet(text: &str) -> Result<Option<String>, String> {
         .and_then(|f| f.get("content").and_then(|c| c.as_str()).map(str::to_string)))
 }
 
-/// The snippet file a `cicustom` value's `user=` points at, under `local_path`.
-pub fn user_snippet(cicustom: &str, storage_path: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
+/// The snippet file a `cicustom` value's `user=` points at, in its storage's snippets directory.
+pub fn user_snippet(cicustom: &str, snippets_dir: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
     let volid = cicustom.split(',').find_map(|p| p.strip_prefix("user="))?;
     let (storage, name) = volid.split_once(':')?;
     let file = name.strip_prefix("snippets/")?;
-    Some(storage_path(storage)?.join("snippets").join(file))
+    Some(snippets_dir(storage)?.join(file))
 }
 
 /// Starts the guest of `vmid`; `Ok(None)` when the snippet carries no descriptor.
@@ -80,7 +80,7 @@ mod tests {
         );
         assert_eq!(bootstrap_from_snippet("#cloud-config\nusers: []\n"), Ok(None));
         let path = user_snippet("user=local:snippets/a.yaml,network=local:snippets/n.yaml", |s| {
-            (s == "local").then(|| PathBuf::from("/var/lib/vz"))
+            (s == "local").then(|| PathBuf::from("/var/lib/vz/snippets"))
         });
         assert_eq!(path, Some(PathBuf::from("/var/lib/vz/snippets/a.yaml")));
     }

@@ -65,25 +65,11 @@ pub fn initial_world(config: &SimConfig) -> Result<World, String> {
     let dir_content = ["backup", "import", "iso", "snippets", "vztmpl"].map(String::from).to_vec();
     storages.insert(
         "local".to_string(),
-        Storage {
-            id: "local".into(),
-            kind: StorageKind::Dir,
-            content: dir_content,
-            path: Some(config.local_storage_path.clone()),
-            total: 100 * GIB,
-            volumes: BTreeMap::new(),
-        },
+        Storage::new("local", StorageKind::Dir, dir_content, Some(config.local_storage_path.clone()), 100 * GIB),
     );
     storages.insert(
         "local-lvm".to_string(),
-        Storage {
-            id: "local-lvm".into(),
-            kind: StorageKind::LvmThin,
-            content: vec!["images".into(), "rootdir".into()],
-            path: None,
-            total: 500 * GIB,
-            volumes: BTreeMap::new(),
-        },
+        Storage::new("local-lvm", StorageKind::LvmThin, vec!["images".into(), "rootdir".into()], None, 500 * GIB),
     );
     let nodes: Vec<NodeEntry> =
         config.nodes.iter().map(|n| NodeEntry { name: n.clone(), maxmem: 64 * GIB, maxcpu: 16 }).collect();

@@ -204,9 +204,45 @@ pub struct Storage {
     pub path: Option<PathBuf>,
     pub total: u64,
     pub volumes: BTreeMap<String, VolumeEntry>,
+    /// The same storage on every node (NFS, Ceph, …); a node-local one (`local`) is a
+    /// different directory on each node.
+    pub shared: bool,
+    /// `nodes` in storage.cfg: where the storage exists (`None`: every node).
+    pub nodes: Option<Vec<String>>,
+    /// `content-dirs` in storage.cfg: a content type's subdirectory when it is not the
+    /// default (`snippets=my-snippets`).
+    pub content_dirs: BTreeMap<String, String>,
 }
 
 impl Storage {
+    /// A storage as storage.cfg has it before any option: every node, node-local, default
+    /// subdirectories.
+    pub fn new(id: &str, kind: StorageKind, content: Vec<String>, path: Option<PathBuf>, total: u64) -> Storage {
+        Storage {
+            id: id.to_string(),
+            kind,
+            content,
+            path,
+            total,
+            volumes: BTreeMap::new(),
+            shared: false,
+            nodes: None,
+            content_dirs: BTreeMap::new(),
+        }
+    }
+
+    /// Where snippets are read from: `<path>/<content-dirs.snippets // snippets>` (pve-storage
+    /// `src/PVE/Storage/Plugin.pm` get_subdir, 853-864, honours `content-dirs`).
+    pub fn snippets_dir(&self) -> Option<PathBuf> {
+        let sub = self.content_dirs.get("snippets").map_or("snippets", String::as_str);
+        self.path.as_ref().map(|p| p.join(sub))
+    }
+
+    /// Whether the storage exists on `node`.
+    pub fn on_node(&self, node: &str) -> bool {
+        self.nodes.as_ref().is_none_or(|nodes| nodes.iter().any(|n| n == node))
+    }
+
     pub fn used(&self) -> u64 {
         self.volumes.values().map(|v| v.size).sum()
     }

@@ -26,7 +26,10 @@ pub struct Config {
     pub socket_path: PathBuf,
     pub db_path: PathBuf,
     pub artifact_dir: PathBuf,
-    pub snippets_dir: PathBuf,
+    /// Unset: the directory of `snippet_storage` as Proxmox defines it (`GET /storage/{id}`).
+    pub snippets_dir: Option<PathBuf>,
+    /// This host's Proxmox node name; unset: its short hostname (what Proxmox uses).
+    pub host_node: Option<String>,
     pub snippet_storage: String,
     pub bootstrap_listen: SocketAddr,
     pub artifact_listen: SocketAddr,

@@ -97,6 +97,12 @@ impl Resolver<'_> {
         {
             return Err(self.invalid("snippet_storage", "must be a Proxmox storage id ([A-Za-z0-9._-], at most 64)"));
         }
+        let host_node = raw.host_node.filter(|n| !n.trim().is_empty());
+        if let Some(node) = &host_node
+            && (node.len() > 63 || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return Err(self.invalid("host_node", "must be a Proxmox node name (letters, digits, `-`)"));
+        }
         let secrets_bundle = raw.secrets_bundle.unwrap_or_else(|| "default".into());
         if secrets_bundle.is_empty()
             || !secrets_bundle.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -201,7 +207,11 @@ impl Resolver<'_> {
             socket_path: self.abs_path("socket_path", raw.socket_path, run_dir.join("agentlabd.sock"))?,
             db_path: self.abs_path("db_path", raw.db_path, data_dir.join("agentlab.db"))?,
             artifact_dir: self.abs_path("artifact_dir", raw.artifact_dir, data_dir.join("artifacts"))?,
-            snippets_dir: self.abs_path("snippets_dir", raw.snippets_dir, "/var/lib/vz/snippets".into())?,
+            snippets_dir: match raw.snippets_dir {
+                Some(dir) => Some(self.abs_path("snippets_dir", Some(dir), PathBuf::new())?),
+                None => None,
+            },
+            host_node,
             snippet_storage,
             controller_url: self.url("controller_url", raw.controller_url, format!("http://{bootstrap_listen}"))?,
             artifact_upload_url: self.url(

@@ -59,7 +59,7 @@ fn every_key_is_known_to_the_raw_struct() {
             "proxmox_tls_fingerprint" => {
                 "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
             }
-            "snippet_storage" | "secrets_bundle" | "proxmox_node" => "local",
+            "snippet_storage" | "secrets_bundle" | "proxmox_node" | "host_node" => "local",
             _ => "/abs/path",
         };
         text.push_str(&format!("{key}: {value}\n"));

@@ -36,7 +36,7 @@ pub fn start(sim: &Arc<Sim>, req: &Req) -> Answer {
         if let Some(cicustom) = snippets {
             log.push("generating cloud-init ISO".to_string());
             if let Some(cicustom) = cicustom {
-                check_snippets(&task_sim, &cicustom)?;
+                check_snippets(&task_sim, &node, &cicustom)?;
             }
         }
         tokio::time::sleep(task_sim.latency("start")).await;
@@ -74,7 +74,8 @@ fn start_guest(sim: &Sim, node: &str, vmid: u32) -> Result<Option<tokio::process
             .vm_on(node, vmid)
             .filter(|vm| crate::world::cloudinit_drive(&vm.config, vmid).is_some())
             .and_then(|vm| vm.config.get("cicustom").cloned());
-        cicustom.and_then(|c| crate::guest::user_snippet(&c, |s| world.storages.get(s).and_then(|st| st.path.clone())))
+        cicustom
+            .and_then(|c| crate::guest::user_snippet(&c, |s| world.storages.get(s).and_then(|st| st.snippets_dir())))
     };
     match snippet {
         Some(path) => crate::guest::launch(runtime, vmid, &path).map_err(|e| format!("pve-sim guest runtime: {e}")),
@@ -83,7 +84,7 @@ fn start_guest(sim: &Sim, node: &str, vmid: u32) -> Result<Option<tokio::process
 }
 
 /// cicustom files are read at start: each must exist in the snippets directory (≤ 1 MiB).
-fn check_snippets(sim: &Sim, cicustom: &str) -> Result<(), String> {
+fn check_snippets(sim: &Sim, node: &str, cicustom: &str) -> Result<(), String> {
     let world = sim.world();
     for part in cicustom.split(',') {
         let Some((_, volid)) = part.split_once('=') else { continue };
@@ -93,7 +94,18 @@ fn check_snippets(sim: &Sim, cicustom: &str) -> Result<(), String> {
         let Some(file) = volname.strip_prefix("snippets/") else {
             return Err(format!("{volid} is not in the snippets directory"));
         };
-        let path = world.storages.get(storage).and_then(|s| s.path.clone()).map(|p| p.join("snippets").join(file));
+        // Read on the VM's node, from `<path>/<content-dirs.snippets>` (qemu-server
+        // Cloudinit.pm read_cloudinit_snippets_file → PVE::Storage::abs_filesystem_path).
+        // A node-local storage is another directory on each node: the simulator keeps one
+        // copy, so a VM elsewhere than the first node finds nothing there.
+        let Some(store) = world.storages.get(storage) else {
+            return Err(format!("storage '{storage}' does not exist"));
+        };
+        if !store.on_node(node) {
+            return Err(format!("storage '{storage}' is not available on node '{node}'"));
+        }
+        let local_copy = store.shared || world.nodes.first().is_some_and(|n| n.name == node);
+        let path = store.snippets_dir().filter(|_| local_copy).map(|d| d.join(file));
         match path.and_then(|p| std::fs::metadata(p).ok()) {
             Some(meta) if meta.len() > 1024 * 1024 => return Err("Cloud-Init sum of snippets too big (> 3 MiB)".into()),
             Some(_) => {}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 fn storage_json(s: &Storage) -> Value {
     let mut v = json!({
         "storage": s.id, "type": s.kind.as_str(), "content": s.content.join(","), "active": 1, "enabled": 1,
-        "shared": 0, "total": s.total, "used": s.used(), "avail": s.total.saturating_sub(s.used()),
+        "shared": u8::from(s.shared), "total": s.total, "used": s.used(), "avail": s.total.saturating_sub(s.used()),
     });
     if let Some(path) = &s.path {
         v["path"] = path.display().to_string().into();
@@ -44,9 +44,21 @@ fn get<'a>(world: &'a World, req: &Req) -> Result<&'a Storage, SimError> {
 pub fn cluster_storage(sim: &Arc<Sim>, req: &Req) -> Answer {
     let world = sim.world();
     let s = get(&world, req)?;
+    // storage.cfg as `GET /storage/{storage}` returns it (pve-storage API2/Storage/Config.pm
+    // read): options only when set, `content-dirs` as a property string, `nodes` as a list.
     let mut v = json!({"storage": s.id, "type": s.kind.as_str(), "content": s.content.join(","), "digest": "0"});
     if let Some(p) = &s.path {
         v["path"] = p.display().to_string().into();
+    }
+    if s.shared {
+        v["shared"] = 1.into();
+    }
+    if let Some(nodes) = &s.nodes {
+        v["nodes"] = nodes.join(",").into();
+    }
+    if !s.content_dirs.is_empty() {
+        let dirs: Vec<String> = s.content_dirs.iter().map(|(k, d)| format!("{k}={d}")).collect();
+        v["content-dirs"] = dirs.join(",").into();
     }
     Ok(v)
 }
@@ -91,7 +103,7 @@ pub fn content(sim: &Arc<Sim>, req: &Req) -> Answer {
     if let Some(path) = &s.path
         && filter.is_none_or(|f| f == "snippets")
         && vmid.is_none()
-        && let Ok(entries) = std::fs::read_dir(path.join("snippets"))
+        && let Ok(entries) = std::fs::read_dir(s.snippets_dir().unwrap_or_else(|| path.join("snippets")))
     {
         for entry in entries.filter_map(Result::ok) {
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
