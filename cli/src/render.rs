@@ -71,6 +71,9 @@ pub fn status(s: &StatusResponse) -> String {
         out.push_str(&format!("sandboxes: {total} ({})\n", by_state.join(", ")));
     }
     out.push_str(&format!("socket:    {}\ndatabase:  {}\n", s.listeners.socket, s.daemon.db_path));
+    if !s.placement.is_empty() {
+        out.push_str(&format!("placement: {}\n", s.placement));
+    }
     if !s.recent_failures.is_empty() {
         out.push_str("recent failures:\n");
         for event in &s.recent_failures {

@@ -17,6 +17,8 @@ fn status_says_proxmox_is_unreachable_and_why_instead_of_dying() {
     let status = out.json();
     assert_eq!(status["proxmox"]["reachable"], false, "{status}");
     assert_eq!(status["proxmox"]["backend"], "api");
+    let placement = status["placement"].as_str().unwrap_or_default();
+    assert!(placement.contains("most free memory") && placement.contains("template's node"), "{status}");
     let error = status["proxmox"]["error"].as_str().unwrap_or_default();
     assert!(error.to_lowercase().contains("refused"), "the reason must be given: {error}");
     assert_eq!(status["profiles"]["count"], 6);

@@ -5,8 +5,8 @@
 
 use super::gateway::{Gateway, OpSpec};
 use agentlab_proxmox::types::{
-    CloneSpec, ClusterVm, ConfigChange, DestroyOptions, GuestInterface, Snapshot, StorageConfig, TaskStatus, VmAction,
-    VmConfig, VmStatus,
+    CloneSpec, ClusterVm, ConfigChange, DestroyOptions, GuestInterface, NodeInfo, Snapshot, StorageConfig, TaskStatus,
+    VmAction, VmConfig, VmStatus,
 };
 use agentlab_proxmox::{Pve, PveError, PveVersion};
 use std::time::Duration;
@@ -22,6 +22,10 @@ impl Gateway {
 
     pub async fn cluster_vms(&self) -> Result<Vec<ClusterVm>, PveError> {
         self.run(OpSpec::read("cluster_vms"), |pve, _| Box::pin(async move { pve.cluster_vms().await })).await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, PveError> {
+        self.run(OpSpec::read("nodes"), |pve, _| Box::pin(async move { pve.nodes().await })).await
     }
 
     pub async fn next_vmid(&self, wanted: Option<u32>) -> Result<u32, PveError> {

@@ -45,6 +45,8 @@ pub enum SandboxError {
     GuestDevices(#[from] super::guest_devices::GuestDeviceError),
     #[error(transparent)]
     SnippetStorage(#[from] super::snippet_storage::SnippetStorageError),
+    #[error(transparent)]
+    Placement(#[from] super::placement::PlacementError),
     /// Proxmox says the VM has no `agent` key although configure set it.
     #[error(
         "VM {vmid} has no guest agent configured (Proxmox: No QEMU guest agent configured); something removed `agent` from its config — check template VM {template} and any hookscript, then create the sandbox again"
@@ -74,6 +76,7 @@ impl SandboxError {
             | SandboxError::ProvisioningTimeout(_)
             | SandboxError::GuestDevices(_)
             | SandboxError::SnippetStorage(_)
+            | SandboxError::Placement(_)
             | SandboxError::AgentNotConfigured { .. }
             | SandboxError::GuestAgentSilent { .. } => ErrorCode::ProvisionFailed,
         }

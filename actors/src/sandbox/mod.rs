@@ -15,6 +15,7 @@ mod lifecycle;
 mod msg;
 mod operate;
 mod pipeline;
+pub mod placement;
 pub mod reconcile;
 pub mod snippet;
 pub mod snippet_storage;

@@ -4,6 +4,7 @@
 //! write-ahead facts (the node chosen, the snippet path) before acting on them.
 
 use super::error::SandboxError;
+use super::placement::{self, Placement};
 use super::{SandboxContext, description_marker, guest_devices, is_ours, snippet, snippet_storage};
 use crate::model::{NetworkMode, Profile, Step, time_format};
 use crate::store::{SandboxPatch, SandboxRecord};
@@ -40,39 +41,25 @@ fn profile_of(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<Profile, Sand
     Ok(loaded.profile.clone())
 }
 
-/// The node: the profile's, else `proxmox_node`, else the node that holds the template.
-/// A clone runs on the template's node (its disks are there), so "the node with the most
-/// free memory" would fail on any cluster whose template is not on every node.
-async fn choose_node(ctx: &SandboxContext, profile: &Profile) -> Result<String, SandboxError> {
-    if let Some(node) = profile.node.clone().or_else(|| ctx.settings.node.clone()) {
-        return Ok(node);
-    }
-    let template = profile.template_vmid;
-    let vms = ctx.gateway.cluster_vms().await.map_err(SandboxError::pve("listing the cluster's VMs"))?;
-    vms.into_iter()
-        .find(|v| v.is_qemu() && v.vmid == u64::from(template))
-        .map(|v| v.node)
-        .ok_or_else(|| SandboxError::TemplateMissing { template, profile: profile.name.clone() })
-}
-
 fn node_of(rec: &SandboxRecord) -> Result<String, SandboxError> {
     rec.node.clone().ok_or(SandboxError::NoNode)
 }
 
 async fn clone(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxError> {
     let profile = profile_of(ctx, rec)?;
-    let node = match &rec.node {
-        Some(node) => node.clone(),
+    let placement = match &rec.node {
+        Some(node) => Placement { clone_on: placement::template_node(ctx, &profile).await?, node: node.clone() },
         None => {
-            let node = choose_node(ctx, &profile).await?;
+            let placement = placement::place(ctx, &profile).await?;
             ctx.store.patch_sandbox(
                 rec.vmid,
-                &SandboxPatch { node: Some(Some(node.clone())), ..Default::default() },
+                &SandboxPatch { node: Some(Some(placement.node.clone())), ..Default::default() },
                 None,
             )?;
-            node
+            placement
         }
     };
+    let node = placement.node.clone();
     // Adopt a VM an earlier attempt cloned (it carries our marker); refuse anyone else's.
     match ctx.gateway.config_after_clone(&node, rec.vmid, ctx.settings.ip_poll_interval).await {
         Ok(config) if is_ours(&config, rec.vmid) => return Ok(()),
@@ -85,10 +72,11 @@ async fn clone(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxE
         name: Some(dns_name(&rec.name, rec.vmid)),
         description: Some(description(rec)),
         full: None,
+        target_node: placement.target(),
         ..Default::default()
     };
     ctx.gateway
-        .clone_vm(&node, profile.template_vmid, spec)
+        .clone_vm(&placement.clone_on, profile.template_vmid, spec)
         .await
         .map(|_| ())
         .map_err(SandboxError::pve("cloning the template"))

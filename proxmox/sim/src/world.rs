@@ -174,6 +174,8 @@ pub enum StorageKind {
     Dir,
     LvmThin,
     ZfsPool,
+    /// Ceph RBD: block storage shared by every node (linked clones like LVM-thin).
+    Rbd,
 }
 
 impl StorageKind {
@@ -182,6 +184,7 @@ impl StorageKind {
             StorageKind::Dir => "dir",
             StorageKind::LvmThin => "lvmthin",
             StorageKind::ZfsPool => "zfspool",
+            StorageKind::Rbd => "rbd",
         }
     }
 }

@@ -174,3 +174,28 @@ async fn only_root_at_pam_sets_affinity_and_a_token_never_is_root_at_pam() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(env.sim.sim.world().vms[&9000].config.get("affinity").map(String::as_str), Some("0-1"));
 }
+
+/// qemu-server API2/Qemu.pm clone_vm (4436-4500): the template's config is read on the node
+/// in the path, and `target` needs every volume on shared storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_run_on_the_templates_node_and_go_elsewhere_only_from_shared_storage() {
+    use agentlab_proxmox::Pve;
+    use agentlab_proxmox::types::CloneSpec;
+    let env = support::sim_with(|c| c.nodes = vec!["pve1".into(), "pve2".into()]).await;
+    let pve = env.api();
+    let elsewhere = pve.clone_vm("pve2", 9000, &CloneSpec { newid: 1001, ..Default::default() }).await;
+    let text = elsewhere.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("Configuration file 'nodes/pve2/qemu-server/9000.conf' does not exist"), "{text}");
+    let local = CloneSpec { newid: 1002, target_node: Some("pve2".into()), ..Default::default() };
+    let text = pve.clone_vm("pve1", 9000, &local).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("can't clone VM to node 'pve2' (VM uses local storage)"), "{text}");
+    // The same template with its volumes on a shared storage.
+    {
+        let mut world = env.sim.sim.world();
+        world.storages.get_mut("local-lvm").unwrap().shared = true;
+    }
+    let shared = CloneSpec { newid: 1003, target_node: Some("pve2".into()), ..Default::default() };
+    assert!(pve.clone_vm("pve1", 9000, &shared).await.is_ok());
+    assert_eq!(env.sim.sim.world().vms[&1003].node, "pve2");
+    assert!(pve.vm_config("pve2", 1003).await.is_ok());
+}

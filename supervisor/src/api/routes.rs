@@ -46,6 +46,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>,
             last_reload_error: app.profiles.last_reload_error(),
         },
         listeners: ListenerStatus { socket: app.config.socket_path.display().to_string() },
+        placement: agentlab_actors::sandbox::placement::describe(app.config.proxmox.node.as_deref()),
         recent_failures: app.store.recent_failures(10)?,
     }))
 }

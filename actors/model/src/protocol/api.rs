@@ -21,6 +21,9 @@ pub struct StatusResponse {
     pub sandboxes: BTreeMap<String, u64>,
     pub profiles: ProfilesStatus,
     pub listeners: ListenerStatus,
+    /// How the node of a new sandbox is chosen, in words.
+    #[serde(default)]
+    pub placement: String,
     /// The last failure events, newest first.
     pub recent_failures: Vec<EventView>,
 }

@@ -15,6 +15,7 @@ pub fn clone(sim: &Arc<Sim>, req: &Req) -> Answer {
     let newid: u32 = req.get("newid").and_then(|v| v.parse().ok()).unwrap_or(0);
     let full;
     let disk_storage;
+    let target;
     {
         let mut world = sim.world();
         let src = world.vm_on(&node, source).ok_or_else(|| vm_missing(&node, source))?;
@@ -43,10 +44,29 @@ pub fn clone(sim: &Arc<Sim>, req: &Req) -> Answer {
                 return Err(SimError::die(format!("Linked clone feature is not supported for '{volid}' ({drive})")));
             }
         }
-        if let Some(target) = req.get("target")
-            && target != node
-        {
-            return Err(SimError::die(format!("can't clone VM to node '{target}' (VM uses local storage)")));
+        // qemu-server `src/PVE/API2/Qemu.pm` clone_vm (4436-4500): the source config is loaded
+        // on the node in the path; `target` (not this node) must exist, a `storage` given
+        // with it must be shared, and every volume of the source must be on shared storage.
+        target = req.get("target").filter(|t| *t != node && *t != "localhost").map(str::to_string);
+        if let Some(target) = &target {
+            if !world.node_exists(target) {
+                return Err(SimError::die(format!("no such cluster node '{target}'")));
+            }
+            if let Some(storage) = req.get("storage")
+                && world.storages.get(storage).is_some_and(|s| !s.shared)
+            {
+                return Err(SimError::die(format!("can't clone to non-shared storage '{storage}'")));
+            }
+            let shared_vm = src.config.iter().filter(|(k, _)| is_disk_key(k)).all(|(_, v)| {
+                let volid = v.split(',').next().unwrap_or_default();
+                volid == "none"
+                    || volid == "cdrom"
+                    || !volid.contains(':')
+                    || volid.split_once(':').and_then(|(s, _)| world.storages.get(s)).is_some_and(|s| s.shared)
+            });
+            if !shared_vm {
+                return Err(SimError::die(format!("can't clone VM to node '{target}' (VM uses local storage)")));
+            }
         }
         if world.vmid_taken(newid) {
             return Err(SimError::die(format!("unable to create VM {newid}: config file already exists")));
@@ -70,7 +90,8 @@ pub fn clone(sim: &Arc<Sim>, req: &Req) -> Answer {
     let description = req.get("description").map(str::to_string);
     let task_sim = Arc::clone(sim);
     let upid = sim.spawn_task(req.node(), "qmclone", &source.to_string(), &req.user, move |upid| async move {
-        let result = clone_work(&task_sim, &upid, &node, source, newid, full, &disk_storage, name, description).await;
+        let spec = CloneWork { source, newid, full, storage: disk_storage, target, name, description };
+        let result = clone_work(&task_sim, &upid, &node, spec).await;
         if result.is_err() {
             // Partial target volumes and the temporary config are removed.
             let mut world = task_sim.world();
@@ -85,18 +106,21 @@ pub fn clone(sim: &Arc<Sim>, req: &Req) -> Answer {
     Ok(Value::String(upid))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn clone_work(
-    sim: &Arc<Sim>,
-    upid: &str,
-    node: &str,
+/// What a clone task does, as its request asked.
+struct CloneWork {
     source: u32,
     newid: u32,
     full: bool,
-    storage: &str,
+    storage: String,
+    /// The node the new VM's config moves to at the end.
+    target: Option<String>,
     name: Option<String>,
     description: Option<String>,
-) -> Result<Vec<String>, String> {
+}
+
+async fn clone_work(sim: &Arc<Sim>, upid: &str, node: &str, spec: CloneWork) -> Result<Vec<String>, String> {
+    let CloneWork { source, newid, full, storage, target, name, description } = spec;
+    let storage = storage.as_str();
     let _source_flock = sim.flock_shared(source, "clone_flock_timeout").await?;
     let _target_flock = sim.flock_exclusive(newid, "clone_flock_timeout").await?;
     let _storage = sim.storage_lock(storage).await?;
@@ -154,6 +178,11 @@ async fn clone_work(
         vm.config = config;
         vm.image_has_agent = src.image_has_agent;
         vm.lock = None;
+        if let Some(target) = target {
+            // "moving config to target node": the clone's config leaves this node.
+            vm.node = target.clone();
+            log.push(format!("move config to target node '{target}'"));
+        }
     }
     sim.note_storage_hold(upid, storage, held_from, sim.now_ms());
     Ok(log)

@@ -129,7 +129,7 @@ pub fn alloc(sim: &Arc<Sim>, req: &Req) -> Answer {
         world.next_disk_name(&storage_id, vmid)
     } else {
         match kind {
-            StorageKind::LvmThin | StorageKind::ZfsPool => {
+            StorageKind::LvmThin | StorageKind::ZfsPool | StorageKind::Rbd => {
                 if !requested.starts_with(&format!("vm-{vmid}-")) {
                     return Err(SimError::die(format!("illegal name '{requested}' - should be 'vm-{vmid}-*'")));
                 }
