@@ -164,12 +164,12 @@ fn a_panicking_sandbox_actor_is_restarted_from_its_record_while_others_keep_answ
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     assert_eq!(panic, "202", "the test hook exists in debug builds");
-    // The sibling answers throughout: show, and an actor operation (lease renew is refused
+    // The sibling answers throughout: show, and an actor operation (a snapshot is refused
     // for READY, which still proves its actor answers).
     for _ in 0..10 {
         assert_eq!(ws.cli(&["--json", "show", &b.to_string()]).json()["state"], "READY");
-        let renew = ws.cli(&["--json", "sandbox", "lease", "renew", "--ttl", "5", &b.to_string()]);
-        assert_eq!(renew.json()["code"], "v1/sandbox/invalid_state", "{renew:?}");
+        let refused = ws.cli(&["--json", "sandbox", "snapshot", "save", &b.to_string(), "s1"]);
+        assert_eq!(refused.json()["code"], "v1/sandbox/invalid_state", "{refused:?}");
     }
     let restarted = || {
         let actors = ws.cli(&["--json", "debug", "actors"]).json()["actors"].as_array().cloned().unwrap_or_default();
@@ -363,4 +363,24 @@ fn a_snippets_dir_proxmox_does_not_read_stops_the_daemon_with_the_directory_to_u
     let stderr = String::from_utf8_lossy(&out.stderr);
     let wanted = format!("set snippets_dir to {}", ws.sim_snippets_dir().display());
     assert!(stderr.contains(&wanted) && stderr.contains("snippet_storage `local`"), "{stderr}");
+}
+
+/// An interactive sandbox (`sandbox new`, no job) stays READY; its lease can be renewed
+/// (docs/compatibility.md: the seed allowed RUNNING only, which such a sandbox never is).
+#[test]
+fn an_interactive_sandbox_has_its_lease_renewed_while_ready() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    let created = ws.cli(&["--json", "sandbox", "new", "--profile", "small", "--ttl", "30m"]).json();
+    assert_eq!(created["state"], "READY", "{created}");
+    let vmid = created["vmid"].as_u64().unwrap_or(0).to_string();
+    let before = created["lease_expires_at"].as_str().map(str::to_string);
+    let renew = ws.cli(&["--json", "sandbox", "lease", "renew", "--ttl", "2h", &vmid]);
+    assert_eq!(renew.code, 0, "{renew:?}");
+    let after = ws.cli(&["--json", "show", &vmid]).json();
+    assert_eq!(after["state"], "READY");
+    let renewed = after["lease_expires_at"].as_str().map(str::to_string);
+    assert!(renewed.is_some() && renewed > before, "lease {renewed:?}, was {before:?}");
 }

@@ -109,7 +109,7 @@ impl SandboxActor {
             let _ = reply.send(Err(Refusal::new(
                 ErrorCode::InvalidState,
                 format!(
-                    "cannot renew the lease of sandbox {} in state {}: leases are renewed only while RUNNING",
+                    "cannot renew the lease of sandbox {} in state {}: leases are renewed while READY or RUNNING",
                     rec.vmid, rec.state
                 ),
             )));

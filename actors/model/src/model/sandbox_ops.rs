@@ -112,8 +112,11 @@ pub fn check(state: SandboxState, op: Operation) -> Admission {
         (O::Update, S::Requested | S::Provisioning | S::Booting | S::Completed) => No,
         (O::Update, S::Failed | S::Timeout | S::Destroyed) => No,
 
-        (O::LeaseRenew, S::Running) => Yes,
-        (O::LeaseRenew, S::Requested | S::Provisioning | S::Booting | S::Ready) => No,
+        // READY too: an interactive sandbox (`sandbox new`, no job) is READY all its life, and
+        // its operator must be able to keep it (the seed allowed RUNNING only, where a
+        // `sandbox new` sandbox never is; docs/compatibility.md).
+        (O::LeaseRenew, S::Ready | S::Running) => Yes,
+        (O::LeaseRenew, S::Requested | S::Provisioning | S::Booting) => No,
         (O::LeaseRenew, S::Suspended | S::Completed | S::Failed | S::Timeout) => No,
         (O::LeaseRenew, S::Stopped | S::Destroyed) => No,
 
@@ -167,7 +170,7 @@ resume: REQUESTED- PROVISIONING- BOOTING- READY= RUNNING= SUSPENDED+ COMPLETED- 
 revert: REQUESTED- PROVISIONING- BOOTING- READY+ RUNNING+ SUSPENDED+ COMPLETED+ FAILED+ TIMEOUT+ STOPPED+ DESTROYED-
 snapshot: REQUESTED- PROVISIONING- BOOTING- READY- RUNNING- SUSPENDED- COMPLETED- FAILED- TIMEOUT- STOPPED+ DESTROYED-
 update: REQUESTED- PROVISIONING- BOOTING- READY+ RUNNING+ SUSPENDED+ COMPLETED- FAILED- TIMEOUT- STOPPED+ DESTROYED-
-lease renew: REQUESTED- PROVISIONING- BOOTING- READY- RUNNING+ SUSPENDED- COMPLETED- FAILED- TIMEOUT- STOPPED- DESTROYED-
+lease renew: REQUESTED- PROVISIONING- BOOTING- READY+ RUNNING+ SUSPENDED- COMPLETED- FAILED- TIMEOUT- STOPPED- DESTROYED-
 destroy: REQUESTED- PROVISIONING- BOOTING- READY+ RUNNING+ SUSPENDED+ COMPLETED+ FAILED+ TIMEOUT+ STOPPED+ DESTROYED=
 destroy --force: REQUESTED+ PROVISIONING+ BOOTING+ READY+ RUNNING+ SUSPENDED+ COMPLETED+ FAILED+ TIMEOUT+ STOPPED+ DESTROYED=
 ";
@@ -175,8 +178,8 @@ destroy --force: REQUESTED+ PROVISIONING+ BOOTING+ READY+ RUNNING+ SUSPENDED+ CO
     }
 
     #[test]
-    fn lease_renew_is_running_only_as_the_seed_says() {
-        assert_eq!(allowed_states(Operation::LeaseRenew), vec![SandboxState::Running]);
+    fn a_lease_is_renewed_while_the_sandbox_is_up() {
+        assert_eq!(allowed_states(Operation::LeaseRenew), vec![SandboxState::Ready, SandboxState::Running]);
     }
 
     #[test]
