@@ -57,6 +57,12 @@ pub fn status(s: &StatusResponse) -> String {
         ));
     }
     out.push_str(&format!("profiles:  {} loaded from {}\n", s.profiles.count, s.profiles.dir));
+    for line in &s.profiles.not_served {
+        out.push_str(&format!("           not served: {line}\n"));
+    }
+    for line in &s.profiles.warnings {
+        out.push_str(&format!("           warning: {line}\n"));
+    }
     if let Some(error) = &s.profiles.last_reload_error {
         out.push_str(&format!(
             "           last reload refused (previous set in use):\n           {}\n",

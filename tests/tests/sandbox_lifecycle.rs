@@ -384,3 +384,38 @@ fn an_interactive_sandbox_has_its_lease_renewed_while_ready() {
     let renewed = after["lease_expires_at"].as_str().map(str::to_string);
     assert!(renewed.is_some() && renewed > before, "lease {renewed:?}, was {before:?}");
 }
+
+/// Profiles written for the seed documents and the Go version load: their no-effect keys
+/// are warned about, `balloon` means what it meant, and an `lxc` profile is reported (file,
+/// document, field) while every other profile keeps working.
+#[test]
+fn seed_and_go_profiles_load_and_an_lxc_profile_is_reported_not_fatal() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    let file = ws.path().join("profiles/seed.yaml");
+    std::fs::write(
+        &file,
+        "name: seedy\ntemplate_vmid: 9000\nresources:\n  cores: 2\n  memory_mb: 2048\n  balloon: false\n  cpu_over_commit: 2.0\n  allow_burst: true\nartifacts:\n  endpoint: http://10.77.0.1:8846/upload\n---\nname: agent-claude\ntype: lxc\nimage: debian-12-standard\ntemplate_vmid: 9100\n",
+    )
+    .unwrap();
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    let status = ws.cli(&["--json", "status"]).json();
+    let not_served: Vec<String> = serde_json::from_value(status["profiles"]["not_served"].clone()).unwrap_or_default();
+    assert_eq!(not_served.len(), 1, "{status}");
+    let line = &not_served[0];
+    assert!(line.contains(&file.display().to_string()) && line.contains("document 2"), "{line}");
+    assert!(line.contains("profile `agent-claude`") && line.contains("field `type`"), "{line}");
+    let warnings = status["profiles"]["warnings"].to_string();
+    assert!(warnings.contains("resources.cpu_over_commit") && warnings.contains("artifacts.endpoint"), "{warnings}");
+    assert!(ws.cli(&["status"]).stdout.contains("not served:"), "the text output names it too");
+
+    let created = ws.cli(&["--json", "sandbox", "new", "--profile", "seedy"]);
+    assert_eq!(created.code, 0, "{created:?}");
+    let vmid = created.json()["vmid"].as_u64().unwrap_or(0) as u32;
+    let vm = sim.vm(vmid).unwrap_or_default();
+    assert_eq!(vm["config"]["balloon"], "0", "balloon: false turns the balloon off: {vm}");
+    let refused = ws.cli(&["--json", "sandbox", "new", "--profile", "agent-claude"]);
+    assert_eq!(refused.json()["code"], "v1/validation/unknown_profile", "{refused:?}");
+    assert!(refused.json()["message"].as_str().unwrap_or_default().contains("not served"), "{refused:?}");
+}

@@ -22,6 +22,11 @@ pub struct ProfileSet {
     pub dir: PathBuf,
     pub loaded_at: String,
     pub profiles: BTreeMap<String, LoadedProfile>,
+    /// Profiles this daemon cannot serve (`type: lxc`, `cpulist` with an API token): not
+    /// loaded, while every other profile is.
+    pub skipped: Vec<ProfileError>,
+    /// Keys accepted for compatibility with the seed and Go profiles that do nothing here.
+    pub warnings: Vec<ProfileError>,
 }
 
 impl ProfileSet {
@@ -37,6 +42,11 @@ impl ProfileSet {
     /// `secure-small`); refused with the nearest names when there is none.
     pub fn resolve(&self, requested: &str) -> Result<&LoadedProfile, Refusal> {
         let names = self.names();
+        if let Some(skipped) = self.skipped.iter().find(|e| {
+            matches!(e, ProfileError::NotServed { profile: Some(name), .. } if name == requested.trim_start_matches('+'))
+        }) {
+            return Err(Refusal::new(ErrorCode::UnknownProfile, skipped.to_string()));
+        }
         let unknown = || {
             let near = modifiers::suggest_profiles(requested, &names);
             let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
@@ -86,6 +96,12 @@ pub enum ProfileError {
     Field { path: PathBuf, document: usize, profile: Option<String>, field: String, message: String },
     #[error("{}: document {document}: profile `{name}` is already defined in {}", path.display(), first.display())]
     Duplicate { path: PathBuf, document: usize, name: String, first: PathBuf },
+    /// A well-formed profile this daemon cannot carry out: skipped, the others still load.
+    #[error("{}: document {document}{}: field `{field}`: {message}; this profile is not served", path.display(), profile_label(.profile))]
+    NotServed { path: PathBuf, document: usize, profile: Option<String>, field: String, message: String },
+    /// A key that is accepted but has no effect here.
+    #[error("{}: document {document}{}: field `{field}`: {message}", path.display(), profile_label(.profile))]
+    NoEffect { path: PathBuf, document: usize, profile: Option<String>, field: String, message: String },
 }
 
 fn profile_label(profile: &Option<String>) -> String {
@@ -116,7 +132,13 @@ pub fn load_dir(dir: &Path, rules: ProfileRules) -> Result<ProfileSet, ProfileEr
         .collect();
     files.sort();
 
-    let mut set = ProfileSet { dir: dir.to_path_buf(), loaded_at: time_format::now(), profiles: BTreeMap::new() };
+    let mut set = ProfileSet {
+        dir: dir.to_path_buf(),
+        loaded_at: time_format::now(),
+        profiles: BTreeMap::new(),
+        skipped: Vec::new(),
+        warnings: Vec::new(),
+    };
     let mut errors = Vec::new();
     for path in files {
         match std::fs::read_to_string(&path) {
@@ -140,10 +162,13 @@ pub fn load_file_text(
             continue;
         }
         match parse_document(path, doc.index, doc.first_line, doc.text) {
-            Ok(profile) => {
+            Ok(Parsed::NotServed(skipped)) => set.skipped.push(skipped),
+            Ok(Parsed::Profile(profile, mut warnings)) => {
+                let profile = *profile;
+                set.warnings.append(&mut warnings);
                 let refused = rules.refusals(&profile);
                 if !refused.is_empty() {
-                    errors.extend(refused.into_iter().map(|(field, message)| ProfileError::Field {
+                    set.skipped.extend(refused.into_iter().map(|(field, message)| ProfileError::NotServed {
                         path: path.to_path_buf(),
                         document: doc.index,
                         profile: Some(profile.name.clone()),
@@ -169,8 +194,65 @@ pub fn load_file_text(
     }
 }
 
-fn parse_document(path: &Path, document: usize, first_line: usize, text: &str) -> Result<Profile, Vec<ProfileError>> {
-    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+/// One document's outcome when it is well-formed.
+enum Parsed {
+    /// A profile to serve, and the keys in it that do nothing here.
+    Profile(Box<Profile>, Vec<ProfileError>),
+    NotServed(ProfileError),
+}
+
+/// Keys of the seed documents and the Go version's profiles that have no meaning here:
+/// accepted with a warning that says so, instead of refusing the whole profile set.
+const NO_EFFECT: &[(&str, &str, &str)] = &[
+    (
+        "resources",
+        "cpu_over_commit",
+        "has no effect here: Proxmox schedules by `cores`; cap CPU time with `resources.cpulimit`",
+    ),
+    (
+        "resources",
+        "mem_over_commit",
+        "has no effect here: each sandbox gets its `memory_mb`; ballooning is `resources.balloon`",
+    ),
+    (
+        "resources",
+        "allow_burst",
+        "has no effect here: there are no pools to burst from; `resources.cpulimit` caps CPU time",
+    ),
+    ("artifacts", "endpoint", "has no effect here: guests upload to the daemon's artifact_upload_url"),
+    ("artifacts", "upload", "has no effect here: guests upload to the daemon's artifact_upload_url"),
+    ("artifacts", "ttl_minutes", "has no effect here: use `artifacts.retention_minutes`"),
+];
+
+/// Takes the no-effect keys out of `value` (so the strict schema accepts the rest), each as a
+/// warning, and says whether the profile is one this daemon cannot serve.
+/// A field and what to say about it.
+type FieldNote = (String, String);
+
+fn compatibility(value: &mut serde_json::Value) -> (Vec<FieldNote>, Option<FieldNote>) {
+    let mut warnings = Vec::new();
+    for (section, key, why) in NO_EFFECT {
+        if let Some(map) = value.get_mut(*section).and_then(|s| s.as_object_mut())
+            && map.remove(*key).is_some()
+        {
+            warnings.push((format!("{section}.{key}"), why.to_string()));
+        }
+    }
+    let kind = value.get("type").and_then(|t| t.as_str()).map(str::to_ascii_lowercase);
+    if kind.as_deref() == Some("lxc") {
+        let why = "`lxc` containers are not provisioned by AgentLab, which runs agents in VMs only; use `type: vm` with a VM template".to_string();
+        return (warnings, Some(("type".into(), why)));
+    }
+    if let Some(map) = value.as_object_mut()
+        && map.remove("image").is_some()
+    {
+        warnings.push(("image".into(), "has no effect here: a VM sandbox is a clone of `template_vmid`".into()));
+    }
+    (warnings, None)
+}
+
+fn parse_document(path: &Path, document: usize, first_line: usize, text: &str) -> Result<Parsed, Vec<ProfileError>> {
+    let mut value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
         vec![ProfileError::Yaml {
             path: path.to_path_buf(),
             document,
@@ -192,6 +274,24 @@ fn parse_document(path: &Path, document: usize, first_line: usize, text: &str) -
             "a profile document must be a mapping with at least `name` and `template_vmid`".into(),
         )]);
     }
+    let (no_effect, not_served) = compatibility(&mut value);
+    let warning = |(field, message): (String, String)| ProfileError::NoEffect {
+        path: path.to_path_buf(),
+        document,
+        profile: name.clone(),
+        field,
+        message,
+    };
+    if let Some((field, message)) = not_served {
+        return Ok(Parsed::NotServed(ProfileError::NotServed {
+            path: path.to_path_buf(),
+            document,
+            profile: name.clone(),
+            field,
+            message,
+        }));
+    }
+    let warnings: Vec<ProfileError> = no_effect.into_iter().map(warning).collect();
     let mut mounts = Vec::new();
     find_host_mounts(&value, "", &mut mounts);
     if !mounts.is_empty() {
@@ -206,7 +306,7 @@ fn parse_document(path: &Path, document: usize, first_line: usize, text: &str) -
     })?;
     let problems = profile.validate();
     if problems.is_empty() {
-        Ok(profile)
+        Ok(Parsed::Profile(Box::new(profile), warnings))
     } else {
         Err(problems.into_iter().map(|p| field_error(p.field, p.message)).collect())
     }
@@ -261,20 +361,31 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> (ProfileSet, Vec<ProfileError>) {
-        let mut set = ProfileSet { dir: PathBuf::from("/p"), loaded_at: String::new(), profiles: BTreeMap::new() };
+        let mut set = empty_set();
         let mut errors = Vec::new();
         load_file_text(Path::new("/p/test.yaml"), text, ProfileRules::default(), &mut set, &mut errors);
         (set, errors)
+    }
+
+    fn empty_set() -> ProfileSet {
+        ProfileSet {
+            dir: PathBuf::from("/p"),
+            loaded_at: String::new(),
+            profiles: BTreeMap::new(),
+            skipped: Vec::new(),
+            warnings: Vec::new(),
+        }
     }
 
     #[test]
     fn cpulist_needs_root_at_pam_so_an_api_token_daemon_refuses_it() {
         let text =
             "name: ok\ntemplate_vmid: 9000\n---\nname: pinned\ntemplate_vmid: 9000\nresources:\n  cpulist: 0-3\n";
-        let mut set = ProfileSet { dir: PathBuf::from("/p"), loaded_at: String::new(), profiles: BTreeMap::new() };
+        let mut set = empty_set();
         let mut errors = Vec::new();
         load_file_text(Path::new("/p/pin.yaml"), text, ProfileRules { api_token: true }, &mut set, &mut errors);
-        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(errors.is_empty(), "not an error of the set: {errors:?}");
+        let messages: Vec<String> = set.skipped.iter().map(ToString::to_string).collect();
         assert_eq!(messages.len(), 1, "{messages:?}");
         assert!(
             messages[0].starts_with(
@@ -288,6 +399,35 @@ mod tests {
         let (set, errors) = load(text);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(set.names(), ["ok", "pinned"]);
+    }
+
+    #[test]
+    fn seed_and_go_profiles_load_with_warnings_and_lxc_is_skipped_alone() {
+        let text = "name: seedy\ntemplate_vmid: 9000\nresources:\n  balloon: false\n  cpu_over_commit: 2.0\n  mem_over_commit: 1.5\n  allow_burst: true\nartifacts:\n  endpoint: http://10.77.0.1:8846/upload\n---\nname: agent-claude\ntype: lxc\nimage: debian-12\ntemplate_vmid: 9100\n---\nname: plain\ntemplate_vmid: 9000\n";
+        let (set, errors) = load(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(set.names(), ["plain", "seedy"]);
+        let warned: Vec<String> = set.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warned.len(), 4, "{warned:?}");
+        for field in
+            ["resources.cpu_over_commit", "resources.mem_over_commit", "resources.allow_burst", "artifacts.endpoint"]
+        {
+            assert!(
+                warned.iter().any(|w| w.contains(&format!("(profile `seedy`): field `{field}`: has no effect here"))),
+                "{field}: {warned:?}"
+            );
+        }
+        let skipped: Vec<String> = set.skipped.iter().map(ToString::to_string).collect();
+        assert_eq!(skipped.len(), 1);
+        assert!(
+            skipped[0].starts_with("/p/test.yaml: document 2 (profile `agent-claude`): field `type`: `lxc` containers"),
+            "{skipped:?}"
+        );
+        assert!(skipped[0].ends_with("this profile is not served"), "{skipped:?}");
+        assert_eq!(
+            set.get("seedy").map(|p| p.profile.resources.balloon),
+            Some(Some(crate::model::profile::Balloon::Off))
+        );
     }
 
     #[test]

@@ -15,9 +15,11 @@ pub struct ProfileRegistry {
 }
 
 impl ProfileRegistry {
-    /// Loads `dir`; fails when any profile is bad (the daemon refuses to start).
+    /// Loads `dir`; fails when any profile is bad (the daemon refuses to start). Profiles
+    /// it cannot serve and no-effect keys are logged, and kept for `status`.
     pub fn load(dir: PathBuf, rules: ProfileRules) -> Result<Self, ProfileErrors> {
         let set = load_dir(&dir, rules)?;
+        log_notes(&set);
         Ok(ProfileRegistry { dir, rules, current: RwLock::new(Arc::new(set)), last_reload_error: RwLock::new(None) })
     }
 
@@ -33,6 +35,7 @@ impl ProfileRegistry {
     pub fn reload(&self) -> Result<usize, ProfileErrors> {
         match load_dir(&self.dir, self.rules) {
             Ok(set) => {
+                log_notes(&set);
                 let count = set.profiles.len();
                 match self.current.write() {
                     Ok(mut guard) => *guard = Arc::new(set),
@@ -64,6 +67,15 @@ impl ProfileRegistry {
             Ok(mut guard) => *guard = error,
             Err(poisoned) => *poisoned.into_inner() = error,
         }
+    }
+}
+
+fn log_notes(set: &ProfileSet) {
+    for skipped in &set.skipped {
+        tracing::error!("{skipped}");
+    }
+    for warning in &set.warnings {
+        tracing::warn!("{warning}");
     }
 }
 

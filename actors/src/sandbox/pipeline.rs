@@ -124,6 +124,18 @@ async fn configure(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), Sand
         change = change.set("affinity", list.clone());
     }
     change = without_inherited_options(change, &cloned, rec.memory_mb);
+    // The profile's ballooning, never above the sandbox's memory (Proxmox refuses that).
+    match profile.resources.balloon {
+        Some(crate::model::profile::Balloon::Mib(mib)) => {
+            change = change.set("balloon", mib.min(rec.memory_mb).to_string())
+        }
+        Some(other) => {
+            if let Some(value) = other.config_value() {
+                change = change.set("balloon", value);
+            }
+        }
+        None => {}
+    }
     for (key, value) in guest_devices::needed(&cloned, rec.vmid, profile.template_vmid)?.set {
         change = change.set(&key, value);
     }

@@ -83,6 +83,12 @@ pub struct ProfilesStatus {
     /// Why the last reload was refused, if it was (the previous set stays in use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reload_error: Option<String>,
+    /// Profiles this daemon cannot serve, each with file, document, field and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_served: Vec<String>,
+    /// Keys accepted for compatibility that have no effect here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

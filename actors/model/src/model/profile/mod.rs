@@ -1,10 +1,11 @@
 //! The profile schema: what a sandbox is cloned from and how it is configured.
 //!
 //! The schema is the Go version's (docs/compatibility.md) without its defects: unknown fields are
-//! errors (not silently ignored), `type` is `vm` only (the Go loader accepted `lxc` that
-//! nothing provisioned), CPU over-commit maps to `cpulimit` (not to the CPU *type*, D9),
-//! the allowlist group is `agent_nat_allow` (Proxmox caps group names at 18 characters),
-//! and `secrets_bundle` is honoured per profile.
+//! errors (not silently ignored), `type` is `vm` only (an `lxc` profile, which the Go loader
+//! accepted and nothing provisioned, is reported and not served; `profiles/loader.rs`), CPU
+//! time caps are `cpulimit` (not the CPU *type*, D9; `cpu_over_commit` loads with a
+//! no-effect warning), the allowlist group is `agent_nat_allow` (Proxmox caps group names at
+//! 18 characters), and `secrets_bundle` is honoured per profile.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -152,11 +153,63 @@ pub struct ResourceSpec {
     /// CPU time cap in cores (Proxmox `cpulimit`, 0 = none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpulimit: Option<f64>,
+    /// Memory ballooning, as the seed documents wrote it (`balloon: false`), or the
+    /// balloon target in MiB (Proxmox `balloon`). Unset: the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<Balloon>,
 }
 
 impl Default for ResourceSpec {
     fn default() -> Self {
-        ResourceSpec { cores: default_cores(), memory_mb: default_memory_mb(), cpulist: None, cpulimit: None }
+        ResourceSpec {
+            cores: default_cores(),
+            memory_mb: default_memory_mb(),
+            cpulist: None,
+            cpulimit: None,
+            balloon: None,
+        }
+    }
+}
+
+/// `resources.balloon`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Balloon {
+    /// `false`: no balloon device (Proxmox `balloon: 0`), the VM keeps all its memory.
+    Off,
+    /// `true`: Proxmox's default (ballooning down to `memory_mb` at most, i.e. none until
+    /// a lower target is set).
+    On,
+    /// A target in MiB the host may reclaim down to.
+    Mib(u32),
+}
+
+impl Balloon {
+    /// The `balloon` config value to set, if any.
+    pub fn config_value(self) -> Option<String> {
+        match self {
+            Balloon::Off => Some("0".into()),
+            Balloon::On => None,
+            Balloon::Mib(mib) => Some(mib.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Balloon {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Number(u32),
+        }
+        match Raw::deserialize(de)
+            .map_err(|_| serde::de::Error::custom("must be `true`, `false` or a balloon target in MiB"))?
+        {
+            Raw::Flag(false) | Raw::Number(0) => Ok(Balloon::Off),
+            Raw::Flag(true) => Ok(Balloon::On),
+            Raw::Number(mib) => Ok(Balloon::Mib(mib)),
+        }
     }
 }
 

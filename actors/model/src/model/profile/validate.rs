@@ -79,6 +79,12 @@ impl Profile {
         {
             errors.push(field_error("resources.cpulimit", "must be 0 to 128"));
         }
+        // qemu-server refuses a balloon target above the VM's memory.
+        if let Some(super::Balloon::Mib(mib)) = self.resources.balloon
+            && mib > self.resources.memory_mb
+        {
+            errors.push(field_error("resources.balloon", "must not exceed resources.memory_mb"));
+        }
         if let Some(list) = &self.resources.cpulist
             && !list.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '-')
         {
