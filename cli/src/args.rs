@@ -162,7 +162,8 @@ pub struct StopArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RevertArgs {
-    /// Revert even if the state would not allow it.
+    /// Revert even if the state would not allow it; on ZFS, delete snapshots newer than
+    /// `clean` first (ZFS rolls back only to the newest).
     #[arg(long)]
     pub force: bool,
     /// Start the VM after the rollback (default: if it was running).
@@ -190,7 +191,8 @@ pub enum SnapshotCommand {
         #[arg(value_parser = clap::value_parser!(u32).range(100..))]
         vmid: u32,
     },
-    /// Roll back to a named snapshot (STOPPED sandboxes, unless --force).
+    /// Roll back to a named snapshot (STOPPED sandboxes, unless --force; on ZFS --force also
+    /// deletes newer snapshots first).
     Restore {
         #[arg(long)]
         force: bool,

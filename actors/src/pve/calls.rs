@@ -161,6 +161,21 @@ impl Gateway {
         .await
     }
 
+    /// Deletes snapshot `name`; one an earlier attempt deleted counts.
+    pub async fn delete_snapshot(&self, node: &str, vmid: u32, name: &str) -> Result<(), PveError> {
+        let (node, name) = (node.to_string(), name.to_string());
+        self.run(OpSpec::task("delsnapshot", vmid), move |pve, attempt| {
+            let (node, name) = (node.clone(), name.clone());
+            Box::pin(async move {
+                match pve.delete_snapshot(&node, vmid, &name).await {
+                    Err(PveError::NotFound(_)) if attempt > 0 => Ok(()),
+                    other => other.map(|_| ()),
+                }
+            })
+        })
+        .await
+    }
+
     /// Takes snapshot `name`; an earlier attempt that took it counts (Proxmox says the name
     /// is already used).
     pub async fn create_snapshot(

@@ -47,6 +47,12 @@ pub enum SandboxError {
     SnippetStorage(#[from] super::snippet_storage::SnippetStorageError),
     #[error(transparent)]
     Placement(#[from] super::placement::PlacementError),
+    #[error(
+        "VM {vmid}'s disks are on ZFS storage `{storage}`, which rolls back only to the newest snapshot, and {} newer than `{snapshot}`: {}; delete them first, or pass --force to delete them and roll back",
+        if .newer.len() == 1 { "one snapshot is" } else { "these snapshots are" },
+        .newer.join(", ")
+    )]
+    NewerSnapshots { vmid: u32, snapshot: String, newer: Vec<String>, storage: String },
     /// Proxmox says the VM has no `agent` key although configure set it.
     #[error(
         "VM {vmid} has no guest agent configured (Proxmox: No QEMU guest agent configured); something removed `agent` from its config — check template VM {template} and any hookscript, then create the sandbox again"
@@ -71,7 +77,9 @@ impl SandboxError {
             SandboxError::Store(_) => ErrorCode::StoreFailed,
             SandboxError::ProfileGone(_) => ErrorCode::UnknownProfile,
             SandboxError::TemplateMissing { .. } => ErrorCode::ProvisionFailed,
-            SandboxError::NoNode | SandboxError::NotAllowed(_) => ErrorCode::InvalidState,
+            SandboxError::NoNode | SandboxError::NotAllowed(_) | SandboxError::NewerSnapshots { .. } => {
+                ErrorCode::InvalidState
+            }
             SandboxError::File { .. }
             | SandboxError::ProvisioningTimeout(_)
             | SandboxError::GuestDevices(_)

@@ -104,7 +104,7 @@ fn free_slot(config: &VmConfig) -> Option<String> {
     order.into_iter().flatten().find(|key| config.get(key).is_none()).cloned()
 }
 
-fn is_drive_key(key: &str) -> bool {
+pub(super) fn is_drive_key(key: &str) -> bool {
     ["ide", "sata", "scsi", "virtio"]
         .iter()
         .any(|bus| key.strip_prefix(bus).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))

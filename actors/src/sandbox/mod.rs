@@ -17,6 +17,7 @@ mod operate;
 mod pipeline;
 pub mod placement;
 pub mod reconcile;
+mod rollback;
 pub mod snippet;
 pub mod snippet_storage;
 mod teardown;

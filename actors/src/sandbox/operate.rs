@@ -5,7 +5,7 @@
 use super::actor::{SandboxActor, SandboxActorState, Waiter};
 use super::error::SandboxError;
 use super::msg::{OpReply, SandboxMsg};
-use super::{CLEAN_SNAPSHOT, SandboxContext, is_ours};
+use super::{CLEAN_SNAPSHOT, SandboxContext, is_ours, rollback};
 use crate::model::{Admission, ErrorCode, Intent, Operation, Refusal, SandboxEvent, SandboxState, Step, sandbox_ops};
 use crate::model::{EventKind, OperationPhase};
 use crate::store::{NewEvent, SandboxPatch, SandboxRecord, Stage, StoreError};
@@ -122,7 +122,7 @@ impl SandboxActor {
                     NewEvent::sandbox(rec.vmid, kind, Stage::Lifecycle, format!("{} requested", op.name())).by(by);
                 self.ctx.store.append_event(&event)?;
                 let (ctx, work_op) = (Arc::clone(&self.ctx), op.clone());
-                self.spawn_work(me, state, perform(ctx, rec, work_op), move |result, generation| {
+                self.spawn_work(me, state, perform(ctx, rec, work_op, force), move |result, generation| {
                     SandboxMsg::Operated { op, result, reply, generation }
                 });
             }
@@ -224,7 +224,12 @@ impl SandboxActor {
 }
 
 /// The Proxmox side of an operation, on the sandbox's work task.
-async fn perform(ctx: Arc<SandboxContext>, rec: SandboxRecord, op: SandboxOp) -> Result<AfterOperation, SandboxError> {
+async fn perform(
+    ctx: Arc<SandboxContext>,
+    rec: SandboxRecord,
+    op: SandboxOp,
+    force: bool,
+) -> Result<AfterOperation, SandboxError> {
     let node = rec.node.clone().ok_or(SandboxError::NoNode)?;
     let vmid = rec.vmid;
     let gw = &ctx.gateway;
@@ -253,12 +258,13 @@ async fn perform(ctx: Arc<SandboxContext>, rec: SandboxRecord, op: SandboxOp) ->
             transitions(&[if rec.job_id.is_some() { SandboxEvent::JobStarted } else { SandboxEvent::Resume }])
         }
         SandboxOp::Revert { restart } => {
+            let delete_first = rollback::plan(&ctx, &node, vmid, CLEAN_SNAPSHOT, force).await?;
             let status = gw.vm_status(&node, vmid).await.map_err(SandboxError::pve("reading the VM's status"))?;
             if status.is_running() {
                 gw.vm_action(&node, vmid, VmAction::Stop).await.map_err(SandboxError::pve("stopping the VM"))?;
             }
             // Waited on before anything starts the VM again.
-            gw.rollback(&node, vmid, CLEAN_SNAPSHOT).await.map_err(SandboxError::pve("rolling back to clean"))?;
+            rollback::apply(&ctx, &node, vmid, CLEAN_SNAPSHOT, &delete_first).await?;
             if restart.unwrap_or(rec.state.has_vm_running()) {
                 Ok(AfterOperation::Boot)
             } else {
@@ -270,7 +276,8 @@ async fn perform(ctx: Arc<SandboxContext>, rec: SandboxRecord, op: SandboxOp) ->
             transitions(&[])
         }
         SandboxOp::SnapshotRestore { name } => {
-            gw.rollback(&node, vmid, &name).await.map_err(SandboxError::pve("restoring the snapshot"))?;
+            let delete_first = rollback::plan(&ctx, &node, vmid, &name, force).await?;
+            rollback::apply(&ctx, &node, vmid, &name, &delete_first).await?;
             transitions(&[])
         }
         SandboxOp::Update { cores, memory_mb, tags } => {

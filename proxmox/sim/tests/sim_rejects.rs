@@ -199,3 +199,35 @@ async fn clones_run_on_the_templates_node_and_go_elsewhere_only_from_shared_stor
     assert_eq!(env.sim.sim.world().vms[&1003].node, "pve2");
     assert!(pve.vm_config("pve2", 1003).await.is_ok());
 }
+
+/// pve-storage ZFSPoolPlugin.pm volume_rollback_is_possible (588-614): ZFS rolls back only
+/// to a volume's newest snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zfs_rolls_back_only_to_the_newest_snapshot() {
+    use agentlab_proxmox::Pve;
+    use agentlab_proxmox::types::CloneSpec;
+    use agentlab_pve_sim::{Storage, StorageKind};
+    let env = support::sim().await;
+    {
+        let mut world = env.sim.sim.world();
+        let mut zfs = Storage::new("local-zfs", StorageKind::ZfsPool, vec!["images".into()], None, 1 << 40);
+        let lvm = world.storages.get_mut("local-lvm").unwrap();
+        for name in ["base-9000-disk-0", "vm-9000-cloudinit"] {
+            let volume = lvm.volumes.remove(name).unwrap();
+            zfs.volumes.insert(name.into(), volume);
+        }
+        world.storages.insert("local-zfs".into(), zfs);
+        for value in world.vms.get_mut(&9000).unwrap().config.values_mut() {
+            *value = value.replace("local-lvm:", "local-zfs:");
+        }
+    }
+    let pve = env.api();
+    pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1001, ..Default::default() }).await.unwrap();
+    pve.create_snapshot("pve1", 1001, "snap_a", None).await.unwrap();
+    pve.create_snapshot("pve1", 1001, "snap_b", None).await.unwrap();
+    let text = pve.rollback_snapshot("pve1", 1001, "snap_a").await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("can't rollback, 'snap_a' is not most recent snapshot on 'local-zfs:"), "{text}");
+    pve.rollback_snapshot("pve1", 1001, "snap_b").await.unwrap();
+    pve.delete_snapshot("pve1", 1001, "snap_b").await.unwrap();
+    pve.rollback_snapshot("pve1", 1001, "snap_a").await.unwrap();
+}

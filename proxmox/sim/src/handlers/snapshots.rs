@@ -3,7 +3,7 @@
 use super::{Answer, Sim, check_lock, vm_missing, with_vm};
 use crate::engine::SimError;
 use crate::http::Req;
-use crate::world::{PowerState, SnapshotEntry};
+use crate::world::{PowerState, SnapshotEntry, StorageKind};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -116,6 +116,8 @@ pub fn rollback(sim: &Arc<Sim>, req: &Req) -> Answer {
     let upid = sim.spawn_task(req.node(), "qmrollback", &vmid.to_string(), &req.user, move |_| async move {
         let snap = {
             let mut world = task_sim.world();
+            let kinds: std::collections::BTreeMap<String, StorageKind> =
+                world.storages.iter().map(|(id, s)| (id.clone(), s.kind)).collect();
             let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
             check_lock(vm)?;
             let snap = vm
@@ -124,6 +126,18 @@ pub fn rollback(sim: &Arc<Sim>, req: &Req) -> Answer {
                 .find(|s| s.name == name)
                 .cloned()
                 .ok_or_else(|| format!("snapshot '{name}' does not exist"))?;
+            // pve-storage `src/PVE/Storage/ZFSPoolPlugin.pm` volume_rollback_is_possible
+            // (588-614): ZFS rolls back only to a volume's most recent snapshot.
+            let newer = vm.snapshots.iter().skip_while(|s| s.name != name).skip(1).count();
+            if newer > 0 {
+                let zfs_volume =
+                    vm.referenced_volumes().into_iter().map(|(_, volid)| volid).find(|volid| {
+                        volid.split_once(':').and_then(|(s, _)| kinds.get(s)) == Some(&StorageKind::ZfsPool)
+                    });
+                if let Some(volid) = zfs_volume {
+                    return Err(format!("can't rollback, '{name}' is not most recent snapshot on '{volid}'"));
+                }
+            }
             vm.lock = Some("rollback".into());
             snap
         };
