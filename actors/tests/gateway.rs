@@ -137,7 +137,13 @@ async fn fifty_clone_start_destroy_sequences_complete_under_ten_percent_faults()
             gateway.clone_vm("pve1", 9000, CloneSpec { newid: vmid, ..Default::default() }).await?;
             gateway.vm_action("pve1", vmid, VmAction::Start).await?;
             gateway.vm_action("pve1", vmid, VmAction::Stop).await?;
-            gateway.destroy_vm("pve1", vmid, DestroyOptions { purge: true, destroy_unreferenced_disks: true }).await?;
+            gateway
+                .destroy_vm(
+                    "pve1",
+                    vmid,
+                    DestroyOptions { purge: true, destroy_unreferenced_disks: true, skiplock: false },
+                )
+                .await?;
             Ok::<u32, agentlab_proxmox::PveError>(vmid)
         }
     });

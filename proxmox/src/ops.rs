@@ -172,6 +172,9 @@ pub trait Pve: Send + Sync {
             if options.destroy_unreferenced_disks {
                 params.push(("destroy-unreferenced-disks".into(), flag(true)));
             }
+            if options.skiplock {
+                params.push(("skiplock".into(), flag(true)));
+            }
             self.run_task(node, Method::Delete, qemu(node, vmid), params).await
         })
     }

@@ -206,6 +206,8 @@ impl VmAction {
 pub struct DestroyOptions {
     pub purge: bool,
     pub destroy_unreferenced_disks: bool,
+    /// Ignore the VM's lock (root@pam only: the shell backend, never an API token).
+    pub skiplock: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -120,6 +120,7 @@ fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
         node: config.proxmox.node.clone(),
         snippets_dir: config.snippets_dir.clone(),
         host_node: host_node(config)?,
+        proxmox_is_root: matches!(config.proxmox.backend, ProxmoxBackend::Shell),
         snippet_storage: config.snippet_storage.clone(),
         ssh_public_key,
         controller_url: config.controller_url.clone(),

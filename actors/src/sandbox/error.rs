@@ -53,6 +53,10 @@ pub enum SandboxError {
         .newer.join(", ")
     )]
     NewerSnapshots { vmid: u32, snapshot: String, newer: Vec<String>, storage: String },
+    #[error(
+        "VM {vmid}'s destroy was interrupted: its config is only `lock: destroyed`, which only root@pam may remove (an API token cannot); on node `{node}` run `qm unlock {vmid} && qm destroy {vmid} --purge 1` — AgentLab retries and finishes the cleanup once it is gone"
+    )]
+    InterruptedDestroy { vmid: u32, node: String },
     /// Proxmox says the VM has no `agent` key although configure set it.
     #[error(
         "VM {vmid} has no guest agent configured (Proxmox: No QEMU guest agent configured); something removed `agent` from its config — check template VM {template} and any hookscript, then create the sandbox again"
@@ -72,7 +76,7 @@ impl SandboxError {
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            SandboxError::NotOurs { .. } => ErrorCode::Conflict,
+            SandboxError::NotOurs { .. } | SandboxError::InterruptedDestroy { .. } => ErrorCode::Conflict,
             SandboxError::Proxmox { .. } => ErrorCode::ProxmoxUnavailable,
             SandboxError::Store(_) => ErrorCode::StoreFailed,
             SandboxError::ProfileGone(_) => ErrorCode::UnknownProfile,

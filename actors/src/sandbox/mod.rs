@@ -49,6 +49,9 @@ pub struct SandboxSettings {
     /// The Proxmox node this daemon runs on: where the snippets it writes are seen when
     /// the snippet storage is node-local.
     pub host_node: String,
+    /// Proxmox sees the daemon as root@pam (the shell backend): root-only options such as
+    /// `skiplock` are available. Never true for an API token.
+    pub proxmox_is_root: bool,
     pub ssh_public_key: Option<String>,
     pub controller_url: String,
     pub agent_subnet: IpNet,

@@ -28,7 +28,11 @@ pub(crate) async fn destroy_vm(ctx: &SandboxContext, node: &str, vmid: u32) -> R
         Err(PveError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(SandboxError::pve("reading the VM's config")(e)),
     };
-    if !is_ours(&config, vmid) {
+    let zombie = is_interrupted_destroy(&config);
+    if zombie && !ctx.settings.proxmox_is_root {
+        return Err(SandboxError::InterruptedDestroy { vmid, node: node.to_string() });
+    }
+    if !zombie && !is_ours(&config, vmid) {
         return Err(SandboxError::NotOurs { vmid });
     }
     match ctx.gateway.vm_status(node, vmid).await {
@@ -39,10 +43,20 @@ pub(crate) async fn destroy_vm(ctx: &SandboxContext, node: &str, vmid: u32) -> R
         Ok(_) | Err(PveError::NotFound(_)) => {}
         Err(e) => return Err(SandboxError::pve("reading the VM's status")(e)),
     }
-    match ctx.gateway.destroy_vm(node, vmid, DestroyOptions { purge: true, destroy_unreferenced_disks: true }).await {
+    let options = DestroyOptions { purge: true, destroy_unreferenced_disks: true, skiplock: zombie };
+    match ctx.gateway.destroy_vm(node, vmid, options).await {
         Ok(_) | Err(PveError::NotFound(_)) => Ok(()),
         Err(e) => Err(SandboxError::pve("destroying the VM")(e)),
     }
+}
+
+/// What an interrupted destroy leaves: the config replaced by `lock: destroyed` alone, no
+/// tag, no description (qemu-server API2/Qemu.pm destroy_vm, 2863-2887). It is ours here
+/// because only a teardown — of a VMID the store says is ours — looks at it; only
+/// root@pam (`skiplock`) can remove it.
+fn is_interrupted_destroy(config: &agentlab_proxmox::types::VmConfig) -> bool {
+    let mut keys = config.values.keys().filter(|k| *k != "digest");
+    config.get("lock") == Some("destroyed") && keys.all(|k| k == "lock")
 }
 
 /// The snippet file and the tokens; the record forgets the snippet once it is gone.

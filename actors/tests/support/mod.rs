@@ -105,6 +105,7 @@ impl Harness {
                 node: None,
                 snippets_dir: None,
                 host_node: "pve1".into(),
+                proxmox_is_root: false,
                 snippet_storage: "local".into(),
                 ssh_public_key: None,
                 controller_url: "http://10.77.0.1:8844".into(),

@@ -128,7 +128,7 @@ async fn clone_configure_start_stop_destroy(env: &Env, pve: &dyn Pve) {
         pve.vm_action("pve1", 1001, VmAction::Suspend).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(not_running.contains("VM 1001 not running"), "{not_running}");
 
-    pve.destroy_vm("pve1", 1001, DestroyOptions { purge: true, destroy_unreferenced_disks: true })
+    pve.destroy_vm("pve1", 1001, DestroyOptions { purge: true, destroy_unreferenced_disks: true, skiplock: false })
         .await
         .expect("destroy");
     assert_eq!(class(pve.vm_status("pve1", 1001).await), ErrorClass::NotFound);
@@ -386,6 +386,34 @@ async fn shell_refuses_a_node_other_than_its_own() {
     // Cluster-wide reads and the local node still work.
     assert!(client.cluster_vms().await.is_ok());
     linked_clone(&client, 1071, "sbx-1071").await;
+}
+
+/// An interrupted destroy leaves `lock: destroyed` alone (qemu-server API2/Qemu.pm
+/// destroy_vm, 2863-2887); only root@pam may skip the lock (2822-2824): the shell backend
+/// (pvesh runs as root@pam) can remove it, an API token cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_root_at_pam_clears_an_interrupted_destroy() {
+    let env = support::sim().await;
+    let (api, shell) = (env.api(), env.shell());
+    linked_clone(&api, 1080, "sbx-1080").await;
+    {
+        let mut world = env.sim.sim.world();
+        let vm = world.vms.get_mut(&1080).unwrap();
+        vm.config.clear();
+        vm.lock = Some("destroyed".into());
+    }
+    let plain = DestroyOptions { purge: true, destroy_unreferenced_disks: true, skiplock: false };
+    let locked = api.destroy_vm("pve1", 1080, plain.clone()).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(locked.contains("VM is locked (destroyed)"), "{locked}");
+    let skiplock = DestroyOptions { skiplock: true, ..plain };
+    match api.destroy_vm("pve1", 1080, skiplock.clone()).await {
+        Err(PveError::Validation { param, message }) => {
+            assert_eq!((param.as_str(), message.as_str()), ("skiplock", "Only root may use this option."))
+        }
+        other => panic!("a token may not skip the lock: {other:?}"),
+    }
+    shell.destroy_vm("pve1", 1080, skiplock).await.unwrap();
+    assert!(!env.sim.sim.world().vms.contains_key(&1080));
 }
 
 fn support_token() -> &'static str {

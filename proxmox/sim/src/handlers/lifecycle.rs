@@ -209,6 +209,11 @@ pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
         if vm.power != PowerState::Stopped {
             return Err(SimError::die(format!("VM {vmid} is running - destroy failed")));
         }
+        // qemu-server API2/Qemu.pm destroy_vm (2822-2824): skiplock is root@pam's alone;
+        // an API token (`root@pam!id`) is not root@pam.
+        if req.flag("skiplock") && req.user != "root@pam" {
+            return Err(SimError::param("skiplock", "Only root may use this option."));
+        }
         if !req.flag("skiplock") {
             check_lock(vm).map_err(SimError::die)?;
         }
@@ -216,6 +221,7 @@ pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
     let task_sim = Arc::clone(sim);
     let upid = sim.spawn_task(req.node(), "qmdestroy", &vmid.to_string(), &req.user, move |_| async move {
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
+        let volumes;
         {
             let mut world = task_sim.world();
             let base_in_use =
@@ -233,14 +239,20 @@ pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
                 return Err(format!("base volume '{base}' is still in use by linked cloned"));
             }
             let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+            // qemu-server QemuServer.pm destroy_vm, called with `{ lock => 'destroyed' }`
+            // (API2/Qemu.pm 2863-2869): the config is replaced by that zombie (no tags, no
+            // description) while the disks go; only the task's last step removes it. A task
+            // that dies in between leaves the zombie behind.
+            volumes = vm.referenced_volumes();
+            vm.config.clear();
             vm.lock = Some("destroyed".into());
         }
         tokio::time::sleep(task_sim.latency("destroy")).await;
         task_sim.stop_guest(vmid);
         let mut world = task_sim.world();
-        let vm = world.vms.remove(&vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+        world.vms.remove(&vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         let mut log = Vec::new();
-        for (_, volid) in vm.referenced_volumes() {
+        for (_, volid) in volumes {
             let owned = world.parse_volid(&volid).and_then(|(_, name)| World::owner_of(name)) == Some(vmid);
             if owned && world.free_volume(&volid) {
                 log.push(format!("  Logical volume \"{volid}\" successfully removed."));

@@ -1,0 +1,64 @@
+//! A destroy interrupted on the Proxmox side leaves `lock: destroyed` alone in the VM's
+//! config, with no tag: AgentLab recognises it as its own (the store says it was destroying
+//! that VMID), says how to clear it (root@pam only), and finishes once it is gone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod support;
+
+use agentlab_actors::model::SandboxState;
+use agentlab_actors::sandbox::SandboxMsg;
+use std::time::Duration;
+use support::Harness;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_destroy_is_reported_with_the_fix_and_finished_afterwards() {
+    let h = Harness::start().await;
+    let vmid = h.ready_sandbox(None, false).await;
+    h.sandbox_actor(vmid)
+        .call(
+            |reply| SandboxMsg::Operate {
+                op: agentlab_actors::sandbox::SandboxOp::Stop,
+                force: false,
+                by: None,
+                reply,
+            },
+            Some(HOUR),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    {
+        // What qemu-server's destroy leaves when its task dies between writing the zombie
+        // config and removing it.
+        let mut world = h.sim.world();
+        let vm = world.vms.get_mut(&vmid).unwrap();
+        vm.config.clear();
+        vm.lock = Some("destroyed".into());
+    }
+    let destroyed = h
+        .sandbox_actor(vmid)
+        .call(|reply| SandboxMsg::Destroy { force: false, by: None, reply }, Some(HOUR))
+        .await
+        .unwrap()
+        .unwrap();
+    let message = destroyed.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("destroy was interrupted") && message.contains(&format!("qm unlock {vmid}")), "{message}");
+    assert!(!message.contains("not tagged"), "not called someone else's VM: {message}");
+    assert_eq!(h.sandbox(vmid).state, SandboxState::Stopped, "kept, to be destroyed again");
+    assert!(h.sandbox_event_kinds(vmid).iter().any(|k| k == "sandbox.destroy.failed"));
+    // The operator runs the hint as root; destroying again finishes the cleanup.
+    h.sim.world().vms.remove(&vmid);
+    let again = h
+        .sandbox_actor(vmid)
+        .call(|reply| SandboxMsg::Destroy { force: false, by: None, reply }, Some(HOUR))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.map(|v| v.state).ok(), Some(SandboxState::Destroyed));
+    assert_eq!(h.sandbox(vmid).intent, None);
+    h.stop().await;
+}
