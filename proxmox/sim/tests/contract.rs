@@ -403,10 +403,10 @@ async fn only_root_at_pam_clears_an_interrupted_destroy() {
         vm.lock = Some("destroyed".into());
     }
     let plain = DestroyOptions { purge: true, destroy_unreferenced_disks: true, skiplock: false };
-    let locked = api.destroy_vm("pve1", 1080, plain.clone()).await.err().map(|e| e.to_string()).unwrap_or_default();
+    let locked = api.destroy_vm("pve1", 1080, plain).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(locked.contains("VM is locked (destroyed)"), "{locked}");
     let skiplock = DestroyOptions { skiplock: true, ..plain };
-    match api.destroy_vm("pve1", 1080, skiplock.clone()).await {
+    match api.destroy_vm("pve1", 1080, skiplock).await {
         Err(PveError::Validation { param, message }) => {
             assert_eq!((param.as_str(), message.as_str()), ("skiplock", "Only root may use this option."))
         }
