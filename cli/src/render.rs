@@ -142,6 +142,9 @@ pub fn sandbox(s: &SandboxView) -> String {
     if let Some(error) = &s.error {
         line("error", error.clone());
     }
+    if !s.pending_changes.is_empty() {
+        line("pending", format!("{} (apply at the next start of the VM)", s.pending_changes.join(", ")));
+    }
     line("created", s.created_at.clone());
     line("updated", s.updated_at.clone());
     out

@@ -179,6 +179,20 @@ pub trait Pve: Send + Sync {
         })
     }
 
+    /// The keys whose change waits for the VM's next start (`GET …/pending` entries with a
+    /// `pending` value or `delete`).
+    fn pending_keys<'a>(&'a self, node: &'a str, vmid: u32) -> PveFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let value = self.transport().call(Method::Get, format!("{}/pending", qemu(node, vmid)), vec![]).await?;
+            let entries = value.as_array().cloned().unwrap_or_default();
+            Ok(entries
+                .iter()
+                .filter(|e| e.get("pending").is_some() || e.get("delete").is_some_and(|d| d != 0 && d != "0"))
+                .filter_map(|e| e.get("key").and_then(Value::as_str).map(str::to_string))
+                .collect())
+        })
+    }
+
     fn snapshots<'a>(&'a self, node: &'a str, vmid: u32) -> PveFuture<'a, Vec<Snapshot>> {
         Box::pin(async move {
             let value = self.transport().call(Method::Get, format!("{}/snapshot", qemu(node, vmid)), vec![]).await?;

@@ -117,6 +117,15 @@ impl Gateway {
         .await
     }
 
+    pub async fn pending_keys(&self, node: &str, vmid: u32) -> Result<Vec<String>, PveError> {
+        let node = node.to_string();
+        self.run(OpSpec::read("pending_keys"), move |pve, _| {
+            let node = node.clone();
+            Box::pin(async move { pve.pending_keys(&node, vmid).await })
+        })
+        .await
+    }
+
     pub async fn snapshots(&self, node: &str, vmid: u32) -> Result<Vec<Snapshot>, PveError> {
         let node = node.to_string();
         self.run(OpSpec::read("snapshots"), move |pve, _| {

@@ -179,7 +179,7 @@ pub fn description_marker(vmid: u32) -> String {
 /// Whether the VM with this config is AgentLab's: tagged `agentlab`, or carrying the
 /// description marker a clone of ours gets before it can be tagged.
 pub fn is_ours(config: &agentlab_proxmox::types::VmConfig, vmid: u32) -> bool {
-    config.tags().iter().any(|t| t == OWNER_TAG)
+    config.tags().iter().any(|t| t.eq_ignore_ascii_case(OWNER_TAG))
         || config.get("description").is_some_and(|d| d.contains(&description_marker(vmid)))
 }
 

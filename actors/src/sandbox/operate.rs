@@ -78,8 +78,9 @@ impl SandboxOp {
 pub enum AfterOperation {
     /// Apply these transitions in order (skipping those the table refuses).
     Transitions(Vec<SandboxEvent>),
-    /// Record these fields (an update applied to the VM).
-    Record(SandboxPatch),
+    /// Record these fields (an update applied to the VM); `pending` names the keys
+    /// Proxmox keeps for the VM's next start (it was running).
+    Record { patch: SandboxPatch, pending: Vec<String> },
     /// Boot again (BOOTING, then the pipeline's boot and wait-for-address steps).
     Boot,
 }
@@ -164,9 +165,23 @@ impl SandboxActor {
                 }
                 let _ = reply.send(Ok(completed(self, state)?.view()));
             }
-            Ok(AfterOperation::Record(patch)) => {
+            Ok(AfterOperation::Record { patch, pending }) => {
                 self.ctx.store.patch_sandbox(state.vmid, &patch, None)?;
-                let _ = reply.send(Ok(completed(self, state)?.view()));
+                let mut view = completed(self, state)?.view();
+                if !pending.is_empty() {
+                    let message = format!(
+                        "{} apply at the next start: Proxmox keeps them pending while the VM runs",
+                        pending.join(", ")
+                    );
+                    self.ctx.store.append_event(&NewEvent::sandbox(
+                        state.vmid,
+                        EventKind::Operation { op: op.name(), phase: OperationPhase::Completed },
+                        Stage::Lifecycle,
+                        message,
+                    ))?;
+                }
+                view.pending_changes = pending;
+                let _ = reply.send(Ok(view));
             }
             Ok(AfterOperation::Boot) => self.reboot(me, state, reply)?,
             Err(error) => {
@@ -294,7 +309,16 @@ async fn perform(
                 change = change.set("tags", all.join(";"));
             }
             gw.update_config(&node, vmid, change).await.map_err(SandboxError::pve("updating the VM's config"))?;
-            Ok(AfterOperation::Record(SandboxPatch { cores, memory_mb, tags, ..Default::default() }))
+            // A running VM takes only what it can hot-plug; `cores` and `memory` (without
+            // memory hotplug) wait in [PENDING] for the next start, with no error.
+            let running = gw.vm_status(&node, vmid).await.is_ok_and(|s| s.is_running());
+            let pending = if running {
+                gw.pending_keys(&node, vmid).await.map_err(SandboxError::pve("reading the VM's pending changes"))?
+            } else {
+                Vec::new()
+            };
+            let patch = SandboxPatch { cores, memory_mb, tags, ..Default::default() };
+            Ok(AfterOperation::Record { patch, pending })
         }
     }
 }

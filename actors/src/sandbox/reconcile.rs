@@ -58,7 +58,7 @@ async fn is_orphan_candidate(
     known: &std::collections::HashSet<u32>,
 ) -> bool {
     let vmid = vm.vmid as u32;
-    if agentlab_proxmox::types::split_tags(vm.tags.as_deref()).iter().any(|t| t == OWNER_TAG) {
+    if agentlab_proxmox::types::split_tags(vm.tags.as_deref()).iter().any(|t| t.eq_ignore_ascii_case(OWNER_TAG)) {
         return true;
     }
     if !ctx.settings.vmid_range.contains(&vmid) && !known.contains(&vmid) {

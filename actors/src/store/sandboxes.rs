@@ -80,6 +80,7 @@ impl SandboxRecord {
             job_id: self.job_id.clone(),
             workspace_id: self.workspace_id.clone(),
             error: self.error.clone(),
+            pending_changes: Vec::new(),
             created_at: time_format::format(self.created_at),
             updated_at: time_format::format(self.updated_at),
         }

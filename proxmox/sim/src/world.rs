@@ -81,6 +81,9 @@ pub struct Vm {
     /// Whether the disk image runs qemu-guest-agent (Ubuntu's cloud images do not): a
     /// property of the disk, so clones inherit it.
     pub image_has_agent: bool,
+    /// `[PENDING]`: changes to a running VM that cannot be hot-plugged; applied at its
+    /// next start.
+    pub pending: BTreeMap<String, String>,
 }
 
 impl Vm {
@@ -102,6 +105,7 @@ impl Vm {
             pid: None,
             created_ms,
             image_has_agent: true,
+            pending: BTreeMap::new(),
         }
     }
 

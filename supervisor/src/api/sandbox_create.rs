@@ -2,7 +2,7 @@
 //! Proxmox's own `nextid`), spawn its actor, and wait until it is READY or failed (or, with
 //! `?wait=false`, answer 202 at once).
 
-use super::sandbox_ops::{ask, sandbox_actor, tag_ok};
+use super::sandbox_ops::{ask, sandbox_actor};
 use super::{ApiError, AppState, Peer, StrictJson};
 use agentlab_actors::model::{ErrorCode, time_format};
 use agentlab_actors::protocol::{CreateSandboxRequest, CreateSandboxResponse, PhaseTiming};
@@ -52,12 +52,8 @@ pub async fn create(
         let what = if req.ttl_minutes.is_some() { "ttl_minutes" } else { "the profile's ttl_minutes_default" };
         app.sandboxes.settings.check_ttl(ttl, what)?;
     }
-    if let Some(bad) = req.tags.iter().find(|t| !tag_ok(t)) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidValue,
-            format!("invalid tag `{bad}`: letters, digits, `_`, `-`, `+`, `.`"),
-        ));
-    }
+    let tags = agentlab_actors::model::tags::normalize(&req.tags)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidValue, e.to_string()))?;
     if let Some(vmid) = req.vmid
         && !(100..=999_999_999).contains(&vmid)
     {
@@ -71,7 +67,7 @@ pub async fn create(
         profile: profile_name.clone(),
         ttl_minutes: req.ttl_minutes,
         keepalive: req.keepalive,
-        tags: req.tags.clone(),
+        tags,
         vmid: req.vmid,
         job_id: None,
         peer_uid: peer.uid,

@@ -42,12 +42,6 @@ pub(super) async fn sandbox_actor(vmid: u32) -> Result<ActorRef<SandboxMsg>, Api
         .ok_or_else(|| ApiError::new(ErrorCode::ActorUnavailable, format!("sandbox {vmid} has no actor")))
 }
 
-pub(super) fn tag_ok(tag: &str) -> bool {
-    let mut chars = tag.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.'))
-}
-
 fn vmid_of(text: &str) -> Result<u32, ApiError> {
     text.parse::<u32>().ok().filter(|v| *v >= 100).ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidValue, format!("invalid vmid `{text}`: expected a number of at least 100"))
@@ -259,9 +253,13 @@ pub async fn update(
     if req.cores == Some(0) || req.memory_mb.is_some_and(|m| m < 64) {
         return Err(ApiError::new(ErrorCode::InvalidValue, "cores must be at least 1 and memory_mb at least 64"));
     }
-    if let Some(bad) = req.tags.iter().flatten().find(|t| !tag_ok(t)) {
-        return Err(ApiError::new(ErrorCode::InvalidValue, format!("invalid tag `{bad}`")));
-    }
-    let op = SandboxOp::Update { cores: req.cores, memory_mb: req.memory_mb, tags: req.tags };
+    let tags = match &req.tags {
+        Some(tags) => Some(
+            agentlab_actors::model::tags::normalize(tags)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidValue, e.to_string()))?,
+        ),
+        None => None,
+    };
+    let op = SandboxOp::Update { cores: req.cores, memory_mb: req.memory_mb, tags };
     run_op(&app, peer, vmid, op, false).await.map(Json)
 }

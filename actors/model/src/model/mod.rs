@@ -13,6 +13,7 @@ pub mod sandbox_intent;
 pub mod sandbox_ops;
 pub mod sandbox_state;
 pub mod suggest;
+pub mod tags;
 pub mod time_format;
 
 pub use error_code::{ErrorCode, ErrorEnvelope};

@@ -155,6 +155,10 @@ pub struct SandboxView {
     /// Why the sandbox failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// In the answer to an update of a running VM: the config keys that apply only at the
+    /// VM's next start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_changes: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
 }

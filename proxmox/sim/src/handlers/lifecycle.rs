@@ -49,6 +49,9 @@ pub fn start(sim: &Arc<Sim>, req: &Req) -> Answer {
             _ => world.guest_ip_for(vmid),
         };
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
+        // vmconfig_apply_pending at start: what waited for it is now the config.
+        let pending = std::mem::take(&mut vm.pending);
+        vm.config.extend(pending);
         vm.power = PowerState::Running;
         vm.started_at = Some(Instant::now());
         vm.agent_ready_at = Some(Instant::now() + agent_delay);

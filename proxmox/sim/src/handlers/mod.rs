@@ -141,7 +141,8 @@ pub fn vm_status(sim: &Sim, vm: &Vm) -> Value {
     status
 }
 
-/// Proxmox's tag normalisation: split on `,`/`;`/space, lower-case, sort, dedupe, join `;`.
+/// Proxmox's tag normalisation (pve-guest-common `src/PVE/GuestHelpers.pm` get_unique_tags,
+/// 349-378, default `tag-style`): split on `,`/`;`/space, lower-case, sort, dedupe, join `;`.
 pub fn normalize_tags(text: &str) -> String {
     let mut tags: Vec<String> =
         text.split([',', ';', ' ']).filter(|t| !t.is_empty()).map(str::to_ascii_lowercase).collect();

@@ -3,7 +3,7 @@
 use super::{Answer, Sim, check_lock, normalize_tags, vm_missing, vm_status, with_vm};
 use crate::engine::SimError;
 use crate::http::Req;
-use crate::world::{World, is_disk_key};
+use crate::world::{PowerState, World, is_disk_key};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,9 +30,15 @@ pub fn status_current(sim: &Arc<Sim>, req: &Req) -> Answer {
 }
 
 pub fn get_config(sim: &Arc<Sim>, req: &Req) -> Answer {
+    // Without `current=1` the answer has the pending values in place (qemu-server
+    // API2/Qemu.pm vm_config: "Get current values (instead of pending values)").
+    let current = req.flag("current");
     with_vm(sim, req, |vm| {
-        let mut config: serde_json::Map<String, Value> = vm
-            .config
+        let mut merged = vm.config.clone();
+        if !current {
+            merged.extend(vm.pending.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let mut config: serde_json::Map<String, Value> = merged
             .iter()
             .map(|(k, v)| {
                 // Integer-typed keys come back as numbers, property strings as text.
@@ -56,8 +62,67 @@ pub fn get_config(sim: &Arc<Sim>, req: &Req) -> Answer {
     })
 }
 
+/// `[{key, value, pending?}]`: the current value, and the one waiting for the next start.
 pub fn pending(sim: &Arc<Sim>, req: &Req) -> Answer {
-    with_vm(sim, req, |vm| Ok(Value::Array(vm.config.iter().map(|(k, v)| json!({"key": k, "value": v})).collect())))
+    with_vm(sim, req, |vm| {
+        let mut keys: Vec<&String> = vm.config.keys().chain(vm.pending.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let entries = keys
+            .into_iter()
+            .map(|k| {
+                let mut entry = json!({"key": k});
+                if let Some(v) = vm.config.get(k) {
+                    entry["value"] = v.clone().into();
+                }
+                if let Some(p) = vm.pending.get(k) {
+                    entry["pending"] = p.clone().into();
+                }
+                entry
+            })
+            .collect();
+        Ok(Value::Array(entries))
+    })
+}
+
+/// Keys a running VM takes at once: qemu-server QemuServer.pm `$fast_plug_option` (4594-4611,
+/// plus the cloud-init options) and what vmconfig_hotplug_pending hot-plugs with the default
+/// `hotplug: network,disk,usb` (net*, disks, cpulimit, cpuunits, agent, balloon). The rest
+/// (`cores`, `memory` without memory hotplug, …) stays pending until the next start.
+fn applies_while_running(key: &str, hotplug: &str) -> bool {
+    const FAST: [&str; 12] = [
+        "description",
+        "hookscript",
+        "lock",
+        "migrate_downtime",
+        "migrate_speed",
+        "name",
+        "onboot",
+        "protection",
+        "shares",
+        "startup",
+        "tags",
+        "vmstatestorage",
+    ];
+    const CLOUDINIT: [&str; 9] = [
+        "cicustom",
+        "cipassword",
+        "citype",
+        "ciupgrade",
+        "ciuser",
+        "nameserver",
+        "searchdomain",
+        "sshkeys",
+        "ipconfig",
+    ];
+    let feature = |f: &str| hotplug.split(',').any(|h| h.trim() == f);
+    FAST.contains(&key)
+        || CLOUDINIT.iter().any(|c| key.starts_with(c))
+        || matches!(key, "cpulimit" | "cpuunits" | "agent" | "balloon")
+        || (key.starts_with("net") && feature("network"))
+        || (is_disk_key(key) && feature("disk"))
+        || (key == "memory" && feature("memory"))
+        || (key == "vcpus" && feature("cpu"))
 }
 
 const NOT_CONFIG: [&str; 8] = ["node", "vmid", "delete", "digest", "revert", "force", "skiplock", "background_delay"];
@@ -163,7 +228,18 @@ pub fn apply(
             }
         }
     }
+    let running = world.vm_on(node, vmid).is_some_and(|vm| vm.power != PowerState::Stopped);
+    let hotplug = world
+        .vm_on(node, vmid)
+        .and_then(|vm| vm.config.get("hotplug").cloned())
+        .unwrap_or_else(|| "network,disk,usb".into());
     for (key, value) in set {
+        if running && !applies_while_running(key, &hotplug) {
+            if let Some(vm) = world.vm_on_mut(node, vmid) {
+                vm.pending.insert(key.clone(), value.clone());
+            }
+            continue;
+        }
         let value = if key == "tags" {
             normalize_tags(value)
         } else if is_disk_key(key) && is_new_cloudinit(value) {

@@ -148,6 +148,8 @@ pub fn rollback(sim: &Arc<Sim>, req: &Req) -> Answer {
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         vm.lock = None;
         vm.config = snap.config;
+        // The snapshot's config replaces the pending section too.
+        vm.pending.clear();
         // Without a saved RAM state the VM is stopped after a rollback.
         super::lifecycle::power_off(vm);
         if start {
