@@ -200,6 +200,8 @@ fn finished_task(stdout: &str, stderr: &str) -> Option<FinishedTask> {
         s => format!("TASK ERROR: {s}"),
     };
     let mut log: Vec<String> = lines.into_iter().map(str::to_string).collect();
+    // Warnings are in the task log on the host; pvesh shows them on stderr.
+    log.extend(stderr.lines().map(str::trim).filter(|l| l.starts_with("WARN: ")).map(str::to_string));
     log.push(end);
     Some(FinishedTask { upid, exitstatus, log })
 }
@@ -308,7 +310,8 @@ mod tests {
             ))
         );
         let warned = finished_task(&stdout, "WARN: Could not remove disk\nTask finished with 1 warning(s)!\n");
-        assert_eq!(warned.map(|t| t.exitstatus), Some("WARNINGS: 1".to_string()));
+        assert_eq!(warned.as_ref().map(|t| t.exitstatus.as_str()), Some("WARNINGS: 1"));
+        assert!(warned.is_some_and(|t| t.log.iter().any(|l| l == "WARN: Could not remove disk")), "kept in the log");
         let failed = finished_task(&stdout, "VM 101 is running - destroy failed\n").map(|t| (t.exitstatus, t.log));
         assert_eq!(failed.as_ref().map(|f| f.0.as_str()), Some("VM 101 is running - destroy failed"));
         assert_eq!(

@@ -117,6 +117,15 @@ impl Gateway {
         .await
     }
 
+    pub async fn task_log(&self, node: &str, upid: &str) -> Result<Vec<String>, PveError> {
+        let (node, upid) = (node.to_string(), upid.to_string());
+        self.run(OpSpec::read("task_log"), move |pve, _| {
+            let (node, upid) = (node.clone(), upid.clone());
+            Box::pin(async move { pve.task_log(&node, &upid).await })
+        })
+        .await
+    }
+
     pub async fn pending_keys(&self, node: &str, vmid: u32) -> Result<Vec<String>, PveError> {
         let node = node.to_string();
         self.run(OpSpec::read("pending_keys"), move |pve, _| {

@@ -4,7 +4,8 @@
 
 use super::error::SandboxError;
 use super::{SandboxContext, is_ours, snippet};
-use crate::store::{SandboxPatch, SandboxRecord};
+use crate::model::EventKind;
+use crate::store::{NewEvent, SandboxPatch, SandboxRecord, Stage};
 use agentlab_proxmox::PveError;
 use agentlab_proxmox::types::{DestroyOptions, VmAction};
 use std::sync::Arc;
@@ -45,9 +46,34 @@ pub(crate) async fn destroy_vm(ctx: &SandboxContext, node: &str, vmid: u32) -> R
     }
     let options = DestroyOptions { purge: true, destroy_unreferenced_disks: true, skiplock: zombie };
     match ctx.gateway.destroy_vm(node, vmid, options).await {
-        Ok(_) | Err(PveError::NotFound(_)) => Ok(()),
+        Ok(task) => report_warnings(ctx, node, vmid, &task).await,
+        Err(PveError::NotFound(_)) => Ok(()),
         Err(e) => Err(SandboxError::pve("destroying the VM")(e)),
     }
+}
+
+/// `WARNINGS: n` is a successful destroy, but its warnings say what it left behind (qemu-server
+/// QemuServer.pm destroy_vm: "Could not remove disk '<volid>', check manually"): they become
+/// an event, listed by `status` among recent failures.
+async fn report_warnings(
+    ctx: &SandboxContext,
+    node: &str,
+    vmid: u32,
+    task: &agentlab_proxmox::types::TaskStatus,
+) -> Result<(), SandboxError> {
+    if !task.exitstatus.as_deref().is_some_and(|s| s.starts_with("WARNINGS")) || task.upid.is_empty() {
+        return Ok(());
+    }
+    let log = ctx.gateway.task_log(node, &task.upid).await.unwrap_or_default();
+    let warnings: Vec<String> = log.iter().filter_map(|l| l.strip_prefix("WARN: ")).map(str::to_string).collect();
+    let text = if warnings.is_empty() {
+        format!("VM {vmid} destroyed with warnings; see task {} on node {node}", task.upid)
+    } else {
+        format!("VM {vmid} destroyed with warnings (check for leftover volumes): {}", warnings.join("; "))
+    };
+    let event = NewEvent::sandbox(vmid, EventKind::DestroyWarnings, Stage::Lifecycle, text);
+    ctx.store.append_event(&event)?;
+    Ok(())
 }
 
 /// What an interrupted destroy leaves: the config replaced by `lock: destroyed` alone, no

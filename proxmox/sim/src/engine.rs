@@ -342,9 +342,13 @@ impl Sim {
                 task.ended_ms = Some(sim.started.elapsed().as_millis() as u64);
                 match outcome {
                     Ok(lines) => {
+                        // A `WARN: ` line is a warning (pve-common RESTEnvironment.pm warn,
+                        // 757): the task still succeeds, as `WARNINGS: n` (UPID.pm 70-91).
+                        let warnings = lines.iter().filter(|l| l.starts_with("WARN: ")).count();
                         task.log.extend(lines);
-                        task.log.push("TASK OK".into());
-                        task.exitstatus = Some("OK".into());
+                        let status = if warnings == 0 { "OK".to_string() } else { format!("WARNINGS: {warnings}") };
+                        task.log.push(format!("TASK {status}"));
+                        task.exitstatus = Some(status);
                     }
                     Err(message) => {
                         task.log.push(format!("TASK ERROR: {message}"));

@@ -27,6 +27,8 @@ pub enum EventKind {
     /// The VM at the sandbox's VMID is not AgentLab's: nothing was destroyed.
     DestroyRefused,
     DestroyFailed,
+    /// The VM was destroyed, but Proxmox warned (a disk it could not remove).
+    DestroyWarnings,
     /// The keepalive stop at lease expiry failed.
     StopFailed,
     Vanished,
@@ -71,6 +73,7 @@ impl EventKind {
             K::DestroyStarted => "sandbox.destroy.started",
             K::DestroyRefused => "sandbox.destroy.refused",
             K::DestroyFailed => "sandbox.destroy.failed",
+            K::DestroyWarnings => "sandbox.destroy.warnings",
             K::StopFailed => "sandbox.stop.failed",
             K::Vanished => "sandbox.vanished",
             K::Moved => "sandbox.moved",
@@ -111,6 +114,7 @@ impl EventKind {
             K::ProvisionFailed
             | K::DestroyRefused
             | K::DestroyFailed
+            | K::DestroyWarnings
             | K::StopFailed
             | K::Vanished
             | K::JobReleaseFailed

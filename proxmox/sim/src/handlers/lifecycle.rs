@@ -259,6 +259,10 @@ pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
             let owned = world.parse_volid(&volid).and_then(|(_, name)| World::owner_of(name)) == Some(vmid);
             if owned && world.free_volume(&volid) {
                 log.push(format!("  Logical volume \"{volid}\" successfully removed."));
+            } else if owned {
+                // qemu-server QemuServer.pm destroy_vm (1888): a disk that cannot be freed is a
+                // warning, and the destroy still succeeds: the volume may be left behind.
+                log.push(format!("WARN: Could not remove disk '{volid}', check manually: no such volume '{volid}'"));
             }
         }
         if unreferenced {

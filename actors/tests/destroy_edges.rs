@@ -1,6 +1,8 @@
-//! A destroy interrupted on the Proxmox side leaves `lock: destroyed` alone in the VM's
-//! config, with no tag: AgentLab recognises it as its own (the store says it was destroying
-//! that VMID), says how to clear it (root@pam only), and finishes once it is gone.
+//! Destroys that do not simply succeed on Proxmox: one interrupted on the host leaves
+//! `lock: destroyed` alone in the VM's config, with no tag — AgentLab recognises it as its
+//! own (the store says it was destroying that VMID), says how to clear it (root@pam only),
+//! and finishes once it is gone; one that ends `WARNINGS` may have left a disk behind, which
+//! is reported.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -60,5 +62,29 @@ async fn an_interrupted_destroy_is_reported_with_the_fix_and_finished_afterwards
         .unwrap();
     assert_eq!(again.map(|v| v.state).ok(), Some(SandboxState::Destroyed));
     assert_eq!(h.sandbox(vmid).intent, None);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destroy_that_leaves_a_disk_behind_is_reported() {
+    let h = Harness::start().await;
+    let vmid = h.ready_sandbox(None, false).await;
+    {
+        // The disk vanished from the storage behind Proxmox's back: destroy warns.
+        let mut world = h.sim.world();
+        let lvm = world.storages.get_mut("local-lvm").unwrap();
+        lvm.volumes.retain(|name, _| !name.starts_with(&format!("vm-{vmid}-disk")));
+    }
+    let destroyed = h
+        .sandbox_actor(vmid)
+        .call(|reply| SandboxMsg::Destroy { force: false, by: None, reply }, Some(HOUR))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(destroyed.map(|v| v.state).ok(), Some(SandboxState::Destroyed));
+    let events = h.store.sandbox_events(vmid, agentlab_actors::store::EventPage::Tail(1000)).unwrap();
+    let warning = events.iter().find(|e| e.kind == "sandbox.destroy.warnings").map(|e| e.msg.clone());
+    let warning = warning.unwrap_or_else(|| panic!("no warning event: {events:?}"));
+    assert!(warning.contains("Could not remove disk") && warning.contains("check manually"), "{warning}");
     h.stop().await;
 }
