@@ -280,6 +280,9 @@ async fn perform(
             }
             // Waited on before anything starts the VM again.
             rollback::apply(&ctx, &node, vmid, CLEAN_SNAPSHOT, &delete_first).await?;
+            // `clean` is from before the first boot: cloud-init runs again at the next start
+            // and needs a bootstrap token that was not spent yet.
+            super::pipeline::write_snippet(&ctx, &rec).await?;
             if restart.unwrap_or(rec.state.has_vm_running()) {
                 Ok(AfterOperation::Boot)
             } else {

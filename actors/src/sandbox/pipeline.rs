@@ -254,7 +254,9 @@ async fn snippet_dir_for(ctx: &SandboxContext, node: &str) -> Result<PathBuf, Sa
 }
 
 /// Mints a token, records the snippet path, writes the file, then points `cicustom` at it.
-async fn write_snippet(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxError> {
+/// Also run by a revert: the snapshot predates the first boot, so the next start runs
+/// cloud-init again, and the token it would present was spent (review F15).
+pub(super) async fn write_snippet(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxError> {
     let node = node_of(rec)?;
     let path = match &rec.snippet_path {
         Some(p) => PathBuf::from(p),

@@ -1,6 +1,7 @@
-//! Reverting a sandbox whose disks are on ZFS, where Proxmox rolls back only to the newest
-//! snapshot: refused up front naming the newer snapshots, done with `--force` after
-//! deleting them. Against `pve-sim`, which enforces ZFS's rule, on tokio's paused clock.
+//! Reverting a sandbox to `clean`: a fresh bootstrap token and snippet (the snapshot
+//! predates the first boot, so cloud-init runs again); on ZFS, where Proxmox rolls back only
+//! to the newest snapshot, refused up front naming the newer snapshots, done with `--force`
+//! after deleting them. Against `pve-sim`, on tokio's paused clock.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -61,5 +62,21 @@ async fn a_zfs_revert_past_newer_snapshots_names_them_and_force_removes_them() {
     assert_eq!(reverted.state, SandboxState::Stopped);
     let names: Vec<String> = h.sim.world().vms[&vmid].snapshots.iter().map(|s| s.name.clone()).collect();
     assert_eq!(names, ["clean"], "the newer snapshot was deleted, clean kept");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revert_mints_a_new_bootstrap_token_and_rewrites_the_snippet() {
+    let h = Harness::start().await;
+    let vmid = h.ready_sandbox(None, false).await;
+    let path = std::path::PathBuf::from(h.sandbox(vmid).snippet_path.unwrap());
+    let before = std::fs::read_to_string(&path).unwrap();
+    let reverted = operate(&h, vmid, SandboxOp::Revert { restart: Some(true) }, false).await.unwrap();
+    assert_eq!(reverted.state, SandboxState::Ready);
+    let after = std::fs::read_to_string(&path).unwrap();
+    assert_ne!(before, after, "the snippet carries a new token");
+    assert_eq!(h.store.bootstrap_token_count(vmid).unwrap(), 1, "only the new token is valid");
+    let config = h.sim.world().vms[&vmid].config.clone();
+    assert!(config.get("cicustom").is_some_and(|c| c.contains(path.file_name().unwrap().to_str().unwrap())));
     h.stop().await;
 }
