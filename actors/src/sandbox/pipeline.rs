@@ -329,6 +329,11 @@ async fn wait_ip(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<String, Sa
     let node = node_of(rec)?;
     let template = profile_of(ctx, rec).map(|p| p.template_vmid).unwrap_or_default();
     let started = tokio::time::Instant::now();
+    // Polls start short and back off (a sixteenth of the time waited, at most
+    // `ip_poll_interval`): a guest is seen within ~6% of its boot, and a booting sandbox
+    // costs about one agent call a second, not a flood on the rate limit.
+    let first = (ctx.settings.ip_poll_interval / 20).max(std::time::Duration::from_millis(50));
+    let next_poll = |waited: std::time::Duration| (waited / 16).clamp(first, ctx.settings.ip_poll_interval.max(first));
     loop {
         match ctx.gateway.agent_interfaces(&node, rec.vmid).await {
             Ok(interfaces) => {
@@ -348,7 +353,7 @@ async fn wait_ip(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<String, Sa
             }
             Err(e) => return Err(SandboxError::pve("asking the guest agent for the address")(e)),
         }
-        tokio::time::sleep(ctx.settings.ip_poll_interval).await;
+        tokio::time::sleep(next_poll(started.elapsed())).await;
     }
 }
 

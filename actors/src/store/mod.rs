@@ -8,6 +8,7 @@ mod jobs;
 mod migrations;
 mod sandbox_updates;
 mod sandboxes;
+mod timings;
 mod tokens;
 
 pub use artifacts::{ArtifactGrant, MintedTokens};

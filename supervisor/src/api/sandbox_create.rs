@@ -4,11 +4,10 @@
 
 use super::sandbox_ops::{ask, sandbox_actor};
 use super::{ApiError, AppState, Peer, StrictJson};
-use agentlab_actors::model::{ErrorCode, time_format};
+use agentlab_actors::model::ErrorCode;
 use agentlab_actors::protocol::{CreateSandboxRequest, CreateSandboxResponse, PhaseTiming};
 use agentlab_actors::sandbox::allocate::{AllocateError, SandboxRequest, allocate};
 use agentlab_actors::sandbox::{SandboxMsg, Settled};
-use agentlab_actors::store::EventPage;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
@@ -102,22 +101,6 @@ pub async fn create(
     }
 }
 
-/// Milliseconds between successive provisioning events (step starts, boot, ready).
 fn timings(app: &AppState, vmid: u32) -> Vec<PhaseTiming> {
-    let events = app.store.sandbox_events(vmid, EventPage::Tail(200)).unwrap_or_default();
-    let marks: Vec<(String, time::OffsetDateTime)> = events
-        .iter()
-        .filter_map(|e| {
-            let phase = match e.kind.as_str() {
-                "sandbox.provision.step" => e.json["step"].as_str().map(str::to_string),
-                "sandbox.state" if e.json["to_state"] == "READY" => Some("ready".to_string()),
-                _ => None,
-            }?;
-            time_format::parse(&e.ts).ok().map(|t| (phase, t))
-        })
-        .collect();
-    marks
-        .windows(2)
-        .map(|w| PhaseTiming { phase: w[0].0.clone(), ms: (w[1].1 - w[0].1).whole_milliseconds().max(0) as u64 })
-        .collect()
+    app.store.provision_timings(vmid).unwrap_or_default()
 }
