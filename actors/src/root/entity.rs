@@ -48,7 +48,16 @@ pub trait EntityFactory: Send + Sync + 'static {
     /// Records that the entity failed for good (too many restarts); its actor is not
     /// spawned again.
     fn give_up(&self, id: &str, reason: &str) -> Result<(), EntityError>;
+
+    /// Work for all entities of this kind at once (the sandboxes' cluster census), run by
+    /// the root from its start to its stop.
+    fn background(&self) -> Option<Background> {
+        None
+    }
 }
+
+/// A kind's background work.
+pub type Background = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
 /// Splits `kind:id`; service actors (`root`, `pve`, `events`) have no id.
 pub fn split_name(name: &str) -> Option<(&str, &str)> {

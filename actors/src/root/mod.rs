@@ -12,7 +12,7 @@ mod restart_budget;
 mod tests;
 
 pub use directory::{ActorDirectory, ActorEntry};
-pub use entity::{EntityError, EntityFactory, SpawnError, SpawnFuture, entity_name, split_name};
+pub use entity::{Background, EntityError, EntityFactory, SpawnError, SpawnFuture, entity_name, split_name};
 pub use restart_budget::{RestartBudget, RestartPolicy, Verdict};
 
 use crate::events::{EVENTS_ACTOR, EventLog, emit};
@@ -59,6 +59,8 @@ pub struct RootState {
     factories: HashMap<&'static str, Arc<dyn EntityFactory>>,
     directory: ActorDirectory,
     budget: RestartBudget,
+    /// The factories' background work, aborted when the root stops.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for RootSupervisor {
@@ -76,6 +78,7 @@ impl Actor for RootSupervisor {
             factories: args.factories.into_iter().map(|f| (f.kind(), f)).collect(),
             directory: args.directory,
             budget: RestartBudget::new(args.policy),
+            background: Vec::new(),
         };
         spawn_service(&myself, &state, EVENTS_ACTOR).await?;
         spawn_service(&myself, &state, PVE_ACTOR).await?;
@@ -90,11 +93,17 @@ impl Actor for RootSupervisor {
             for id in ids {
                 spawn_entity(&myself, state, factory.kind(), &id).await;
             }
+            if let Some(work) = factory.background() {
+                state.background.push(tokio::spawn(work));
+            }
         }
         Ok(())
     }
 
-    async fn post_stop(&self, myself: ActorRef<RootMsg>, _state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, myself: ActorRef<RootMsg>, state: &mut RootState) -> Result<(), ActorProcessingErr> {
+        for work in state.background.drain(..) {
+            work.abort();
+        }
         // Without this, ractor kills linked children without running their post_stop.
         myself.stop_children_and_wait(Some("daemon shutting down".into()), Some(SHUTDOWN_GRACE)).await;
         Ok(())

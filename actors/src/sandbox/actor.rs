@@ -41,7 +41,6 @@ pub struct SandboxActorState {
     pub(super) settle_waiters: Vec<Waiter>,
     pub(super) destroy_waiters: Vec<OpReply>,
     pub(super) lease_timer: Option<Timer>,
-    pub(super) probe_timer: Option<JoinHandle<()>>,
     pub(super) probing: bool,
     /// The provisioning deadline's timer, and its number (a fired timer of an earlier
     /// provisioning is ignored).
@@ -163,7 +162,6 @@ impl Actor for SandboxActor {
             settle_waiters: Vec::new(),
             destroy_waiters: Vec::new(),
             lease_timer: None,
-            probe_timer: None,
             probing: false,
             provisioning_deadline: None,
             deadlines_armed: 0,
@@ -179,9 +177,6 @@ impl Actor for SandboxActor {
         state: &mut SandboxActorState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(timer) = state.lease_timer.take() {
-            timer.abort();
-        }
-        if let Some(timer) = state.probe_timer.take() {
             timer.abort();
         }
         if let Some((_, timer)) = state.provisioning_deadline.take() {
@@ -211,6 +206,7 @@ impl Actor for SandboxActor {
             M::Operate { op, force, by, reply } => self.on_operate(me, state, op, force, by, reply)?,
             M::JobChanged(event) => self.on_job_changed(state, event)?,
             M::Probe => self.on_probe(me, state)?,
+            M::Census { seen, refresh_address } => self.on_census(me, state, seen, refresh_address)?,
             M::LeaseTimerFired => self.on_lease_timer(me, state)?,
             M::ProvisioningTimedOut { deadline } => self.on_provisioning_timed_out(me, state, deadline)?,
             M::StepDone { generation, .. } if !self.is_current(state, generation) => {}

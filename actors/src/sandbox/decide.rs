@@ -79,6 +79,33 @@ pub fn after_expiry(state: SandboxState, keepalive: bool) -> AfterExpiry {
     }
 }
 
+/// What the census entry of a VM means for its sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CensusVerdict {
+    /// The list agrees with the record: no call for this VM.
+    Agrees,
+    /// Something may have changed: ask Proxmox about this VM (`on_probed` decides).
+    Check,
+}
+
+/// The census table: absent, on another node, or not running while the record says it
+/// runs means a check; a suspended sandbox is always checked (the list shows a paused VM
+/// as `running`); a stopped one only when absent or moved (a probe would do nothing about
+/// it running: `on_probed`). A VM paused behind a READY record is the one case only a
+/// probe sees — `sandbox reconcile` probes every sandbox.
+pub fn on_census(rec: &SandboxRecord, seen: Option<&super::census::Seen>) -> CensusVerdict {
+    let Some(seen) = seen else { return CensusVerdict::Check };
+    if rec.node.as_deref() != Some(seen.node.as_str()) {
+        return CensusVerdict::Check;
+    }
+    let agrees = match rec.state {
+        SandboxState::Ready | SandboxState::Running => seen.running,
+        SandboxState::Stopped => true,
+        _ => false,
+    };
+    if agrees { CensusVerdict::Agrees } else { CensusVerdict::Check }
+}
+
 /// What a probe found, against what the record says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeFinding {
@@ -185,6 +212,28 @@ DESTROYED: Stop Stop ResumeDestroy Stop
                 "DESTROYED keepalive=false: Nothing",
             ]
         );
+    }
+
+    #[test]
+    fn census_table() {
+        use super::super::census::Seen;
+        let here = |running| Some(Seen { node: "pve1".into(), running });
+        let elsewhere = Some(Seen { node: "pve2".into(), running: true });
+        let entries = [("running", here(true)), ("stopped", here(false)), ("moved", elsewhere), ("absent", None)];
+        let mut table = String::new();
+        for state in SandboxState::ALL.into_iter().filter(|s| s.is_probed()) {
+            let rec = SandboxRecord { node: Some("pve1".into()), ..record(state, None) };
+            let row: Vec<String> =
+                entries.iter().map(|(name, e)| format!("{name}={:?}", on_census(&rec, e.as_ref()))).collect();
+            table.push_str(&format!("{}: {}\n", state.as_str(), row.join(" ")));
+        }
+        let expected = "\
+READY: running=Agrees stopped=Check moved=Check absent=Check
+RUNNING: running=Agrees stopped=Check moved=Check absent=Check
+SUSPENDED: running=Check stopped=Check moved=Check absent=Check
+STOPPED: running=Agrees stopped=Agrees moved=Check absent=Check
+";
+        assert_eq!(table, expected);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! AgentLab, a changed guest address) and the record following it.
 
 use super::actor::{SandboxActor, SandboxActorState};
-use super::decide::{self, ProbeFinding};
+use super::census::Seen;
+use super::decide::{self, CensusVerdict, ProbeFinding};
 use super::error::SandboxError;
 use super::msg::SandboxMsg;
 use super::teardown;
@@ -15,6 +16,23 @@ use ractor::ActorRef;
 use std::sync::Arc;
 
 impl SandboxActor {
+    /// The census's entry for this VM: probe only when it disagrees with the record, or
+    /// when the guest address is due a re-read.
+    pub(super) fn on_census(
+        &self,
+        me: &ActorRef<SandboxMsg>,
+        state: &mut SandboxActorState,
+        seen: Option<Seen>,
+        refresh_address: bool,
+    ) -> Result<(), StoreError> {
+        let rec = self.load(state.vmid)?;
+        let address_due = refresh_address && rec.state.has_guest_address();
+        if decide::on_census(&rec, seen.as_ref()) == CensusVerdict::Check || address_due {
+            self.on_probe(me, state)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn on_probe(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState) -> Result<(), StoreError> {
         let rec = self.load(state.vmid)?;
         if state.probing || state.busy() || !rec.state.is_probed() {

@@ -14,7 +14,8 @@ use ractor::ActorRef;
 use std::sync::Arc;
 
 impl SandboxActor {
-    /// (Re)arms the lease timer from the record, and starts the probe timer once.
+    /// (Re)arms the lease timer from the record. (The VM's health comes from the census,
+    /// `census.rs`, not from a timer per sandbox.)
     pub(super) fn arm_timers(&self, me: &ActorRef<SandboxMsg>, state: &mut SandboxActorState, rec: &SandboxRecord) {
         if let Some(timer) = state.lease_timer.take() {
             timer.abort();
@@ -22,9 +23,6 @@ impl SandboxActor {
         if let Some(expires) = rec.lease_expires_at {
             let delay = self.ctx.settings.clock.until(expires);
             state.lease_timer = Some(me.send_after(delay, || SandboxMsg::LeaseTimerFired));
-        }
-        if state.probe_timer.is_none() {
-            state.probe_timer = Some(me.send_interval(self.ctx.settings.probe_interval, || SandboxMsg::Probe));
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod actor;
 pub mod allocate;
+pub mod census;
 mod decide;
 mod error;
 mod generation;
@@ -127,6 +128,10 @@ impl EntityFactory for SandboxFactory {
             let (actor, _) = Actor::spawn_linked(Some(name), SandboxActor { ctx }, vmid, supervisor).await?;
             Ok(actor.get_cell())
         })
+    }
+
+    fn background(&self) -> Option<crate::root::Background> {
+        Some(Box::pin(census::run(Arc::clone(&self.ctx))))
     }
 
     fn give_up(&self, id: &str, reason: &str) -> Result<(), EntityError> {
