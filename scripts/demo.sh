@@ -24,10 +24,12 @@ cleanup() {
 trap cleanup EXIT
 
 # A free loopback port: nothing answers on it.
+# Below the kernel's ephemeral range (32768 and up by default): a port there can be free of
+# listeners yet bound as the local end of an outgoing connection, and then bind fails.
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 40000))
+    port=$((20000 + RANDOM % 12000))
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
   done
 }
@@ -58,6 +60,9 @@ BUNDLE
 rm "$work/bundle.yaml"
 
 say "writing the daemon config (guest listener on loopback, where the simulated guests live)"
+bootstrap_port=$(free_port)
+artifact_port=$(free_port)
+while [ "$artifact_port" = "$bootstrap_port" ]; do artifact_port=$(free_port); done
 mkdir -p "$work/profiles"
 cp profiles/defaults.yaml "$work/profiles/"
 cat > "$work/config.yaml" <<CONFIG
@@ -71,8 +76,8 @@ proxmox_api_token: $token
 proxmox_tls_fingerprint: $fingerprint
 provisioning_timeout: 60s
 agent_subnet: 127.0.0.0/8
-bootstrap_listen: 127.0.0.1:$(free_port)
-artifact_listen: 127.0.0.1:$(free_port)
+bootstrap_listen: 127.0.0.1:$bootstrap_port
+artifact_listen: 127.0.0.1:$artifact_port
 secrets_dir: $work/secrets
 secrets_age_key_path: $work/keys/age.key
 CONFIG
