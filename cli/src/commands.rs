@@ -242,7 +242,8 @@ pub fn print_or<T: serde::de::DeserializeOwned>(
         return Ok(());
     }
     let decoded: T = serde_json::from_value(value.clone()).map_err(|e| ClientError::BadResponse(e.to_string()))?;
-    let text = render(decoded);
+    // Rendered text mixes what the daemon and the guests wrote: shown, never obeyed.
+    let text = crate::terminal::escape(&render(decoded)).into_owned();
     print!("{text}");
     if !text.ends_with('\n') {
         println!();

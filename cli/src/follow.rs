@@ -5,6 +5,7 @@
 use crate::args::LogTarget;
 use crate::client::{ClientError, DaemonClient};
 use crate::render;
+use crate::terminal::escape;
 use agentlab_model::protocol::{EventView, EventsResponse};
 
 /// How one event prints when following a job: log text as is, phases and states as notes.
@@ -15,13 +16,13 @@ pub fn print_event(event: &EventView, json: bool) {
     }
     match event.kind.as_str() {
         "job.log" => {
-            print!("{}", event.msg);
+            print!("{}", escape(&event.msg));
             use std::io::Write;
             let _ = std::io::stdout().flush();
         }
-        "job.phase" => eprintln!("==> {}", event.msg),
+        "job.phase" => eprintln!("==> {}", escape(&event.msg)),
         "job.state" => eprintln!("==> job {}", event.json["to_state"].as_str().unwrap_or("?")),
-        _ => println!("{}", render::event_line(event)),
+        _ => println!("{}", escape(&render::event_line(event))),
     }
 }
 
@@ -50,8 +51,8 @@ fn print_line(event: &EventView, json: bool) {
     if json {
         println!("{}", serde_json::to_string(event).unwrap_or_default());
     } else if event.kind == "job.log" {
-        print!("{}", event.msg);
+        print!("{}", escape(&event.msg));
     } else {
-        println!("{}", render::event_line(event));
+        println!("{}", escape(&render::event_line(event)));
     }
 }

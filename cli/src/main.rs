@@ -9,6 +9,7 @@ mod commands;
 mod follow;
 mod jobs;
 mod render;
+mod terminal;
 
 use args::{Cli, Command};
 use clap::{CommandFactory, Parser};
@@ -39,7 +40,7 @@ fn report(error: &ClientError, json: bool) {
         let envelope = error.envelope();
         println!("{}", serde_json::to_string(&envelope).unwrap_or_else(|_| envelope.message.clone()));
     } else {
-        eprintln!("error: {}", error.message());
+        eprintln!("error: {}", terminal::escape(&error.message()));
         if let ClientError::Api { status, envelope } = error {
             eprintln!("  code: {} (HTTP {status})", envelope.code);
         }

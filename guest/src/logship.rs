@@ -16,8 +16,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
-/// Largest `log` piece in one report.
-pub const MAX_LOG_REPORT: usize = 64 * 1024;
+/// Largest `log` piece in one report (the daemon refuses more).
+pub const MAX_LOG_REPORT: usize = agentlab_model::protocol::guest::MAX_REPORT_LOG_BYTES;
 
 pub struct LogShipper {
     /// Bytes of the log the daemon has acknowledged.

@@ -179,6 +179,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
             artifact_dir: config.artifact_dir.clone(),
             artifact_token_ttl: config.artifact_token_ttl,
             release_retry: Duration::from_secs(10).mul_f64(config.test_time_scale).max(Duration::from_millis(500)),
+            log_max_bytes: config.job_log_max_bytes,
         },
         directory: directory.clone(),
     });

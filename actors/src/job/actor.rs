@@ -168,7 +168,8 @@ impl JobActor {
         self.ensure_redactor(state, &job);
         let message = report.message.as_deref().map(|m| state.redact(m));
         if let Some(log) = report.log.as_deref().filter(|l| !l.is_empty()) {
-            self.ctx.store.append_job_log(&job.id, report.log_offset, &state.redact(log))?;
+            let cap = self.ctx.settings.log_max_bytes;
+            self.ctx.store.append_job_log(&job.id, report.log_offset, &state.redact(log), cap)?;
         }
         if let Some(phase) = report.phase.filter(|p| p.reported_by_runner()) {
             self.ctx.store.record_job_phase(&job.id, phase)?;

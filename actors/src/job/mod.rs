@@ -51,6 +51,8 @@ pub struct JobSettings {
     pub artifact_token_ttl: Duration,
     /// Delay before a failed sandbox release is tried again.
     pub release_retry: Duration,
+    /// Log bytes stored per job (`job_log_max_bytes`).
+    pub log_max_bytes: u64,
 }
 
 /// Everything a job actor uses.

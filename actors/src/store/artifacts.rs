@@ -80,12 +80,18 @@ impl Store {
         })
     }
 
-    /// The job an unexpired artifact token was minted for.
+    /// The job an artifact token was minted for, while it may still upload: unexpired, the
+    /// job not ended, its sandbox not destroyed (security review F2: a finished job's token
+    /// replaced its result bundle).
     pub fn artifact_grant(&self, token_hash: &str) -> StoreResult<Option<ArtifactGrant>> {
         let now = time_format::now();
         self.read(|c| {
             c.query_row(
-                "SELECT job_id, vmid FROM artifact_tokens WHERE token_hash = ?1 AND expires_at > ?2",
+                "SELECT t.job_id, t.vmid FROM artifact_tokens t
+                 JOIN jobs j ON j.id = t.job_id
+                 LEFT JOIN sandboxes s ON s.vmid = t.vmid
+                 WHERE t.token_hash = ?1 AND t.expires_at > ?2 AND j.status IN ('QUEUED', 'RUNNING')
+                   AND (s.state IS NULL OR s.state != 'DESTROYED')",
                 params![token_hash, now],
                 |r| Ok(ArtifactGrant { job_id: r.get(0)?, vmid: r.get(1)? }),
             )
@@ -94,16 +100,48 @@ impl Store {
         })
     }
 
-    /// Records an uploaded artifact (replacing an earlier upload of the same path) with its
-    /// event and the `artifacts_uploaded` phase.
+    /// The artifact recorded at `path` for a job, if any.
+    pub fn artifact_at(&self, job_id: &str, path: &str) -> StoreResult<Option<ArtifactInfo>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT name, path, size_bytes, sha256, mime FROM artifacts WHERE job_id = ?1 AND path = ?2",
+                params![job_id, path],
+                |r| {
+                    Ok(ArtifactInfo {
+                        name: r.get(0)?,
+                        path: r.get(1)?,
+                        size_bytes: r.get::<_, i64>(2)?.max(0) as u64,
+                        sha256: r.get(3)?,
+                        mime: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Bytes and files a job has stored.
+    pub fn artifact_usage(&self, job_id: &str) -> StoreResult<(u64, u64)> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(size_bytes), 0), COUNT(*) FROM artifacts WHERE job_id = ?1",
+                [job_id],
+                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
+            )
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Records an uploaded artifact with its event and the `artifacts_uploaded` phase. An
+    /// artifact is never replaced: a second row for the same path is refused by the table's
+    /// key (the upload route checks first and never renames over a file).
     pub fn insert_artifact(&self, job_id: &str, info: &ArtifactInfo) -> StoreResult<()> {
         self.write(|tx| {
             let job = super::jobs::job_in(tx, self, job_id)?;
             tx.execute(
                 "INSERT INTO artifacts (job_id, name, path, size_bytes, sha256, mime, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (job_id, path) DO UPDATE SET name = excluded.name, size_bytes = excluded.size_bytes,
-                     sha256 = excluded.sha256, mime = excluded.mime, created_at = excluded.created_at",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     job_id,
                     info.name,
@@ -189,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn artifacts_replace_by_path_and_list_newest_first() {
+    fn an_artifact_is_never_replaced_and_usage_adds_up() {
         let (_dir, store) = temp_store();
         store.insert_job(&sample_job("job_y"), None).unwrap();
         let info = |sha: &str| ArtifactInfo {
@@ -200,9 +238,14 @@ mod tests {
             mime: "application/gzip".into(),
         };
         store.insert_artifact("job_y", &info("one")).unwrap();
-        store.insert_artifact("job_y", &info("two")).unwrap();
+        assert!(store.insert_artifact("job_y", &info("two")).is_err(), "security review F2: never replaced");
         let list = store.list_artifacts("job_y").unwrap_or_default();
         assert_eq!(list.len(), 1);
-        assert_eq!(list[0].info.sha256, "two");
+        assert_eq!(list[0].info.sha256, "one");
+        assert_eq!(
+            store.artifact_at("job_y", "agentlab-artifacts.tar.gz").unwrap().map(|a| a.sha256),
+            Some("one".into())
+        );
+        assert_eq!(store.artifact_usage("job_y").unwrap(), (10, 1));
     }
 }

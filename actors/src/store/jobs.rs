@@ -268,7 +268,7 @@ impl Store {
 
     /// Appends a chunk of redacted log that starts at byte `offset` of the job's whole log;
     /// the part already stored (a retried report) is skipped. Returns the bytes stored.
-    pub fn append_job_log(&self, id: &str, offset: Option<u64>, text: &str) -> StoreResult<usize> {
+    pub fn append_job_log(&self, id: &str, offset: Option<u64>, text: &str, max_stored: u64) -> StoreResult<usize> {
         self.write(|tx| {
             let job = job_in(tx, self, id)?;
             let skip = offset.map_or(0, |o| job.log_bytes.saturating_sub(o)) as usize;
@@ -280,13 +280,34 @@ impl Store {
             if fresh.is_empty() {
                 return Ok(0);
             }
-            let mut event = NewEvent::job(id, EventKind::JobLog, Stage::Report, fresh);
-            event.sandbox_vmid = job.sandbox_vmid;
-            insert_event(tx, self, &event)?;
-            let end = offset.map_or(job.log_bytes + fresh.len() as u64, |o| o + text.len() as u64).max(job.log_bytes);
-            tx.execute("UPDATE jobs SET log_bytes = ?2 WHERE id = ?1", params![id, end as i64])
-                .map_err(|e| self.err(e))?;
-            Ok(fresh.len())
+            // `log_bytes` counts every byte the runner sent (it de-duplicates retries); what is
+            // stored stops at `max_stored` (security review F1), with one marker.
+            let stored_before = job.log_bytes.min(max_stored);
+            let room = usize::try_from(max_stored - stored_before).unwrap_or(usize::MAX);
+            let mut keep = fresh.len().min(room);
+            while !fresh.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            if keep > 0 {
+                let mut event = NewEvent::job(id, EventKind::JobLog, Stage::Report, &fresh[..keep]);
+                event.sandbox_vmid = job.sandbox_vmid;
+                insert_event(tx, self, &event)?;
+            }
+            // The first chunk that does not fit says so; later ones find log_bytes past the cap.
+            if keep < fresh.len() && job.log_bytes <= max_stored {
+                let message = format!(
+                    "log truncated at job_log_max_bytes ({max_stored} bytes); the job runs on and its later output is not kept"
+                );
+                let mut event = NewEvent::job(id, EventKind::JobLogTruncated, Stage::Report, message);
+                event.sandbox_vmid = job.sandbox_vmid;
+                insert_event(tx, self, &event)?;
+            }
+            let end = offset
+                .map_or(job.log_bytes.saturating_add(fresh.len() as u64), |o| o.saturating_add(text.len() as u64))
+                .max(job.log_bytes);
+            let end = i64::try_from(end).unwrap_or(i64::MAX);
+            tx.execute("UPDATE jobs SET log_bytes = ?2 WHERE id = ?1", params![id, end]).map_err(|e| self.err(e))?;
+            Ok(keep)
         })
     }
 
@@ -402,9 +423,9 @@ mod tests {
         let phases: Vec<JobPhase> = store.job_phases("job_b").unwrap_or_default().into_iter().map(|p| p.0).collect();
         assert_eq!(phases, [JobPhase::Queued, JobPhase::RepoReady]);
 
-        assert_eq!(store.append_job_log("job_b", Some(0), "hello ").ok(), Some(6));
-        assert_eq!(store.append_job_log("job_b", Some(0), "hello ").ok(), Some(0), "a retry stores nothing");
-        assert_eq!(store.append_job_log("job_b", Some(3), "lo world").ok(), Some(5), "overlap is trimmed");
+        assert_eq!(store.append_job_log("job_b", Some(0), "hello ", 1 << 20).ok(), Some(6));
+        assert_eq!(store.append_job_log("job_b", Some(0), "hello ", 1 << 20).ok(), Some(0), "a retry stores nothing");
+        assert_eq!(store.append_job_log("job_b", Some(3), "lo world", 1 << 20).ok(), Some(5), "overlap is trimmed");
         let log: String = store
             .job_events("job_b", EventPage::Tail(50))
             .unwrap_or_default()
@@ -414,5 +435,13 @@ mod tests {
             .collect();
         assert_eq!(log, "hello world");
         assert_eq!(store.get_job("job_b").ok().flatten().map(|j| j.log_bytes), Some(11));
+        // Past the cap nothing more is stored, and one marker says so.
+        assert_eq!(store.append_job_log("job_b", Some(11), "0123456789", 16).ok(), Some(5));
+        assert_eq!(store.append_job_log("job_b", Some(21), "more", 16).ok(), Some(0));
+        let kinds: Vec<String> =
+            store.job_events("job_b", EventPage::Tail(50)).unwrap_or_default().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds.iter().filter(|k| *k == "job.log.truncated").count(), 1, "{kinds:?}");
+        // A bogus offset (F16) saturates instead of wrapping.
+        assert!(store.append_job_log("job_b", Some(u64::MAX), "x", 16).is_ok());
     }
 }

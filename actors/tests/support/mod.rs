@@ -138,6 +138,7 @@ impl Harness {
                 artifact_dir: dir.path().join("artifacts"),
                 artifact_token_ttl: Duration::from_secs(3600),
                 release_retry: Duration::from_secs(10),
+                log_max_bytes: 64 * 1024 * 1024,
             },
             directory: directory.clone(),
         });

@@ -53,6 +53,16 @@ pub struct Config {
     /// Per-source limits on the guest listener (0 qps disables one).
     pub bootstrap_rate_limit: RateLimit,
     pub artifact_rate_limit: RateLimit,
+    /// Runner reports, per source address and per job.
+    pub report_rate_limit: RateLimit,
+    /// Log bytes stored per job; beyond, the log is cut with a marker and the job runs on.
+    pub job_log_max_bytes: u64,
+    /// The most one job may store in artifacts (a profile's `artifacts.max_total_bytes` may
+    /// ask for less).
+    pub artifact_max_total_bytes: u64,
+    /// Below this much free space on `data_dir` or `artifact_dir`, guest writes are refused
+    /// (507) so the host's disk and the daemon's database keep room.
+    pub min_free_bytes: u64,
     pub idle_stop: IdleStopConfig,
     pub vmid_min: u32,
     pub vmid_max: u32,

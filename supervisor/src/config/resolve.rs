@@ -76,6 +76,26 @@ impl Resolver<'_> {
                 .map_err(|_| self.invalid("agent_subnet", format!("`{text}` is not a CIDR such as 10.77.0.0/16")))?,
             None => derived_subnet(bootstrap_listen.ip()),
         };
+        // The guest listener is the one door from untrusted VMs to the host: it must sit on
+        // the agent bridge, not on every address, and only the agent subnet may use it
+        // (security review F13).
+        for (key, addr) in [("bootstrap_listen", bootstrap_listen), ("artifact_listen", artifact_listen)] {
+            if addr.ip().is_unspecified() {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "`{addr}` listens on every address; give the agent bridge's address (e.g. 10.77.0.1:{})",
+                        addr.port()
+                    ),
+                ));
+            }
+        }
+        if agent_subnet.prefix_len() == 0 {
+            return Err(self.invalid(
+                "agent_subnet",
+                format!("`{agent_subnet}` is the whole internet; give the agent bridge's subnet (e.g. 10.77.0.0/16)"),
+            ));
+        }
         let metrics_listen = match raw.metrics_listen.filter(|s| !s.trim().is_empty()) {
             None => None,
             Some(text) => {
@@ -163,6 +183,25 @@ impl Resolver<'_> {
             raw.artifact_rate_limit_burst,
             (5.0, 10),
         )?;
+        // A runner reports about once a second while its agent writes (and once per 64 KiB).
+        let report_rate_limit = self.rate_limit(
+            "report_rate_limit_qps",
+            raw.report_rate_limit_qps,
+            raw.report_rate_limit_burst,
+            (10.0, 40),
+        )?;
+        let job_log_max_bytes = raw.job_log_max_bytes.unwrap_or(64 * 1024 * 1024);
+        if job_log_max_bytes == 0 {
+            return Err(self.invalid("job_log_max_bytes", "must be greater than 0"));
+        }
+        let artifact_max_total_bytes = raw.artifact_max_total_bytes.unwrap_or(1024 * 1024 * 1024);
+        if artifact_max_total_bytes < artifact_max_bytes {
+            return Err(self.invalid(
+                "artifact_max_total_bytes",
+                format!("must be at least artifact_max_bytes ({artifact_max_bytes})"),
+            ));
+        }
+        let min_free_bytes = raw.min_free_bytes.unwrap_or(1024 * 1024 * 1024);
         let idle_stop = IdleStopConfig {
             enabled: raw.idle_stop_enabled.unwrap_or(true),
             interval: self.duration("idle_stop_interval", raw.idle_stop_interval, Duration::from_secs(60))?,
@@ -239,6 +278,10 @@ impl Resolver<'_> {
             max_ttl_minutes,
             bootstrap_rate_limit,
             artifact_rate_limit,
+            report_rate_limit,
+            job_log_max_bytes,
+            artifact_max_total_bytes,
+            min_free_bytes,
             idle_stop,
             vmid_min,
             vmid_max,

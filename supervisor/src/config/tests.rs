@@ -40,8 +40,11 @@ fn every_key_is_known_to_the_raw_struct() {
             "artifact_token_ttl_minutes"
             | "max_ttl_minutes"
             | "bootstrap_rate_limit_burst"
-            | "artifact_rate_limit_burst" => "5",
-            "bootstrap_rate_limit_qps" | "artifact_rate_limit_qps" => "2.5",
+            | "artifact_rate_limit_burst"
+            | "report_rate_limit_burst" => "5",
+            "bootstrap_rate_limit_qps" | "artifact_rate_limit_qps" | "report_rate_limit_qps" => "2.5",
+            "job_log_max_bytes" | "min_free_bytes" => "1000000",
+            "artifact_max_total_bytes" => "1000000000000",
             "proxmox_max_concurrent_tasks" | "proxmox_clone_concurrency" => "3",
             "vmid_min" => "1000",
             "vmid_max" => "2000",
@@ -95,6 +98,14 @@ fn wrong_types_and_values_name_their_key_and_line() {
         (String::new(), "`proxmox_api_token`: is required with proxmox_backend: api"),
         (format!("{TOKEN}proxmox_tls_insecure: true\nproxmox_tls_fingerprint: AB:CD\n"), "set only one of"),
         (format!("{TOKEN}proxmox_tls_fingerprint: AB:CD\n"), "not a SHA-256 fingerprint"),
+        (
+            format!("{TOKEN}bootstrap_listen: 0.0.0.0:8844\n"),
+            "`bootstrap_listen`: `0.0.0.0:8844` listens on every address",
+        ),
+        (format!("{TOKEN}artifact_listen: '[::]:8846'\n"), "`artifact_listen`: `[::]:8846` listens on every address"),
+        (format!("{TOKEN}agent_subnet: 0.0.0.0/0\n"), "`agent_subnet`: `0.0.0.0/0` is the whole internet"),
+        (format!("{TOKEN}job_log_max_bytes: 0\n"), "`job_log_max_bytes`: must be greater than 0"),
+        (format!("{TOKEN}artifact_max_total_bytes: 10\n"), "must be at least artifact_max_bytes"),
     ];
     for (config, expected) in cases {
         let text = parse(&config).err().map(|e| e.to_string()).unwrap_or_else(|| "parsed".into());

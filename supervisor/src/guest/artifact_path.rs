@@ -14,6 +14,11 @@ pub fn checked(path: &str) -> Result<PathBuf, String> {
     if path.chars().any(|c| c.is_control() || c == '\\') {
         return refuse("control characters and backslashes are not allowed");
     }
+    // Bidirectional overrides and isolates make a name read as another one on a terminal
+    // (`evil\u{202e}txt.sh`; security review F18).
+    if path.chars().any(is_bidi_control) {
+        return refuse("bidirectional control characters are not allowed");
+    }
     let mut out = PathBuf::new();
     for component in Path::new(path).components() {
         match component {
@@ -33,6 +38,10 @@ pub fn checked(path: &str) -> Result<PathBuf, String> {
         return refuse("it names no file");
     }
     Ok(out)
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The MIME type to store: the client's if it is a plain type, else by extension.
@@ -66,7 +75,19 @@ mod tests {
     fn traversal_and_absolute_paths_are_refused() {
         assert_eq!(checked("agentlab-artifacts.tar.gz"), Ok(PathBuf::from("agentlab-artifacts.tar.gz")));
         assert_eq!(checked("./logs/run.log"), Ok(PathBuf::from("logs/run.log")));
-        for bad in ["", "../x", "a/../../x", "/etc/passwd", ".hidden", "a/.git/config", "a\\b", "a\nb", "."] {
+        for bad in [
+            "",
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            ".hidden",
+            "a/.git/config",
+            "a\\b",
+            "a\nb",
+            ".",
+            "evil\u{202e}txt.sh",
+            "a\u{1b}[2J",
+        ] {
             assert!(checked(bad).is_err(), "{bad:?}");
         }
         assert!(checked(&"a".repeat(256)).is_err());

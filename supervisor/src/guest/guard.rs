@@ -1,5 +1,6 @@
 //! What every guest request passes before a handler sees it: the source must be inside the
-//! agent subnet, and each source address gets a token bucket per route family.
+//! agent subnet, and each source address (and, for reports, each job) gets a token bucket
+//! per route family; guest writes also need free space on the host.
 
 use crate::config::RateLimit;
 use ipnet::IpNet;
@@ -26,30 +27,30 @@ struct Bucket {
     last: Instant,
 }
 
-/// Per-source token buckets; `qps == 0` lets everything through.
-pub struct RateLimiter {
+/// Token buckets per key (a source address, a job id); `qps == 0` lets everything through.
+pub struct RateLimiter<K = IpAddr> {
     limit: RateLimit,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl RateLimiter {
-    pub fn new(limit: RateLimit) -> RateLimiter {
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
+    pub fn new(limit: RateLimit) -> RateLimiter<K> {
         RateLimiter { limit, buckets: Mutex::new(HashMap::new()) }
     }
 
-    /// Takes a token for `ip`; false when the source is over its limit.
-    pub fn allow(&self, ip: IpAddr) -> bool {
-        self.allow_at(ip, Instant::now())
+    /// Takes a token for `key`; false when it is over its limit.
+    pub fn allow(&self, key: K) -> bool {
+        self.allow_at(key, Instant::now())
     }
 
-    fn allow_at(&self, ip: IpAddr, now: Instant) -> bool {
+    fn allow_at(&self, key: K, now: Instant) -> bool {
         if self.limit.qps <= 0.0 {
             return true;
         }
         let mut buckets = agentlab_actors::sync::lock(&self.buckets);
         buckets.retain(|_, b| now.duration_since(b.last) < IDLE_EVICTION);
         let burst = f64::from(self.limit.burst);
-        let bucket = buckets.entry(ip).or_insert(Bucket { tokens: burst, last: now });
+        let bucket = buckets.entry(key).or_insert(Bucket { tokens: burst, last: now });
         let refill = now.duration_since(bucket.last).as_secs_f64() * self.limit.qps;
         bucket.tokens = (bucket.tokens + refill).min(burst);
         bucket.last = now;
@@ -59,6 +60,24 @@ impl RateLimiter {
         } else {
             false
         }
+    }
+}
+
+/// Bytes available to an unprivileged writer on the filesystem of `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
+}
+
+/// 507 when `path`'s filesystem has less than `floor` bytes free (security review F1, F3:
+/// one guest filled the host's disk through reports and uploads).
+pub fn free_space_floor(path: &std::path::Path, floor: u64) -> Result<(), crate::api::ApiError> {
+    match free_bytes(path) {
+        Some(free) if free < floor => Err(crate::api::ApiError::new(
+            agentlab_actors::model::ErrorCode::InsufficientStorage,
+            "the host is short of disk space; try again later",
+        )),
+        _ => Ok(()),
     }
 }
 

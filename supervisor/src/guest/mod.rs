@@ -24,8 +24,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Fetch and report bodies are small JSON documents (a report carries ≤ 64 KiB of log).
-const MAX_GUEST_JSON_BYTES: usize = 1024 * 1024;
+/// Fetch and report bodies are small JSON documents: a report carries at most
+/// `MAX_REPORT_LOG_BYTES` of log, which JSON escaping can make six times longer.
+const MAX_GUEST_JSON_BYTES: usize = 6 * agentlab_actors::protocol::guest::MAX_REPORT_LOG_BYTES + 64 * 1024;
 
 #[derive(Clone)]
 pub struct GuestState {
@@ -33,6 +34,11 @@ pub struct GuestState {
     pub jobs: Arc<JobContext>,
     bootstrap_limiter: Arc<RateLimiter>,
     artifact_limiter: Arc<RateLimiter>,
+    report_source_limiter: Arc<RateLimiter>,
+    report_job_limiter: Arc<RateLimiter<String>>,
+    /// Jobs with an upload in flight: one writer per job, so its quota and its paths are
+    /// checked against what is really stored (security review F8).
+    uploading: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 fn bootstrap_routes() -> Router<GuestState> {
@@ -76,6 +82,9 @@ pub async fn serve(
     let state = GuestState {
         bootstrap_limiter: Arc::new(RateLimiter::new(config.bootstrap_rate_limit)),
         artifact_limiter: Arc::new(RateLimiter::new(config.artifact_rate_limit)),
+        report_source_limiter: Arc::new(RateLimiter::new(config.report_rate_limit)),
+        report_job_limiter: Arc::new(RateLimiter::new(config.report_rate_limit)),
+        uploading: Default::default(),
         config: Arc::clone(&config),
         jobs,
     };

@@ -1,11 +1,13 @@
 //! `POST /v1/bootstrap/fetch` and `POST /v1/runner/report`.
 
 use super::GuestState;
-use super::guard::bearer;
+use super::guard::{self, bearer};
 use crate::api::{ApiError, StrictJson};
 use agentlab_actors::job::{self, JobMsg};
 use agentlab_actors::model::ErrorCode;
-use agentlab_actors::protocol::guest::{BootstrapPayload, FetchRequest, ReportResponse, RunnerReport};
+use agentlab_actors::protocol::guest::{
+    BootstrapPayload, FetchRequest, MAX_REPORT_LOG_BYTES, ReportResponse, RunnerReport,
+};
 use agentlab_actors::tokens::token_hash;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -32,11 +34,19 @@ pub async fn fetch(
     }
 }
 
+/// How far past the stored log a report's `log_offset` may point (the runner sends the log
+/// in order; a bigger jump is not the runner's).
+const MAX_LOG_GAP: u64 = 16 * MAX_REPORT_LOG_BYTES as u64;
+
 pub async fn report(
     State(state): State<GuestState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     StrictJson(report): StrictJson<RunnerReport>,
 ) -> Result<Json<ReportResponse>, ApiError> {
+    if !state.report_source_limiter.allow(source.ip()) {
+        return Err(ApiError::new(ErrorCode::RateLimited, "rate limit exceeded"));
+    }
     let token = bearer(&headers).ok_or_else(|| ApiError::new(ErrorCode::MissingBearerToken, "missing bearer token"))?;
     let job = state
         .jobs
@@ -46,6 +56,22 @@ pub async fn report(
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "invalid runner token"))?;
     if job.status.is_final() {
         return Err(ApiError::new(ErrorCode::JobFinalized, format!("job already finalized ({})", job.status)));
+    }
+    if !state.report_job_limiter.allow(job.id.clone()) {
+        return Err(ApiError::new(ErrorCode::RateLimited, "rate limit exceeded for this job"));
+    }
+    let log_len = report.log.as_deref().map_or(0, str::len);
+    if log_len > MAX_REPORT_LOG_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("a report carries at most {MAX_REPORT_LOG_BYTES} bytes of log"),
+        ));
+    }
+    if report.log_offset.is_some_and(|o| o > job.log_bytes.saturating_add(MAX_LOG_GAP)) {
+        return Err(ApiError::new(ErrorCode::InvalidValue, "log_offset is past the log sent so far"));
+    }
+    if log_len > 0 {
+        guard::free_space_floor(&state.config.data_dir, state.config.min_free_bytes)?;
     }
     let actor = crate::api::jobs::job_actor(&job.id).await?;
     match actor.call(|reply| JobMsg::Report { report, reply }, Some(REPORT_TIMEOUT)).await {

@@ -1,11 +1,13 @@
 //! `POST /upload?path=<name>` with `Authorization: Bearer <artifact token>`: the body is
-//! streamed to a temporary file under `<artifact_dir>/<job>/`, capped at
-//! `artifact_max_bytes` while it streams (413, nothing kept), hashed with SHA-256, synced
-//! and renamed into place, then recorded.
+//! streamed to a temporary file under `<artifact_dir>/<job>/`, capped while it streams at
+//! `artifact_max_bytes` and at what is left of the job's quota (413, nothing kept), hashed
+//! with SHA-256, synced and linked into place, then recorded. One upload per job at a time;
+//! a stored artifact is never replaced; the token stops working when the job ends or its
+//! sandbox is destroyed; below `min_free_bytes` free, 507.
 
 use super::GuestState;
 use super::artifact_path::{checked, mime_for};
-use super::guard::bearer;
+use super::guard::{self, bearer};
 use crate::api::ApiError;
 use agentlab_actors::model::ErrorCode;
 use agentlab_actors::protocol::guest::{ArtifactInfo, DEFAULT_ARTIFACT_NAME, UploadResponse};
@@ -41,6 +43,31 @@ fn too_large(cap: u64) -> ApiError {
     ApiError::new(ErrorCode::ArtifactTooLarge, format!("artifact larger than artifact_max_bytes ({cap} bytes)"))
 }
 
+/// Claims the job's upload slot; released on drop.
+struct UploadSlot {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    job: String,
+}
+
+impl UploadSlot {
+    fn claim(state: &GuestState, job: &str) -> Result<UploadSlot, ApiError> {
+        let mut set = agentlab_actors::sync::lock(&state.uploading);
+        if !set.insert(job.to_string()) {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "another upload of this job is in progress; send one at a time",
+            ));
+        }
+        Ok(UploadSlot { set: std::sync::Arc::clone(&state.uploading), job: job.to_string() })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        agentlab_actors::sync::lock(&self.set).remove(&self.job);
+    }
+}
+
 pub async fn upload(
     State(state): State<GuestState>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
@@ -52,6 +79,7 @@ pub async fn upload(
         return Err(ApiError::new(ErrorCode::RateLimited, "rate limit exceeded"));
     }
     let token = bearer(&headers).ok_or_else(|| ApiError::new(ErrorCode::MissingBearerToken, "missing bearer token"))?;
+    // Refused once the job ended or its sandbox was destroyed, not only when expired.
     let grant = state
         .jobs
         .store
@@ -59,11 +87,22 @@ pub async fn upload(
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "invalid or expired artifact token"))?;
     let name = query.path.unwrap_or_else(|| DEFAULT_ARTIFACT_NAME.to_string());
     let relative = checked(&name).map_err(|e| ApiError::new(ErrorCode::InvalidPath, e))?;
+    let path_text = relative.to_string_lossy().into_owned();
+    let _slot = UploadSlot::claim(&state, &grant.job_id)?;
+    guard::free_space_floor(&state.config.artifact_dir, state.config.min_free_bytes)?;
+    let existing = state.jobs.store.artifact_at(&grant.job_id, &path_text)?;
+    // What this upload may add: the per-upload cap, and what is left of the job's quota.
+    let (used, _) = state.jobs.store.artifact_usage(&grant.job_id)?;
+    let quota = job_quota(&state, &grant.job_id)?;
+    let left = quota.saturating_sub(used);
     let cap = state.config.artifact_max_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large(cap));
+    }
+    if existing.is_none() && declared.is_some_and(|n| n > left) {
+        return Err(over_quota(quota, used));
     }
     let job_dir = state.config.artifact_dir.join(&grant.job_id);
     let target = job_dir.join(&relative);
@@ -71,17 +110,35 @@ pub async fn upload(
     create_private_dirs(&parent).await?;
     let suffix = random_hex(8).map_err(|e| ApiError::new(ErrorCode::Internal, format!("no randomness: {e}")))?;
     let temp_path = job_dir.join(format!(".upload-{suffix}.tmp"));
-    let mut temp = TempFile(Some(temp_path.clone()));
-    let (size, sha256) = stream_to(&temp_path, body, cap).await?;
+    let temp = TempFile(Some(temp_path.clone()));
+    let limit = if existing.is_some() { cap } else { cap.min(left) };
+    let (size, sha256) = stream_to(&temp_path, body, limit).await.map_err(|e| match e {
+        StreamError::OverLimit if limit < cap => over_quota(quota, used),
+        StreamError::OverLimit => too_large(cap),
+        StreamError::Api(e) => e,
+    })?;
     if size == 0 {
         return Err(ApiError::new(ErrorCode::InvalidValue, "empty artifact body"));
     }
-    tokio::fs::rename(&temp_path, &target)
+    if let Some(existing) = existing {
+        // An artifact is never replaced; the same bytes again (a retry whose answer was
+        // lost) are answered as stored.
+        if existing.sha256.eq_ignore_ascii_case(&sha256) {
+            return Ok((StatusCode::OK, Json(UploadResponse { job_id: grant.job_id, artifact: existing })));
+        }
+        return Err(ApiError::new(
+            ErrorCode::ArtifactExists,
+            format!("artifact `{path_text}` is already stored and is never replaced"),
+        ));
+    }
+    // No record: a file at the target is a crash's leftover, not an artifact. Linking
+    // instead of renaming never replaces a file another writer put there meanwhile.
+    let _ = tokio::fs::remove_file(&target).await;
+    tokio::fs::hard_link(&temp_path, &target)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot store the artifact: {e}")))?;
-    temp.0 = None;
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "cannot store the artifact"))?;
+    drop(temp);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let path_text = relative.to_string_lossy().into_owned();
     let info = ArtifactInfo {
         name: relative.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| path_text.clone()),
         mime: mime_for(&relative, content_type),
@@ -94,6 +151,23 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(UploadResponse { job_id: grant.job_id, artifact: info })))
 }
 
+/// The job's artifact quota: its profile's `artifacts.max_total_bytes`, within the daemon's
+/// `artifact_max_total_bytes`.
+fn job_quota(state: &GuestState, job_id: &str) -> Result<u64, ApiError> {
+    let ceiling = state.config.artifact_max_total_bytes;
+    let profile = state.jobs.store.get_job(job_id)?.map(|j| j.profile);
+    let asked =
+        profile.and_then(|p| state.jobs.profiles.snapshot().get(&p).and_then(|l| l.profile.artifacts.max_total_bytes));
+    Ok(asked.map_or(ceiling, |a| a.min(ceiling)))
+}
+
+fn over_quota(quota: u64, used: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::QuotaExceeded,
+        format!("the job's artifacts would exceed its quota ({quota} bytes; {used} stored)"),
+    )
+}
+
 async fn create_private_dirs(dir: &Path) -> Result<(), ApiError> {
     tokio::fs::create_dir_all(dir)
         .await
@@ -103,19 +177,33 @@ async fn create_private_dirs(dir: &Path) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Writes the body to `path` (0640), stopping at `cap`; returns (size, sha256 hex).
-async fn stream_to(path: &Path, body: Body, cap: u64) -> Result<(u64, String), ApiError> {
-    let io = |e: std::io::Error| ApiError::new(ErrorCode::Internal, format!("cannot write the artifact: {e}"));
+/// Why streaming stopped.
+enum StreamError {
+    /// More than the limit arrived (nothing is kept).
+    OverLimit,
+    Api(ApiError),
+}
+
+/// How long an upload may send nothing before it is dropped (security review F4).
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Writes the body to `path` (0640), stopping past `limit`; returns (size, sha256 hex).
+async fn stream_to(path: &Path, body: Body, limit: u64) -> Result<(u64, String), StreamError> {
+    let io = |_: std::io::Error| StreamError::Api(ApiError::new(ErrorCode::Internal, "cannot write the artifact"));
     let mut file =
         tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path).await.map_err(io)?;
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("upload interrupted: {e}")))?;
+    loop {
+        let next = tokio::time::timeout(BODY_IDLE, stream.next())
+            .await
+            .map_err(|_| StreamError::Api(ApiError::new(ErrorCode::BadRequest, "upload idle for too long; dropped")))?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|_| StreamError::Api(ApiError::new(ErrorCode::BadRequest, "upload interrupted")))?;
         size += chunk.len() as u64;
-        if size > cap {
-            return Err(too_large(cap));
+        if size > limit {
+            return Err(StreamError::OverLimit);
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io)?;

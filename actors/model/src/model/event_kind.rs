@@ -45,6 +45,8 @@ pub enum EventKind {
     JobState,
     JobPhase,
     JobLog,
+    /// The job's stored log reached `job_log_max_bytes`.
+    JobLogTruncated,
     JobReleaseFailed,
     ArtifactUploaded,
     /// An actor failed and is restarted from its record after a back-off.
@@ -92,6 +94,7 @@ impl EventKind {
             K::JobState => "job.state",
             K::JobPhase => "job.phase",
             K::JobLog => "job.log",
+            K::JobLogTruncated => "job.log.truncated",
             K::JobReleaseFailed => "job.release.failed",
             K::ArtifactUploaded => "artifact.upload",
             // The stored names predate the catalog and are kept for the API.
@@ -137,6 +140,7 @@ impl EventKind {
             | K::JobState
             | K::JobPhase
             | K::JobLog
+            | K::JobLogTruncated
             | K::ArtifactUploaded
             | K::DaemonStarted
             | K::DaemonStopping

@@ -18,6 +18,9 @@ pub const UPLOAD_PATH: &str = "/upload";
 pub const DEFAULT_ARTIFACT_NAME: &str = "agentlab-artifacts.tar.gz";
 /// The error text of a 404 on fetch for a sandbox that has no job: the runner exits 0.
 pub const NO_JOB_ERROR: &str = "job not found";
+/// The largest `log` piece one report may carry: the runner sends at most this much, and
+/// the daemon refuses more (413).
+pub const MAX_REPORT_LOG_BYTES: usize = 64 * 1024;
 
 /// `/etc/agentlab/bootstrap.json`: enough to fetch the one-time job payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

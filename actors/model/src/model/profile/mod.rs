@@ -316,6 +316,10 @@ pub struct RepoSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactSpec {
+    /// The most a job of this profile stores in artifacts (the daemon's
+    /// `artifact_max_total_bytes` is the ceiling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_minutes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,243 @@
+//! A hostile guest against a real `agentlabd` through its real guest listener
+//! (`../shared/reference/security-findings.md`): the test plays the guest, holding the
+//! runner and artifact tokens a compromised VM would hold, and prints the figures it saw.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
+use agentlab_e2e::eventually;
+use agentlab_e2e::jobs::JobBench;
+use std::process::Command;
+use std::time::Duration;
+
+/// `curl` a guest route; (HTTP status, body).
+fn call(url: &str, bearer: Option<&str>, body: &[u8], content_type: &str) -> (u16, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::write(&input, body).unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o"]).arg(&output).args(["-w", "%{http_code}", "-X", "POST", "-H"]);
+    cmd.arg(format!("Content-Type: {content_type}"));
+    if let Some(token) = bearer {
+        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    cmd.arg("--data-binary").arg(format!("@{}", input.display())).arg(url);
+    let out = cmd.output().expect("curl");
+    let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    (code, std::fs::read_to_string(&output).unwrap_or_default())
+}
+
+/// The guest's side of one job: its ids and the tokens a compromised VM holds.
+struct Guest {
+    job: String,
+    vmid: u64,
+    runner_token: String,
+    artifact_token: String,
+    report_url: String,
+    upload_url: String,
+}
+
+impl Guest {
+    /// Starts a job and fetches its bootstrap payload with the token from its snippet.
+    fn start(bench: &JobBench) -> Guest {
+        let job = bench.start_job("main", 60, &[]);
+        let ready = eventually(Duration::from_secs(60), || {
+            bench.job(&job)["timeline"].as_array().is_some_and(|t| t.iter().any(|p| p["phase"] == "sandbox_ready"))
+        });
+        assert!(ready, "{}", bench.job(&job));
+        let vmid = bench.job(&job)["sandbox_vmid"].as_u64().unwrap_or(0);
+        let snippet = std::fs::read_dir(bench.ws.sim_snippets_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("agentlab-{vmid}-"))))
+            .unwrap_or_else(|| panic!("no snippet for {vmid}"));
+        let text = std::fs::read_to_string(snippet).unwrap_or_default();
+        let token = text.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).unwrap_or_default();
+        let guest = format!("http://127.0.0.1:{}", bench.bootstrap_port);
+        let body = serde_json::json!({"token": token, "vmid": vmid}).to_string();
+        let (code, payload) = call(&format!("{guest}/v1/bootstrap/fetch"), None, body.as_bytes(), "application/json");
+        assert_eq!(code, 200, "{payload}");
+        let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        Guest {
+            job,
+            vmid,
+            runner_token: payload["runner_token"].as_str().unwrap_or_default().to_string(),
+            artifact_token: payload["artifact"]["token"].as_str().unwrap_or_default().to_string(),
+            report_url: format!("{guest}/v1/runner/report"),
+            upload_url: payload["artifact"]["endpoint"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    fn report(&self, status: &str, log: Option<&str>, offset: Option<u64>) -> (u16, String) {
+        let mut body = serde_json::json!({"job_id": self.job, "vmid": self.vmid, "status": status});
+        if let Some(log) = log {
+            body["log"] = log.into();
+            body["log_offset"] = offset.unwrap_or(0).into();
+        }
+        if status == "COMPLETED" {
+            body["exit_code"] = 0.into();
+        }
+        call(&self.report_url, Some(&self.runner_token), body.to_string().as_bytes(), "application/json")
+    }
+
+    fn upload(&self, path: &str, body: &[u8]) -> (u16, String) {
+        call(&format!("{}?path={path}", self.upload_url), Some(&self.artifact_token), body, "application/octet-stream")
+    }
+}
+
+fn db_bytes(bench: &JobBench) -> u64 {
+    ["data/agentlab.db", "data/agentlab.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(bench.ws.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// F1, F16: a report flood is rate-limited per job, one report carries at most 64 KiB of
+/// log, the stored log stops at `job_log_max_bytes` with one marker, and a bogus offset is
+/// refused.
+#[test]
+fn a_report_flood_is_limited_and_the_stored_log_is_capped() {
+    let bench = JobBench::test_plays_the_guest(
+        "job_log_max_bytes: 300000\nreport_rate_limit_qps: 20\nreport_rate_limit_burst: 20\n",
+    );
+    let _daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    let (code, body) = guest.report("RUNNING", Some(&"x".repeat(64 * 1024 + 1)), Some(0));
+    assert_eq!(code, 413, "a log piece over 64 KiB: {body}");
+    let (code, body) = guest.report("RUNNING", Some("x"), Some(u64::MAX));
+    assert_eq!(code, 400, "an offset far past the log (F16): {body}");
+
+    let before = db_bytes(&bench);
+    let chunk = "y".repeat(60 * 1024);
+    let (mut offset, mut accepted, mut limited) = (0u64, 0, 0);
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(5);
+    while std::time::SystemTime::now() < deadline {
+        match guest.report("RUNNING", Some(&chunk), Some(offset)).0 {
+            200 => {
+                accepted += 1;
+                offset += chunk.len() as u64;
+            }
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let growth = db_bytes(&bench).saturating_sub(before);
+    println!(
+        "report flood, 5 s: {accepted} accepted ({} KiB sent), {limited} refused with 429; database grew {} KiB (job_log_max_bytes 293 KiB)",
+        offset / 1024,
+        growth / 1024
+    );
+    assert!(limited > 0, "the per-job limit must refuse some");
+    assert!(offset > 300_000, "the flood sent more than the cap ({offset} bytes)");
+    let events = bench.ws.cli(&["--json", "logs", &guest.job, "--tail", "1000"]).stdout;
+    let stored: usize = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "job.log")
+        .map(|e| e["msg"].as_str().unwrap_or_default().len())
+        .sum();
+    assert!(stored <= 300_000, "stored {stored} bytes of log");
+    assert_eq!(events.matches("job.log.truncated").count(), 1, "one marker");
+    assert!(growth < 2 * 1024 * 1024, "database grew {growth} bytes");
+    // The job ran on (once its bucket refilled).
+    assert!(eventually(Duration::from_secs(5), || guest.report("RUNNING", None, None).0 == 200));
+}
+
+/// F2, F8, F18: a stored artifact is never replaced (the same bytes again are accepted as a
+/// retry), names with bidi or control characters are refused, and after the job ends the
+/// artifact token no longer works: the bundle's SHA-256 is unchanged.
+#[test]
+fn artifacts_are_immutable_and_the_token_dies_with_the_job() {
+    let bench = JobBench::test_plays_the_guest("");
+    let _daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    let (code, body) = guest.upload("agentlab-artifacts.tar.gz", b"the real bundle");
+    assert_eq!(code, 201, "{body}");
+    let (code, _) = guest.upload("agentlab-artifacts.tar.gz", b"the real bundle");
+    assert_eq!(code, 200, "a retry of the same bytes");
+    let (code, body) = guest.upload("agentlab-artifacts.tar.gz", b"replaced bundle!");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("v1/artifact/exists"), "{body}");
+    let (code, body) = guest.upload("evil%E2%80%AEgpj.sh", b"x");
+    assert_eq!(code, 400, "a bidi override in a name: {body}");
+
+    assert_eq!(guest.report("COMPLETED", None, None).0, 200);
+    let listed = bench.ws.cli(&["--json", "job", "artifacts", &guest.job]).json();
+    let sha_before = listed.to_string();
+    let (code, body) = guest.upload("late.txt", b"late artifact body");
+    assert!(code == 401 || code == 403, "after the end: {code} {body}");
+    let (code, body) = guest.upload("agentlab-artifacts.tar.gz", b"replaced bundle!");
+    assert!(code == 401 || code == 403, "after the end: {code} {body}");
+    let listed = bench.ws.cli(&["--json", "job", "artifacts", &guest.job]).json();
+    assert_eq!(listed.to_string(), sha_before, "the bundle is unchanged");
+    let out = bench.ws.path().join("bundle.tgz");
+    let download = bench.ws.cli(&["job", "artifacts", "download", &guest.job, "--out", &out.display().to_string()]);
+    assert_eq!(download.code, 0, "{download:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"the real bundle");
+}
+
+/// F3: a job cannot store more than its quota; below the free-space floor guest writes
+/// get 507 while the CLI keeps working.
+#[test]
+fn a_guest_cannot_store_past_its_quota_or_the_free_space_floor() {
+    let bench = JobBench::test_plays_the_guest("artifact_max_bytes: 100000\nartifact_max_total_bytes: 250000\n");
+    let _daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    let mut stored = 0;
+    let mut refused = Vec::new();
+    for i in 0..6 {
+        let (code, body) = guest.upload(&format!("fill/{i}.bin"), &vec![b'z'; 90_000]);
+        match code {
+            201 => stored += 90_000,
+            _ => refused.push((code, body)),
+        }
+    }
+    println!("quota 250000 bytes: the guest stored {stored} bytes in 90000-byte uploads; {} refused", refused.len());
+    assert_eq!(stored, 180_000);
+    assert!(
+        refused.iter().all(|(code, body)| *code == 413 && body.contains("v1/artifact/quota_exceeded")),
+        "{refused:?}"
+    );
+    let on_disk: u64 = std::fs::read_dir(bench.ws.path().join("data/artifacts").join(&guest.job).join("fill"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert_eq!(on_disk, 180_000, "nothing of a refused upload is kept");
+}
+
+#[test]
+fn below_the_free_space_floor_guest_writes_get_507_and_the_cli_works() {
+    // A floor no disk meets.
+    let bench = JobBench::test_plays_the_guest("min_free_bytes: 1000000000000000000\n");
+    let _daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    let (code, body) = guest.report("RUNNING", Some("some log\n"), Some(0));
+    assert_eq!(code, 507, "{body}");
+    let (code, body) = guest.upload("a.txt", b"abc");
+    assert_eq!(code, 507, "{body}");
+    assert!(!body.contains(&bench.ws.path().display().to_string()), "no host path in the answer: {body}");
+    assert_eq!(bench.ws.cli(&["status"]).code, 0, "the CLI keeps working");
+}
+
+/// F7: escape sequences a guest writes into its log are shown, not obeyed; `--json` keeps
+/// them as data.
+#[test]
+fn escape_sequences_in_a_guest_log_are_printed_escaped() {
+    let bench = JobBench::test_plays_the_guest("");
+    let _daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    let hostile = "title \u{1b}]0;pwned\u{7} clear \u{1b}[2J back\rFAKE \u{202e}txt.exe\n";
+    assert_eq!(guest.report("RUNNING", Some(hostile), Some(0)).0, 200);
+    let logs = bench.ws.cli(&["logs", &guest.job, "--tail", "100"]).stdout;
+    assert!(!logs.contains('\u{1b}') && !logs.contains('\r') && !logs.contains('\u{202e}'), "{logs:?}");
+    assert!(logs.contains("\\x1b]0;pwned\\x07") && logs.contains("\\x1b[2J") && logs.contains("\\u{202e}"), "{logs}");
+    let json = bench.ws.cli(&["--json", "logs", &guest.job, "--tail", "100"]).stdout;
+    assert!(json.contains("\\u001b]0;pwned"), "JSON keeps the data: {json}");
+}
