@@ -241,3 +241,55 @@ fn escape_sequences_in_a_guest_log_are_printed_escaped() {
     let json = bench.ws.cli(&["--json", "logs", &guest.job, "--tail", "100"]).stdout;
     assert!(json.contains("\\u001b]0;pwned"), "JSON keeps the data: {json}");
 }
+
+/// Whether the server has closed `stream` (a read sees EOF or a reset).
+fn closed(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let _ = stream.set_nonblocking(true);
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// F4: 1000 slow connections from one guest (127.0.0.1): the listener keeps a few, closes
+/// the rest at once and the kept ones at the header timeout; another guest (127.0.0.6) and
+/// the control socket answer throughout.
+#[test]
+fn a_thousand_slow_connections_leave_other_guests_and_the_cli_unaffected() {
+    use std::io::Write;
+    let bench = JobBench::test_plays_the_guest("");
+    let _daemon = bench.ws.start_daemon();
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", bench.bootstrap_port)) {
+            let _ = stream.write_all(b"POST /v1/runner/report HTTP/1.1\r\nHost: x\r\n");
+            held.push(stream);
+        }
+    }
+    assert!(held.len() >= 900, "connected {}", held.len());
+    let started = std::time::SystemTime::now();
+    let status = bench.ws.cli(&["status"]);
+    let latency = started.elapsed().unwrap_or_default();
+    assert_eq!(status.code, 0, "{status:?}");
+    let other = Command::new("curl")
+        .args(["-s", "--interface", "127.0.0.6", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{}/healthz", bench.bootstrap_port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "200", "another guest is served");
+    let open = |held: &mut Vec<std::net::TcpStream>| held.iter_mut().map(closed).filter(|c| !c).count();
+    assert!(eventually(Duration::from_secs(5), || open(&mut held) <= 16));
+    let open_now = open(&mut held);
+    println!(
+        "1000 slow connections from one guest: {open_now} kept open, `agentlab status` answered in {} ms",
+        latency.as_millis()
+    );
+    assert!(latency < Duration::from_secs(1), "status took {latency:?}");
+    assert!(
+        eventually(Duration::from_secs(20), || held.iter_mut().all(closed)),
+        "the kept ones are closed at the header timeout"
+    );
+}

@@ -5,6 +5,7 @@
 
 pub mod artifact_path;
 mod guard;
+mod listener;
 mod routes;
 mod upload;
 
@@ -46,6 +47,15 @@ fn bootstrap_routes() -> Router<GuestState> {
         .route(FETCH_PATH, post(routes::fetch))
         .route(REPORT_PATH, post(routes::report))
         .layer(DefaultBodyLimit::max(MAX_GUEST_JSON_BYTES))
+        .layer(middleware::from_fn(within_request_timeout))
+}
+
+/// A fetch or report — a slow body included — has `REQUEST_TIMEOUT` (security review F4).
+async fn within_request_timeout(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(listener::REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(ErrorCode::ClientTimeout, "request took too long").into_response(),
+    }
 }
 
 fn artifact_routes() -> Router<GuestState> {
@@ -103,12 +113,7 @@ pub async fn serve(
         })?;
         tracing::info!(%addr, "guest listener ready");
         let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let app = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-                tracing::error!(%addr, error = %e, "guest listener failed");
-            }
-        }));
+        tasks.push(tokio::spawn(listener::serve(listener, router, shutdown)));
     }
     Ok(tasks)
 }
