@@ -293,3 +293,85 @@ fn a_thousand_slow_connections_leave_other_guests_and_the_cli_unaffected() {
         "the kept ones are closed at the header timeout"
     );
 }
+
+/// One keep-alive HTTP/1.1 connection to the guest listener, for floods curl is too slow for.
+struct RawClient {
+    stream: std::net::TcpStream,
+}
+
+impl RawClient {
+    fn connect(port: u16) -> RawClient {
+        RawClient { stream: std::net::TcpStream::connect(("127.0.0.1", port)).unwrap() }
+    }
+
+    /// POSTs JSON; the status code.
+    fn post(&mut self, path: &str, bearer: &str, body: &str) -> u16 {
+        use std::io::{Read, Write};
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(request.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if self.stream.read(&mut byte).unwrap_or(0) == 0 {
+                return 0;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body).unwrap();
+        head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+/// F5, F6: a guest that sends 128 MiB of log (32 MiB kept) cannot make readers blow the
+/// daemon's memory: pages are capped by bytes, and `logs` still shows the job.
+#[test]
+fn readers_of_a_huge_log_keep_the_daemon_small() {
+    let bench = JobBench::test_plays_the_guest("job_log_max_bytes: 33554432\nreport_rate_limit_qps: 0\n");
+    let daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    let mut client = RawClient::connect(bench.bootstrap_port);
+    let chunk = "z".repeat(64 * 1024);
+    for i in 0..2048u64 {
+        let body = serde_json::json!({"job_id": guest.job, "vmid": guest.vmid, "status": "RUNNING",
+            "log": chunk, "log_offset": i * 64 * 1024})
+        .to_string();
+        assert_eq!(client.post("/v1/runner/report", &guest.runner_token, &body), 200, "report {i}");
+    }
+    let baseline = rss_kib(daemon.pid());
+    let readers: Vec<std::process::Child> =
+        (0..3).map(|_| bench.ws.cli_background(&["--json", "logs", &guest.job, "--tail", "1000"])).collect();
+    let mut peak = baseline;
+    let mut readers = readers;
+    while readers.iter_mut().any(|r| matches!(r.try_wait(), Ok(None))) {
+        peak = peak.max(rss_kib(daemon.pid()));
+        agentlab_e2e::pause(Duration::from_millis(10));
+    }
+    println!(
+        "128 MiB of log sent, 32 MiB kept; three readers at once: daemon RSS {} MiB before, peak {} MiB",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(peak.saturating_sub(baseline) < 64 * 1024, "readers added {} MiB", (peak - baseline) / 1024);
+    let shown = bench.ws.cli(&["logs", &guest.job, "--tail", "1000"]);
+    assert_eq!(shown.code, 0, "{:?}", shown.stderr);
+    assert!(!shown.stdout.is_empty() && shown.stdout.len() <= 2 * 1024 * 1024, "a page, not the whole log");
+    let job = bench.ws.cli(&["job", "show", &guest.job]);
+    assert_eq!(job.code, 0, "job show still works: {:?}", job.stderr);
+}

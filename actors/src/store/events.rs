@@ -131,6 +131,9 @@ pub(crate) fn event_view(row: &Row<'_>) -> rusqlite::Result<EventView> {
 
 pub(crate) const EVENT_COLUMNS: &str = "id, ts, kind, stage, sandbox_vmid, job_id, msg, payload";
 
+/// Bytes of event text (message and payload) one page carries beyond its first event.
+pub const PAGE_MAX_BYTES: i64 = 1024 * 1024;
+
 impl Store {
     /// Appends one event; returns its id.
     pub fn append_event(&self, event: &NewEvent) -> StoreResult<i64> {
@@ -139,28 +142,36 @@ impl Store {
 
     /// The events of one sandbox, oldest first.
     pub fn sandbox_events(&self, vmid: u32, page: EventPage) -> StoreResult<Vec<EventView>> {
+        self.events_page("sandbox_vmid", Box::new(vmid), page)
+    }
+
+    /// One page of an entity's events, oldest first: at most the page's count and, after the
+    /// first event, at most `PAGE_MAX_BYTES` of text (security review F5: 1000 guest-sized
+    /// events made each reader hold a gigabyte). A tail page keeps the newest events.
+    pub(crate) fn events_page(
+        &self,
+        column: &'static str,
+        key: Box<dyn rusqlite::ToSql>,
+        page: EventPage,
+    ) -> StoreResult<Vec<EventView>> {
+        // The window sums sizes over the rows the count admits, in the page's order; a row
+        // is kept while what comes before it is under the cap.
+        let size = "LENGTH(CAST(msg AS BLOB)) + LENGTH(CAST(payload AS BLOB))";
+        let (order, extra, args): (&str, &str, Vec<Box<dyn rusqlite::ToSql>>) = match page {
+            EventPage::Tail(n) => ("DESC", "", vec![key, Box::new(n)]),
+            EventPage::After { after, limit } => ("ASC", "AND id > ?3", vec![key, Box::new(limit), Box::new(after)]),
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM (
+                SELECT *, SUM({size}) OVER (ORDER BY id {order} ROWS UNBOUNDED PRECEDING) - ({size}) AS before
+                FROM (SELECT {EVENT_COLUMNS} FROM events WHERE {column} = ?1 {extra} ORDER BY id {order} LIMIT ?2)
+             ) WHERE before < {PAGE_MAX_BYTES} ORDER BY id"
+        );
         self.read(|conn| {
-            let rows = match page {
-                EventPage::Tail(n) => {
-                    let mut stmt = conn
-                        .prepare(&format!(
-                            "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE sandbox_vmid = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
-                        ))
-                        .map_err(|e| self.err(e))?;
-                    let rows = stmt.query_map(params![vmid, n], event_view).map_err(|e| self.err(e))?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()
-                }
-                EventPage::After { after, limit } => {
-                    let mut stmt = conn
-                        .prepare(&format!(
-                            "SELECT {EVENT_COLUMNS} FROM events WHERE sandbox_vmid = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-                        ))
-                        .map_err(|e| self.err(e))?;
-                    let rows = stmt.query_map(params![vmid, after, limit], event_view).map_err(|e| self.err(e))?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()
-                }
-            };
-            rows.map_err(|e| self.err(e))
+            let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            let rows = stmt.query_map(refs.as_slice(), event_view).map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
         })
     }
 
@@ -180,6 +191,25 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::test_support::temp_store;
+
+    #[test]
+    fn pages_are_capped_by_bytes_as_well_as_count() {
+        let (_dir, store) = temp_store();
+        let big = "x".repeat(400 * 1024);
+        for _ in 0..5 {
+            let mut event = NewEvent::new(EventKind::JobLog, Stage::Report, big.clone());
+            event.sandbox_vmid = Some(1001);
+            store.append_event(&event).unwrap();
+        }
+        let tail = store.sandbox_events(1001, EventPage::Tail(1000)).unwrap();
+        assert_eq!(tail.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 4, 5], "the newest that fit in 1 MiB");
+        let first = store.sandbox_events(1001, EventPage::After { after: 0, limit: 1000 }).unwrap();
+        assert_eq!(first.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+        let next = store.sandbox_events(1001, EventPage::After { after: 3, limit: 1000 }).unwrap();
+        assert_eq!(next.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 5], "paging goes on from the last one");
+        let one = store.sandbox_events(1001, EventPage::Tail(1)).unwrap();
+        assert_eq!(one.len(), 1, "the count still applies");
+    }
 
     #[test]
     fn ids_are_monotonic_and_paging_works_both_ways() {

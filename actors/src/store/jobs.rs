@@ -1,7 +1,7 @@
 //! The `jobs` table: a job's record, its state transitions (compare-and-set, each with its
 //! event), its phases and its stored log. The job actor rebuilds itself from this.
 
-use super::events::{EVENT_COLUMNS, EventPage, NewEvent, Stage, event_view, insert_event};
+use super::events::{EventPage, NewEvent, Stage, insert_event};
 use super::{FromRow, RowError, Store, StoreError, StoreResult, time_at};
 use crate::model::EventKind;
 use crate::model::{JobState, time_format};
@@ -313,22 +313,7 @@ impl Store {
 
     /// The events of one job, oldest first.
     pub fn job_events(&self, id: &str, page: EventPage) -> StoreResult<Vec<EventView>> {
-        self.read(|conn| {
-            let (sql, args): (String, Vec<Box<dyn rusqlite::ToSql>>) = match page {
-                EventPage::Tail(n) => (
-                    format!("SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE job_id = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"),
-                    vec![Box::new(id.to_string()), Box::new(n)],
-                ),
-                EventPage::After { after, limit } => (
-                    format!("SELECT {EVENT_COLUMNS} FROM events WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"),
-                    vec![Box::new(id.to_string()), Box::new(after), Box::new(limit)],
-                ),
-            };
-            let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
-            let rows = stmt.query_map(refs.as_slice(), event_view).map_err(|e| self.err(e))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
-        })
+        self.events_page("job_id", Box::new(id.to_string()), page)
     }
 
     /// The job's phases with the time each was first reached, in phase order.
