@@ -375,3 +375,42 @@ fn readers_of_a_huge_log_keep_the_daemon_small() {
     let job = bench.ws.cli(&["job", "show", &guest.job]);
     assert_eq!(job.code, 0, "job show still works: {:?}", job.stderr);
 }
+
+/// F9: the daemon redacts a job's log as one stream (a secret split across two reports is
+/// caught), redacts the final report's commit and artifact names, and refuses an upload
+/// whose name carries a secret; the secret is in no log, event or database file.
+#[test]
+fn secrets_split_across_reports_or_in_names_are_redacted() {
+    use agentlab_e2e::jobs::SECRET;
+    let bench = JobBench::test_plays_the_guest("");
+    let _daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    let (head, tail) = SECRET.split_at(SECRET.len() / 2);
+    let first = format!("split across reports {head}");
+    let second = format!("{tail} and on\n");
+    assert_eq!(guest.report("RUNNING", Some(&first), Some(0)).0, 200);
+    assert_eq!(guest.report("RUNNING", Some(&second), Some(first.len() as u64)).0, 200);
+    let (code, body) = guest.upload(&format!("leak-{SECRET}.txt"), b"x");
+    assert_eq!(code, 400, "{body}");
+    assert!(!body.contains(SECRET), "{body}");
+    let done = serde_json::json!({"job_id": guest.job, "vmid": guest.vmid, "status": "COMPLETED", "exit_code": 0,
+        "commit": format!("commit-{SECRET}"),
+        "artifacts": [{"name": format!("n-{SECRET}"), "path": format!("p-{SECRET}"), "size_bytes": 1, "sha256": "00", "mime": "text/plain"}]});
+    let (code, body) =
+        call(&guest.report_url, Some(&guest.runner_token), done.to_string().as_bytes(), "application/json");
+    assert_eq!(code, 200, "{body}");
+    let events = bench.ws.cli(&["--json", "logs", &guest.job, "--tail", "100"]).stdout;
+    let log: String = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "job.log")
+        .map(|e| e["msg"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(log, "split across reports [REDACTED] and on\n", "{events}");
+    let shown = bench.ws.cli(&["--json", "job", "show", &guest.job]).stdout;
+    assert!(!shown.contains(SECRET) && shown.contains("commit-[REDACTED]"), "{shown}");
+    for file in ["data/agentlab.db", "data/agentlab.db-wal", "daemon.log"] {
+        let bytes = std::fs::read(bench.ws.path().join(file)).unwrap_or_default();
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{file} holds the secret");
+    }
+}

@@ -5,7 +5,7 @@ use super::{JobContext, JobError, release};
 use crate::model::EventKind;
 use crate::model::Refusal;
 use crate::model::job_state::{self, JobEvent};
-use crate::model::redact::Redactor;
+use crate::model::redact::{Redactor, StreamRedactor};
 use crate::model::{ErrorCode, JobState, SandboxEvent, SandboxNotice, job_links, time_format};
 use crate::protocol::guest::{JobPhase, ReportResponse, ReportStatus, RunnerReport};
 use crate::sandbox::SandboxMsg;
@@ -49,6 +49,10 @@ pub struct JobActorState {
     deadline: Option<JoinHandle<Result<(), MessagingErr<JobMsg>>>>,
     /// Built from the job's secrets on first need; never persisted.
     redactor: Option<Redactor>,
+    /// The job's log redacted as one stream: a secret split across two reports is caught
+    /// (security review F9). Holds back at most a secret's length until the next piece or
+    /// the job's end.
+    log_stream: Option<StreamRedactor>,
     provisioning: Option<tokio::task::JoinHandle<()>>,
     releasing: bool,
 }
@@ -57,6 +61,19 @@ impl JobActorState {
     /// `text` without the job's secret values (unchanged until the redactor is built).
     fn redact(&self, text: &str) -> String {
         self.redactor.as_ref().map_or_else(|| text.to_string(), |r| r.redact(text))
+    }
+
+    /// The next piece of the log, redacted as part of the whole stream: what is safe to
+    /// store now.
+    fn redact_log(&mut self, piece: &str) -> String {
+        let Some(redactor) = &self.redactor else { return piece.to_string() };
+        let stream = self.log_stream.get_or_insert_with(|| StreamRedactor::new(redactor.clone()));
+        String::from_utf8_lossy(&stream.push(piece.as_bytes())).into_owned()
+    }
+
+    /// What the log stream still holds back (at the job's end).
+    fn flush_log(&mut self) -> String {
+        self.log_stream.as_mut().map(|s| String::from_utf8_lossy(&s.finish()).into_owned()).unwrap_or_default()
     }
 }
 
@@ -121,6 +138,12 @@ impl JobActor {
         result: Option<&serde_json::Value>,
         by: Option<u32>,
     ) -> Result<Option<JobRecord>, ActorProcessingErr> {
+        // The held-back end of the log goes in before the job is final.
+        let tail = state.flush_log();
+        if !tail.is_empty() {
+            let job = self.load(&state.id)?;
+            self.ctx.store.append_job_log(&state.id, job.log_bytes, &tail, self.ctx.settings.log_max_bytes)?;
+        }
         let Some(job) = self.apply(state, event, error, result, by)? else {
             return Ok(None);
         };
@@ -168,8 +191,11 @@ impl JobActor {
         self.ensure_redactor(state, &job);
         let message = report.message.as_deref().map(|m| state.redact(m));
         if let Some(log) = report.log.as_deref().filter(|l| !l.is_empty()) {
-            let cap = self.ctx.settings.log_max_bytes;
-            self.ctx.store.append_job_log(&job.id, report.log_offset, &state.redact(log), cap)?;
+            let (fresh, raw_end) = crate::store::fresh_log(job.log_bytes, report.log_offset, log);
+            if !fresh.is_empty() {
+                let safe = state.redact_log(fresh);
+                self.ctx.store.append_job_log(&job.id, raw_end, &safe, self.ctx.settings.log_max_bytes)?;
+            }
         }
         if let Some(phase) = report.phase.filter(|p| p.reported_by_runner()) {
             self.ctx.store.record_job_phase(&job.id, phase)?;
@@ -189,13 +215,26 @@ impl JobActor {
         let job = match report.status {
             ReportStatus::Running => job,
             status => {
+                // Every guest string that is stored and shown passes the redactor (F9).
+                let commit = report.commit.as_deref().map(|c| state.redact(c));
+                let artifacts: Vec<_> = report
+                    .artifacts
+                    .iter()
+                    .map(|a| {
+                        let mut a = a.clone();
+                        a.name = state.redact(&a.name);
+                        a.path = state.redact(&a.path);
+                        a.mime = state.redact(&a.mime);
+                        a
+                    })
+                    .collect();
                 let result = serde_json::json!({
                     "status": status,
                     "exit_code": report.exit_code,
-                    "commit": report.commit,
+                    "commit": commit,
                     "duration_seconds": report.duration_seconds,
                     "message": message,
-                    "artifacts": report.artifacts,
+                    "artifacts": artifacts,
                     "reported_at": time_format::now(),
                 });
                 let (event, error) = match status {
@@ -250,6 +289,7 @@ impl Actor for JobActor {
             id,
             deadline: None,
             redactor: None,
+            log_stream: None,
             provisioning: None,
             releasing: false,
         };

@@ -8,7 +8,7 @@ pub mod bootstrap;
 pub mod create;
 mod error;
 mod release;
-mod secrets;
+pub mod secrets;
 
 pub use actor::{JobActor, JobMsg};
 pub use error::JobError;

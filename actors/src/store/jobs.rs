@@ -266,35 +266,26 @@ impl Store {
         })
     }
 
-    /// Appends a chunk of redacted log that starts at byte `offset` of the job's whole log;
-    /// the part already stored (a retried report) is skipped. Returns the bytes stored.
-    pub fn append_job_log(&self, id: &str, offset: Option<u64>, text: &str, max_stored: u64) -> StoreResult<usize> {
+    /// Stores `text` (already de-duplicated with [`fresh_log`] and redacted) as the job's
+    /// log up to `raw_end` bytes of what the runner sent. `log_bytes` counts the runner's
+    /// bytes (it de-duplicates retries); what is stored stops at about `max_stored`
+    /// (security review F1), with one `job.log.truncated` marker.
+    pub fn append_job_log(&self, id: &str, raw_end: u64, text: &str, max_stored: u64) -> StoreResult<usize> {
         self.write(|tx| {
             let job = job_in(tx, self, id)?;
-            let skip = offset.map_or(0, |o| job.log_bytes.saturating_sub(o)) as usize;
-            let mut start = skip.min(text.len());
-            while !text.is_char_boundary(start) {
-                start += 1;
-            }
-            let fresh = &text[start..];
-            if fresh.is_empty() {
-                return Ok(0);
-            }
-            // `log_bytes` counts every byte the runner sent (it de-duplicates retries); what is
-            // stored stops at `max_stored` (security review F1), with one marker.
             let stored_before = job.log_bytes.min(max_stored);
             let room = usize::try_from(max_stored - stored_before).unwrap_or(usize::MAX);
-            let mut keep = fresh.len().min(room);
-            while !fresh.is_char_boundary(keep) {
+            let mut keep = text.len().min(room);
+            while !text.is_char_boundary(keep) {
                 keep -= 1;
             }
             if keep > 0 {
-                let mut event = NewEvent::job(id, EventKind::JobLog, Stage::Report, &fresh[..keep]);
+                let mut event = NewEvent::job(id, EventKind::JobLog, Stage::Report, &text[..keep]);
                 event.sandbox_vmid = job.sandbox_vmid;
                 insert_event(tx, self, &event)?;
             }
-            // The first chunk that does not fit says so; later ones find log_bytes past the cap.
-            if keep < fresh.len() && job.log_bytes <= max_stored {
+            // The first piece that does not fit says so; later ones find log_bytes past the cap.
+            if keep < text.len() && job.log_bytes <= max_stored {
                 let message = format!(
                     "log truncated at job_log_max_bytes ({max_stored} bytes); the job runs on and its later output is not kept"
                 );
@@ -302,10 +293,7 @@ impl Store {
                 event.sandbox_vmid = job.sandbox_vmid;
                 insert_event(tx, self, &event)?;
             }
-            let end = offset
-                .map_or(job.log_bytes.saturating_add(fresh.len() as u64), |o| o.saturating_add(text.len() as u64))
-                .max(job.log_bytes);
-            let end = i64::try_from(end).unwrap_or(i64::MAX);
+            let end = i64::try_from(raw_end.max(job.log_bytes)).unwrap_or(i64::MAX);
             tx.execute("UPDATE jobs SET log_bytes = ?2 WHERE id = ?1", params![id, end]).map_err(|e| self.err(e))?;
             Ok(keep)
         })
@@ -375,6 +363,19 @@ pub(crate) fn sample_job(id: &str) -> JobRecord {
     }
 }
 
+/// The part of a log piece at `offset` not stored yet, given `log_bytes` already received,
+/// and where the runner's log ends with it (saturating: a bogus offset cannot wrap).
+pub fn fresh_log(log_bytes: u64, offset: Option<u64>, text: &str) -> (&str, u64) {
+    let skip = offset.map_or(0, |o| log_bytes.saturating_sub(o));
+    let mut start = usize::try_from(skip).unwrap_or(usize::MAX).min(text.len());
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let fresh = &text[start..];
+    let end = offset.map_or(log_bytes.saturating_add(fresh.len() as u64), |o| o.saturating_add(text.len() as u64));
+    (fresh, end.max(log_bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,9 +409,14 @@ mod tests {
         let phases: Vec<JobPhase> = store.job_phases("job_b").unwrap_or_default().into_iter().map(|p| p.0).collect();
         assert_eq!(phases, [JobPhase::Queued, JobPhase::RepoReady]);
 
-        assert_eq!(store.append_job_log("job_b", Some(0), "hello ", 1 << 20).ok(), Some(6));
-        assert_eq!(store.append_job_log("job_b", Some(0), "hello ", 1 << 20).ok(), Some(0), "a retry stores nothing");
-        assert_eq!(store.append_job_log("job_b", Some(3), "lo world", 1 << 20).ok(), Some(5), "overlap is trimmed");
+        let append = |offset: Option<u64>, text: &str, cap: u64| {
+            let log_bytes = store.get_job("job_b").unwrap().unwrap().log_bytes;
+            let (fresh, end) = fresh_log(log_bytes, offset, text);
+            store.append_job_log("job_b", end, fresh, cap).ok()
+        };
+        assert_eq!(append(Some(0), "hello ", 1 << 20), Some(6));
+        assert_eq!(append(Some(0), "hello ", 1 << 20), Some(0), "a retry stores nothing");
+        assert_eq!(append(Some(3), "lo world", 1 << 20), Some(5), "overlap is trimmed");
         let log: String = store
             .job_events("job_b", EventPage::Tail(50))
             .unwrap_or_default()
@@ -421,12 +427,12 @@ mod tests {
         assert_eq!(log, "hello world");
         assert_eq!(store.get_job("job_b").ok().flatten().map(|j| j.log_bytes), Some(11));
         // Past the cap nothing more is stored, and one marker says so.
-        assert_eq!(store.append_job_log("job_b", Some(11), "0123456789", 16).ok(), Some(5));
-        assert_eq!(store.append_job_log("job_b", Some(21), "more", 16).ok(), Some(0));
+        assert_eq!(append(Some(11), "0123456789", 16), Some(5));
+        assert_eq!(append(Some(21), "more", 16), Some(0));
         let kinds: Vec<String> =
             store.job_events("job_b", EventPage::Tail(50)).unwrap_or_default().into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds.iter().filter(|k| *k == "job.log.truncated").count(), 1, "{kinds:?}");
         // A bogus offset (F16) saturates instead of wrapping.
-        assert!(store.append_job_log("job_b", Some(u64::MAX), "x", 16).is_ok());
+        assert_eq!(fresh_log(25, Some(u64::MAX), "x"), ("x", u64::MAX));
     }
 }

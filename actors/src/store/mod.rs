@@ -13,7 +13,7 @@ mod tokens;
 
 pub use artifacts::{ArtifactGrant, MintedTokens};
 pub use events::{EventPage, NewEvent, Stage};
-pub use jobs::JobRecord;
+pub use jobs::{JobRecord, fresh_log};
 pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
 pub use sandbox_updates::SandboxPatch;
 pub use sandboxes::SandboxRecord;

@@ -89,6 +89,11 @@ pub async fn upload(
     let relative = checked(&name).map_err(|e| ApiError::new(ErrorCode::InvalidPath, e))?;
     let path_text = relative.to_string_lossy().into_owned();
     let _slot = UploadSlot::claim(&state, &grant.job_id)?;
+    // A name carrying one of the job's secrets would be stored, listed and logged as it is
+    // (security review F9): refused instead, without saying which.
+    if name_holds_a_secret(&state, &grant.job_id, &path_text)? {
+        return Err(ApiError::new(ErrorCode::InvalidPath, "artifact name refused: it contains a secret value"));
+    }
     guard::free_space_floor(&state.config.artifact_dir, state.config.min_free_bytes)?;
     let existing = state.jobs.store.artifact_at(&grant.job_id, &path_text)?;
     // What this upload may add: the per-upload cap, and what is left of the job's quota.
@@ -149,6 +154,13 @@ pub async fn upload(
     state.jobs.store.insert_artifact(&grant.job_id, &info)?;
     tracing::info!(job = %grant.job_id, vmid = grant.vmid, name = %info.name, size, "artifact stored");
     Ok((StatusCode::CREATED, Json(UploadResponse { job_id: grant.job_id, artifact: info })))
+}
+
+fn name_holds_a_secret(state: &GuestState, job_id: &str, name: &str) -> Result<bool, ApiError> {
+    let Some(job) = state.jobs.store.get_job(job_id)? else { return Ok(false) };
+    let redactor =
+        agentlab_actors::job::secrets::redactor_for(&state.jobs.settings.secrets, &state.jobs.profiles, &job.profile);
+    Ok(redactor.redact(name) != name)
 }
 
 /// The job's artifact quota: its profile's `artifacts.max_total_bytes`, within the daemon's
