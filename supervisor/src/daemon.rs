@@ -102,6 +102,26 @@ async fn check_snippet_storage(pve: &dyn Pve, config: &Config) -> anyhow::Result
     Ok(())
 }
 
+/// Removes the `.upload-*.tmp` files uploads in flight left when the daemon died (security
+/// review F12): never artifacts (those are linked into place only when complete), and up to
+/// `artifact_max_bytes` each.
+fn sweep_upload_leftovers(artifact_dir: &std::path::Path) {
+    let Ok(jobs) = std::fs::read_dir(artifact_dir) else { return };
+    let mut removed = 0;
+    for job in jobs.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+        let Ok(files) = std::fs::read_dir(job.path()) else { continue };
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".upload-") && name.ends_with(".tmp") && std::fs::remove_file(file.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed temporary files of uploads a crash interrupted");
+    }
+}
+
 /// What sandbox actors need from the config; the SSH key is read once, here.
 fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
     let ssh_public_key = match &config.ssh_public_key_path {
@@ -163,8 +183,9 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         directory: directory.clone(),
         orphans: Default::default(),
     });
-    std::fs::create_dir_all(&config.artifact_dir)
+    socket::create_private_dir(&config.artifact_dir)
         .with_context(|| format!("cannot create artifact_dir {}", config.artifact_dir.display()))?;
+    sweep_upload_leftovers(&config.artifact_dir);
     let jobs = Arc::new(JobContext {
         store: Arc::clone(&store),
         profiles: Arc::clone(&profiles),

@@ -67,7 +67,10 @@ fn guest_credentials_are_single_use_bound_and_checked() {
     let (code, body) = json(&fetch, None, &serde_json::json!({"token": token, "vmid": other_vmid}));
     assert_eq!(code, 403, "a token for another VMID: {body}");
     let (code, body) = json(&fetch, None, &serde_json::json!({"token": token, "vmid": 999_999}));
-    assert_eq!((code, body["error"].as_str()), (404, Some("job not found")), "a VMID without a job");
+    assert_eq!(code, 403, "a VMID without a job looks like any refusal (F15): {body}");
+    assert_eq!(body["error"], "invalid or expired bootstrap token");
+    let (code, other_body) = json(&fetch, None, &serde_json::json!({"token": "0".repeat(64), "vmid": other_vmid}));
+    assert_eq!((code, &other_body["error"]), (403, &body["error"]), "no address or job disclosed");
     let (code, payload) = json(&fetch, None, &serde_json::json!({"token": token, "vmid": vmid}));
     assert_eq!(code, 200, "{payload}");
     assert_eq!(payload["job"]["id"], id.as_str());

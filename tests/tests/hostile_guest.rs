@@ -414,3 +414,39 @@ fn secrets_split_across_reports_or_in_names_are_redacted() {
         assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{file} holds the secret");
     }
 }
+
+/// F17: conflicting names get 409 without a host path; a bad query gets the JSON envelope.
+#[test]
+fn upload_conflicts_and_bad_queries_get_clear_answers_without_host_paths() {
+    let bench = JobBench::test_plays_the_guest("");
+    let _daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    assert_eq!(guest.upload("plainfile", b"x").0, 201);
+    let host = bench.ws.path().display().to_string();
+    for path in ["plainfile/child", "dir/a"] {
+        let _ = guest.upload(path, b"y");
+    }
+    let (code, body) = guest.upload("plainfile/child", b"z");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("v1/artifact/path_conflict") && !body.contains(&host), "{body}");
+    let (code, body) = guest.upload("dir", b"z");
+    assert_eq!(code, 409, "a directory: {body}");
+    assert!(!body.contains(&host), "{body}");
+    let (code, body) = call(&format!("{}?foo=1", guest.upload_url), Some(&guest.artifact_token), b"x", "text/plain");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["code"] == "v1/validation/bad_request"),
+        "{body}"
+    );
+}
+
+/// F12: temporary files of uploads a crash interrupted are removed when the daemon starts.
+#[test]
+fn upload_leftovers_of_a_crash_are_removed_at_start() {
+    let bench = JobBench::test_plays_the_guest("");
+    let leftover = bench.ws.path().join("data/artifacts/job_0123456789abcdef/.upload-deadbeef.tmp");
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, vec![0u8; 100_000]).unwrap();
+    let _daemon = bench.ws.start_daemon();
+    assert!(!leftover.exists(), "the leftover is gone");
+}

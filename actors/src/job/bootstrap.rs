@@ -31,13 +31,25 @@ pub async fn fetch(
         return Err(Refusal { code: ErrorCode::InvalidValue, message: "token and vmid are required".into() });
     }
     let store = &ctx.store;
+    // Every refusal looks the same to the guest — no address, no job's existence, no state
+    // (security review F15) —; the reason goes to the daemon's log.
+    let deny = |reason: String| {
+        tracing::warn!(vmid = req.vmid, %source, %reason, "bootstrap fetch refused");
+        refused("invalid or expired bootstrap token")
+    };
+    let hash = token_hash(&req.token);
+    if !store.bootstrap_token_valid(&hash, req.vmid).map_err(|e| internal(e.to_string()))? {
+        return Err(deny("no unused, unexpired token for this VMID".into()));
+    }
     let sandbox = store.get_sandbox(req.vmid).map_err(|e| internal(e.to_string()))?;
     // Once the guest's address is known, the token only works from it.
     if let Some(ip) = sandbox.as_ref().and_then(|s| s.ip.as_deref()).and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
         && ip != source
     {
-        return Err(refused(format!("sandbox {} has address {ip}, not {source}", req.vmid)));
+        return Err(deny(format!("sandbox {} has address {ip}, not {source}", req.vmid)));
     }
+    // Only the holder of this VMID's token learns that its sandbox has no job (the runner
+    // of an interactive sandbox then idles).
     let job_id = sandbox
         .and_then(|s| s.job_id)
         .ok_or_else(|| Refusal { code: ErrorCode::JobNotFound, message: NO_JOB_ERROR.into() })?;
@@ -46,12 +58,8 @@ pub async fn fetch(
         .map_err(|e| internal(e.to_string()))?
         .filter(|j| j.sandbox_vmid == Some(req.vmid))
         .ok_or_else(|| Refusal { code: ErrorCode::JobNotFound, message: NO_JOB_ERROR.into() })?;
-    let hash = token_hash(&req.token);
-    if !store.bootstrap_token_valid(&hash, req.vmid).map_err(|e| internal(e.to_string()))? {
-        return Err(refused("invalid or expired bootstrap token"));
-    }
     if job.status.is_final() {
-        return Err(refused(format!("job {} already ended {}", job.id, job.status)));
+        return Err(deny(format!("job {} already ended {}", job.id, job.status)));
     }
     let payload = {
         let ctx = Arc::clone(ctx);

@@ -61,6 +61,9 @@ pub struct RootState {
     budget: RestartBudget,
     /// The factories' background work, aborted when the root stops.
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Actors waiting out their restart back-off: a request (a guest's report) does not
+    /// spawn them early (security review F12: reports turned the back-off into a hot loop).
+    backing_off: std::collections::HashSet<String>,
 }
 
 impl Actor for RootSupervisor {
@@ -79,6 +82,7 @@ impl Actor for RootSupervisor {
             directory: args.directory,
             budget: RestartBudget::new(args.policy),
             background: Vec::new(),
+            backing_off: Default::default(),
         };
         spawn_service(&myself, &state, EVENTS_ACTOR).await?;
         spawn_service(&myself, &state, PVE_ACTOR).await?;
@@ -119,6 +123,9 @@ impl Actor for RootSupervisor {
             RootMsg::SpawnEntity { kind, id, reply } => {
                 let result = match state.factories.get(kind.as_str()).map(|f| f.kind()) {
                     None => Err(SpawnError::UnknownKind(kind)),
+                    Some(kind) if state.backing_off.contains(&entity_name(kind, &id)) => {
+                        Err(SpawnError::NotStarted(entity_name(kind, &id)))
+                    }
                     Some(kind) => {
                         if spawn_entity(&myself, state, kind, &id).await {
                             Ok(())
@@ -129,20 +136,24 @@ impl Actor for RootSupervisor {
                 };
                 let _ = reply.send(result);
             }
-            RootMsg::Respawn { name } => match split_name(&name) {
-                Some((kind, id)) => match state.factories.get(kind).map(|f| f.kind()) {
-                    Some(kind) => {
-                        let id = id.to_string();
-                        spawn_entity(&myself, state, kind, &id).await;
-                    }
-                    None => tracing::error!(%name, "respawn of an unknown actor kind"),
-                },
-                None => {
-                    if let Err(e) = spawn_service(&myself, state, &name).await {
-                        on_failure(&myself, state, &name, &e.to_string());
+            RootMsg::Respawn { name } => {
+                // The back-off is over (spawn_entity leaves an actor that is already alive).
+                state.backing_off.remove(&name);
+                match split_name(&name) {
+                    Some((kind, id)) => match state.factories.get(kind).map(|f| f.kind()) {
+                        Some(kind) => {
+                            let id = id.to_string();
+                            spawn_entity(&myself, state, kind, &id).await;
+                        }
+                        None => tracing::error!(%name, "respawn of an unknown actor kind"),
+                    },
+                    None => {
+                        if let Err(e) = spawn_service(&myself, state, &name).await {
+                            on_failure(&myself, state, &name, &e.to_string());
+                        }
                     }
                 }
-            },
+            }
             RootMsg::DebugActors(reply) => {
                 let _ = reply.send(actor_views(&myself.get_cell(), &state.directory));
             }
@@ -269,6 +280,7 @@ fn on_failure(myself: &ActorRef<RootMsg>, state: &mut RootState, name: &str, rea
                 format!("actor {name} failed ({reason}); restarting from its record in {delay:?}"),
                 serde_json::json!({"delay_ms": delay.as_millis() as u64}),
             ));
+            state.backing_off.insert(name.to_string());
             let respawn = name.to_string();
             myself.send_after(delay, move || RootMsg::Respawn { name: respawn });
         }

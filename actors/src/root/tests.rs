@@ -243,3 +243,20 @@ async fn debug_tree_shows_root_services_and_entities() {
     assert!(views.iter().all(|v| v.status == "running"), "{views:?}");
     h.root.stop_and_wait(None, None).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_request_does_not_cut_a_failed_entitys_back_off_short() {
+    let slow = RestartPolicy { base_delay: Duration::from_millis(600), ..fast_policy() };
+    let h = start(&[1001], slow).await;
+    assert_eq!(wait_generation(1001, 1).await, (SandboxState::Ready, 1));
+    probe(1001).unwrap_or_else(|| panic!("probe:1001 not registered")).send_message(ProbeMsg::Crash).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // What a guest's report does when the job's actor is missing: ask for it.
+    for _ in 0..20 {
+        let asked = request_spawn("probe", "1001").await;
+        assert!(matches!(asked, Err(SpawnError::NotStarted(_))), "{asked:?}");
+    }
+    assert_eq!(h.spawns[&1001].load(Ordering::SeqCst), 1, "not respawned during its back-off");
+    assert_eq!(wait_generation(1001, 2).await.1, 2, "respawned once the back-off is over");
+    h.root.stop_and_wait(None, None).await.unwrap();
+}

@@ -33,7 +33,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::JobNotFound | ErrorCode::ArtifactNotFound => StatusCode::NOT_FOUND,
         ErrorCode::JobFinalized => StatusCode::CONFLICT,
         ErrorCode::ArtifactTooLarge | ErrorCode::QuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::ArtifactExists => StatusCode::CONFLICT,
+        ErrorCode::ArtifactExists | ErrorCode::ArtifactPathConflict => StatusCode::CONFLICT,
         ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::MissingBearerToken => StatusCode::UNAUTHORIZED,
         ErrorCode::InvalidToken | ErrorCode::RemoteAddressDenied => StatusCode::FORBIDDEN,

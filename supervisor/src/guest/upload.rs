@@ -71,7 +71,7 @@ impl Drop for UploadSlot {
 pub async fn upload(
     State(state): State<GuestState>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
-    Query(query): Query<UploadQuery>,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
@@ -85,6 +85,8 @@ pub async fn upload(
         .store
         .artifact_grant(&token_hash(token))?
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "invalid or expired artifact token"))?;
+    // A bad query (an unknown key, `path` twice) gets the JSON envelope like every refusal.
+    let Query(query) = query.map_err(|_| ApiError::new(ErrorCode::BadRequest, "the query takes one `path` only"))?;
     let name = query.path.unwrap_or_else(|| DEFAULT_ARTIFACT_NAME.to_string());
     let relative = checked(&name).map_err(|e| ApiError::new(ErrorCode::InvalidPath, e))?;
     let path_text = relative.to_string_lossy().into_owned();
@@ -139,9 +141,16 @@ pub async fn upload(
     // No record: a file at the target is a crash's leftover, not an artifact. Linking
     // instead of renaming never replaces a file another writer put there meanwhile.
     let _ = tokio::fs::remove_file(&target).await;
-    tokio::fs::hard_link(&temp_path, &target)
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::Internal, "cannot store the artifact"))?;
+    if tokio::fs::metadata(&target).await.is_ok_and(|m| m.is_dir()) {
+        return Err(path_conflict());
+    }
+    tokio::fs::hard_link(&temp_path, &target).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::IsADirectory => path_conflict(),
+        _ => {
+            tracing::error!(target = %target.display(), error = %e, "cannot store an artifact");
+            ApiError::new(ErrorCode::Internal, "cannot store the artifact")
+        }
+    })?;
     drop(temp);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let info = ArtifactInfo {
@@ -180,10 +189,20 @@ fn over_quota(quota: u64, used: u64) -> ApiError {
     )
 }
 
+/// A name whose directory part is a stored file (`a` then `a/b`), or whose file is a
+/// directory: 409 with no host path in the answer (security review F17).
+fn path_conflict() -> ApiError {
+    ApiError::new(ErrorCode::ArtifactPathConflict, "the artifact path conflicts with a stored artifact or directory")
+}
+
 async fn create_private_dirs(dir: &Path) -> Result<(), ApiError> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot create {}: {e}", dir.display())))?;
+    tokio::fs::create_dir_all(dir).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => path_conflict(),
+        _ => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot create an artifact directory");
+            ApiError::new(ErrorCode::Internal, "cannot store the artifact")
+        }
+    })?;
     use std::os::unix::fs::PermissionsExt;
     let _ = tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).await;
     Ok(())

@@ -45,6 +45,7 @@ error_codes! {
     InvalidPath => "v1/artifact/invalid_path",
     ArtifactTooLarge => "v1/artifact/too_large",
     ArtifactExists => "v1/artifact/exists",
+    ArtifactPathConflict => "v1/artifact/path_conflict",
     QuotaExceeded => "v1/artifact/quota_exceeded",
     InsufficientStorage => "v1/storage/insufficient",
     SecretsInvalid => "v1/secrets/invalid",

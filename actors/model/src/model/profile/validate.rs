@@ -42,6 +42,12 @@ impl Profile {
         {
             errors.push(field_error("node", "must be a Proxmox node name"));
         }
+        // A mode no job accepts would load and then fail every job (security review F20).
+        if let Some(mode) = &self.behavior.mode
+            && let Err(e) = mode.parse::<crate::protocol::JobMode>()
+        {
+            errors.push(field_error("behavior.mode", e.to_string()));
+        }
         if !is_simple_name(&self.network.bridge, 15) {
             errors.push(field_error("network.bridge", "must be a bridge name such as vmbr1"));
         }
@@ -188,6 +194,18 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "network.firewall_group");
         assert!(errors[0].message.contains("18 characters"));
+    }
+
+    #[test]
+    fn a_job_mode_no_job_accepts_is_refused_at_load() {
+        let mut p = minimal();
+        p.behavior.mode = Some("yolo".into());
+        let errors = p.validate();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "behavior.mode");
+        assert!(errors[0].message.contains("dangerous, safe"), "{}", errors[0].message);
+        p.behavior.mode = Some("safe".into());
+        assert!(p.validate().is_empty());
     }
 
     #[test]
