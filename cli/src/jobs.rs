@@ -91,14 +91,15 @@ fn job_run(client: &DaemonClient, json: bool, args: &JobRunArgs) -> Result<(), C
     }
 }
 
-/// The end of a followed job: exit 0 only if it COMPLETED.
+/// The end of a followed job: exit 0 only if it COMPLETED with nothing missing (a job that
+/// completed without its result bundle carries an error and exits non-zero).
 fn finished(json: bool, job: &JobView) -> Result<(), ClientError> {
     if json {
         println!("{}", serde_json::to_string(job).unwrap_or_default());
     } else {
         eprintln!("==> job {} {}", job.id, job.status);
     }
-    if job.status == JobState::Completed {
+    if job.status == JobState::Completed && job.error.is_none() {
         return Ok(());
     }
     let message =

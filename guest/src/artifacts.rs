@@ -42,13 +42,14 @@ pub fn write_summary(summary: &RunSummary, run_dir: &Path, artifacts: &Path, log
     Ok(())
 }
 
-/// Files up to this size are redacted before packing (read whole); larger ones go as written.
-const MAX_REDACTED_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Files up to this size are redacted in memory; larger ones stream through a redacted
+/// temporary copy (security review F9: files over 64 MiB shipped their secrets).
+const IN_MEMORY_REDACTION_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Packs the contents of `dir` into `out` (entries relative to `dir`), every secret value
-/// replaced in the files' contents: an agent that writes a secret into an artifact does not
-/// ship it. Symlinks and other special files are skipped: the agent controls this directory
-/// and a link could point at the secrets.
+/// replaced in the files' contents and in their names: an agent that writes a secret into an
+/// artifact, or names a file after one, does not ship it. Symlinks and other special files
+/// are skipped: the agent controls this directory and a link could point at the secrets.
 pub fn pack(dir: &Path, out: &Path, redactor: &Redactor) -> io::Result<Tarball> {
     if !std::fs::symlink_metadata(dir)?.is_dir() {
         return Err(io::Error::other(format!("{} is not a directory", dir.display())));
@@ -56,7 +57,10 @@ pub fn pack(dir: &Path, out: &Path, redactor: &Redactor) -> io::Result<Tarball> 
     let file = crate::files::create_private(out)?;
     let mut builder = tar::Builder::new(GzEncoder::new(file, Compression::default()));
     builder.follow_symlinks(false);
-    add_dir(&mut builder, dir, Path::new(""), redactor)?;
+    let scratch = out.with_extension("redacting");
+    let packed = add_dir(&mut builder, dir, Path::new(""), redactor, &scratch);
+    let _ = std::fs::remove_file(&scratch);
+    packed?;
     builder.into_inner()?.finish()?.sync_all()?;
     let (size_bytes, sha256) = digest(out)?;
     Ok(Tarball { path: out.to_path_buf(), size_bytes, sha256 })
@@ -67,34 +71,62 @@ fn add_dir(
     dir: &Path,
     prefix: &Path,
     redactor: &Redactor,
+    scratch: &Path,
 ) -> io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
-        let name = prefix.join(entry.file_name());
+        let shown = redactor.redact(&entry.file_name().to_string_lossy());
+        let name = prefix.join(shown);
         // `DirEntry::file_type` does not follow links.
         let kind = entry.file_type()?;
         if kind.is_dir() {
             builder.append_dir(&name, &path)?;
-            add_dir(builder, &path, &name, redactor)?;
+            add_dir(builder, &path, &name, redactor, scratch)?;
         } else if kind.is_file() {
             let mut file = File::open(&path)?;
             let metadata = file.metadata()?;
-            if redactor.is_empty() || metadata.len() > MAX_REDACTED_FILE_BYTES {
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata(&metadata);
+            if redactor.is_empty() {
                 builder.append_file(&name, &mut file)?;
-            } else {
+            } else if metadata.len() <= IN_MEMORY_REDACTION_BYTES {
                 let mut bytes = Vec::with_capacity(metadata.len() as usize);
                 file.read_to_end(&mut bytes)?;
                 let clean = redactor.redact_bytes(&bytes);
-                let mut header = tar::Header::new_gnu();
-                header.set_metadata(&metadata);
                 header.set_size(clean.len() as u64);
                 builder.append_data(&mut header, &name, clean.as_slice())?;
+            } else {
+                let size = redact_to(&mut file, scratch, redactor)?;
+                header.set_size(size);
+                builder.append_data(&mut header, &name, File::open(scratch)?)?;
             }
         }
     }
     Ok(())
+}
+
+/// Streams `input` through the redactor into `scratch` (private); the redacted size.
+fn redact_to(input: &mut File, scratch: &Path, redactor: &Redactor) -> io::Result<u64> {
+    use std::io::Write;
+    let mut out = crate::files::create_private(scratch)?;
+    let mut stream = agentlab_model::model::redact::StreamRedactor::new(redactor.clone());
+    let mut buf = vec![0; 1024 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let clean = stream.push(&buf[..n]);
+        out.write_all(&clean)?;
+        size += clean.len() as u64;
+    }
+    let tail = stream.finish();
+    out.write_all(&tail)?;
+    out.sync_all()?;
+    Ok(size + tail.len() as u64)
 }
 
 /// Size and lowercase hex SHA-256 of a file.
@@ -120,6 +152,46 @@ mod tests {
     use super::*;
     use crate::files::test_dir;
     use flate2::read::GzDecoder;
+
+    /// Security review F9: a secret at the end of a 100 MiB artifact, and one in a name.
+    #[test]
+    fn big_files_and_names_are_redacted_too() {
+        use std::io::Write;
+        const SECRET: &str = "hunter2-secret-value";
+        let dir = test_dir("artifacts-big");
+        let artifacts = dir.join("artifacts");
+        std::fs::create_dir_all(artifacts.join(format!("dir-{SECRET}"))).unwrap();
+        std::fs::write(artifacts.join(format!("dir-{SECRET}")).join(format!("{SECRET}.txt")), "x").unwrap();
+        let mut big = File::create(artifacts.join("big.bin")).unwrap();
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..100 {
+            big.write_all(&zeros).unwrap();
+        }
+        // Across a 1 MiB read boundary of the streaming pass, then at the very end.
+        big.write_all(&SECRET.as_bytes()[..5]).unwrap();
+        big.write_all(&SECRET.as_bytes()[5..]).unwrap();
+        big.write_all(format!(" tail {SECRET}").as_bytes()).unwrap();
+        drop(big);
+        let redactor = Redactor::new([SECRET]);
+        let tarball = pack(&artifacts, &dir.join("bundle.tar.gz"), &redactor).unwrap();
+        assert!(!dir.join("bundle.redacting").exists(), "no scratch copy is left");
+        let bytes = std::fs::read(&tarball.path).unwrap();
+        let mut archive = tar::Archive::new(GzDecoder::new(bytes.as_slice()));
+        let mut names = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            assert!(!content.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{name} holds the secret");
+            if name == "big.bin" {
+                assert!(content.ends_with(b"[REDACTED] tail [REDACTED]"), "the end of the big file is redacted");
+            }
+            names.push(name);
+        }
+        assert!(names.iter().all(|n| !n.contains(SECRET)), "{names:?}");
+        assert!(names.iter().any(|n| n == "dir-[REDACTED]/[REDACTED].txt"), "{names:?}");
+    }
 
     #[test]
     fn the_tarball_holds_relative_regular_files_only() {

@@ -450,3 +450,23 @@ fn upload_leftovers_of_a_crash_are_removed_at_start() {
     let _daemon = bench.ws.start_daemon();
     assert!(!leftover.exists(), "the leftover is gone");
 }
+
+/// F10: a job that completes without its result bundle says so: COMPLETED with an error,
+/// and a `job.bundle.missing` event among recent failures.
+#[test]
+fn a_completed_job_without_its_bundle_says_so() {
+    let bench = JobBench::test_plays_the_guest("");
+    let _daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    let done = serde_json::json!({"job_id": guest.job, "vmid": guest.vmid, "status": "COMPLETED", "exit_code": 0,
+        "message": "agent finished; artifact upload failed: 507"});
+    let (code, body) =
+        call(&guest.report_url, Some(&guest.runner_token), done.to_string().as_bytes(), "application/json");
+    assert_eq!(code, 200, "{body}");
+    let job = bench.job(&guest.job);
+    assert_eq!(job["status"], "COMPLETED");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains("result bundle was not uploaded") && error.contains("507"), "{job}");
+    let status = bench.ws.cli(&["--json", "status"]).json();
+    assert!(status["recent_failures"].to_string().contains("job.bundle.missing"), "{status}");
+}

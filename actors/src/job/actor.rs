@@ -6,8 +6,8 @@ use crate::model::EventKind;
 use crate::model::Refusal;
 use crate::model::job_state::{self, JobEvent};
 use crate::model::redact::{Redactor, StreamRedactor};
-use crate::model::{ErrorCode, JobState, SandboxEvent, SandboxNotice, job_links, time_format};
-use crate::protocol::guest::{JobPhase, ReportResponse, ReportStatus, RunnerReport};
+use crate::model::{ErrorCode, JobState, SandboxEvent, SandboxNotice, job_links};
+use crate::protocol::guest::{JobPhase, ReportResponse, RunnerReport};
 use crate::sandbox::SandboxMsg;
 use crate::store::{JobRecord, NewEvent, Stage};
 use ractor::concurrency::JoinHandle;
@@ -44,7 +44,7 @@ pub struct JobActor {
 }
 
 pub struct JobActorState {
-    id: String,
+    pub(super) id: String,
     name: String,
     deadline: Option<JoinHandle<Result<(), MessagingErr<JobMsg>>>>,
     /// Built from the job's secrets on first need; never persisted.
@@ -59,36 +59,36 @@ pub struct JobActorState {
 
 impl JobActorState {
     /// `text` without the job's secret values (unchanged until the redactor is built).
-    fn redact(&self, text: &str) -> String {
+    pub(super) fn redact(&self, text: &str) -> String {
         self.redactor.as_ref().map_or_else(|| text.to_string(), |r| r.redact(text))
     }
 
     /// The next piece of the log, redacted as part of the whole stream: what is safe to
     /// store now.
-    fn redact_log(&mut self, piece: &str) -> String {
+    pub(super) fn redact_log(&mut self, piece: &str) -> String {
         let Some(redactor) = &self.redactor else { return piece.to_string() };
         let stream = self.log_stream.get_or_insert_with(|| StreamRedactor::new(redactor.clone()));
         String::from_utf8_lossy(&stream.push(piece.as_bytes())).into_owned()
     }
 
     /// What the log stream still holds back (at the job's end).
-    fn flush_log(&mut self) -> String {
+    pub(super) fn flush_log(&mut self) -> String {
         self.log_stream.as_mut().map(|s| String::from_utf8_lossy(&s.finish()).into_owned()).unwrap_or_default()
     }
 }
 
 impl JobActor {
-    fn load(&self, id: &str) -> Result<JobRecord, ActorProcessingErr> {
+    pub(super) fn load(&self, id: &str) -> Result<JobRecord, ActorProcessingErr> {
         Ok(self.ctx.store.get_job(id)?.ok_or_else(|| format!("job {id} has no record"))?)
     }
 
-    fn publish(&self, state: &JobActorState, job: &JobRecord) {
+    pub(super) fn publish(&self, state: &JobActorState, job: &JobRecord) {
         self.ctx.directory.set_state(&state.name, job.status.as_str());
         self.ctx.directory.set_lease(&state.name, Some(job.deadline_at));
     }
 
     /// Applies `event` if the table allows it; the record after, or None if refused.
-    fn apply(
+    pub(super) fn apply(
         &self,
         state: &JobActorState,
         event: JobEvent,
@@ -106,7 +106,7 @@ impl JobActor {
         Ok(Some(job))
     }
 
-    fn ensure_redactor(&self, state: &mut JobActorState, job: &JobRecord) {
+    pub(super) fn ensure_redactor(&self, state: &mut JobActorState, job: &JobRecord) {
         if state.redactor.is_none() {
             state.redactor =
                 Some(super::secrets::redactor_for(&self.ctx.settings.secrets, &self.ctx.profiles, &job.profile));
@@ -122,14 +122,14 @@ impl JobActor {
     }
 
     /// Tells the sandbox actor what the job did (RUNNING, COMPLETED, FAILED).
-    fn tell_sandbox(&self, job: &JobRecord, event: SandboxEvent) {
+    pub(super) fn tell_sandbox(&self, job: &JobRecord, event: SandboxEvent) {
         if let Some(actor) = job.sandbox_vmid.and_then(crate::sandbox::actor_of) {
             let _ = actor.send_message(SandboxMsg::JobChanged(event));
         }
     }
 
     /// Ends the job with `event` and releases its sandbox; `None` if it had already ended.
-    fn finish(
+    pub(super) fn finish(
         &self,
         me: &ActorRef<JobMsg>,
         state: &mut JobActorState,
@@ -170,90 +170,6 @@ impl JobActor {
             let result = release::release(&ctx, &job).await;
             let _ = me.send_message(JobMsg::Released(result));
         });
-    }
-
-    fn on_report(
-        &self,
-        me: &ActorRef<JobMsg>,
-        state: &mut JobActorState,
-        report: RunnerReport,
-    ) -> Result<Result<ReportResponse, Refusal>, ActorProcessingErr> {
-        let job = self.load(&state.id)?;
-        if job.status.is_final() {
-            return Ok(Err(Refusal {
-                code: ErrorCode::JobFinalized,
-                message: format!("job already finalized ({})", job.status),
-            }));
-        }
-        if job.sandbox_vmid != Some(report.vmid) || report.job_id != job.id {
-            return Ok(Err(Refusal { code: ErrorCode::InvalidToken, message: "job sandbox mismatch".into() }));
-        }
-        self.ensure_redactor(state, &job);
-        let message = report.message.as_deref().map(|m| state.redact(m));
-        if let Some(log) = report.log.as_deref().filter(|l| !l.is_empty()) {
-            let (fresh, raw_end) = crate::store::fresh_log(job.log_bytes, report.log_offset, log);
-            if !fresh.is_empty() {
-                let safe = state.redact_log(fresh);
-                self.ctx.store.append_job_log(&job.id, raw_end, &safe, self.ctx.settings.log_max_bytes)?;
-            }
-        }
-        if let Some(phase) = report.phase.filter(|p| p.reported_by_runner()) {
-            self.ctx.store.record_job_phase(&job.id, phase)?;
-        }
-        let job = if job.status == JobState::Queued {
-            // Any report means the runner is at work.
-            match self.apply(state, JobEvent::RunnerStarted, None, None, None)? {
-                Some(job) => {
-                    self.tell_sandbox(&job, SandboxEvent::JobStarted);
-                    job
-                }
-                None => job,
-            }
-        } else {
-            job
-        };
-        let job = match report.status {
-            ReportStatus::Running => job,
-            status => {
-                // Every guest string that is stored and shown passes the redactor (F9).
-                let commit = report.commit.as_deref().map(|c| state.redact(c));
-                let artifacts: Vec<_> = report
-                    .artifacts
-                    .iter()
-                    .map(|a| {
-                        let mut a = a.clone();
-                        a.name = state.redact(&a.name);
-                        a.path = state.redact(&a.path);
-                        a.mime = state.redact(&a.mime);
-                        a
-                    })
-                    .collect();
-                let result = serde_json::json!({
-                    "status": status,
-                    "exit_code": report.exit_code,
-                    "commit": commit,
-                    "duration_seconds": report.duration_seconds,
-                    "message": message,
-                    "artifacts": artifacts,
-                    "reported_at": time_format::now(),
-                });
-                let (event, error) = match status {
-                    ReportStatus::Completed => (JobEvent::Succeeded, None),
-                    ReportStatus::Timeout => (JobEvent::TimedOut, Some("the agent ran past the job's TTL")),
-                    _ => (JobEvent::Failed, Some(message.as_deref().unwrap_or("the agent failed"))),
-                };
-                let error = match (error, report.exit_code) {
-                    (Some(e), Some(code)) if event != JobEvent::TimedOut => Some(format!("{e} (exit code {code})")),
-                    (e, _) => e.map(str::to_string),
-                };
-                self.finish(me, state, event, error.as_deref(), Some(&result), None)?.unwrap_or(job)
-            }
-        };
-        let sandbox_status = job
-            .sandbox_vmid
-            .and_then(|vmid| self.ctx.store.get_sandbox(vmid).ok().flatten())
-            .map(|s| s.state.to_string());
-        Ok(Ok(ReportResponse { job_status: job.status.to_string(), sandbox_status }))
     }
 
     fn reconcile(&self, me: &ActorRef<JobMsg>, state: &mut JobActorState) -> Result<(), ActorProcessingErr> {

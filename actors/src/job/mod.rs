@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod create;
 mod error;
 mod release;
+mod report;
 pub mod secrets;
 
 pub use actor::{JobActor, JobMsg};

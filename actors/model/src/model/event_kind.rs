@@ -49,6 +49,8 @@ pub enum EventKind {
     JobLogTruncated,
     JobReleaseFailed,
     ArtifactUploaded,
+    /// A job completed without its result bundle.
+    JobBundleMissing,
     /// An actor failed and is restarted from its record after a back-off.
     ActorRestarting,
     /// An actor failed too often and its entity was marked FAILED.
@@ -97,6 +99,7 @@ impl EventKind {
             K::JobLogTruncated => "job.log.truncated",
             K::JobReleaseFailed => "job.release.failed",
             K::ArtifactUploaded => "artifact.upload",
+            K::JobBundleMissing => "job.bundle.missing",
             // The stored names predate the catalog and are kept for the API.
             K::ActorRestarting => "actor.restart.failed",
             K::ActorGaveUp => "actor.gave_up.failed",
@@ -121,6 +124,7 @@ impl EventKind {
             | K::StopFailed
             | K::Vanished
             | K::JobReleaseFailed
+            | K::JobBundleMissing
             | K::ActorRestarting
             | K::ActorGaveUp
             | K::ProfilesReloadFailed
