@@ -116,7 +116,7 @@ fn a_report_flood_is_limited_and_the_stored_log_is_capped() {
     let before = db_bytes(&bench);
     let chunk = "y".repeat(60 * 1024);
     let (mut offset, mut accepted, mut limited) = (0u64, 0, 0);
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(5);
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(10);
     while std::time::SystemTime::now() < deadline {
         match guest.report("RUNNING", Some(&chunk), Some(offset)).0 {
             200 => {
@@ -129,7 +129,7 @@ fn a_report_flood_is_limited_and_the_stored_log_is_capped() {
     }
     let growth = db_bytes(&bench).saturating_sub(before);
     println!(
-        "report flood, 5 s: {accepted} accepted ({} KiB sent), {limited} refused with 429; database grew {} KiB (job_log_max_bytes 293 KiB)",
+        "report flood, 10 s: {accepted} accepted ({} KiB sent), {limited} refused with 429; database grew {} KiB (job_log_max_bytes 293 KiB)",
         offset / 1024,
         growth / 1024
     );
@@ -469,4 +469,35 @@ fn a_completed_job_without_its_bundle_says_so() {
     assert!(error.contains("result bundle was not uploaded") && error.contains("507"), "{job}");
     let status = bench.ws.cli(&["--json", "status"]).json();
     assert!(status["recent_failures"].to_string().contains("job.bundle.missing"), "{status}");
+}
+
+/// F8: two uploads of one job at once: the second is refused while the first runs, so the
+/// stored file and its record stay in step.
+#[test]
+fn concurrent_uploads_of_one_job_cannot_interleave() {
+    use std::io::{Read, Write};
+    let bench = JobBench::test_plays_the_guest("");
+    let _daemon = bench.ws.start_daemon();
+    let guest = Guest::start(&bench);
+    let url = guest.upload_url.clone();
+    let path = url.split("127.0.0.1:").nth(1).and_then(|r| r.split_once('/')).map(|(_, p)| format!("/{p}")).unwrap();
+    let port = bench.artifact_port;
+    let mut first = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let head = format!(
+        "POST {path}?path=race.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 200000\r\n\r\n",
+        guest.artifact_token
+    );
+    first.write_all(head.as_bytes()).unwrap();
+    first.write_all(&vec![b'a'; 100_000]).unwrap();
+    agentlab_e2e::pause(Duration::from_millis(300));
+    let (code, body) = guest.upload("race.bin", &vec![b'b'; 1000]);
+    assert_eq!(code, 409, "a second writer while the first runs: {body}");
+    first.write_all(&vec![b'a'; 100_000]).unwrap();
+    let mut answer = [0u8; 12];
+    first.read_exact(&mut answer).unwrap();
+    assert!(String::from_utf8_lossy(&answer).contains("201"), "{}", String::from_utf8_lossy(&answer));
+    let stored = std::fs::read(bench.ws.path().join("data/artifacts").join(&guest.job).join("race.bin")).unwrap();
+    assert!(stored.len() == 200_000 && stored.iter().all(|b| *b == b'a'), "the file is the first upload");
+    let listed = bench.ws.cli(&["--json", "job", "artifacts", &guest.job]).json();
+    assert!(listed.to_string().contains("200000"), "the record matches the file: {listed}");
 }
