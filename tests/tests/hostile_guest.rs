@@ -43,7 +43,12 @@ struct Guest {
 impl Guest {
     /// Starts a job and fetches its bootstrap payload with the token from its snippet.
     fn start(bench: &JobBench) -> Guest {
-        let job = bench.start_job("main", 60, &[]);
+        Guest::start_for(bench, 60)
+    }
+
+    /// The same with a TTL in minutes (scaled by the bench's `test_time_scale`).
+    fn start_for(bench: &JobBench, ttl_minutes: u32) -> Guest {
+        let job = bench.start_job("main", ttl_minutes, &[]);
         let ready = eventually(Duration::from_secs(60), || {
             bench.job(&job)["timeline"].as_array().is_some_and(|t| t.iter().any(|p| p["phase"] == "sandbox_ready"))
         });
@@ -339,16 +344,16 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// F5, F6: a guest that sends 128 MiB of log (32 MiB kept) cannot make readers blow the
+/// F5, F6: a guest that sends 1 GiB of log (32 MiB kept) cannot make readers blow the
 /// daemon's memory: pages are capped by bytes, and `logs` still shows the job.
 #[test]
 fn readers_of_a_huge_log_keep_the_daemon_small() {
     let bench = JobBench::test_plays_the_guest("job_log_max_bytes: 33554432\nreport_rate_limit_qps: 0\n");
     let daemon = bench.ws.start_daemon();
-    let guest = Guest::start(&bench);
+    let guest = Guest::start_for(&bench, 1000);
     let mut client = RawClient::connect(bench.bootstrap_port);
     let chunk = "z".repeat(64 * 1024);
-    for i in 0..2048u64 {
+    for i in 0..16384u64 {
         let body = serde_json::json!({"job_id": guest.job, "vmid": guest.vmid, "status": "RUNNING",
             "log": chunk, "log_offset": i * 64 * 1024})
         .to_string();
@@ -364,7 +369,7 @@ fn readers_of_a_huge_log_keep_the_daemon_small() {
         agentlab_e2e::pause(Duration::from_millis(10));
     }
     println!(
-        "128 MiB of log sent, 32 MiB kept; three readers at once: daemon RSS {} MiB before, peak {} MiB",
+        "1 GiB of log sent, 32 MiB kept; three readers at once: daemon RSS {} MiB before, peak {} MiB",
         baseline / 1024,
         peak / 1024
     );
