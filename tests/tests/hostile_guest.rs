@@ -379,6 +379,12 @@ fn readers_of_a_huge_log_keep_the_daemon_small() {
     assert!(!shown.stdout.is_empty() && shown.stdout.len() <= 2 * 1024 * 1024, "a page, not the whole log");
     let job = bench.ws.cli(&["job", "show", &guest.job]);
     assert_eq!(job.code, 0, "job show still works: {:?}", job.stderr);
+    // F11: status reads recent failures through an index, whatever the log volume.
+    let started = std::time::SystemTime::now();
+    assert_eq!(bench.ws.cli(&["status"]).code, 0);
+    let took = started.elapsed().unwrap_or_default();
+    println!("agentlab status with 32 MiB of stored log events: {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(1), "status took {took:?}");
 }
 
 /// F9: the daemon redacts a job's log as one stream (a secret split across two reports is
