@@ -77,13 +77,15 @@ fn add_dir(
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
-        let shown = redactor.redact(&entry.file_name().to_string_lossy());
-        let name = prefix.join(shown);
+        // The whole relative path is redacted, so a secret split across a directory and a
+        // file name (`abc/def…`, base64 has `/`) is caught too.
+        let raw = prefix.join(entry.file_name());
+        let name = PathBuf::from(redactor.redact(&raw.to_string_lossy()));
         // `DirEntry::file_type` does not follow links.
         let kind = entry.file_type()?;
         if kind.is_dir() {
             builder.append_dir(&name, &path)?;
-            add_dir(builder, &path, &name, redactor, scratch)?;
+            add_dir(builder, &path, &raw, redactor, scratch)?;
         } else if kind.is_file() {
             let mut file = File::open(&path)?;
             let metadata = file.metadata()?;
@@ -174,7 +176,7 @@ mod tests {
         drop(big);
         let redactor = Redactor::new([SECRET]);
         let tarball = pack(&artifacts, &dir.join("bundle.tar.gz"), &redactor).unwrap();
-        assert!(!dir.join("bundle.redacting").exists(), "no scratch copy is left");
+        assert!(!dir.join("bundle.tar.redacting").exists(), "no scratch copy is left");
         let bytes = std::fs::read(&tarball.path).unwrap();
         let mut archive = tar::Archive::new(GzDecoder::new(bytes.as_slice()));
         let mut names = Vec::new();

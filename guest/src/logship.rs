@@ -88,11 +88,32 @@ impl LogShipper {
             return Ok(());
         }
         let mut report = reporter.blank(ReportStatus::Running);
-        report.log = Some(String::from_utf8_lossy(&chunk).into_owned());
+        report.log = Some(text_of(&chunk));
         report.log_offset = Some(self.sent);
         reporter.send(report)?;
         self.sent += chunk.len() as u64;
         Ok(())
+    }
+}
+
+/// The piece as text with one `?` per byte that is not UTF-8: its length stays the raw
+/// byte count (the daemon reads offsets in raw bytes; U+FFFD would triple a stray byte).
+fn text_of(mut bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => {
+                out.push_str(text);
+                return out;
+            }
+            Err(e) => {
+                let (good, rest) = bytes.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                let bad = e.error_len().unwrap_or(rest.len()).max(1);
+                out.extend(std::iter::repeat_n('?', bad));
+                bytes = &rest[bad.min(rest.len())..];
+            }
+        }
     }
 }
 
@@ -118,6 +139,13 @@ fn read_piece(path: &Path, offset: u64, len: u64, at_end: bool) -> io::Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stray_bytes_become_one_question_mark_each() {
+        assert_eq!(text_of(b"ok \xff\xfe done"), "ok ?? done");
+        assert_eq!(text_of(b"\xc3\xa9\xff\xc3\xa9"), "é?é");
+        assert_eq!(text_of(b"cut \xc3"), "cut ?");
+    }
     use crate::files::test_dir;
 
     #[test]

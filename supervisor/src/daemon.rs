@@ -168,6 +168,10 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         socket::create_private_dir(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let store = Arc::new(Store::open(&config.db_path)?);
+    // Before anything is served: no upload is in flight yet.
+    socket::create_private_dir(&config.artifact_dir)
+        .with_context(|| format!("cannot create artifact_dir {}", config.artifact_dir.display()))?;
+    sweep_upload_leftovers(&config.artifact_dir);
     let pve = build_pve(&config)?;
     check_snippet_storage(pve.as_ref(), &config).await?;
     let profiles = Arc::new(profiles);
@@ -183,9 +187,6 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         directory: directory.clone(),
         orphans: Default::default(),
     });
-    socket::create_private_dir(&config.artifact_dir)
-        .with_context(|| format!("cannot create artifact_dir {}", config.artifact_dir.display()))?;
-    sweep_upload_leftovers(&config.artifact_dir);
     let jobs = Arc::new(JobContext {
         store: Arc::clone(&store),
         profiles: Arc::clone(&profiles),

@@ -38,10 +38,16 @@ pub async fn fetch(
         refused("invalid or expired bootstrap token")
     };
     let hash = token_hash(&req.token);
+    let sandbox = store.get_sandbox(req.vmid).map_err(|e| internal(e.to_string()))?;
     if !store.bootstrap_token_valid(&hash, req.vmid).map_err(|e| internal(e.to_string()))? {
+        // The runner of an interactive sandbox starting again (a reboot) holds its spent
+        // token: it is told there is no job, and idles.
+        let has_job = sandbox.as_ref().is_some_and(|s| s.job_id.is_some());
+        if !has_job && store.bootstrap_token_known(&hash, req.vmid).map_err(|e| internal(e.to_string()))? {
+            return Err(Refusal { code: ErrorCode::JobNotFound, message: NO_JOB_ERROR.into() });
+        }
         return Err(deny("no unused, unexpired token for this VMID".into()));
     }
-    let sandbox = store.get_sandbox(req.vmid).map_err(|e| internal(e.to_string()))?;
     // Once the guest's address is known, the token only works from it.
     if let Some(ip) = sandbox.as_ref().and_then(|s| s.ip.as_deref()).and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
         && ip != source

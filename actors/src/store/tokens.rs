@@ -40,6 +40,20 @@ impl Store {
         })
     }
 
+    /// Whether this token was ever minted for `vmid`, used or expired: proof enough that
+    /// the caller is that VM (it may learn that the VM has no job).
+    pub fn bootstrap_token_known(&self, token_hash: &str, vmid: u32) -> StoreResult<bool> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM bootstrap_tokens WHERE token_hash = ?1 AND vmid = ?2",
+                params![token_hash, vmid],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+        })
+    }
+
     pub fn bootstrap_token_count(&self, vmid: u32) -> StoreResult<u32> {
         self.read(|c| {
             c.query_row("SELECT COUNT(*) FROM bootstrap_tokens WHERE vmid = ?1", [vmid], |r| r.get(0))

@@ -63,8 +63,9 @@ impl Drop for SourceSlot {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+/// Serves `router` on `listener` until `shutdown`. Sources outside `agent_subnet` are closed
+/// before they count against anyone's share (the router refuses them too, with a 403).
+pub async fn serve(listener: TcpListener, router: Router, agent_subnet: ipnet::IpNet, shutdown: CancellationToken) {
     let total = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let per_source = Arc::new(PerSource::default());
     loop {
@@ -81,6 +82,10 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
                 continue;
             }
         };
+        if !super::guard::source_allowed(&agent_subnet, peer.ip()) {
+            tracing::warn!(source = %peer.ip(), "guest connection from outside the agent subnet closed");
+            continue;
+        }
         let Ok(permit) = Arc::clone(&total).try_acquire_owned() else {
             tracing::warn!(source = %peer.ip(), "guest connection refused: {MAX_CONNECTIONS} connections open");
             continue;

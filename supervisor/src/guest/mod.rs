@@ -26,8 +26,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Fetch and report bodies are small JSON documents: a report carries at most
-/// `MAX_REPORT_LOG_BYTES` of log, which JSON escaping can make six times longer.
-const MAX_GUEST_JSON_BYTES: usize = 6 * agentlab_actors::protocol::guest::MAX_REPORT_LOG_BYTES + 64 * 1024;
+/// `MAX_REPORT_LOG_TEXT_BYTES` of log, which JSON escaping can make six times longer.
+const MAX_GUEST_JSON_BYTES: usize = 6 * agentlab_actors::protocol::guest::MAX_REPORT_LOG_TEXT_BYTES + 64 * 1024;
 
 #[derive(Clone)]
 pub struct GuestState {
@@ -113,7 +113,7 @@ pub async fn serve(
         })?;
         tracing::info!(%addr, "guest listener ready");
         let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(listener::serve(listener, router, shutdown)));
+        tasks.push(tokio::spawn(listener::serve(listener, router, config.agent_subnet, shutdown)));
     }
     Ok(tasks)
 }

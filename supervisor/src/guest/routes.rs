@@ -6,7 +6,7 @@ use crate::api::{ApiError, StrictJson};
 use agentlab_actors::job::{self, JobMsg};
 use agentlab_actors::model::ErrorCode;
 use agentlab_actors::protocol::guest::{
-    BootstrapPayload, FetchRequest, MAX_REPORT_LOG_BYTES, ReportResponse, RunnerReport,
+    BootstrapPayload, FetchRequest, MAX_REPORT_LOG_BYTES, MAX_REPORT_LOG_TEXT_BYTES, ReportResponse, RunnerReport,
 };
 use agentlab_actors::tokens::token_hash;
 use axum::Json;
@@ -61,10 +61,10 @@ pub async fn report(
         return Err(ApiError::new(ErrorCode::RateLimited, "rate limit exceeded for this job"));
     }
     let log_len = report.log.as_deref().map_or(0, str::len);
-    if log_len > MAX_REPORT_LOG_BYTES {
+    if log_len > MAX_REPORT_LOG_TEXT_BYTES {
         return Err(ApiError::new(
             ErrorCode::BodyTooLarge,
-            format!("a report carries at most {MAX_REPORT_LOG_BYTES} bytes of log"),
+            format!("a report carries at most {MAX_REPORT_LOG_TEXT_BYTES} bytes of log text"),
         ));
     }
     if report.log_offset.is_some_and(|o| o > job.log_bytes.saturating_add(MAX_LOG_GAP)) {

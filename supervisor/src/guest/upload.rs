@@ -53,8 +53,9 @@ impl UploadSlot {
     fn claim(state: &GuestState, job: &str) -> Result<UploadSlot, ApiError> {
         let mut set = agentlab_actors::sync::lock(&state.uploading);
         if !set.insert(job.to_string()) {
+            // 429: the runner retries it (a retry may race its own first attempt).
             return Err(ApiError::new(
-                ErrorCode::Conflict,
+                ErrorCode::RateLimited,
                 "another upload of this job is in progress; send one at a time",
             ));
         }
@@ -93,8 +94,12 @@ pub async fn upload(
     let _slot = UploadSlot::claim(&state, &grant.job_id)?;
     // A name carrying one of the job's secrets would be stored, listed and logged as it is
     // (security review F9): refused instead, without saying which.
-    if name_holds_a_secret(&state, &grant.job_id, &path_text)? {
-        return Err(ApiError::new(ErrorCode::InvalidPath, "artifact name refused: it contains a secret value"));
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if holds_a_secret(&state, &grant.job_id, &[&path_text, content_type])? {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPath,
+            "artifact refused: its name or type contains a secret value",
+        ));
     }
     guard::free_space_floor(&state.config.artifact_dir, state.config.min_free_bytes)?;
     let existing = state.jobs.store.artifact_at(&grant.job_id, &path_text)?;
@@ -118,8 +123,15 @@ pub async fn upload(
     let suffix = random_hex(8).map_err(|e| ApiError::new(ErrorCode::Internal, format!("no randomness: {e}")))?;
     let temp_path = job_dir.join(format!(".upload-{suffix}.tmp"));
     let temp = TempFile(Some(temp_path.clone()));
-    let limit = if existing.is_some() { cap } else { cap.min(left) };
+    // A retry of a stored artifact is exactly its size; anything longer is refused early.
+    let limit = match &existing {
+        Some(stored) => stored.size_bytes,
+        None => cap.min(left),
+    };
     let (size, sha256) = stream_to(&temp_path, body, limit).await.map_err(|e| match e {
+        StreamError::OverLimit if existing.is_some() => {
+            ApiError::new(ErrorCode::ArtifactExists, "the artifact is already stored and is never replaced")
+        }
         StreamError::OverLimit if limit < cap => over_quota(quota, used),
         StreamError::OverLimit => too_large(cap),
         StreamError::Api(e) => e,
@@ -138,6 +150,11 @@ pub async fn upload(
             format!("artifact `{path_text}` is already stored and is never replaced"),
         ));
     }
+    // The job may have ended while the body streamed in: a finished job's artifacts are
+    // fixed (security review F2).
+    if state.jobs.store.get_job(&grant.job_id)?.is_none_or(|j| j.status.is_final()) {
+        return Err(ApiError::new(ErrorCode::InvalidToken, "invalid or expired artifact token"));
+    }
     // No record: a file at the target is a crash's leftover, not an artifact. Linking
     // instead of renaming never replaces a file another writer put there meanwhile.
     let _ = tokio::fs::remove_file(&target).await;
@@ -152,7 +169,7 @@ pub async fn upload(
         }
     })?;
     drop(temp);
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = Some(content_type).filter(|c| !c.is_empty());
     let info = ArtifactInfo {
         name: relative.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| path_text.clone()),
         mime: mime_for(&relative, content_type),
@@ -165,11 +182,13 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(UploadResponse { job_id: grant.job_id, artifact: info })))
 }
 
-fn name_holds_a_secret(state: &GuestState, job_id: &str, name: &str) -> Result<bool, ApiError> {
+/// Whether any of `texts` (the name, the MIME type: both are stored and shown) carries one
+/// of the job's secrets.
+fn holds_a_secret(state: &GuestState, job_id: &str, texts: &[&str]) -> Result<bool, ApiError> {
     let Some(job) = state.jobs.store.get_job(job_id)? else { return Ok(false) };
     let redactor =
         agentlab_actors::job::secrets::redactor_for(&state.jobs.settings.secrets, &state.jobs.profiles, &job.profile);
-    Ok(redactor.redact(name) != name)
+    Ok(texts.iter().any(|t| redactor.redact(t) != *t))
 }
 
 /// The job's artifact quota: its profile's `artifacts.max_total_bytes`, within the daemon's

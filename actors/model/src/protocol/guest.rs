@@ -18,9 +18,11 @@ pub const UPLOAD_PATH: &str = "/upload";
 pub const DEFAULT_ARTIFACT_NAME: &str = "agentlab-artifacts.tar.gz";
 /// The error text of a 404 on fetch for a sandbox that has no job: the runner exits 0.
 pub const NO_JOB_ERROR: &str = "job not found";
-/// The largest `log` piece one report may carry: the runner sends at most this much, and
-/// the daemon refuses more (413).
+/// The most raw log one report carries: the runner reads its log in pieces of this size.
 pub const MAX_REPORT_LOG_BYTES: usize = 64 * 1024;
+/// The longest `log` text the daemon takes in one report (413 beyond): a raw piece after the
+/// runner's redaction, whose `[REDACTED]` markers can be longer than short secrets.
+pub const MAX_REPORT_LOG_TEXT_BYTES: usize = 4 * MAX_REPORT_LOG_BYTES;
 
 /// `/etc/agentlab/bootstrap.json`: enough to fetch the one-time job payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
