@@ -9,30 +9,13 @@
 mod support;
 
 use agentlab_actors::model::SandboxState;
-use agentlab_actors::sandbox::SandboxMsg;
-use std::time::Duration;
 use support::Harness;
-
-const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_destroy_is_reported_with_the_fix_and_finished_afterwards() {
     let h = Harness::start().await;
     let vmid = h.ready_sandbox(None, false).await;
-    h.sandbox_actor(vmid)
-        .call(
-            |reply| SandboxMsg::Operate {
-                op: agentlab_actors::sandbox::SandboxOp::Stop,
-                force: false,
-                by: None,
-                reply,
-            },
-            Some(HOUR),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    h.operate(vmid, agentlab_actors::sandbox::SandboxOp::Stop, false).await.unwrap();
     {
         // What qemu-server's destroy leaves when its task dies between writing the zombie
         // config and removing it.
@@ -41,12 +24,7 @@ async fn an_interrupted_destroy_is_reported_with_the_fix_and_finished_afterwards
         vm.config.clear();
         vm.lock = Some("destroyed".into());
     }
-    let destroyed = h
-        .sandbox_actor(vmid)
-        .call(|reply| SandboxMsg::Destroy { force: false, by: None, reply }, Some(HOUR))
-        .await
-        .unwrap()
-        .unwrap();
+    let destroyed = h.destroy(vmid, false).await;
     let message = destroyed.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("destroy was interrupted") && message.contains(&format!("qm unlock {vmid}")), "{message}");
     assert!(!message.contains("not tagged"), "not called someone else's VM: {message}");
@@ -54,12 +32,7 @@ async fn an_interrupted_destroy_is_reported_with_the_fix_and_finished_afterwards
     assert!(h.sandbox_event_kinds(vmid).iter().any(|k| k == "sandbox.destroy.failed"));
     // The operator runs the hint as root; destroying again finishes the cleanup.
     h.sim.world().vms.remove(&vmid);
-    let again = h
-        .sandbox_actor(vmid)
-        .call(|reply| SandboxMsg::Destroy { force: false, by: None, reply }, Some(HOUR))
-        .await
-        .unwrap()
-        .unwrap();
+    let again = h.destroy(vmid, false).await;
     assert_eq!(again.map(|v| v.state).ok(), Some(SandboxState::Destroyed));
     assert_eq!(h.sandbox(vmid).intent, None);
     h.stop().await;
@@ -75,12 +48,7 @@ async fn a_destroy_that_leaves_a_disk_behind_is_reported() {
         let lvm = world.storages.get_mut("local-lvm").unwrap();
         lvm.volumes.retain(|name, _| !name.starts_with(&format!("vm-{vmid}-disk")));
     }
-    let destroyed = h
-        .sandbox_actor(vmid)
-        .call(|reply| SandboxMsg::Destroy { force: false, by: None, reply }, Some(HOUR))
-        .await
-        .unwrap()
-        .unwrap();
+    let destroyed = h.destroy(vmid, false).await;
     assert_eq!(destroyed.map(|v| v.state).ok(), Some(SandboxState::Destroyed));
     let events = h.store.sandbox_events(vmid, agentlab_actors::store::EventPage::Tail(1000)).unwrap();
     let warning = events.iter().find(|e| e.kind == "sandbox.destroy.warnings").map(|e| e.msg.clone());

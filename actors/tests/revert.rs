@@ -7,11 +7,9 @@
 
 mod support;
 
-use agentlab_actors::model::{Refusal, SandboxState};
-use agentlab_actors::protocol::SandboxView;
-use agentlab_actors::sandbox::{SandboxMsg, SandboxOp};
+use agentlab_actors::model::SandboxState;
+use agentlab_actors::sandbox::SandboxOp;
 use agentlab_pve_sim::{Storage, StorageKind};
-use std::time::Duration;
 use support::{Harness, TEMPLATE_VMID};
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -32,24 +30,16 @@ fn template_on_zfs(h: &Harness) {
     }
 }
 
-async fn operate(h: &Harness, vmid: u32, op: SandboxOp, force: bool) -> Result<SandboxView, Refusal> {
-    h.sandbox_actor(vmid)
-        .call(|reply| SandboxMsg::Operate { op, force, by: None, reply }, Some(Duration::from_secs(3600)))
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_zfs_revert_past_newer_snapshots_names_them_and_force_removes_them() {
     let h = Harness::start().await;
     template_on_zfs(&h);
     let vmid = h.ready_sandbox(None, false).await;
     assert!(h.sim.world().vms[&vmid].config["scsi0"].starts_with("local-zfs:"));
-    operate(&h, vmid, SandboxOp::Stop, false).await.unwrap();
-    operate(&h, vmid, SandboxOp::SnapshotSave { name: "before-deps".into() }, false).await.unwrap();
+    h.operate(vmid, SandboxOp::Stop, false).await.unwrap();
+    h.operate(vmid, SandboxOp::SnapshotSave { name: "before-deps".into() }, false).await.unwrap();
 
-    let refused = operate(&h, vmid, SandboxOp::Revert { restart: Some(false) }, false).await.err().unwrap();
+    let refused = h.operate(vmid, SandboxOp::Revert { restart: Some(false) }, false).await.err().unwrap();
     let text = refused.to_string();
     assert!(
         text.contains("ZFS storage `local-zfs`") && text.contains("before-deps") && text.contains("--force"),
@@ -58,7 +48,7 @@ async fn a_zfs_revert_past_newer_snapshots_names_them_and_force_removes_them() {
     assert_eq!(h.sandbox(vmid).state, SandboxState::Stopped, "nothing changed");
     assert!(h.sim.world().vms[&vmid].snapshots.iter().any(|s| s.name == "before-deps"));
 
-    let reverted = operate(&h, vmid, SandboxOp::Revert { restart: Some(false) }, true).await.unwrap();
+    let reverted = h.operate(vmid, SandboxOp::Revert { restart: Some(false) }, true).await.unwrap();
     assert_eq!(reverted.state, SandboxState::Stopped);
     let names: Vec<String> = h.sim.world().vms[&vmid].snapshots.iter().map(|s| s.name.clone()).collect();
     assert_eq!(names, ["clean"], "the newer snapshot was deleted, clean kept");
@@ -71,7 +61,7 @@ async fn a_revert_mints_a_new_bootstrap_token_and_rewrites_the_snippet() {
     let vmid = h.ready_sandbox(None, false).await;
     let path = std::path::PathBuf::from(h.sandbox(vmid).snippet_path.unwrap());
     let before = std::fs::read_to_string(&path).unwrap();
-    let reverted = operate(&h, vmid, SandboxOp::Revert { restart: Some(true) }, false).await.unwrap();
+    let reverted = h.operate(vmid, SandboxOp::Revert { restart: Some(true) }, false).await.unwrap();
     assert_eq!(reverted.state, SandboxState::Ready);
     let after = std::fs::read_to_string(&path).unwrap();
     assert_ne!(before, after, "the snippet carries a new token");

@@ -21,6 +21,18 @@ fn strip_template(h: &Harness, image_has_agent: bool) {
     template.image_has_agent = image_has_agent;
 }
 
+/// A sandbox that is expected to fail provisioning: its VMID, the error, and how long it took
+/// (virtual time).
+async fn failed_provisioning(h: &Harness) -> (u32, String, Duration) {
+    let began = tokio::time::Instant::now();
+    let vmid = h.create_sandbox("yolo-ephemeral", None, false).await;
+    let error = match h.settled(vmid).await {
+        Settled::Failed(view) => view.error.unwrap_or_default(),
+        Settled::Ready(view) => panic!("expected a failure, got {view:?}"),
+    };
+    (vmid, error, began.elapsed())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_template_without_cloud_init_drive_or_agent_gives_a_ready_sandbox() {
     let h = Harness::start().await;
@@ -61,13 +73,7 @@ async fn a_template_with_no_slot_for_a_cloud_init_drive_fails_at_once_with_the_f
             config.insert(key, "none,media=cdrom".into());
         }
     }
-    let began = tokio::time::Instant::now();
-    let vmid = h.create_sandbox("yolo-ephemeral", None, false).await;
-    let error = match h.settled(vmid).await {
-        Settled::Failed(view) => view.error.unwrap_or_default(),
-        Settled::Ready(view) => panic!("expected a failure, got {view:?}"),
-    };
-    let took = began.elapsed();
+    let (vmid, error, took) = failed_provisioning(&h).await;
     assert!(took < Duration::from_secs(60), "failed after {took:?}, not within a minute");
     assert!(error.contains(&format!("template VM {TEMPLATE_VMID}")) && error.contains("cloudinit"), "{error}");
     assert!(!h.vm_exists(vmid), "the failed clone is removed");
@@ -78,13 +84,7 @@ async fn a_template_with_no_slot_for_a_cloud_init_drive_fails_at_once_with_the_f
 async fn an_image_without_guest_agent_fails_after_guest_agent_timeout_with_the_fix() {
     let h = Harness::with(Options { guest_agent_timeout: Duration::from_secs(45), ..Options::default() }).await;
     strip_template(&h, false);
-    let began = tokio::time::Instant::now();
-    let vmid = h.create_sandbox("yolo-ephemeral", None, false).await;
-    let error = match h.settled(vmid).await {
-        Settled::Failed(view) => view.error.unwrap_or_default(),
-        Settled::Ready(view) => panic!("expected a failure, got {view:?}"),
-    };
-    let took = began.elapsed();
+    let (_, error, took) = failed_provisioning(&h).await;
     assert!(took < Duration::from_secs(60), "failed after {took:?}: at guest_agent_timeout, not provisioning_timeout");
     assert!(error.contains("qemu-guest-agent") && error.contains(&format!("template VM {TEMPLATE_VMID}")), "{error}");
     h.stop().await;

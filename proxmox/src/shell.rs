@@ -15,7 +15,7 @@
 //! one string, so only the local node is addressed; and a pvesh killed mid-task kills the
 //! worker (SIGPIPE) before its cleanup, so a mutating call may take as long as a task may.
 
-use crate::transport::{Method, Params, Transport};
+use crate::transport::{Method, Params, Transport, percent_decode};
 use crate::{PveError, PveFuture, Upid};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -204,24 +204,6 @@ fn finished_task(stdout: &str, stderr: &str) -> Option<FinishedTask> {
     log.extend(stderr.lines().map(str::trim).filter(|l| l.starts_with("WARN: ")).map(str::to_string));
     log.push(end);
     Some(FinishedTask { upid, exitstatus, log })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Turns pvesh's stderr into the same error classes as the API's answers.

@@ -49,6 +49,25 @@ pub fn segment(s: &str) -> String {
     out
 }
 
+/// Decodes `%XX` escapes; anything else (a lone `%`, bad hex) stays as it is.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Booleans go on the wire as `0`/`1` (Proxmox rejects `true` in forms and queries).
 pub fn flag(b: bool) -> String {
     if b { "1".into() } else { "0".into() }
@@ -68,5 +87,7 @@ mod tests {
         assert_eq!(segment("local-lvm:vm-101-disk-0"), "local-lvm%3Avm-101-disk-0");
         assert_eq!(segment("local:snippets/a b.yaml"), "local%3Asnippets%2Fa%20b.yaml");
         assert_eq!(flag(true), "1");
+        assert_eq!(percent_decode(&segment("local:snippets/a b.yaml")), "local:snippets/a b.yaml");
+        assert_eq!(percent_decode("100%"), "100%");
     }
 }

@@ -438,3 +438,20 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// `curl -X POST` to a guest route, as a guest would; (HTTP status, body).
+pub fn guest_post(url: &str, bearer: Option<&str>, body: &[u8], content_type: &str) -> (u16, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::write(&input, body).expect("write the body");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o"]).arg(&output).args(["-w", "%{http_code}", "-X", "POST", "-H"]);
+    cmd.arg(format!("Content-Type: {content_type}"));
+    if let Some(token) = bearer {
+        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    cmd.arg("--data-binary").arg(format!("@{}", input.display())).arg(url);
+    let out = cmd.output().expect("curl");
+    let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    (code, std::fs::read_to_string(&output).unwrap_or_default())
+}

@@ -13,22 +13,7 @@ use agentlab_e2e::jobs::JobBench;
 use std::process::Command;
 use std::time::Duration;
 
-/// `curl` a guest route; (HTTP status, body).
-fn call(url: &str, bearer: Option<&str>, body: &[u8], content_type: &str) -> (u16, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
-    std::fs::write(&input, body).unwrap();
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o"]).arg(&output).args(["-w", "%{http_code}", "-X", "POST", "-H"]);
-    cmd.arg(format!("Content-Type: {content_type}"));
-    if let Some(token) = bearer {
-        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
-    }
-    cmd.arg("--data-binary").arg(format!("@{}", input.display())).arg(url);
-    let out = cmd.output().expect("curl");
-    let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
-    (code, std::fs::read_to_string(&output).unwrap_or_default())
-}
+use agentlab_e2e::guest_post as call;
 
 /// The guest's side of one job: its ids and the tokens a compromised VM holds.
 struct Guest {

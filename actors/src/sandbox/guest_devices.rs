@@ -13,6 +13,7 @@
 //! q35 or UEFI templates an IDE CD-ROM may not be seen when cloud-init's generator runs
 //! (canonical/cloud-init#3897), so SCSI, then SATA.
 
+use super::vm_volumes::is_drive_key;
 use agentlab_proxmox::types::VmConfig;
 
 /// Slots per bus, as qemu-server's drive schema numbers them (`ide0-3`, `sata0-5`, `scsi0-30`);
@@ -102,12 +103,6 @@ fn free_slot(config: &VmConfig) -> Option<String> {
     let sata = SATA.map(|n| format!("sata{n}")).collect::<Vec<_>>();
     let order: Vec<&Vec<String>> = if q35_or_uefi { vec![&scsi, &sata] } else { vec![&ide, &scsi, &sata] };
     order.into_iter().flatten().find(|key| config.get(key).is_none()).cloned()
-}
-
-pub(super) fn is_drive_key(key: &str) -> bool {
-    ["ide", "sata", "scsi", "virtio"]
-        .iter()
-        .any(|bus| key.strip_prefix(bus).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
 }
 
 #[cfg(test)]

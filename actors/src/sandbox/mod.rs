@@ -22,6 +22,7 @@ mod rollback;
 pub mod snippet;
 pub mod snippet_storage;
 mod teardown;
+mod vm_volumes;
 
 pub use actor::SandboxActor;
 pub use error::{ProvisionFailure, SandboxError};

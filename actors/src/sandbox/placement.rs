@@ -140,7 +140,7 @@ pub async fn place(ctx: &SandboxContext, profile: &Profile) -> Result<Placement,
         .vm_config(&template_node, profile.template_vmid)
         .await
         .map_err(SandboxError::pve("reading the template's config"))?;
-    for storage in volume_storages(&config) {
+    for storage in super::vm_volumes::volume_storages(&config, false) {
         let definition = storage_config(ctx, &storage).await?;
         if !definition.shared {
             facts.local_storage.get_or_insert(storage);
@@ -179,25 +179,6 @@ fn reserved_memory(ctx: &SandboxContext) -> Result<BTreeMap<String, u64>, Sandbo
         }
     }
     Ok(reserved)
-}
-
-/// The storages of a config's volumes (disks, cloud-init drive; not an empty CD-ROM).
-fn volume_storages(config: &agentlab_proxmox::types::VmConfig) -> Vec<String> {
-    let mut storages: Vec<String> = config
-        .values
-        .iter()
-        .filter(|(k, _)| is_drive_key(k))
-        .filter_map(|(_, v)| v.split(',').next()?.split_once(':').map(|(s, _)| s.to_string()))
-        .collect();
-    storages.sort();
-    storages.dedup();
-    storages
-}
-
-fn is_drive_key(key: &str) -> bool {
-    ["ide", "sata", "scsi", "virtio", "efidisk", "tpmstate"]
-        .iter()
-        .any(|bus| key.strip_prefix(bus).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
 }
 
 fn node_list(storage: &StorageConfig) -> Option<Vec<String>> {

@@ -73,13 +73,7 @@ fn newer_than(snapshots: &[Snapshot], name: &str) -> Vec<String> {
 /// The ZFS storage one of the VM's volumes is on, if any.
 async fn zfs_storage(ctx: &SandboxContext, node: &str, vmid: u32) -> Result<Option<String>, SandboxError> {
     let config = ctx.gateway.vm_config(node, vmid).await.map_err(SandboxError::pve("reading the VM's config"))?;
-    let mut storages: Vec<String> = config
-        .values
-        .iter()
-        .filter(|(k, v)| super::guest_devices::is_drive_key(k) && !v.contains("media=cdrom"))
-        .filter_map(|(_, v)| v.split(',').next()?.split_once(':').map(|(s, _)| s.to_string()))
-        .collect();
-    storages.dedup();
+    let storages = super::vm_volumes::volume_storages(&config, true);
     for storage in storages {
         let definition =
             ctx.gateway.storage_config(&storage).await.map_err(SandboxError::pve("reading a storage's definition"))?;

@@ -13,13 +13,13 @@
 
 use agentlab_actors::clock::Clock;
 use agentlab_actors::job::{JobContext, JobFactory, JobSettings, SecretsSettings};
-use agentlab_actors::model::SandboxState;
+use agentlab_actors::model::{Refusal, SandboxState};
 use agentlab_actors::profiles::ProfileRegistry;
-use agentlab_actors::protocol::CreateJobRequest;
+use agentlab_actors::protocol::{CreateJobRequest, SandboxView};
 use agentlab_actors::pve::GatewayLimits;
 use agentlab_actors::root::{ActorDirectory, ROOT_ACTOR, RestartPolicy, RootArgs, RootMsg, RootSupervisor};
 use agentlab_actors::sandbox::allocate::{SandboxRequest, allocate};
-use agentlab_actors::sandbox::{SandboxContext, SandboxFactory, SandboxMsg, SandboxSettings, Settled};
+use agentlab_actors::sandbox::{SandboxContext, SandboxFactory, SandboxMsg, SandboxOp, SandboxSettings, Settled};
 use agentlab_actors::store::{JobRecord, SandboxRecord, Store};
 use agentlab_proxmox::{PveClient, TaskPolicy};
 use agentlab_pve_sim::{InProcessTransport, LatencyModel, Sim, SimConfig};
@@ -188,6 +188,26 @@ impl Harness {
     pub async fn settled(&self, vmid: u32) -> Settled {
         let actor = self.sandbox_actor(vmid);
         actor.call(SandboxMsg::WaitSettled, Some(Duration::from_secs(3600))).await.unwrap().unwrap()
+    }
+
+    /// `sandbox destroy [--force]`, as the API sends it.
+    pub async fn destroy(&self, vmid: u32, force: bool) -> Result<SandboxView, Refusal> {
+        let actor = self.sandbox_actor(vmid);
+        actor
+            .call(|reply| SandboxMsg::Destroy { force, by: None, reply }, Some(Duration::from_secs(3600)))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// An operator operation, as the API sends it.
+    pub async fn operate(&self, vmid: u32, op: SandboxOp, force: bool) -> Result<SandboxView, Refusal> {
+        let actor = self.sandbox_actor(vmid);
+        actor
+            .call(|reply| SandboxMsg::Operate { op, force, by: None, reply }, Some(Duration::from_secs(3600)))
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     pub fn sandbox_actor(&self, vmid: u32) -> ActorRef<SandboxMsg> {

@@ -251,6 +251,16 @@ impl Sim {
         lock(&self.requests).clone()
     }
 
+    /// The requests the contract refused (schema or unknown endpoint), one line each: what
+    /// tests assert empty to prove a client sent only what Proxmox accepts.
+    pub fn refused_requests(&self) -> Vec<String> {
+        lock(&self.requests)
+            .iter()
+            .filter(|r| r.verdict == "rejected" || r.verdict == "not_implemented")
+            .map(|r| format!("{} {} {:?} -> {:?}", r.method, r.path, r.params, r.errors))
+            .collect()
+    }
+
     pub fn tasks(&self) -> Vec<TaskEntry> {
         lock(&self.tasks).values().cloned().collect()
     }

@@ -81,12 +81,22 @@ async fn a_started_vm_runs_its_guest_with_the_bootstrap_descriptor() {
 }
 
 fn run_personality(env: &support::Env, name: &str, args: &[&str]) -> (i32, String, String) {
+    run_as(env, name, args, &[])
+}
+
+/// Runs the simulator binary as `name` (`qm`, `pvesh`, `pvesm`) against `env`'s simulator.
+fn run_as(env: &support::Env, name: &str, args: &[&str], extra_env: &[(&str, &str)]) -> (i32, String, String) {
     let link = env.dir.path().join(format!("bin/{name}"));
     if !link.exists() {
         std::fs::create_dir_all(env.dir.path().join("bin")).unwrap();
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pve-sim"), &link).unwrap();
     }
-    let out = std::process::Command::new(&link).args(args).env("PVE_SIM_ADMIN", env.sim.admin_url()).output().unwrap();
+    let out = std::process::Command::new(&link)
+        .args(args)
+        .env("PVE_SIM_ADMIN", env.sim.admin_url())
+        .envs(extra_env.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -136,22 +146,7 @@ async fn qm_and_pvesm_act_on_the_simulator_state() {
 }
 
 fn run_pvesh_on(env: &support::Env, node: &str, args: &[&str]) -> (i32, String, String) {
-    let link = env.dir.path().join("bin/pvesh");
-    if !link.exists() {
-        std::fs::create_dir_all(env.dir.path().join("bin")).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pve-sim"), &link).unwrap();
-    }
-    let out = std::process::Command::new(&link)
-        .args(args)
-        .env("PVE_SIM_ADMIN", env.sim.admin_url())
-        .env("PVE_SIM_NODE", node)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    run_as(env, "pvesh", args, &[("PVE_SIM_NODE", node)])
 }
 
 /// pve-manager `PVE/CLI/pvesh.pm` call_api_method (398-460) passes its path to find_handler

@@ -119,25 +119,8 @@ impl Contract {
     }
 }
 
-/// Decodes `%XX` escapes (UPIDs and volume ids travel percent-encoded in paths).
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(byte) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// UPIDs and volume ids travel percent-encoded in paths; decoded as the client encodes.
+pub use agentlab_proxmox::transport::percent_decode;
 
 #[cfg(test)]
 mod tests {

@@ -81,14 +81,7 @@ impl Env {
     /// Every request the clients sent passed schema validation (tests that send bad
     /// requests on purpose use their own simulator).
     pub fn assert_all_requests_valid(&self) {
-        let rejected: Vec<String> = self
-            .sim
-            .sim
-            .requests()
-            .into_iter()
-            .filter(|r| r.verdict == "rejected" || r.verdict == "not_implemented")
-            .map(|r| format!("{} {} {:?} -> {:?}", r.method, r.path, r.params, r.errors))
-            .collect();
+        let rejected = self.sim.sim.refused_requests();
         assert!(rejected.is_empty(), "requests the simulator rejected:\n{}", rejected.join("\n"));
     }
 }
