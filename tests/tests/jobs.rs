@@ -121,7 +121,7 @@ fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
 #[test]
 fn timeout_failure_and_cancel_end_jobs_as_they_should() {
     let bench = JobBench::with_runner();
-    let _daemon = bench.ws.start_daemon();
+    let daemon = bench.ws.start_daemon();
 
     // ttl 1 minute is 0.6 s at test_time_scale 0.01: run.sh sleeps past it.
     let slow = bench.start_job("sleep", 1, &[]);
@@ -144,7 +144,7 @@ fn timeout_failure_and_cancel_end_jobs_as_they_should() {
     assert!(started, "{}", bench.guest_logs());
     let vmid = bench.job(&canceled)["sandbox_vmid"].as_u64().unwrap_or(0) as u32;
     let out = bench.ws.cli(&["--json", "job", "cancel", &canceled]);
-    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 0, "{out:?}\ndaemon log:\n{}", daemon.log());
     assert_eq!(out.json()["status"], "CANCELED");
     assert!(eventually(Duration::from_secs(30), || bench.sim.vm(vmid).is_none()), "VM {vmid} not destroyed");
     let again = bench.ws.cli(&["--json", "job", "cancel", &canceled]);

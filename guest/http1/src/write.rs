@@ -82,10 +82,18 @@ pub fn write_request(stream: &mut impl Write, head: &RequestHead<'_>, body: Body
     let head = head
         .render(len)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a header value contains a line break"))?;
-    stream.write_all(head.as_bytes())?;
     match body {
-        Body::Bytes(bytes) => stream.write_all(bytes)?,
+        // One write for the whole request: a server that answers from the head alone (a
+        // route that takes no body) and closes cannot leave a second write to fail with
+        // EPIPE after the answer is already there.
+        Body::Bytes(bytes) => {
+            let mut request = Vec::with_capacity(head.len() + bytes.len());
+            request.extend_from_slice(head.as_bytes());
+            request.extend_from_slice(bytes);
+            stream.write_all(&request)?;
+        }
         Body::Reader { reader, len } => {
+            stream.write_all(head.as_bytes())?;
             let sent = io::copy(&mut reader.take(len), stream)?;
             if sent != len {
                 // The declared length was wrong: the request is unusable.
