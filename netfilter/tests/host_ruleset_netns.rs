@@ -1,0 +1,195 @@
+//! The host ruleset enforced for real: namespaces stand in for the Proxmox host, two guests
+//! (one on the agent bridge, one behind a Proxmox firewall bridge), a WAN host, a LAN host
+//! and a tailnet host. The ruleset is the renderer's, loaded by the applier; DHCP and DNS
+//! are dnsmasq's; the allowlist domain is resolved by the crate's resolver. Every check is
+//! printed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod netns;
+
+use agentlab_netfilter::Mode;
+use agentlab_netfilter::allowlist::{AllowEntry, DomainCache};
+use agentlab_netfilter::dns;
+use agentlab_netfilter::egress;
+use agentlab_netfilter::host::{Binding, HostPolicy, render};
+use agentlab_netfilter::nft::Nft;
+use netns::*;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+fn sock(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}
+
+fn expect(ns: &str, who: &str, addr: SocketAddr, what: &str, reachable: bool) {
+    let got = reaches(ns, addr);
+    println!("{:<44} {addr:<20} {}", format!("{who} -> {what}"), if got { "reached" } else { "blocked" });
+    assert_eq!(got, reachable, "{who} -> {what} ({addr}) should be {}", if reachable { "reached" } else { "blocked" });
+}
+
+fn policy(bindings: Vec<Binding>) -> HostPolicy {
+    HostPolicy::new(
+        "vmbr1".parse().unwrap(),
+        "vmbr0".parse().unwrap(),
+        "10.77.0.0/16".parse().unwrap(),
+        GATEWAY,
+        vec![8844],
+    )
+    .unwrap()
+    .with_bindings(bindings)
+    .unwrap()
+}
+
+fn binding(guest: &Guest, ip: Ipv4Addr, mode: Mode, allow: Vec<ipnet::Ipv4Net>) -> Binding {
+    Binding { vmid: guest.vmid, mac: guest.mac.parse().unwrap(), ip: Some(ip), mode, allow }
+}
+
+#[test]
+fn guests_reach_the_internet_and_the_listener_and_nothing_else() {
+    if missing_capability(&["ip", "nft", "dnsmasq", "udhcpc"]).is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::build("a", dir.path());
+    let h = net.host();
+    let g1 = net.add_guest("g1", 101, "bc:24:11:00:01:01", false);
+    let g2 = net.add_guest("g2", 102, "bc:24:11:00:01:02", true);
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, format!("{WAN} allowed.test\n")).unwrap();
+    net.start_dnsmasq(&hosts);
+    let nft = Nft::with_command(vec!["ip".into(), "netns".into(), "exec".into(), h.clone(), "nft".into()]);
+    // As the daemon does: the set is read into the record before every reload.
+    let record = std::cell::RefCell::new(egress::EgressRecord::default());
+    let apply = |policy: &HostPolicy| {
+        if nft.loaded().unwrap() {
+            record.borrow_mut().fold(&egress::parse(&nft.list_set_json(egress::EGRESS_SET).unwrap()).unwrap());
+        }
+        nft.apply(&render(policy)).expect("apply");
+        record.borrow_mut().set_was_reloaded();
+    };
+
+    // Before any sandbox is bound, the table already holds: DHCP works, nothing forwards.
+    apply(&policy(vec![]));
+    assert!(nft.loaded().unwrap());
+    let ip1 = net.dhcp(&g1);
+    let ip2 = net.dhcp(&g2);
+    println!("DHCP: guest 101 (tap on vmbr1) = {ip1}, guest 102 (behind fwbr102i0) = {ip2}");
+    let (wan, lan, tsn) = (net.ns("wan"), net.ns("lan"), net.ns("tsn"));
+    for (ns, ip, port) in [
+        (&wan, WAN, 80),
+        (&wan, WAN2, 80),
+        (&lan, LAN, 80),
+        (&tsn, TAILNET, 80),
+        (&h, GATEWAY, 8844),
+        (&h, GATEWAY, 2222),
+        (&h, HOST_LAN, 2222),
+    ] {
+        listen(ns, sock(ip, port));
+    }
+    listen(&g1.ns, sock(ip1, 80));
+    listen(&g2.ns, sock(ip2, 80));
+    expect(&g1.ns, "unbound guest 101", sock(WAN, 80), "WAN", false);
+
+    // DNS through the gateway, with the crate's resolver, from inside the guest.
+    let answers = in_ns(&g1.ns, || dns::resolve_a(sock(GATEWAY, 53), "allowed.test", Duration::from_secs(2)));
+    let answers = answers.expect("DNS through the gateway");
+    println!("guest 101 resolves allowed.test through 10.77.0.1: {answers:?}");
+    assert_eq!(answers[0].addr, WAN);
+
+    // nat mode, both wirings.
+    apply(&policy(vec![binding(&g1, ip1, Mode::Nat, vec![]), binding(&g2, ip2, Mode::Nat, vec![])]));
+    for (g, ip_other, who) in [(&g1, ip2, "guest 101 (nat)"), (&g2, ip1, "guest 102 (nat, fwbr)")] {
+        expect(&g.ns, who, sock(WAN, 80), "WAN through NAT", true);
+        expect(&g.ns, who, sock(GATEWAY, 8844), "guest listener", true);
+        expect(&g.ns, who, sock(GATEWAY, 2222), "another host port", false);
+        expect(&g.ns, who, sock(HOST_LAN, 2222), "the host's LAN address", false);
+        expect(&g.ns, who, sock(LAN, 80), "LAN host", false);
+        expect(&g.ns, who, sock(TAILNET, 80), "tailnet host", false);
+        expect(&g.ns, who, sock(ip_other, 80), "the other guest", false);
+    }
+
+    // Spoofing: guest 102 takes guest 101's MAC, then its IP.
+    sh(&format!("ip -n {} link set eth0 address {}", g2.ns, g1.mac));
+    expect(&g2.ns, "guest 102 with 101's MAC", sock(WAN, 80), "WAN", false);
+    sh(&format!("ip -n {} link set eth0 address {}", g2.ns, g2.mac));
+    sh(&format!(
+        "ip -n {g} addr flush dev eth0; ip -n {g} addr add {ip1}/16 dev eth0; ip -n {g} route add default via 10.77.0.1",
+        g = g2.ns
+    ));
+    expect(&g2.ns, "guest 102 with 101's IP", sock(WAN, 80), "WAN", false);
+    sh(&format!(
+        "ip -n {g} addr flush dev eth0; ip -n {g} addr add {ip2}/16 dev eth0; ip -n {g} route add default via 10.77.0.1",
+        g = g2.ns
+    ));
+    expect(&g2.ns, "guest 102 restored", sock(WAN, 80), "WAN", true);
+
+    // allowlist mode for 101 (a domain entry), off mode for 102.
+    let entries = vec!["allowed.test".parse::<AllowEntry>().unwrap()];
+    let mut cache = DomainCache::with_min_ttl(1);
+    cache.track(["allowed.test"]);
+    let host_dns = h.clone();
+    let lookup = move |name: &str| {
+        let name = name.to_string();
+        in_ns(&host_dns, move || dns::resolve_a(sock(GATEWAY, 53), &name, Duration::from_secs(2)))
+    };
+    let (changed, errors) = cache.refresh(0, &lookup);
+    assert!(changed && errors.is_empty(), "{errors:?}");
+    let apply_modes = |cache: &DomainCache| {
+        apply(&policy(vec![
+            binding(&g1, ip1, Mode::Allowlist, cache.networks(&entries)),
+            binding(&g2, ip2, Mode::Off, vec![]),
+        ]));
+    };
+    apply_modes(&cache);
+    expect(&g1.ns, "guest 101 (allowlist allowed.test)", sock(WAN, 80), "allowed.test = 203.0.113.2", true);
+    expect(&g1.ns, "guest 101 (allowlist allowed.test)", sock(WAN2, 80), "unlisted WAN host", false);
+    expect(&g1.ns, "guest 101 (allowlist allowed.test)", sock(GATEWAY, 8844), "guest listener", true);
+    expect(&g2.ns, "guest 102 (off)", sock(WAN, 80), "WAN", false);
+    expect(&g2.ns, "guest 102 (off)", sock(WAN2, 80), "WAN", false);
+    expect(&g2.ns, "guest 102 (off)", sock(GATEWAY, 8844), "guest listener", true);
+
+    // The domain moves; after its TTL the resolver sees the new address and the set follows.
+    std::fs::write(&hosts, format!("{WAN2} allowed.test\n")).unwrap();
+    net.reload_dnsmasq();
+    let due = cache.next_due().expect("a domain is tracked");
+    println!("allowed.test next looked up at t={due}s (TTL 1 s)");
+    let (changed, errors) = cache.refresh(due, &lookup);
+    assert!(changed && errors.is_empty(), "re-resolved after the TTL: {errors:?}");
+    apply_modes(&cache);
+    expect(&g1.ns, "guest 101 after re-resolution", sock(WAN2, 80), "allowed.test = 203.0.113.3", true);
+    expect(&g1.ns, "guest 101 after re-resolution", sock(WAN, 80), "its old address", false);
+
+    // The egress record: what the ruleset dropped, per source MAC and destination.
+    let mut record = record.into_inner();
+    record.fold(&egress::parse(&nft.list_set_json(egress::EGRESS_SET).unwrap()).unwrap());
+    let totals: Vec<_> = record.totals().map(|(k, n)| (k.clone(), n)).collect();
+    for ((mac, dest, proto, port), n) in &totals {
+        println!("egress record: {mac} -> {dest}:{port}/{proto} x{n}");
+    }
+    let has = |mac: &str, dest: Ipv4Addr, port: u16| {
+        totals.iter().any(|((m, d, _, p), n)| m.to_string() == mac && *d == dest && *p == port && *n > 0)
+    };
+    assert!(has(&g1.mac, LAN, 80) && has(&g1.mac, TAILNET, 80) && has(&g1.mac, GATEWAY, 2222));
+    assert!(has(&g1.mac, WAN2, 80), "the allowlist's refusal is recorded");
+    assert!(has(&g2.mac, WAN, 80), "off mode's refusals are recorded");
+    assert!(has(&g2.mac, HOST_LAN, 2222));
+}
+
+#[test]
+fn a_broken_ruleset_is_refused_and_the_loaded_one_stays() {
+    if missing_capability(&["ip", "nft"]).is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::build("b", dir.path());
+    let nft = Nft::with_command(vec!["ip".into(), "netns".into(), "exec".into(), net.host(), "nft".into()]);
+    assert!(!nft.loaded().unwrap(), "a fresh host has no AgentLab table");
+    let good = render(&policy(vec![]));
+    nft.apply(&good).unwrap();
+    let err = nft.apply(&good.replace("masquerade", "masqerade")).expect_err("a typo is refused");
+    println!("refused: {err}");
+    assert!(nft.loaded().unwrap(), "the previous ruleset is still loaded");
+    nft.remove().unwrap();
+    assert!(!nft.loaded().unwrap());
+}
