@@ -39,7 +39,7 @@ token='root@pam!agentlab=11111111-2222-3333-4444-555555555555'
 say "starting pve-sim, the bundled Proxmox VE simulator (its VMs run target/debug/agent-runner)"
 "$bin/pve-sim" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --token "$token" \
   --latency-factor 0.05 --state-dir "$work/pve" --local-storage-path "$work/pve-local" \
-  --ready-file "$work/pve.ready" --guest-command "$bin/agent-runner" \
+  --ready-file "$work/pve.ready" --guest-command "$bin/agent-runner" --datacenter-firewall \
   --guest-env AGENTLAB_RETRY_BASE_MS=200 2>"$work/pve-sim.log" &
 pids+=($!)
 for _ in $(seq 1 100); do [ -s "$work/pve.ready" ] && break; sleep 0.1; done
@@ -59,7 +59,7 @@ BUNDLE
 "$bin/agentlabd" secrets seal --key "$work/keys/age.key" --in "$work/bundle.yaml" --out "$work/secrets/default.age"
 rm "$work/bundle.yaml"
 
-say "writing the daemon config (guest listener on loopback, where the simulated guests live)"
+say "writing the daemon config (guest listener on loopback, where the simulated guests live; host ruleset off)"
 bootstrap_port=$(free_port)
 artifact_port=$(free_port)
 while [ "$artifact_port" = "$bootstrap_port" ]; do artifact_port=$(free_port); done
@@ -80,6 +80,9 @@ bootstrap_listen: 127.0.0.1:$bootstrap_port
 artifact_listen: 127.0.0.1:$artifact_port
 secrets_dir: $work/secrets
 secrets_age_key_path: $work/keys/age.key
+# The simulated guests live on loopback: no agent bridge to put a host ruleset on; the
+# simulated Proxmox firewall (on) is the isolation layer.
+host_ruleset: off
 CONFIG
 chmod 600 "$work/config.yaml"
 

@@ -9,6 +9,7 @@ pub use agentlab_model::{model, protocol};
 pub mod clock;
 pub mod events;
 pub mod job;
+pub mod net;
 pub mod profiles;
 pub mod pve;
 pub mod root;

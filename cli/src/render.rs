@@ -56,6 +56,17 @@ pub fn status(s: &StatusResponse) -> String {
             px.error.as_deref().unwrap_or("no reason given")
         ));
     }
+    let net = &s.network;
+    let isolation = match net.isolation.as_str() {
+        "both" => "both layers (Proxmox firewall and host ruleset)",
+        "one_layer" => "ONE LAYER",
+        "none" => "NONE: no sandbox is provisioned",
+        _ => "unknown",
+    };
+    out.push_str(&format!("isolation: {isolation}; host ruleset {}\n", net.host_ruleset));
+    for line in &net.warnings {
+        out.push_str(&format!("           warning: {line}\n"));
+    }
     out.push_str(&format!("profiles:  {} loaded from {}\n", s.profiles.count, s.profiles.dir));
     for line in &s.profiles.not_served {
         out.push_str(&format!("           not served: {line}\n"));

@@ -38,7 +38,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Action::Accept => "ACCEPT",
             Action::Drop => "DROP",

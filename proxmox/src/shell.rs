@@ -122,10 +122,11 @@ impl ShellTransport {
     /// The path as pvesh takes it: segments decoded (the operations encode them for HTTP),
     /// and only this host's node.
     fn raw_path(&self, encoded: &str) -> Result<String, PveError> {
+        let parts: Vec<&str> = encoded.split('/').collect();
         let mut segments = Vec::new();
-        for part in encoded.split('/') {
+        for (i, part) in parts.iter().enumerate() {
             let raw = percent_decode(part);
-            if raw.contains('/') {
+            if raw.contains('/') && !takes_rest_of_path(&parts, i) {
                 return Err(PveError::Config(format!(
                     "pvesh cannot address `{raw}`: it splits its path on `/`; use proxmox_backend: api"
                 )));
@@ -173,6 +174,16 @@ impl ShellTransport {
             _ => None,
         }
     }
+}
+
+/// Whether segment `i` of a path may hold `/`: the CIDR of `…/ipset/{name}/{cidr}`, the last
+/// segment. pve-firewall registers `ipset/{name}` with `fragmentDelimiter => ''`
+/// (`src/PVE/API2/Firewall/IPSet.pm` 763-768, 812-817, "because CIDR address contain a
+/// slash"), and pve-common joins every fragment after it back into one
+/// (`src/PVE/RESTHandler.pm` map_path_to_methods, 413-424): pvesh reaches
+/// `/cluster/firewall/ipset/agent_allow/10.0.0.0/8` as the entry `10.0.0.0/8`.
+fn takes_rest_of_path(parts: &[&str], i: usize) -> bool {
+    i + 1 == parts.len() && i >= 2 && parts[i - 2] == "ipset"
 }
 
 /// A foreground task from pvesh's output: the UPID is the last JSON string on stdout that
@@ -317,6 +328,10 @@ mod tests {
         assert!(t.raw_path("/cluster/resources").is_ok());
         let slash = t.raw_path("/nodes/pve/storage/local/content/local%3Asnippets%2Fa.yaml");
         assert!(slash.is_err_and(|e| e.to_string().contains("splits its path on `/`")));
+        // An IP set entry's CIDR is the one segment that may carry `/`.
+        let entry = t.raw_path("/cluster/firewall/ipset/agent_allow/10.0.0.0%2F8");
+        assert_eq!(entry.ok().as_deref(), Some("/cluster/firewall/ipset/agent_allow/10.0.0.0/8"));
+        assert!(t.raw_path("/cluster/firewall/ipset/a%2Fb/10.0.0.1").is_err(), "not in the set's name");
         let other = t.raw_path("/nodes/pve2/qemu/101/config");
         assert!(other.is_err_and(|e| e.to_string().contains("cannot act on node `pve2`")));
     }

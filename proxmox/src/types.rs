@@ -354,11 +354,23 @@ pub struct FirewallRule {
     #[serde(default, deserialize_with = "lenient_bool")]
     pub enable: bool,
     #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
     pub dest: Option<String>,
+    #[serde(default)]
+    pub sport: Option<String>,
     #[serde(default)]
     pub dport: Option<String>,
     #[serde(default)]
     pub proto: Option<String>,
+    /// The interface: a bridge for node rules, `net<n>` for VM rules (groups have none).
+    #[serde(default)]
+    pub iface: Option<String>,
+    #[serde(default, rename = "macro")]
+    pub macro_name: Option<String>,
+    /// Log level (`nolog`, `info`, …).
+    #[serde(default)]
+    pub log: Option<String>,
     #[serde(default)]
     pub comment: Option<String>,
 }
@@ -368,6 +380,56 @@ pub struct SecurityGroup {
     pub group: String,
     #[serde(default)]
     pub comment: Option<String>,
+}
+
+/// A cluster IP set (`GET /cluster/firewall/ipset`); rules name it as `+<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IpSet {
+    pub name: String,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// One member of an IP set (`GET /cluster/firewall/ipset/{name}`). Proxmox lists members
+/// sorted by their text, as it stores them: host bits cleared, `/32` (IPv4) and `/128`
+/// (IPv6) dropped (see `ipset_cidr`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IpSetEntry {
+    pub cidr: String,
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// A `nomatch` member excludes its addresses from the set.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub nomatch: bool,
+}
+
+/// The text Proxmox stores for an IP set member given as `cidr` (pve-firewall
+/// `src/PVE/API2/Firewall/IPSet.pm` create_ip, 216-219: `clean_cidr` then
+/// `parse_ip_or_cidr`, `src/PVE/Firewall.pm` 102-114 and 3393-3409): the host bits of a
+/// network cleared (`10.1.2.3/8` → `10.0.0.0/8`, IPv6 compressed), a host's `/32` or `/128`
+/// dropped (`10.0.0.5/32` → `10.0.0.5`). Reading or deleting a member matches this text
+/// exactly, so callers address members by it. Anything that is not an address (an alias
+/// name) is returned as it is.
+pub fn ipset_cidr(cidr: &str) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let cleaned = match cidr.split_once('/') {
+        // `return $cidr if !$len`: Perl's false strings are "" and "0".
+        Some((ip, text)) if !matches!(text, "" | "0") => match (ip.parse::<IpAddr>(), text.parse::<u32>()) {
+            (Ok(IpAddr::V4(ip)), Ok(len)) if len <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                format!("{}/{text}", Ipv4Addr::from(u32::from(ip) & mask))
+            }
+            (Ok(IpAddr::V6(ip)), Ok(len)) if len <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                format!("{}/{text}", Ipv6Addr::from(u128::from(ip) & mask))
+            }
+            _ => cidr.to_string(),
+        },
+        _ => cidr.to_string(),
+    };
+    let v6 = cleaned.split('/').next().is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok());
+    let host = if v6 { "/128" } else { "/32" };
+    cleaned.strip_suffix(host).map(str::to_string).unwrap_or(cleaned)
 }
 
 #[cfg(test)]
@@ -384,6 +446,20 @@ mod tests {
         let b: VmStatus =
             serde_json::from_value(serde_json::json!({"vmid": 101, "status": "stopped", "template": true})).unwrap();
         assert!(b.template && !b.is_running());
+    }
+
+    #[test]
+    fn ipset_members_are_named_as_proxmox_stores_them() {
+        assert_eq!(ipset_cidr("10.0.0.5/32"), "10.0.0.5");
+        assert_eq!(ipset_cidr("10.1.2.3/16"), "10.1.0.0/16");
+        assert_eq!(ipset_cidr("2001:db8::1/128"), "2001:db8::1");
+        assert_eq!(ipset_cidr("office"), "office", "an alias stays as it is");
+        let rule: FirewallRule = serde_json::from_value(serde_json::json!({
+            "pos": 0, "type": "in", "action": "ACCEPT", "enable": 1, "iface": "vmbr1",
+            "macro": "DNS", "log": "nolog", "digest": "ab", "ipversion": 4
+        }))
+        .unwrap();
+        assert_eq!((rule.iface.as_deref(), rule.macro_name.as_deref()), (Some("vmbr1"), Some("DNS")));
     }
 
     #[test]

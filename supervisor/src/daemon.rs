@@ -122,6 +122,41 @@ fn sweep_upload_leftovers(artifact_dir: &std::path::Path) {
     }
 }
 
+/// How often allowlist domains that are due are looked up again and the egress counters
+/// are folded into the record.
+const HOST_TABLE_REFRESH: Duration = Duration::from_secs(30);
+
+/// Loads the host ruleset at start, then keeps allowlist domains fresh and the egress
+/// record folded in. A host where nft cannot run is reported by `status`, logged once.
+fn keep_host_table(table: Arc<agentlab_actors::net::HostTable>) {
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let first = Arc::clone(&table);
+        match tokio::task::spawn_blocking(move || first.apply()).await {
+            Ok(Ok(())) => tracing::info!("host ruleset loaded"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the host ruleset; `agentlab status` reports the host layer"),
+            Err(e) => tracing::warn!(error = %e, "host ruleset task failed"),
+        }
+        let mut tick = tokio::time::interval(HOST_TABLE_REFRESH);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let table = Arc::clone(&table);
+            let now = started.elapsed().as_secs();
+            let _ = tokio::task::spawn_blocking(move || {
+                if table.state() != agentlab_actors::net::TableState::Loaded {
+                    return;
+                }
+                let result = if table.refresh_domains(now) { table.apply() } else { table.fold_egress().map(|_| ()) };
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "host ruleset refresh failed");
+                }
+            })
+            .await;
+        }
+    });
+}
+
 /// What sandbox actors need from the config; the SSH key is read once, here.
 fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
     let ssh_public_key = match &config.ssh_public_key_path {
@@ -147,6 +182,8 @@ fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
         agent_subnet: config.agent_subnet,
         gateway_ip: config.bootstrap_listen.ip(),
         listener_ports: vec![config.bootstrap_listen.port(), config.artifact_listen.port()],
+        agent_bridge: config.agent_bridge.to_string(),
+        allowlist_dns_server: config.allowlist_dns_server,
         provisioning_timeout: config.provisioning_timeout,
         guest_agent_timeout: config.guest_agent_timeout,
         probe_interval: config.sandbox_probe_interval.mul_f64(config.test_time_scale),
@@ -179,6 +216,16 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     let (listener, socket_guard) = socket::bind(&config.socket_path)?;
     let directory = ActorDirectory::default();
     let gateway = agentlab_actors::pve::gateway();
+    let host_table = match config.host_ruleset {
+        crate::config::HostRuleset::Managed => {
+            let settings = crate::net_command::settings(&config).map_err(anyhow::Error::msg)?;
+            let nft = agentlab_netfilter::nft::Nft::default();
+            let table = Arc::new(agentlab_actors::net::HostTable::new(settings, nft, Arc::clone(&store), Arc::clone(&profiles)));
+            keep_host_table(Arc::clone(&table));
+            Some(table)
+        }
+        crate::config::HostRuleset::Off => None,
+    };
     let sandboxes = Arc::new(SandboxContext {
         store: Arc::clone(&store),
         profiles: Arc::clone(&profiles),
@@ -186,6 +233,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         settings: sandbox_settings(&config)?,
         directory: directory.clone(),
         orphans: Default::default(),
+        host_table,
     });
     let jobs = Arc::new(JobContext {
         store: Arc::clone(&store),

@@ -4,6 +4,7 @@ mod api;
 mod config;
 mod daemon;
 mod guest;
+mod net_command;
 mod socket;
 
 use clap::Parser;
@@ -25,6 +26,9 @@ enum Command {
     /// Secrets bundles: the daemon's age key and sealed (encrypted) bundles.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// The host nftables ruleset that isolates sandboxes: render, check, apply, status.
+    #[command(subcommand)]
+    Net(net_command::NetCommand),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -75,9 +79,10 @@ fn secrets_command(command: SecretsCommand) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::Secrets(command)) = args.command {
-        return secrets_command(command);
-    }
+    let args = match args.command {
+        Some(Command::Secrets(command)) => return secrets_command(command),
+        _ => args,
+    };
     agentlab_proxmox::install_crypto_provider();
     init_logging();
 
@@ -98,6 +103,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Net(command)) = args.command {
+        return net_command::run(&config, profiles, command);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -176,7 +176,7 @@ impl Workspace {
     /// The guest listener on this workspace's loopback ports, loopback as the agent subnet.
     fn listener_config(&self) -> String {
         format!(
-            "agent_subnet: {}\nbootstrap_listen: 127.0.0.1:{}\nartifact_listen: 127.0.0.1:{}\n",
+            "agent_subnet: {}\nbootstrap_listen: 127.0.0.1:{}\nartifact_listen: 127.0.0.1:{}\nhost_ruleset: off\n",
             self.agent_subnet, self.bootstrap_port, self.artifact_port
         )
     }
@@ -286,8 +286,15 @@ pub struct SimProcess {
 }
 
 impl SimProcess {
-    /// Starts `pve-sim` with state in `dir` and extra arguments.
+    /// Starts `pve-sim` as a set-up host (datacenter firewall on), state in `dir`.
     pub fn start(dir: &Path, extra: &[&str]) -> SimProcess {
+        let mut args = vec!["--datacenter-firewall"];
+        args.extend_from_slice(extra);
+        SimProcess::start_bare(dir, &args)
+    }
+
+    /// Starts `pve-sim` as Proxmox comes (datacenter firewall off).
+    pub fn start_bare(dir: &Path, extra: &[&str]) -> SimProcess {
         let ready = dir.join("pve-sim.ready");
         let log = std::fs::File::create(dir.join("pve-sim.log")).unwrap();
         let child = Command::new(bin("pve-sim"))

@@ -176,8 +176,8 @@ fn a_misspelled_config_key_stops_the_daemon_naming_key_line_and_fix() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown key `profiles_dri`"), "{stderr}");
-    // After the base config's 7 lines and the guest listener's 3.
-    assert!(stderr.contains("line 11"), "{stderr}");
+    // After the base config's 7 lines and the guest listener's 4.
+    assert!(stderr.contains("line 12"), "{stderr}");
     assert!(stderr.contains("did you mean `profiles_dir`"), "{stderr}");
 }
 

@@ -1,13 +1,15 @@
 //! `agentlabd` against a `pve-sim` process over the API backend: with the certificate
 //! fingerprint pinned, `status` shows Proxmox reachable with its version, nodes, token and
-//! firewall switches; with a wrong pin, a TLS error naming both fingerprints.
+//! firewall switches; with a wrong pin, a TLS error naming both fingerprints. With neither
+//! isolation layer (a fresh Proxmox, no host ruleset) `sandbox new` is refused naming both
+//! fixes; with one, `status` warns which layer is missing.
 
 use agentlab_e2e::{SimProcess, Workspace};
 
 #[test]
 fn a_pinned_simulator_is_reachable_with_token_nodes_and_firewall_switches() {
     let ws = Workspace::new();
-    let sim = SimProcess::start(ws.path(), &["--nodes", "2"]);
+    let sim = SimProcess::start_bare(ws.path(), &["--nodes", "2"]);
     ws.write_sim_config(&sim, &sim.fingerprint, "");
     let _daemon = ws.start_daemon();
     let out = ws.cli(&["--json", "status"]);
@@ -23,7 +25,35 @@ fn a_pinned_simulator_is_reachable_with_token_nodes_and_firewall_switches() {
     let text = ws.cli(&["status"]).stdout;
     assert!(text.contains("reachable") && text.contains("token accepted"), "{text}");
     assert!(text.contains("datacenter DISABLED"), "{text}");
+    assert!(text.contains("isolation: NONE"), "{text}");
+
+    let status = ws.cli(&["--json", "status"]).json();
+    assert_eq!(status["network"]["isolation"], "none", "{status}");
+    let out = ws.cli(&["--json", "sandbox", "new", "--profile", "yolo-ephemeral"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    let body = out.json();
+    assert_eq!(body["code"], "v1/network/no_isolation", "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("pvesh set /cluster/firewall/options --enable 1"), "{message}");
+    assert!(message.contains("agentlabd net apply"), "{message}");
+    assert!(sim.vm(1000).is_none(), "nothing was cloned");
     sim.assert_all_requests_valid();
+}
+
+#[test]
+fn with_one_isolation_layer_status_names_the_missing_one() {
+    let ws = Workspace::new();
+    let sim = SimProcess::start(ws.path(), &[]);
+    ws.write_sim_config(&sim, &sim.fingerprint, "");
+    let _daemon = ws.start_daemon();
+    let status = ws.cli(&["--json", "status"]).json();
+    let network = &status["network"];
+    assert_eq!(network["isolation"], "one_layer", "{status}");
+    assert_eq!(network["datacenter_firewall"], true);
+    assert_eq!(network["host_ruleset"], "off (host_ruleset: off)");
+    assert!(network["warnings"][0].as_str().unwrap_or_default().contains("agentlabd net apply"), "{network}");
+    let text = ws.cli(&["status"]).stdout;
+    assert!(text.contains("isolation: ONE LAYER"), "{text}");
 }
 
 #[test]

@@ -43,6 +43,7 @@ impl JobError {
             JobError::ProxmoxUnavailable(_) => ErrorCode::ProxmoxUnavailable,
             JobError::Allocate(AllocateError::UnknownProfile(_)) => ErrorCode::UnknownProfile,
             JobError::Allocate(AllocateError::Conflict(_)) => ErrorCode::Conflict,
+            JobError::Allocate(AllocateError::NoIsolation(_)) => ErrorCode::NoIsolation,
             JobError::Allocate(_) => ErrorCode::Internal,
             JobError::SandboxFailed { .. } | JobError::NotReady { .. } => ErrorCode::ProvisionFailed,
             JobError::DestroyTooSlow { .. } | JobError::StoppedWhile { .. } => ErrorCode::Internal,

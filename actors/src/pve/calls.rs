@@ -20,6 +20,13 @@ impl Gateway {
         self.run(OpSpec::read("version"), |pve, _| Box::pin(async move { pve.version().await })).await
     }
 
+    pub async fn cluster_firewall_options(&self) -> Result<serde_json::Map<String, serde_json::Value>, PveError> {
+        self.run(OpSpec::read("cluster_firewall_options"), |pve, _| {
+            Box::pin(async move { pve.cluster_firewall_options().await })
+        })
+        .await
+    }
+
     pub async fn cluster_vms(&self) -> Result<Vec<ClusterVm>, PveError> {
         self.run(OpSpec::read("cluster_vms"), |pve, _| Box::pin(async move { pve.cluster_vms().await })).await
     }

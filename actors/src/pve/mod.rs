@@ -205,6 +205,12 @@ impl Actor for PveGateway {
     }
 }
 
+/// `/cluster/firewall/options` `enable` (an integer; unset means off, pve-firewall
+/// `Firewall.pm` 1283-1290 `default => 0`).
+pub fn datacenter_enabled(options: &serde_json::Map<String, serde_json::Value>) -> bool {
+    options.get("enable").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))) == Some(1)
+}
+
 /// Version (reachability and token), nodes, datacenter firewall, security groups.
 async fn probe(pve: &dyn Pve, mut status: ProxmoxStatus) -> ProxmoxStatus {
     status.checked_at = Some(time_format::now());
@@ -229,9 +235,7 @@ async fn probe(pve: &dyn Pve, mut status: ProxmoxStatus) -> ProxmoxStatus {
         Ok(nodes) => status.nodes = nodes.into_iter().map(|n| n.node).collect(),
         Err(e) => status.error = Some(format!("cannot list nodes: {e}")),
     }
-    let datacenter = pve.cluster_firewall_options().await.map(|o| {
-        o.get("enable").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))) == Some(1)
-    });
+    let datacenter = pve.cluster_firewall_options().await.map(|o| datacenter_enabled(&o));
     let groups = pve.security_groups().await.map(|g| g.into_iter().map(|g| g.group).collect::<Vec<_>>());
     match (datacenter, groups) {
         (Ok(enabled), Ok(groups)) => {

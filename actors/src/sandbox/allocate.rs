@@ -28,8 +28,30 @@ pub enum AllocateError {
     Proxmox(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    NoIsolation(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Refuses when neither isolation layer is active (asked of Proxmox and nft each time: a
+/// sandbox is not created often, and a stale answer here would be a security hole).
+async fn check_isolation(ctx: &SandboxContext) -> Result<(), AllocateError> {
+    let options = ctx.gateway.cluster_firewall_options().await.map_err(|e| AllocateError::Proxmox(e.to_string()))?;
+    let datacenter = crate::pve::datacenter_enabled(&options);
+    let host = match &ctx.host_table {
+        Some(table) => {
+            let table = std::sync::Arc::clone(table);
+            Some(tokio::task::spawn_blocking(move || table.state()).await.unwrap_or_else(|e| {
+                crate::net::TableState::Unknown(e.to_string())
+            }))
+        }
+        None => None,
+    };
+    match crate::net::isolation(datacenter, host.as_ref()) {
+        crate::net::Isolation::None(why) => Err(AllocateError::NoIsolation(why)),
+        _ => Ok(()),
+    }
 }
 
 /// Records the sandbox (REQUESTED) under a free VMID and returns it; its actor is not
@@ -38,6 +60,7 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
     let profiles = ctx.profiles.snapshot();
     let profile =
         &profiles.get(&req.profile).ok_or_else(|| AllocateError::UnknownProfile(req.profile.clone()))?.profile;
+    check_isolation(ctx).await?;
     let cluster = ctx.gateway.cluster_vms().await.map_err(|e| AllocateError::Proxmox(e.to_string()))?;
     let mut taken: HashSet<u32> = cluster.iter().map(|v| v.vmid as u32).collect();
     if let Some(vmid) = req.vmid
@@ -69,6 +92,7 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
         error: None,
         ttl_minutes: ttl,
         description: profile.description.clone(),
+        mac: None,
         created_at: now,
         updated_at: now,
     };

@@ -66,6 +66,8 @@ pub enum SandboxError {
         "the guest agent of VM {vmid} did not answer within {waited:?} of boot (guest_agent_timeout): the image of template VM {template} must run qemu-guest-agent — install it in the template (`apt install qemu-guest-agent`, `systemctl enable qemu-guest-agent`) or raise guest_agent_timeout for slow guests"
     )]
     GuestAgentSilent { vmid: u32, template: u32, waited: std::time::Duration },
+    #[error("cannot load the host nftables ruleset: {0}; check with `agentlabd net check`")]
+    HostTable(String),
 }
 
 impl SandboxError {
@@ -90,7 +92,8 @@ impl SandboxError {
             | SandboxError::SnippetStorage(_)
             | SandboxError::Placement(_)
             | SandboxError::AgentNotConfigured { .. }
-            | SandboxError::GuestAgentSilent { .. } => ErrorCode::ProvisionFailed,
+            | SandboxError::GuestAgentSilent { .. }
+            | SandboxError::HostTable(_) => ErrorCode::ProvisionFailed,
         }
     }
 }

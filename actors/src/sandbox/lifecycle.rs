@@ -163,6 +163,9 @@ impl SandboxActor {
             .payload(serde_json::json!({"ip": ip}));
         let patch = SandboxPatch { ip: Some(Some(ip)), intent: Some(None), ..Default::default() };
         self.ctx.store.patch_sandbox(state.vmid, &patch, Some(&event))?;
+        if let Some(table) = &self.ctx.host_table {
+            table.apply_in_background("a guest's address is known: bind it against spoofing");
+        }
         let rec = self.move_by(state.vmid, SandboxEvent::GuestReady, None)?;
         let rec = match rec {
             Some(rec) => rec,
@@ -324,6 +327,9 @@ impl SandboxActor {
                 // DESTROYED first: a crash right after leaves a finished record.
                 let rec = self.move_by(state.vmid, SandboxEvent::Destroy, None)?.unwrap_or(rec);
                 self.ctx.store.patch_sandbox(state.vmid, &clear_intent, None)?;
+                if let Some(table) = &self.ctx.host_table {
+                    table.apply_in_background("a sandbox is destroyed: unbind it");
+                }
                 self.publish(state, &rec);
                 for waiter in state.destroy_waiters.drain(..) {
                     let _ = waiter.send(Ok(rec.view()));

@@ -8,6 +8,7 @@ pub mod allocate;
 pub mod census;
 mod decide;
 mod error;
+pub mod firewall;
 mod generation;
 mod guest_devices;
 mod health;
@@ -60,6 +61,10 @@ pub struct SandboxSettings {
     /// The guest listener's address and ports (the one private destination guests may reach).
     pub gateway_ip: IpAddr,
     pub listener_ports: Vec<u16>,
+    /// The agent bridge (node firewall rules name it).
+    pub agent_bridge: String,
+    /// Where allowlist domains are resolved.
+    pub allowlist_dns_server: std::net::SocketAddr,
     pub provisioning_timeout: Duration,
     /// How long `wait_ip` accepts "QEMU guest agent is not running" after the VM started
     /// before it fails with a hint (an image without qemu-guest-agent never answers).
@@ -103,6 +108,8 @@ pub struct SandboxContext {
     pub settings: SandboxSettings,
     pub directory: ActorDirectory,
     pub orphans: reconcile::OrphanLedger,
+    /// The host ruleset, when the daemon manages it (`host_ruleset: managed`).
+    pub host_table: Option<Arc<crate::net::HostTable>>,
 }
 
 pub const KIND: &str = "sandbox";

@@ -6,10 +6,10 @@
 use super::error::SandboxError;
 use super::placement::{self, Placement};
 use super::{SandboxContext, description_marker, guest_devices, is_ours, snippet, snippet_storage};
-use crate::model::{NetworkMode, Profile, Step, time_format};
+use crate::model::{Profile, Step, time_format};
 use crate::store::{SandboxPatch, SandboxRecord};
 use agentlab_proxmox::types::{CloneSpec, ConfigChange, VmAction};
-use agentlab_proxmox::{ErrorClass, Pve, PveError};
+use agentlab_proxmox::{ErrorClass, PveError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ pub async fn run_step(ctx: Arc<SandboxContext>, rec: SandboxRecord, step: Step) 
     match step {
         Step::Clone => done(clone(&ctx, &rec).await),
         Step::Configure => done(configure(&ctx, &rec).await),
-        Step::Firewall => done(firewall(&ctx, &rec).await),
+        Step::Firewall => done(super::firewall::firewall(&ctx, &rec).await),
         Step::Snippet => done(write_snippet(&ctx, &rec).await),
         Step::Snapshot => done(snapshot(&ctx, &rec).await),
         Step::Boot => done(boot(&ctx, &rec).await),
@@ -92,6 +92,18 @@ fn dns_name(name: &str, vmid: u32) -> String {
     if trimmed.is_empty() { format!("sandbox-{vmid}") } else { trimmed.to_string() }
 }
 
+/// `net0` on the profile's bridge with the firewall on, keeping the MAC the clone got
+/// (without one Proxmox would draw a new one, and the host ruleset binds the MAC).
+fn net0(profile: &Profile, cloned: Option<&str>) -> String {
+    let model = profile.network.model.as_str();
+    let mac = cloned.and_then(super::firewall::net0_mac).map(|m| m.to_ascii_uppercase());
+    let nic = match mac {
+        Some(mac) => format!("{model}={mac}"),
+        None => model.to_string(),
+    };
+    format!("{nic},bridge={},firewall=1", profile.network.bridge)
+}
+
 fn description(rec: &SandboxRecord) -> String {
     let mut text =
         format!("{} (profile {}) — managed by AgentLab; do not edit", description_marker(rec.vmid), rec.profile);
@@ -114,8 +126,11 @@ async fn configure(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), Sand
         .set("tags", tags.join(";"))
         .set("cores", rec.cores.to_string())
         .set("memory", rec.memory_mb.to_string())
-        .set("net0", format!("{},bridge={},firewall=1", profile.network.model.as_str(), profile.network.bridge))
+        .set("net0", net0(&profile, cloned.get("net0")))
         .set("ipconfig0", "ip=dhcp")
+        // Otherwise Proxmox writes the host's resolvers into the guest's network-config
+        // (qemu-server Cloudinit.pm get_dns_conf), LAN addresses the modes block (review F8).
+        .set("nameserver", ctx.settings.gateway_ip.to_string())
         .set("scsihw", profile.storage.scsihw.clone());
     if let Some(limit) = profile.resources.cpulimit {
         change = change.set("cpulimit", limit.to_string());
@@ -174,65 +189,6 @@ fn without_inherited_options(
         change = change.set("balloon", memory_mb.to_string());
     }
     change
-}
-
-/// The mode's security group (created with its rules if missing), the VM firewall on, and
-/// the group attached to the VM.
-async fn firewall(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxError> {
-    let node = node_of(rec)?;
-    let group = agentlab_netfilter::group_for(
-        netfilter_mode(rec.network_mode),
-        ctx.settings.gateway_ip,
-        &ctx.settings.listener_ports,
-    );
-    let name = group.name;
-    let vmid = rec.vmid;
-    ctx.gateway
-        .run(crate::pve::OpSpec::change("security_group", 0), move |pve, _| {
-            let group = group.clone();
-            Box::pin(async move { ensure_group(pve.as_ref(), &group).await })
-        })
-        .await
-        .map_err(SandboxError::pve("creating the network mode's security group"))?;
-    ctx.gateway
-        .run(crate::pve::OpSpec::change("vm_firewall", vmid), move |pve, _| {
-            let node = node.clone();
-            Box::pin(async move {
-                pve.set_vm_firewall(&node, vmid, &[("enable", "1".into())]).await?;
-                let rules = pve.vm_firewall_rules(&node, vmid).await?;
-                if !rules.iter().any(|r| r.kind == "group" && r.action == name) {
-                    let rule = [("type", "group".to_string()), ("action", name.to_string()), ("enable", "1".into())];
-                    pve.add_vm_firewall_rule(&node, vmid, &rule).await?;
-                }
-                Ok(())
-            })
-        })
-        .await
-        .map_err(SandboxError::pve("attaching the security group to the VM"))
-}
-
-fn netfilter_mode(mode: NetworkMode) -> agentlab_netfilter::Mode {
-    match mode {
-        NetworkMode::Off => agentlab_netfilter::Mode::Off,
-        NetworkMode::Nat => agentlab_netfilter::Mode::Nat,
-        NetworkMode::Allowlist => agentlab_netfilter::Mode::Allowlist,
-    }
-}
-
-async fn ensure_group(pve: &dyn Pve, group: &agentlab_netfilter::SecurityGroup) -> Result<(), PveError> {
-    if pve.security_groups().await?.iter().any(|g| g.group == group.name) {
-        return Ok(());
-    }
-    match pve.create_security_group(group.name, group.comment).await {
-        // Another sandbox created it meanwhile.
-        Err(e) if e.is_already_there() => return Ok(()),
-        other => other?,
-    }
-    for request in group.rule_requests() {
-        let params: Vec<(&str, String)> = request.iter().map(|(k, v)| (*k, v.clone())).collect();
-        pve.add_group_rule(group.name, &params).await?;
-    }
-    Ok(())
 }
 
 /// The snippet storage's directory, checked against `snippets_dir` and against the node

@@ -137,6 +137,25 @@ UPDATE events SET failure = 1
 CREATE INDEX events_failure ON events(failure, id);
 ",
     },
+    Migration {
+        version: 6,
+        name: "sandbox_mac_and_egress",
+        // The MAC binds a sandbox in the host ruleset before it has an address; the egress
+        // record keeps what the host ruleset dropped, per sandbox and destination.
+        sql: "
+ALTER TABLE sandboxes ADD COLUMN mac TEXT;
+CREATE TABLE egress_drops (
+    vmid INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    packets INTEGER NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (vmid, destination, protocol, port)
+);
+",
+    },
 ];
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

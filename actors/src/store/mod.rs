@@ -3,6 +3,7 @@
 //! depends on it.
 
 mod artifacts;
+mod egress;
 mod events;
 mod jobs;
 mod migrations;
@@ -12,6 +13,7 @@ mod timings;
 mod tokens;
 
 pub use artifacts::{ArtifactGrant, MintedTokens};
+pub use egress::{EgressDrop, MAX_DESTINATIONS_PER_SANDBOX};
 pub use events::{EventPage, NewEvent, Stage};
 pub use jobs::{JobRecord, fresh_log};
 pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};

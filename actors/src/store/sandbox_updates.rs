@@ -14,6 +14,7 @@ pub struct SandboxPatch {
     pub intent: Option<Option<Intent>>,
     pub snippet_path: Option<Option<String>>,
     pub ip: Option<Option<String>>,
+    pub mac: Option<Option<String>>,
     pub node: Option<Option<String>>,
     pub lease_expires_at: Option<Option<OffsetDateTime>>,
     pub last_used_at: Option<Option<OffsetDateTime>>,
@@ -45,6 +46,7 @@ impl Store {
             text("provision_step", &patch.intent.map(|i| i.map(|i| i.as_str().to_string())));
             text("snippet_path", &patch.snippet_path);
             text("ip", &patch.ip);
+            text("mac", &patch.mac);
             text("node", &patch.node);
             let time = |t: Option<Option<OffsetDateTime>>| t.map(|t| t.map(time_format::format));
             text("lease_expires_at", &time(patch.lease_expires_at));

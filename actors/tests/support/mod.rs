@@ -44,6 +44,9 @@ pub struct Options {
     /// Where the daemon looks for guest addresses (the simulator hands out 10.77.x.x).
     pub agent_subnet: &'static str,
     pub guest_agent_timeout: Duration,
+    /// The Proxmox datacenter firewall at start (on: a set-up host; the harness has no
+    /// host ruleset, so off means no isolation layer and provisioning is refused).
+    pub datacenter_firewall: bool,
 }
 
 impl Default for Options {
@@ -53,6 +56,7 @@ impl Default for Options {
             latency_factor: 1.0,
             agent_subnet: "10.77.0.0/16",
             guest_agent_timeout: Duration::from_secs(180),
+            datacenter_firewall: true,
         }
     }
 }
@@ -84,6 +88,7 @@ impl Harness {
         let mut sim_config = SimConfig::for_tests(dir.path().join("sim"));
         sim_config.nodes = options.nodes.clone();
         sim_config.latency = LatencyModel::scaled(options.latency_factor);
+        sim_config.datacenter_firewall = options.datacenter_firewall;
         let snippets_dir = sim_config.local_storage_path.join("snippets");
         let transport = InProcessTransport::start(sim_config).unwrap();
         let sim = Arc::clone(&transport.sim);
@@ -112,6 +117,8 @@ impl Harness {
                 agent_subnet: options.agent_subnet.parse().unwrap(),
                 gateway_ip: "10.77.0.1".parse().unwrap(),
                 listener_ports: vec![8844, 8846],
+                agent_bridge: "vmbr1".into(),
+                allowlist_dns_server: "127.0.0.1:53".parse().unwrap(),
                 provisioning_timeout: Duration::from_secs(600),
                 guest_agent_timeout: options.guest_agent_timeout,
                 probe_interval: PROBE_INTERVAL,
@@ -123,6 +130,7 @@ impl Harness {
             },
             directory: directory.clone(),
             orphans: Default::default(),
+            host_table: None,
         });
         let jobs = Arc::new(JobContext {
             store: Arc::clone(&store),

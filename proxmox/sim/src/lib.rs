@@ -59,6 +59,10 @@ pub struct SimConfig {
     /// Error bodies without `message` (PVE before libpve-http-server-perl 5.2.0): the text
     /// is only in the HTTP reason phrase.
     pub legacy_errors: bool,
+    /// The datacenter firewall switch at start. Off on a fresh Proxmox (pve-firewall
+    /// `src/PVE/Firewall.pm` 1283-1290, cluster `enable` `default => 0`); an operator turns
+    /// it on, so test fixtures that stand for a set-up host do too.
+    pub datacenter_firewall: bool,
     pub latency: LatencyModel,
     pub faults: FaultConfig,
     /// Seed of the fault dice (same seed, same faults).
@@ -95,6 +99,7 @@ impl SimConfig {
             tokens: vec![TEST_TOKEN.into()],
             guest_subnet: Ipv4Addr::new(10, 77, 0, 0),
             legacy_errors: false,
+            datacenter_firewall: false,
             latency: LatencyModel::scaled(0.01),
             faults: FaultConfig::default(),
             seed: 7,

@@ -79,8 +79,13 @@ pub fn initial_world(config: &SimConfig) -> Result<World, String> {
         nodes,
         vms: BTreeMap::new(),
         storages,
-        cluster_firewall: serde_json::Map::from_iter([("enable".to_string(), serde_json::Value::from(0))]),
+        cluster_firewall: serde_json::Map::from_iter([(
+            "enable".to_string(),
+            serde_json::Value::from(u8::from(config.datacenter_firewall)),
+        )]),
         groups: BTreeMap::new(),
+        ipsets: BTreeMap::new(),
+        host_firewall: BTreeMap::new(),
         next_pid: 4000,
         guest_subnet: config.guest_subnet,
     };

@@ -48,12 +48,18 @@ pub struct FirewallRuleEntry {
     pub sport: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iface: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", rename = "icmp-type")]
+    pub icmp_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", rename = "macro")]
     pub macro_name: Option<String>,
+    /// Set by verify_rule from the addresses and the protocol (pve-firewall
+    /// `src/PVE/Firewall.pm` 1904-1920).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipversion: Option<u8>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,6 +267,33 @@ pub struct SecurityGroupEntry {
     pub rules: Vec<FirewallRuleEntry>,
 }
 
+/// One member of a cluster IP set, as `cluster.fw` keeps it (`[!]<cidr> [# comment]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IpSetMember {
+    /// Normalised as IPSet.pm create_ip does (host bits cleared, `/32` and `/128` dropped).
+    pub cidr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nomatch: bool,
+}
+
+/// A cluster IP set (`[IPSET <name>] # comment` in `cluster.fw`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IpSetDef {
+    pub comment: Option<String>,
+    /// In the order `cluster.fw` is written and read back: sorted by cidr text
+    /// (pve-firewall `src/PVE/Firewall.pm` format_ipsets, 3770-3800).
+    pub members: Vec<IpSetMember>,
+}
+
+/// A node's `host.fw`: its options and rules (`/etc/pve/nodes/<node>/host.fw`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostFirewall {
+    pub options: Map<String, Value>,
+    pub rules: Vec<FirewallRuleEntry>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeEntry {
     pub name: String,
@@ -288,6 +321,10 @@ pub struct World {
     pub storages: BTreeMap<String, Storage>,
     pub cluster_firewall: Map<String, Value>,
     pub groups: BTreeMap<String, SecurityGroupEntry>,
+    /// Cluster IP sets by name (`cluster.fw`; names are lower-cased when it is read back).
+    pub ipsets: BTreeMap<String, IpSetDef>,
+    /// Host firewall per node (created on first write).
+    pub host_firewall: BTreeMap<String, HostFirewall>,
     pub next_pid: u32,
     pub guest_subnet: Ipv4Addr,
 }

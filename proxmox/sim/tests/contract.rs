@@ -464,3 +464,189 @@ async fn api_without_a_pin_refuses_the_self_signed_certificate_with_a_hint() {
     assert_eq!(err.class(), ErrorClass::Tls, "{err}");
     assert!(err.to_string().contains("proxmox_tls_fingerprint"), "{err}");
 }
+
+both_backends!(ipsets_round_trip);
+/// The allowlist's IP set (review F3): created, filled, listed, referenced by a group rule,
+/// emptied; members are stored and listed as Proxmox normalises them (IPSet.pm create_ip,
+/// 210-237; Firewall.pm format_ipsets, 3770-3800), and a CIDR with `/` is deleted through
+/// both backends (the set's path takes the rest of the path, IPSet.pm 763-768).
+async fn ipsets_round_trip(_env: &Env, pve: &dyn Pve) {
+    pve.create_security_group("agent_allow_grp", "allowlist").await.unwrap();
+    let refused = pve
+        .add_group_rule(
+            "agent_allow_grp",
+            &[("type", "out".into()), ("action", "ACCEPT".into()), ("dest", "+agent_allow".into())],
+        )
+        .await;
+    match refused {
+        Err(PveError::Validation { param, message }) => {
+            assert_eq!((param.as_str(), message.as_str()), ("dest", "no such ipset 'agent_allow'"))
+        }
+        other => panic!("a rule naming a missing IP set must be refused: {other:?}"),
+    }
+
+    pve.create_ipset("agent_allow", Some("AgentLab allowlist")).await.unwrap();
+    let dup = pve.create_ipset("agent_allow", None).await.err().unwrap_or_else(|| panic!("duplicate accepted"));
+    assert!(dup.is_already_there(), "{dup}");
+    assert_eq!(dup.to_string(), "proxmox rejected parameter `name`: IPSet 'agent_allow' already exists");
+    let sets = pve.ipsets().await.unwrap();
+    assert_eq!(
+        sets.iter().map(|s| (s.name.as_str(), s.comment.as_deref())).collect::<Vec<_>>(),
+        [("agent_allow", Some("AgentLab allowlist"))]
+    );
+
+    pve.add_ipset_entry("agent_allow", "192.168.1.7/32", Some("a host")).await.unwrap();
+    pve.add_ipset_entry("agent_allow", "10.1.2.3/16", None).await.unwrap();
+    pve.add_ipset_entry("agent_allow", "10.0.0.0/8", None).await.unwrap();
+    let again = pve.add_ipset_entry("agent_allow", "192.168.1.7", None).await.err();
+    let again = again.unwrap_or_else(|| panic!("a member already there was added again"));
+    assert!(again.is_already_there(), "{again}");
+    assert!(again.to_string().contains("address '192.168.1.7' already exists"), "{again}");
+    let entries = pve.ipset_entries("agent_allow").await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| (e.cidr.as_str(), e.comment.as_deref(), e.nomatch)).collect::<Vec<_>>(),
+        [("10.0.0.0/8", None, false), ("10.1.0.0/16", None, false), ("192.168.1.7", Some("a host"), false)],
+        "host bits cleared, /32 dropped, sorted by text"
+    );
+
+    pve.add_group_rule(
+        "agent_allow_grp",
+        &[("type", "out".into()), ("action", "ACCEPT".into()), ("dest", "+agent_allow".into()), ("enable", "1".into())],
+    )
+    .await
+    .expect("the IP set exists now");
+    let rules = pve.group_rules("agent_allow_grp").await.unwrap();
+    assert_eq!(rules.first().and_then(|r| r.dest.as_deref()), Some("+agent_allow"));
+
+    // `/32` or not, and a `/` in the CIDR: the member is found on both backends.
+    pve.delete_ipset_entry("agent_allow", "192.168.1.7/32").await.unwrap();
+    pve.delete_ipset_entry("agent_allow", "10.1.0.0/16").await.unwrap();
+    pve.delete_ipset_entry("agent_allow", "172.16.0.0/12").await.expect("an absent member is no error");
+    let left: Vec<String> = pve.ipset_entries("agent_allow").await.unwrap().into_iter().map(|e| e.cidr).collect();
+    assert_eq!(left, ["10.0.0.0/8"]);
+    pve.delete_ipset_entry("agent_allow", "10.0.0.0/8").await.unwrap();
+    assert!(pve.ipset_entries("agent_allow").await.unwrap().is_empty());
+
+    let missing = pve.ipset_entries("nope").await.err().map(|e| (e.class(), e.to_string()));
+    assert_eq!(missing, Some((ErrorClass::NotFound, "proxmox: no such IPSet 'nope'".to_string())));
+}
+
+both_backends!(group_rules_and_groups_are_deleted);
+/// Group rules and groups are removed one by one; a group with rules is not removed
+/// (Rules.pm delete_security_group, 545-563).
+async fn group_rules_and_groups_are_deleted(_env: &Env, pve: &dyn Pve) {
+    pve.create_security_group("agent_tmp", "temporary").await.unwrap();
+    for comment in ["b", "a"] {
+        pve.add_group_rule(
+            "agent_tmp",
+            &[("type", "in".into()), ("action", "DROP".into()), ("comment", comment.into()), ("pos", "5".into())],
+        )
+        .await
+        .unwrap();
+    }
+    let rules = pve.group_rules("agent_tmp").await.unwrap();
+    assert_eq!(
+        rules.iter().map(|r| (r.pos, r.comment.as_deref(), r.enable)).collect::<Vec<_>>(),
+        [(0, Some("a"), false), (1, Some("b"), false)],
+        "inserted at 0 whatever pos says (Rules.pm 308), disabled without enable (306)"
+    );
+    let busy = pve.delete_security_group("agent_tmp").await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(busy.contains("Security group 'agent_tmp' is not empty"), "{busy}");
+    pve.delete_group_rule("agent_tmp", 1).await.unwrap();
+    let rules = pve.group_rules("agent_tmp").await.unwrap();
+    assert_eq!(rules.iter().map(|r| r.comment.as_deref()).collect::<Vec<_>>(), [Some("a")]);
+    let gone = pve.delete_group_rule("agent_tmp", 3).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(gone.contains("no rule at position 3"), "{gone}");
+    pve.delete_group_rule("agent_tmp", 0).await.unwrap();
+    pve.delete_security_group("agent_tmp").await.unwrap();
+    assert!(pve.security_groups().await.unwrap().iter().all(|g| g.group != "agent_tmp"));
+}
+
+both_backends!(node_firewall_rules_round_trip);
+/// Host rules for the agent bridge (review F2): `iface` is kept, every property Proxmox
+/// stores comes back, absent ones stay absent (Rules.pm HostRules, 605-644; Host.pm).
+async fn node_firewall_rules_round_trip(_env: &Env, pve: &dyn Pve) {
+    assert!(pve.node_firewall_rules("pve1").await.unwrap().is_empty());
+    let options = pve.node_firewall_options("pve1").await.unwrap();
+    assert!(options.contains_key("digest") && !options.contains_key("enable"), "{options:?}");
+
+    pve.add_node_firewall_rule(
+        "pve1",
+        &[
+            ("type", "in".into()),
+            ("action", "ACCEPT".into()),
+            ("iface", "vmbr1".into()),
+            ("proto", "udp".into()),
+            ("dport", "53,67".into()),
+            ("enable", "1".into()),
+            ("comment", "agentlab: DNS and DHCP".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    pve.add_node_firewall_rule(
+        "pve1",
+        &[
+            ("type", "in".into()),
+            ("action", "ACCEPT".into()),
+            ("iface", "vmbr1".into()),
+            ("source", "10.77.0.0/16".into()),
+            ("proto", "tcp".into()),
+            ("sport", "1024:65535".into()),
+            ("dport", "8844".into()),
+            ("log", "nolog".into()),
+            ("enable", "1".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    // A macro is matched case-insensitively and stored under its own name (Firewall.pm
+    // 1847-1853).
+    pve.add_node_firewall_rule(
+        "pve1",
+        &[("type", "out".into()), ("action", "ACCEPT".into()), ("macro", "dns".into()), ("iface", "vmbr0".into())],
+    )
+    .await
+    .unwrap();
+    let rules = pve.node_firewall_rules("pve1").await.unwrap();
+    assert_eq!(rules.len(), 3);
+    assert_eq!(
+        (rules[0].kind.as_str(), rules[0].macro_name.as_deref(), rules[0].iface.as_deref(), rules[0].enable),
+        ("out", Some("DNS"), Some("vmbr0"), false)
+    );
+    let listener = &rules[1];
+    assert_eq!(
+        (
+            listener.kind.as_str(),
+            listener.iface.as_deref(),
+            listener.source.as_deref(),
+            listener.sport.as_deref(),
+            listener.dport.as_deref(),
+            listener.log.as_deref(),
+        ),
+        ("in", Some("vmbr1"), Some("10.77.0.0/16"), Some("1024:65535"), Some("8844"), Some("nolog")),
+        "{listener:?}"
+    );
+    assert!(listener.comment.is_none() && listener.macro_name.is_none(), "{listener:?}");
+    let dns = &rules[2];
+    assert!(dns.enable && dns.source.is_none() && dns.sport.is_none() && dns.macro_name.is_none(), "{dns:?}");
+    assert_eq!((dns.proto.as_deref(), dns.dport.as_deref()), (Some("udp"), Some("53,67")));
+
+    let unknown = pve
+        .add_node_firewall_rule(
+            "pve1",
+            &[("type", "in".into()), ("action", "ACCEPT".into()), ("source", "+agent_mgmt".into())],
+        )
+        .await;
+    match unknown {
+        Err(PveError::Validation { param, message }) => {
+            assert_eq!((param.as_str(), message.as_str()), ("source", "no such ipset 'agent_mgmt'"))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    pve.delete_node_firewall_rule("pve1", 1).await.unwrap();
+    pve.delete_node_firewall_rule("pve1", 0).await.unwrap();
+    let rules = pve.node_firewall_rules("pve1").await.unwrap();
+    assert_eq!(rules.iter().map(|r| r.comment.as_deref()).collect::<Vec<_>>(), [Some("agentlab: DNS and DHCP")]);
+}

@@ -231,3 +231,195 @@ async fn zfs_rolls_back_only_to_the_newest_snapshot() {
     pve.delete_snapshot("pve1", 1001, "snap_b").await.unwrap();
     pve.rollback_snapshot("pve1", 1001, "snap_a").await.unwrap();
 }
+
+/// pve-firewall `src/PVE/Firewall.pm` verify_rule, 1770-1785: a rule's `+name` must be an
+/// existing IP set, named as it is stored; a malformed name passes the schema (only its
+/// length is checked there, parse_address_list 1072-1077) and is refused by the rule check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_naming_an_unknown_ip_set_is_refused() {
+    let env = support::sim().await;
+    call(&env, Method::Post, "/cluster/firewall/groups", &[("group", "agent_allow_g")]).await.unwrap();
+    let rule = |dest: &'static str| [("type", "out"), ("action", "ACCEPT"), ("dest", dest)];
+    let (param, message) =
+        validation(call(&env, Method::Post, "/cluster/firewall/groups/agent_allow_g", &rule("+agent_allow")).await);
+    assert_eq!((param.as_str(), message.as_str()), ("dest", "no such ipset 'agent_allow'"));
+    let (param, message) =
+        validation(call(&env, Method::Post, "/cluster/firewall/groups/agent_allow_g", &rule("+dc/agent_allow")).await);
+    assert_eq!((param.as_str(), message.as_str()), ("dest", "no such ipset 'agent_allow'"));
+    let (param, message) =
+        validation(call(&env, Method::Post, "/cluster/firewall/groups/agent_allow_g", &rule("+bad!name")).await);
+    assert_eq!((param.as_str(), message.as_str()), ("dest", "invalid ipset name '+bad!name'"));
+    assert!(env.sim.sim.world().groups["agent_allow_g"].rules.is_empty(), "nothing was added");
+
+    // Names are stored lower-cased (Firewall.pm 3499-3501) and looked up as written.
+    call(&env, Method::Post, "/cluster/firewall/ipset", &[("name", "Agent_Allow")]).await.unwrap();
+    let sets = call(&env, Method::Get, "/cluster/firewall/ipset", &[]).await.unwrap();
+    assert_eq!(sets[0]["name"], "agent_allow");
+    assert!(sets[0]["digest"].is_string() && sets[0].get("comment").is_none(), "{sets}");
+    let (_, message) =
+        validation(call(&env, Method::Post, "/cluster/firewall/groups/agent_allow_g", &rule("+Agent_Allow")).await);
+    assert_eq!(message, "no such ipset 'Agent_Allow'");
+    call(&env, Method::Post, "/cluster/firewall/groups/agent_allow_g", &rule("+agent_allow")).await.unwrap();
+
+    // VM and node rules too, and an alias (pve-sim defines none) likewise.
+    let vm = call(
+        &env,
+        Method::Post,
+        "/nodes/pve1/qemu/9000/firewall/rules",
+        &[("type", "in"), ("action", "ACCEPT"), ("source", "+nope")],
+    )
+    .await;
+    assert_eq!(validation(vm), ("source".to_string(), "no such ipset 'nope'".to_string()));
+    let node = call(
+        &env,
+        Method::Post,
+        "/nodes/pve1/firewall/rules",
+        &[("type", "in"), ("action", "ACCEPT"), ("dest", "+nope")],
+    )
+    .await;
+    assert_eq!(validation(node), ("dest".to_string(), "no such ipset 'nope'".to_string()));
+    let alias = call(
+        &env,
+        Method::Post,
+        "/nodes/pve1/firewall/rules",
+        &[("type", "in"), ("action", "ACCEPT"), ("source", "office")],
+    )
+    .await;
+    assert_eq!(validation(alias), ("source".to_string(), "no such alias 'office'".to_string()));
+}
+
+/// IPSet.pm: names by the `ipset-name` option (Firewall.pm 116-125: pattern, 2-64
+/// characters), duplicates and zero prefixes refused, a set with members kept unless
+/// `force` (delete_ipset, 163-168), entries read and updated by their stored text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_sets_refuse_what_proxmox_refuses() {
+    let env = support::sim().await;
+    let long = "a".repeat(65);
+    let (param, message) = validation(call(&env, Method::Post, "/cluster/firewall/ipset", &[("name", &long)]).await);
+    assert_eq!((param.as_str(), message.as_str()), ("name", "value may only be 64 characters long"));
+    let (_, message) = validation(call(&env, Method::Post, "/cluster/firewall/ipset", &[("name", "1st")]).await);
+    assert_eq!(message, "value does not match the regex pattern");
+    call(&env, Method::Post, "/cluster/firewall/ipset", &[("name", "agent_allow"), ("comment", "allow")])
+        .await
+        .unwrap();
+    let (param, message) =
+        validation(call(&env, Method::Post, "/cluster/firewall/ipset", &[("name", "agent_allow")]).await);
+    assert_eq!((param.as_str(), message.as_str()), ("name", "IPSet 'agent_allow' already exists"));
+
+    let e = &env;
+    let add = |cidr: &'static str| async move {
+        call(e, Method::Post, "/cluster/firewall/ipset/agent_allow", &[("cidr", cidr), ("nomatch", "1")]).await
+    };
+    add("10.9.8.7/24").await.unwrap();
+    let (param, message) = validation(add("10.9.8.0/24").await);
+    assert_eq!((param.as_str(), message.as_str()), ("cidr", "address '10.9.8.0/24' already exists"));
+    let (_, message) = validation(add("0.0.0.0/0").await);
+    assert_eq!(message, "a zero prefix is not allowed in ipset entries");
+    let (_, message) = validation(add("10.0.0.0/33").await);
+    assert!(message.contains("value does not look like a valid IP address or CIDR network"), "{message}");
+    let alias = add("office").await.err().map(|e| e.to_string());
+    assert_eq!(alias.as_deref(), Some("proxmox: no such alias 'office'"));
+
+    let members = call(&env, Method::Get, "/cluster/firewall/ipset/agent_allow", &[]).await.unwrap();
+    assert_eq!(members[0]["cidr"], "10.9.8.0/24");
+    assert_eq!(members[0]["nomatch"], 1);
+    assert!(members[0].get("comment").is_none() && members[0]["digest"].is_string(), "{members}");
+    // One member by its stored text, the `/` raw in the path as pvesh sends it, or encoded.
+    let one = call(&env, Method::Get, "/cluster/firewall/ipset/agent_allow/10.9.8.0/24", &[]).await.unwrap();
+    assert_eq!(one["cidr"], "10.9.8.0/24");
+    let (param, message) =
+        validation(call(&env, Method::Get, "/cluster/firewall/ipset/agent_allow/10.9.8.7%2F24", &[]).await);
+    assert_eq!((param.as_str(), message.as_str()), ("cidr", "no such IP/Network"));
+    // PUT sets nomatch and comment to what is sent (IPSet.pm 321-327).
+    call(&env, Method::Put, "/cluster/firewall/ipset/agent_allow/10.9.8.0%2F24", &[("comment", "lab")]).await.unwrap();
+    let one = call(&env, Method::Get, "/cluster/firewall/ipset/agent_allow/10.9.8.0%2F24", &[]).await.unwrap();
+    assert_eq!((one["comment"].as_str(), one.get("nomatch")), (Some("lab"), None));
+    let stale =
+        call(&env, Method::Delete, "/cluster/firewall/ipset/agent_allow/10.9.8.0%2F24", &[("digest", "0000")]).await;
+    assert_eq!(
+        stale.err().map(|e| e.to_string()).as_deref(),
+        Some("proxmox: detected modified configuration - file changed by other user? Try again.")
+    );
+
+    let busy = call(&env, Method::Delete, "/cluster/firewall/ipset/agent_allow", &[]).await.err();
+    assert_eq!(busy.map(|e| e.to_string()).as_deref(), Some("proxmox: IPSet 'agent_allow' is not empty"));
+    call(&env, Method::Delete, "/cluster/firewall/ipset/agent_allow", &[("force", "1")]).await.unwrap();
+    assert!(env.sim.sim.world().ipsets.is_empty());
+    let gone = call(&env, Method::Delete, "/cluster/firewall/ipset/agent_allow", &[]).await.err();
+    assert_eq!(gone.map(|e| e.to_string()).as_deref(), Some("proxmox: no such IPSet 'agent_allow'"));
+
+    // VM-level IP sets are not simulated: there are none, and none can be made.
+    let vm_sets = call(&env, Method::Get, "/nodes/pve1/qemu/9000/firewall/ipset", &[]).await.unwrap();
+    assert_eq!(vm_sets, serde_json::json!([]));
+    let vm_set = call(&env, Method::Post, "/nodes/pve1/qemu/9000/firewall/ipset", &[("name", "x1")]).await.err();
+    assert!(vm_set.is_some_and(|e| e.to_string().contains("not simulated")));
+}
+
+/// verify_rule's `rule_env` tables (Firewall.pm 1721-1738, 1813-1844): a group has no
+/// `group` rules and no `iface`, a VM's `iface` is `net<n>` and it has no `forward` rules,
+/// a node's rules take any interface name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_types_and_interfaces_follow_the_rule_env() {
+    let env = support::sim().await;
+    call(&env, Method::Post, "/cluster/firewall/groups", &[("group", "g1")]).await.unwrap();
+    let e = &env;
+    let group = |params: &'static [(&'static str, &'static str)]| async move {
+        validation(call(e, Method::Post, "/cluster/firewall/groups/g1", params).await)
+    };
+    assert_eq!(
+        group(&[("type", "group"), ("action", "g1")]).await,
+        ("type".into(), "invalid rule type 'group' for rule_env 'group'".into())
+    );
+    assert_eq!(
+        group(&[("type", "in"), ("action", "ACCEPT"), ("iface", "net0")]).await,
+        ("type".into(), "parameter -i not allowed for this rule type".into())
+    );
+    assert_eq!(
+        group(&[("type", "forward"), ("action", "REJECT")]).await,
+        ("action".into(), "cannot define REJECT rules on forward chain".into())
+    );
+    assert_eq!(
+        group(&[("type", "in"), ("action", "ACCEPT"), ("dport", "22")]).await,
+        ("proto".into(), "missing property - 'dport' requires this property".into())
+    );
+    assert_eq!(
+        group(&[("type", "in"), ("action", "ACCEPT"), ("proto", "icmp"), ("sport", "22")]).await,
+        ("sport".into(), "protocol 'icmp' does not support ports".into())
+    );
+    assert_eq!(
+        group(&[("type", "in"), ("action", "ACCEPT"), ("macro", "NoSuchMacro")]).await,
+        ("macro".into(), "unknown macro 'NoSuchMacro'".into())
+    );
+    let vm = |params: &'static [(&'static str, &'static str)]| async move {
+        validation(call(e, Method::Post, "/nodes/pve1/qemu/9000/firewall/rules", params).await)
+    };
+    assert_eq!(
+        vm(&[("type", "in"), ("action", "ACCEPT"), ("iface", "vmbr1")]).await,
+        ("iface".into(), "value does not match the regex pattern 'net\\d+'".into())
+    );
+    assert_eq!(
+        vm(&[("type", "forward"), ("action", "ACCEPT")]).await,
+        ("type".into(), "invalid rule type 'forward' for rule_env 'vm'".into())
+    );
+    for params in [
+        &[("type", "in"), ("action", "ACCEPT"), ("iface", "vmbr1")][..],
+        &[("type", "forward"), ("action", "DROP"), ("iface", "fwbr1001i0")][..],
+        &[("type", "group"), ("action", "g1"), ("iface", "vmbr1")][..],
+    ] {
+        call(&env, Method::Post, "/nodes/pve1/firewall/rules", params).await.unwrap();
+    }
+    let rules = call(&env, Method::Get, "/nodes/pve1/firewall/rules", &[]).await.unwrap();
+    assert_eq!(rules.as_array().map(Vec::len), Some(3));
+    assert_eq!((rules[0]["type"].as_str(), rules[0]["action"].as_str()), (Some("group"), Some("g1")));
+    assert_eq!(rules[2]["iface"], "vmbr1");
+    // A node that does not exist is the proxy's error (Rules.pm HostRules proxyto node).
+    let text = call(&env, Method::Get, "/nodes/nonode/firewall/rules", &[]).await.err().map(|e| e.to_string());
+    assert!(text.unwrap_or_default().contains("hostname lookup 'nonode' failed"));
+    // Options: `delete` is refused only for what is not a host option (Host.pm 131-137).
+    call(&env, Method::Put, "/nodes/pve1/firewall/options", &[("enable", "1"), ("delete", "nosmurfs")]).await.unwrap();
+    let (param, message) =
+        validation(call(&env, Method::Put, "/nodes/pve1/firewall/options", &[("delete", "policy_in")]).await);
+    assert_eq!((param.as_str(), message.as_str()), ("delete", "no such option 'policy_in'"));
+    let options = call(&env, Method::Get, "/nodes/pve1/firewall/options", &[]).await.unwrap();
+    assert_eq!(options["enable"], 1);
+}

@@ -35,6 +35,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::ArtifactTooLarge | ErrorCode::QuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::ArtifactExists | ErrorCode::ArtifactPathConflict => StatusCode::CONFLICT,
         ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::NoIsolation => StatusCode::PRECONDITION_FAILED,
         ErrorCode::MissingBearerToken => StatusCode::UNAUTHORIZED,
         ErrorCode::InvalidToken | ErrorCode::RemoteAddressDenied => StatusCode::FORBIDDEN,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -4,7 +4,7 @@ use super::{ApiError, AppState};
 use agentlab_actors::model::{ErrorCode, SandboxState, time_format};
 use agentlab_actors::protocol::{
     API_SCHEMA_VERSION, DaemonStatus, DebugActorsResponse, EVENT_SCHEMA_VERSION, EventsResponse, HEALTHZ_BODY,
-    ListenerStatus, ProfileSummary, ProfilesResponse, ProfilesStatus, ProxmoxStatus, SandboxView, SandboxesResponse,
+    ListenerStatus, NetworkStatus, ProfileSummary, ProfilesResponse, ProfilesStatus, ProxmoxStatus, SandboxView, SandboxesResponse,
     StatusResponse,
 };
 use agentlab_actors::pve::{PVE_ACTOR, PveMsg};
@@ -25,6 +25,7 @@ pub async fn healthz() -> &'static str {
 
 pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
     let proxmox = proxmox_health().await;
+    let network = network_status(&app, &proxmox).await;
     let profiles = app.profiles.snapshot();
     Ok(Json(StatusResponse {
         api_schema_version: API_SCHEMA_VERSION,
@@ -50,7 +51,32 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>,
         listeners: ListenerStatus { socket: app.config.socket_path.display().to_string() },
         placement: agentlab_actors::sandbox::placement::describe(app.config.proxmox.node.as_deref()),
         recent_failures: app.store.recent_failures(10)?,
+        network,
     }))
+}
+
+async fn network_status(app: &AppState, proxmox: &ProxmoxStatus) -> NetworkStatus {
+    use agentlab_actors::net::{Isolation, TableState, isolation, layers};
+    let host = match &app.sandboxes.host_table {
+        Some(table) => {
+            let table = std::sync::Arc::clone(table);
+            Some(tokio::task::spawn_blocking(move || table.state()).await.unwrap_or_else(|e| TableState::Unknown(e.to_string())))
+        }
+        None => None,
+    };
+    let datacenter = proxmox.firewall.as_ref().map(|f| f.datacenter_enabled);
+    let (kind, warnings) = match datacenter.map(|d| isolation(d, host.as_ref())) {
+        Some(Isolation::Both) => ("both", vec![]),
+        Some(Isolation::OneLayer(why)) => ("one_layer", vec![why]),
+        Some(Isolation::None(why)) => ("none", vec![why]),
+        None => ("unknown", vec!["the datacenter firewall's state is unknown until Proxmox answers".to_string()]),
+    };
+    NetworkStatus {
+        host_ruleset: layers::describe(host.as_ref()),
+        datacenter_firewall: datacenter,
+        isolation: kind.to_string(),
+        warnings,
+    }
 }
 
 /// Asks the gateway; if it cannot answer, says so as the reason Proxmox is not known reachable.

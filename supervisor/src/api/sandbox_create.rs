@@ -75,6 +75,7 @@ pub async fn create(
         AllocateError::UnknownProfile(_) => ApiError::new(ErrorCode::UnknownProfile, e.to_string()),
         AllocateError::Proxmox(_) => ApiError::new(ErrorCode::ProxmoxUnavailable, e.to_string()),
         AllocateError::Conflict(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+        AllocateError::NoIsolation(_) => ApiError::new(ErrorCode::NoIsolation, e.to_string()),
         AllocateError::Store(e) => e.into(),
     })?;
     let vmid = record.vmid;

@@ -17,6 +17,14 @@ use std::time::Duration;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/agentlab/config.yaml";
 
+/// `host_ruleset`: `managed` (the default) loads and re-loads the table as sandboxes come
+/// and go; `off` leaves nftables alone (the Proxmox firewall must then be on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRuleset {
+    Managed,
+    Off,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub path: PathBuf,
@@ -64,6 +72,13 @@ pub struct Config {
     /// (507) so the host's disk and the daemon's database keep room.
     pub min_free_bytes: u64,
     pub idle_stop: IdleStopConfig,
+    /// The bridge sandboxes sit on, and the interface NAT'd traffic leaves by.
+    pub agent_bridge: agentlab_netfilter::host::IfName,
+    pub uplink_interface: agentlab_netfilter::host::IfName,
+    /// Whether the daemon keeps its nftables table in step with the sandboxes.
+    pub host_ruleset: HostRuleset,
+    /// Where allowlist domain entries are resolved.
+    pub allowlist_dns_server: SocketAddr,
     pub vmid_min: u32,
     pub vmid_max: u32,
     pub sandbox_probe_interval: Duration,

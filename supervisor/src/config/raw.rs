@@ -50,6 +50,11 @@ pub struct RawConfig {
     pub job_log_max_bytes: Option<u64>,
     pub artifact_max_total_bytes: Option<u64>,
     pub min_free_bytes: Option<u64>,
+    pub agent_bridge: Option<String>,
+    pub uplink_interface: Option<String>,
+    /// `managed` or `off`; YAML reads a bare `off` as `false`, so a boolean is taken too.
+    pub host_ruleset: Option<TextOrBool>,
+    pub allowlist_dns_server: Option<String>,
     pub idle_stop_enabled: Option<bool>,
     pub idle_stop_interval: Option<String>,
     pub idle_stop_minutes_default: Option<u32>,
@@ -106,6 +111,10 @@ pub const KEYS: &[&str] = &[
     "job_log_max_bytes",
     "artifact_max_total_bytes",
     "min_free_bytes",
+    "agent_bridge",
+    "uplink_interface",
+    "host_ruleset",
+    "allowlist_dns_server",
     "idle_stop_enabled",
     "idle_stop_interval",
     "idle_stop_minutes_default",
@@ -116,3 +125,11 @@ pub const KEYS: &[&str] = &[
     "vmid_min",
     "vmid_max",
 ];
+
+/// A value that YAML may have turned into a boolean (`off`, `no`, `on`, `yes`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum TextOrBool {
+    Bool(bool),
+    Text(String),
+}

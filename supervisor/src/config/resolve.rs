@@ -2,7 +2,7 @@
 //! key and its line.
 
 use super::raw::RawConfig;
-use super::{Config, ConfigError, IdleStopConfig, ProxmoxBackend, ProxmoxConfig, line_of};
+use super::{Config, ConfigError, HostRuleset, IdleStopConfig, ProxmoxBackend, ProxmoxConfig, line_of};
 use agentlab_proxmox::api::{Fingerprint, TlsTrust, validate_token};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -202,6 +202,50 @@ impl Resolver<'_> {
             ));
         }
         let min_free_bytes = raw.min_free_bytes.unwrap_or(1024 * 1024 * 1024);
+        let interface = |key: &str, value: Option<String>, default: &str| {
+            let text = value.unwrap_or_else(|| default.to_string());
+            text.parse::<agentlab_netfilter::host::IfName>()
+                .map_err(|e| self.invalid(key, format!("{e}; e.g. {default}")))
+        };
+        let agent_bridge = interface("agent_bridge", raw.agent_bridge, "vmbr1")?;
+        let uplink_interface = interface("uplink_interface", raw.uplink_interface, "vmbr0")?;
+        use super::raw::TextOrBool;
+        let host_ruleset = match raw.host_ruleset.unwrap_or(TextOrBool::Bool(true)) {
+            TextOrBool::Bool(true) => HostRuleset::Managed,
+            TextOrBool::Bool(false) => HostRuleset::Off,
+            TextOrBool::Text(t) if t == "managed" => HostRuleset::Managed,
+            TextOrBool::Text(t) if t == "off" => HostRuleset::Off,
+            TextOrBool::Text(other) => {
+                return Err(self.invalid(
+                    "host_ruleset",
+                    format!("`{other}` is not `managed` (the daemon keeps its nftables table current) or `off`"),
+                ));
+            }
+        };
+        if host_ruleset == HostRuleset::Managed {
+            let gateway = bootstrap_listen.ip();
+            let inside = match (agent_subnet, gateway) {
+                (IpNet::V4(net), IpAddr::V4(ip)) => net.contains(&ip),
+                _ => false,
+            };
+            if !inside {
+                return Err(self.invalid(
+                    "host_ruleset",
+                    format!(
+                        "`managed` (the default) builds the host ruleset around the agent bridge's gateway, but bootstrap_listen {gateway} is not an IPv4 address inside agent_subnet {agent_subnet}; listen on the gateway (e.g. 10.77.0.1:8844 in 10.77.0.0/16), or set `host_ruleset: off` to leave nftables alone"
+                    ),
+                ));
+            }
+        }
+        let allowlist_dns_server = match raw.allowlist_dns_server {
+            Some(text) => {
+                let with_port = if text.parse::<std::net::IpAddr>().is_ok() { format!("{text}:53") } else { text };
+                with_port.parse::<SocketAddr>().map_err(|_| {
+                    self.invalid("allowlist_dns_server", format!("`{with_port}` is not an address such as 1.1.1.1 or 1.1.1.1:53"))
+                })?
+            }
+            None => system_nameserver(),
+        };
         let idle_stop = IdleStopConfig {
             enabled: raw.idle_stop_enabled.unwrap_or(true),
             interval: self.duration("idle_stop_interval", raw.idle_stop_interval, Duration::from_secs(60))?,
@@ -283,6 +327,10 @@ impl Resolver<'_> {
             artifact_max_total_bytes,
             min_free_bytes,
             idle_stop,
+            agent_bridge,
+            uplink_interface,
+            host_ruleset,
+            allowlist_dns_server,
             vmid_min,
             vmid_max,
             data_dir,
@@ -374,4 +422,15 @@ impl Resolver<'_> {
 fn derived_subnet(ip: IpAddr) -> IpNet {
     let prefix = if ip.is_ipv4() { 16 } else { 64 };
     IpNet::new(ip, prefix).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))
+}
+
+/// The host's first IPv4 resolver (`/etc/resolv.conf`), or 127.0.0.1:53.
+fn system_nameserver() -> SocketAddr {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::Ipv4Addr>().ok())
+        .map(|a| SocketAddr::from((a, 53)))
+        .next()
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 53)))
 }

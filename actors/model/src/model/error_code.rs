@@ -48,6 +48,7 @@ error_codes! {
     ArtifactPathConflict => "v1/artifact/path_conflict",
     QuotaExceeded => "v1/artifact/quota_exceeded",
     InsufficientStorage => "v1/storage/insufficient",
+    NoIsolation => "v1/network/no_isolation",
     SecretsInvalid => "v1/secrets/invalid",
     MissingBearerToken => "v1/auth/missing_bearer_token",
     InvalidToken => "v1/auth/invalid_token",

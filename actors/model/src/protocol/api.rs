@@ -26,6 +26,22 @@ pub struct StatusResponse {
     pub placement: String,
     /// The last failure events, newest first.
     pub recent_failures: Vec<EventView>,
+    /// The two isolation layers (Proxmox's datacenter firewall, the host ruleset).
+    #[serde(default)]
+    pub network: NetworkStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// `loaded`, `not loaded`, `off (host_ruleset: off)` or `unknown (why)`.
+    pub host_ruleset: String,
+    /// Absent when Proxmox could not be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacenter_firewall: Option<bool>,
+    /// `both`, `one_layer`, `none` (no sandbox is provisioned) or `unknown`.
+    pub isolation: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

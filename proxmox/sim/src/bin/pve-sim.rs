@@ -39,6 +39,9 @@ struct Args {
     /// Error bodies without `message` (Proxmox before 8.3): text only in the reason phrase.
     #[arg(long)]
     legacy_errors: bool,
+    /// Start with the datacenter firewall on (a fresh Proxmox has it off).
+    #[arg(long)]
+    datacenter_firewall: bool,
     /// Multiply every simulated duration (and Proxmox's lock timeouts) by this.
     #[arg(long, default_value_t = 1.0)]
     latency_factor: f64,
@@ -144,6 +147,7 @@ fn build_config(args: &Args) -> Result<SimConfig, String> {
         tokens: args.tokens.clone(),
         guest_subnet: args.guest_subnet,
         legacy_errors: args.legacy_errors,
+        datacenter_firewall: args.datacenter_firewall,
         latency,
         faults: FaultConfig {
             error_rate: args.error_rate,

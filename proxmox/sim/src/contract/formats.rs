@@ -174,25 +174,44 @@ fn volume_or_path(contract: &Contract, value: &str, qm_path: bool) -> Result<(),
 fn is_alias(value: &str) -> bool {
     let bare = value.strip_prefix("dc/").or_else(|| value.strip_prefix("guest/")).unwrap_or(value);
     let mut chars = bare.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+    bare.len() >= 2
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// pve-firewall `src/PVE/Firewall.pm` pve_verify_ip_or_cidr_or_alias (92-100) and
+/// pve_verify_ip_or_cidr (76-90): an alias, or an address with any prefix Net::IP takes
+/// once the host bits are cleared (`0.0.0.0/0` included: IPSet.pm refuses it later).
 fn ip_cidr_or_alias(value: &str) -> Result<(), ()> {
-    if value.parse::<IpAddr>().is_ok() || cidr(value, None, 0).is_ok() || is_alias(value) { Ok(()) } else { Err(()) }
+    if is_alias(value) {
+        return Ok(());
+    }
+    let (ip, prefix) = match value.split_once('/') {
+        Some((ip, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (ip, p.parse::<u32>().map_err(|_| ())?)
+        }
+        Some(_) => return Err(()),
+        None => (value, 0),
+    };
+    match ip.parse::<IpAddr>().map_err(|_| ())? {
+        IpAddr::V4(_) if prefix > 32 => Err(()),
+        IpAddr::V6(_) if prefix > 128 => Err(()),
+        _ => Ok(()),
+    }
 }
 
+/// parse_address_list (pve-firewall `src/PVE/Firewall.pm` 1072-1110): `+<anything>` is only
+/// checked for length here (the name and the set's existence are verify_rule's,
+/// 1770-1785); an alias before a range or list.
 fn fw_addr_spec(value: &str) -> Result<(), &'static str> {
-    if let Some(set) = value.strip_prefix('+') {
-        let set = set
-            .strip_prefix("dc/")
-            .or_else(|| set.strip_prefix("guest/"))
-            .or_else(|| set.strip_prefix("sdn/"))
-            .unwrap_or(set);
-        return if is_alias(set) { Ok(()) } else { Err("invalid ipset name") };
+    if let Some(set) = value.strip_prefix('+')
+        && !set.is_empty()
+        && !set.contains(char::is_whitespace)
+    {
+        return if value.len() > 65 { Err("ipset name too long") } else { Ok(()) };
     }
-    if !value.contains(',') && !value.contains('-') && is_alias(value) {
-        return Ok(());
+    if is_alias(value) {
+        return if value.len() > 64 { Err("alias name too long") } else { Ok(()) };
     }
     if let Some((a, b)) = value.split_once('-')
         && !value.contains(',')
@@ -257,6 +276,12 @@ mod tests {
         assert_eq!(check(c, "pve-fw-addr-spec", "10.0.0.0/8,172.16.0.0/12"), Ok(()));
         assert!(check(c, "pve-fw-addr-spec", "10.0.0.0/8,fc00::/7").is_err());
         assert_eq!(check(c, "pve-fw-addr-spec", "+agent_allow"), Ok(()));
+        assert_eq!(check(c, "pve-fw-addr-spec", "+bad!name"), Ok(()), "the rule check refuses it, with its own text");
+        assert!(check(c, "pve-fw-addr-spec", &format!("+{}", "a".repeat(65))).is_err());
+        assert_eq!(check(c, "IPorCIDRorAlias", "0.0.0.0/0"), Ok(()));
+        assert_eq!(check(c, "IPorCIDRorAlias", "10.1.2.3/8"), Ok(()));
+        assert_eq!(check(c, "IPorCIDRorAlias", "agent-hosts"), Ok(()));
+        assert!(check(c, "IPorCIDRorAlias", "10.0.0.0/33").is_err());
         assert_eq!(check(c, "pve-fw-dport-spec", "8844,8846"), Ok(()));
         assert_eq!(check(c, "urlencoded", "ssh-ed25519%20AAAA%0A"), Ok(()));
         assert!(check(c, "urlencoded", "ssh-ed25519 AAAA").is_err());

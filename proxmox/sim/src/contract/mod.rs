@@ -26,6 +26,12 @@ pub struct Endpoint {
     pub task_type: Option<String>,
     pub parameters: BTreeMap<String, Value>,
     pub additional_properties: bool,
+    /// `x-path-rest`: the last path parameter takes the rest of the path, `/`s included
+    /// (a subclass registered with `fragmentDelimiter => ''`: pve-common
+    /// `src/PVE/RESTHandler.pm` map_path_to_methods, 413-424, joins the remaining
+    /// fragments; pve-firewall `src/PVE/API2/Firewall/IPSet.pm` 763-768 does so for
+    /// `ipset/{name}`, "because CIDR address contain a slash").
+    pub rest_param: bool,
 }
 
 #[derive(Debug)]
@@ -76,6 +82,7 @@ impl Contract {
                                 .map(|m| m.clone().into_iter().collect())
                                 .unwrap_or_default(),
                             additional_properties: e["additionalProperties"].as_bool().unwrap_or(false),
+                            rest_param: e["x-path-rest"].is_string(),
                         }
                     })
                     .collect()
@@ -89,16 +96,22 @@ impl Contract {
     pub fn find(&self, method: &str, path: &str) -> Option<(&Endpoint, BTreeMap<String, String>)> {
         let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         'endpoints: for endpoint in self.endpoints.iter().filter(|e| e.method == method) {
-            if endpoint.segments.len() != parts.len() {
+            let n = endpoint.segments.len();
+            if n != parts.len() && !(endpoint.rest_param && parts.len() > n) {
                 continue;
             }
             let mut captured = BTreeMap::new();
-            for (segment, part) in endpoint.segments.iter().zip(&parts) {
+            for (i, segment) in endpoint.segments.iter().enumerate() {
+                let part = if i + 1 == n && endpoint.rest_param {
+                    parts[i..].iter().map(|p| percent_decode(p)).collect::<Vec<_>>().join("/")
+                } else {
+                    percent_decode(parts[i])
+                };
                 match segment {
-                    Segment::Literal(lit) if lit == part => {}
+                    Segment::Literal(lit) if *lit == part => {}
                     Segment::Literal(_) => continue 'endpoints,
                     Segment::Param(name) => {
-                        captured.insert(name.clone(), percent_decode(part));
+                        captured.insert(name.clone(), part);
                     }
                 }
             }
@@ -129,7 +142,7 @@ mod tests {
     #[test]
     fn the_embedded_contract_has_every_endpoint() {
         let contract = Contract::get();
-        assert_eq!(contract.endpoints.len(), 94);
+        assert_eq!(contract.endpoints.len(), 102);
         assert!(contract.formats.contains_key("pve-vmid"));
     }
 
@@ -148,6 +161,15 @@ mod tests {
             .unwrap_or_else(|| panic!("task status not found"));
         assert_eq!(params.get("upid").map(String::as_str), Some("UPID:pve1:00000001:"));
         assert!(contract.find("GET", "/nodes/pve1/qemu/100/bogus").is_none());
+        // An IP set member's CIDR takes the rest of the path, raw or encoded.
+        for path in
+            ["/cluster/firewall/ipset/agent_allow/10.0.0.0/8", "/cluster/firewall/ipset/agent_allow/10.0.0.0%2F8"]
+        {
+            let (endpoint, params) = contract.find("DELETE", path).unwrap_or_else(|| panic!("{path} not found"));
+            assert_eq!(endpoint.id, "DELETE /cluster/firewall/ipset/{name}/{cidr}");
+            assert_eq!(params.get("cidr").map(String::as_str), Some("10.0.0.0/8"));
+        }
+        assert!(contract.find("GET", "/cluster/firewall/groups/g/0/1").is_none(), "only IP set paths do so");
         assert!(contract.find("PATCH", "/version").is_none());
     }
 }

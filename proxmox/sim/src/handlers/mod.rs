@@ -6,6 +6,7 @@ mod clone;
 mod cluster;
 mod disks;
 mod firewall;
+mod ipset;
 mod lifecycle;
 mod qemu;
 mod snapshots;

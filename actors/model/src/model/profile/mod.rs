@@ -60,6 +60,10 @@ pub struct NetworkSpec {
     pub model: NicModel,
     #[serde(default)]
     pub mode: NetworkMode,
+    /// What `mode: allowlist` may reach: IPv4 addresses or networks, and domain names
+    /// (resolved by the daemon, again when their TTL runs out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<String>,
     /// Accepted for compatibility; the firewall is what enforces the mode, so it must be on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<bool>,
@@ -74,6 +78,7 @@ impl Default for NetworkSpec {
             bridge: default_bridge(),
             model: NicModel::default(),
             mode: NetworkMode::default(),
+            allowlist: Vec::new(),
             firewall: None,
             firewall_group: None,
         }

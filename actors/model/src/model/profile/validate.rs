@@ -18,6 +18,26 @@ fn is_simple_name(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// An allowlist entry: an IPv4 address, an IPv4 network, or a domain name with a dot
+/// (the same rule as `agentlab_netfilter::allowlist::AllowEntry`, which resolves them).
+fn is_allow_entry(s: &str) -> bool {
+    let (addr, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+    if addr.parse::<std::net::Ipv4Addr>().is_ok() {
+        return prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|p| p <= 32));
+    }
+    let name = s.strip_suffix('.').unwrap_or(s);
+    prefix.is_none()
+        && name.contains('.')
+        && name.len() <= 253
+        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && name.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
 impl Profile {
     /// Rules the schema alone cannot express. Empty when the profile is usable.
     pub fn validate(&self) -> Vec<FieldError> {
@@ -50,6 +70,17 @@ impl Profile {
         }
         if !is_simple_name(&self.network.bridge, 15) {
             errors.push(field_error("network.bridge", "must be a bridge name such as vmbr1"));
+        }
+        for (i, entry) in self.network.allowlist.iter().enumerate() {
+            if !is_allow_entry(entry) {
+                errors.push(field_error(
+                    &format!("network.allowlist[{i}]"),
+                    format!("`{entry}` is neither an IPv4 address or network (203.0.113.7, 140.82.112.0/20) nor a domain name (github.com)"),
+                ));
+            }
+        }
+        if !self.network.allowlist.is_empty() && self.network.mode != super::NetworkMode::Allowlist {
+            errors.push(field_error("network.allowlist", "only means something with `mode: allowlist`"));
         }
         if self.network.firewall == Some(false) {
             errors.push(field_error(
@@ -182,6 +213,16 @@ mod tests {
     fn mode_groups_fit_proxmox_18_character_limit() {
         for mode in [NetworkMode::Off, NetworkMode::Nat, NetworkMode::Allowlist] {
             assert!(mode.security_group().len() <= 18, "{}", mode.security_group());
+        }
+    }
+
+    #[test]
+    fn allowlist_entries_are_addresses_networks_or_domains() {
+        for good in ["203.0.113.7", "140.82.112.0/20", "github.com", "api.example.org."] {
+            assert!(is_allow_entry(good), "{good}");
+        }
+        for bad in ["", "localhost", "1.2.3", "10.0.0.0/33", "*.github.com", "a b.com", "::1", "x.com/24"] {
+            assert!(!is_allow_entry(bad), "{bad}");
         }
     }
 
