@@ -56,6 +56,9 @@ pub enum Command {
     Secrets(SecretsCommand),
     /// Events of a sandbox or a job (with the job's redacted log), oldest first.
     Logs(LogsArgs),
+    /// SSH into a sandbox (started first if STOPPED): prints the ssh command, or runs it
+    /// with --exec.
+    Ssh(SshArgs),
     /// Daemon internals.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -140,6 +143,51 @@ pub struct NewArgs {
     /// Print a line per provisioning phase as it happens (default on a terminal).
     #[arg(long, hide = true)]
     pub progress: bool,
+    /// Once READY, SSH into it (`agentlab ssh VMID --exec --wait`; needs a terminal).
+    #[arg(long)]
+    pub and_ssh: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SshArgs {
+    #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+    pub vmid: u32,
+    /// The guest user (default: `agent`, the user the daemon's snippet creates).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    #[arg(long, short = 'p')]
+    pub port: Option<u16>,
+    /// Private key (default: AGENTLAB_SSH_IDENTITY, else the daemon's key if readable).
+    #[arg(long, short = 'i')]
+    pub identity: Option<PathBuf>,
+    /// Run ssh instead of printing the command; with a value, run that command remotely.
+    #[arg(long, short = 'e', num_args = 0..=1, default_missing_value = "")]
+    pub exec: Option<String>,
+    /// Wait (up to 3 minutes) until the guest accepts SSH connections.
+    #[arg(long)]
+    pub wait: bool,
+    /// Fail instead of starting a STOPPED sandbox.
+    #[arg(long)]
+    pub no_start: bool,
+    /// A remote command after `--` (implies --exec).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+impl SshArgs {
+    /// `agentlab ssh VMID --exec --wait`: an interactive session once SSH answers.
+    pub fn interactive(vmid: u32) -> SshArgs {
+        SshArgs {
+            vmid,
+            user: None,
+            port: None,
+            identity: None,
+            exec: Some(String::new()),
+            wait: true,
+            no_start: false,
+            command: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]

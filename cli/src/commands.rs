@@ -124,6 +124,7 @@ pub fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         }
         Command::Sandbox(SandboxCommand::List(args)) | Command::Ls(args) => list(client, cli.json, args),
         Command::Sandbox(SandboxCommand::Show(args)) | Command::Show(args) => show(client, cli.json, args),
+        Command::Ssh(args) => crate::ssh::run(client, cli.json, args),
         Command::Logs(args) => crate::follow::logs(client, cli.json, &args.target, args.tail, args.follow),
         Command::Job(command) => crate::jobs::run(client, cli.json, command),
         Command::Secrets(crate::args::SecretsCommand::Validate { bundle }) => {
@@ -170,6 +171,11 @@ fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Result<(), 
     };
     let body = serde_json::to_value(&request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
     use std::io::IsTerminal;
+    if args.and_ssh && (json || !std::io::stdout().is_terminal()) {
+        return Err(ClientError::Usage(
+            "--and-ssh opens an interactive SSH session: it needs a terminal and no --json".into(),
+        ));
+    }
     if json || !(args.progress || std::io::stdout().is_terminal()) {
         let value = client.post_value("/v1/sandboxes", &body)?;
         return print_or(json, &value, |v: CreateSandboxResponse| render::created(&v));
@@ -201,6 +207,9 @@ fn sandbox_new(client: &DaemonClient, json: bool, args: &NewArgs) -> Result<(), 
         match view.state {
             agentlab_model::model::SandboxState::Ready => {
                 println!("sandbox {vmid} READY at {}", view.ip.as_deref().unwrap_or("-"));
+                if args.and_ssh {
+                    return crate::ssh::run(client, false, &crate::args::SshArgs::interactive(vmid));
+                }
                 return Ok(());
             }
             agentlab_model::model::SandboxState::Failed

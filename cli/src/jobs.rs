@@ -224,6 +224,7 @@ fn render_job(job: &JobView) -> String {
     for entry in &job.timeline {
         out.push_str(&format!("    {}  {}\n", entry.at, entry.label));
     }
+    out.push_str(&crate::render::egress(&job.egress_drops, "  "));
     if !job.events.is_empty() {
         out.push_str("  events:\n");
         for event in job.events.iter().filter(|e| e.kind != "job.log") {

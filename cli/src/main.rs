@@ -9,6 +9,7 @@ mod commands;
 mod follow;
 mod jobs;
 mod render;
+mod ssh;
 mod terminal;
 
 use args::{Cli, Command};

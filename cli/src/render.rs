@@ -158,6 +158,23 @@ pub fn sandbox(s: &SandboxView) -> String {
     }
     line("created", s.created_at.clone());
     line("updated", s.updated_at.clone());
+    out.push_str(&egress(&s.egress_drops, ""));
+    out
+}
+
+/// The egress record: what the host ruleset refused this sandbox, most attempts first.
+pub fn egress(drops: &[agentlab_model::protocol::EgressDrop], indent: &str) -> String {
+    if drops.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("{indent}blocked egress (host ruleset drops):\n");
+    for d in drops {
+        let target = if d.port == 0 { d.destination.clone() } else { format!("{}:{}", d.destination, d.port) };
+        out.push_str(&format!(
+            "{indent}  {:<24} {:<5} {:>6} attempts  last {}\n",
+            target, d.protocol, d.packets, d.last_seen
+        ));
+    }
     out
 }
 

@@ -134,7 +134,9 @@ fn keep_host_table(table: Arc<agentlab_actors::net::HostTable>) {
         let first = Arc::clone(&table);
         match tokio::task::spawn_blocking(move || first.apply()).await {
             Ok(Ok(())) => tracing::info!("host ruleset loaded"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the host ruleset; `agentlab status` reports the host layer"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot load the host ruleset; `agentlab status` reports the host layer")
+            }
             Err(e) => tracing::warn!(error = %e, "host ruleset task failed"),
         }
         let mut tick = tokio::time::interval(HOST_TABLE_REFRESH);
@@ -159,18 +161,19 @@ fn keep_host_table(table: Arc<agentlab_actors::net::HostTable>) {
 
 /// What sandbox actors need from the config; the SSH key is read once, here.
 fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
-    let ssh_public_key = match &config.ssh_public_key_path {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read ssh_public_key_path {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => {
-            tracing::warn!("no ssh_public_key_path: sandboxes get no SSH key for user `agent`");
-            None
+    let mut ssh_public_key = crate::ssh_key::ensure(&config.ssh_key_path)?;
+    match &config.ssh_public_key_path {
+        Some(path) => {
+            let operator = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read ssh_public_key_path {}", path.display()))?;
+            ssh_public_key.push('\n');
+            ssh_public_key.push_str(operator.trim());
         }
-    };
+        None => {
+            tracing::info!("no ssh_public_key_path: sandboxes get only the daemon's SSH key (agentlab ssh as root)")
+        }
+    }
+    let ssh_public_key = Some(ssh_public_key);
     Ok(SandboxSettings {
         node: config.proxmox.node.clone(),
         snippets_dir: config.snippets_dir.clone(),
@@ -192,6 +195,12 @@ fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
         vmid_range: config.vmid_min..=config.vmid_max,
         clock: agentlab_actors::clock::Clock::system(),
         max_ttl_minutes: config.max_ttl_minutes,
+        idle: agentlab_actors::sandbox::idle::IdleSettings {
+            enabled: config.idle_stop.enabled,
+            interval: config.idle_stop.interval.mul_f64(config.test_time_scale),
+            minutes_default: config.idle_stop.minutes_default,
+            cpu_threshold: config.idle_stop.cpu_threshold,
+        },
     })
 }
 
@@ -220,7 +229,12 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         crate::config::HostRuleset::Managed => {
             let settings = crate::net_command::settings(&config).map_err(anyhow::Error::msg)?;
             let nft = agentlab_netfilter::nft::Nft::default();
-            let table = Arc::new(agentlab_actors::net::HostTable::new(settings, nft, Arc::clone(&store), Arc::clone(&profiles)));
+            let table = Arc::new(agentlab_actors::net::HostTable::new(
+                settings,
+                nft,
+                Arc::clone(&store),
+                Arc::clone(&profiles),
+            ));
             keep_host_table(Arc::clone(&table));
             Some(table)
         }
@@ -234,6 +248,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         directory: directory.clone(),
         orphans: Default::default(),
         host_table,
+        ssh_sessions: Arc::new(agentlab_netfilter::conntrack::Conntrack::default()),
     });
     let jobs = Arc::new(JobContext {
         store: Arc::clone(&store),

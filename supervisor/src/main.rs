@@ -6,6 +6,7 @@ mod daemon;
 mod guest;
 mod net_command;
 mod socket;
+mod ssh_key;
 
 use clap::Parser;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@
 )]
 
 pub mod jobs;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -91,7 +91,8 @@ impl HostTable {
     /// VM is configured) is not bound: it has no VM to send anything.
     pub fn policy(&self) -> Result<HostPolicy, HostTableError> {
         let s = &self.settings;
-        let base = HostPolicy::new(s.agent_bridge.clone(), s.uplink.clone(), s.subnet, s.gateway, s.listener_ports.clone())?;
+        let base =
+            HostPolicy::new(s.agent_bridge.clone(), s.uplink.clone(), s.subnet, s.gateway, s.listener_ports.clone())?;
         let mut bindings = Vec::new();
         let domains = self.domains();
         for rec in self.store.list_sandboxes(None)? {
@@ -154,7 +155,10 @@ impl HostTable {
     fn track_domains(&self) {
         let mut names = Vec::new();
         if let Ok(records) = self.store.list_sandboxes(None) {
-            for rec in records.iter().filter(|r| r.network_mode == NetworkMode::Allowlist && r.state != SandboxState::Destroyed) {
+            for rec in records
+                .iter()
+                .filter(|r| r.network_mode == NetworkMode::Allowlist && r.state != SandboxState::Destroyed)
+            {
                 for entry in self.allow_entries(&rec.profile) {
                     if let AllowEntry::Domain(d) = entry {
                         names.push(d);

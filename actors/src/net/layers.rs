@@ -7,8 +7,7 @@ use super::TableState;
 
 /// The fixes, in the words every message uses.
 pub const ENABLE_DATACENTER: &str = "turn on the Proxmox datacenter firewall (`pvesh set /cluster/firewall/options --enable 1`, or Datacenter → Firewall → Options → Firewall: Yes)";
-pub const LOAD_HOST_TABLE: &str =
-    "load the AgentLab host ruleset (`agentlabd net apply`, or `scripts/net/apply.sh --apply`; `host_ruleset: managed` keeps it current)";
+pub const LOAD_HOST_TABLE: &str = "load the AgentLab host ruleset (`agentlabd net apply`, or `scripts/net/apply.sh --apply`; `host_ruleset: managed` keeps it current)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Isolation {

@@ -46,6 +46,12 @@ pub struct SandboxActorState {
     /// provisioning is ignored).
     pub(super) provisioning_deadline: Option<(u64, Timer)>,
     pub(super) deadlines_armed: u64,
+    /// The next idle check, when idle-stop applies (`idle`).
+    pub(super) idle_timer: Option<Timer>,
+    /// When the sandbox was last seen in use (in memory; the record's times count too).
+    pub(super) idle_active_at: Option<time::OffsetDateTime>,
+    /// An idle probe's failure was recorded; cleared when a probe succeeds.
+    pub(super) idle_failure_recorded: bool,
 }
 
 impl SandboxActorState {
@@ -165,6 +171,9 @@ impl Actor for SandboxActor {
             probing: false,
             provisioning_deadline: None,
             deadlines_armed: 0,
+            idle_timer: None,
+            idle_active_at: None,
+            idle_failure_recorded: false,
         };
         self.publish(&state, &rec);
         myself.send_message(SandboxMsg::Reconcile)?;
@@ -180,6 +189,9 @@ impl Actor for SandboxActor {
             timer.abort();
         }
         if let Some((_, timer)) = state.provisioning_deadline.take() {
+            timer.abort();
+        }
+        if let Some(timer) = state.idle_timer.take() {
             timer.abort();
         }
         // Work in flight is left to the record: the next actor resumes it.
@@ -208,6 +220,8 @@ impl Actor for SandboxActor {
             M::Probe => self.on_probe(me, state)?,
             M::Census { seen, refresh_address } => self.on_census(me, state, seen, refresh_address)?,
             M::LeaseTimerFired => self.on_lease_timer(me, state)?,
+            M::IdleCheck => self.on_idle_check(me, state)?,
+            M::IdleProbed { evidence, generation } => self.on_idle_probed(me, state, evidence, generation)?,
             M::ProvisioningTimedOut { deadline } => self.on_provisioning_timed_out(me, state, deadline)?,
             M::StepDone { generation, .. } if !self.is_current(state, generation) => {}
             M::StepDone { step, result, .. } => self.on_step_done(me, state, step, result)?,

@@ -42,9 +42,11 @@ async fn check_isolation(ctx: &SandboxContext) -> Result<(), AllocateError> {
     let host = match &ctx.host_table {
         Some(table) => {
             let table = std::sync::Arc::clone(table);
-            Some(tokio::task::spawn_blocking(move || table.state()).await.unwrap_or_else(|e| {
-                crate::net::TableState::Unknown(e.to_string())
-            }))
+            Some(
+                tokio::task::spawn_blocking(move || table.state())
+                    .await
+                    .unwrap_or_else(|e| crate::net::TableState::Unknown(e.to_string())),
+            )
         }
         None => None,
     };

@@ -8,8 +8,8 @@
 //! the VM's firewall options are explicit; the group is attached to the VM.
 //! Host: the sandbox's MAC is recorded and bound in the host ruleset before first boot.
 
-use super::error::SandboxError;
 use super::SandboxContext;
+use super::error::SandboxError;
 use crate::model::NetworkMode;
 use crate::store::{SandboxPatch, SandboxRecord};
 use agentlab_netfilter::allowlist::AllowEntry;
@@ -93,12 +93,7 @@ pub(super) async fn firewall(ctx: &SandboxContext, rec: &SandboxRecord) -> Resul
 /// mode's (the group decides; its last rule is the mode's verdict too).
 pub fn vm_options(mode: Mode) -> Vec<(&'static str, String)> {
     let out = if mode == Mode::Nat { "ACCEPT" } else { "DROP" };
-    vec![
-        ("enable", "1".into()),
-        ("dhcp", "1".into()),
-        ("policy_in", "DROP".into()),
-        ("policy_out", out.into()),
-    ]
+    vec![("enable", "1".into()), ("dhcp", "1".into()), ("policy_in", "DROP".into()), ("policy_out", out.into())]
 }
 
 /// Records `net0`'s MAC and (when the daemon manages the host ruleset) reloads it with the
@@ -199,7 +194,12 @@ pub async fn ensure_group(pve: &dyn Pve, group: &SecurityGroup) -> Result<(), Pv
     if intact {
         return Ok(());
     }
-    tracing::warn!(group = group.name, found = have.len(), wanted = group.rules.len(), "security group differs; repairing it");
+    tracing::warn!(
+        group = group.name,
+        found = have.len(),
+        wanted = group.rules.len(),
+        "security group differs; repairing it"
+    );
     // Highest position first, so the positions still to delete do not move.
     for rule in have.iter().rev() {
         pve.delete_group_rule(group.name, rule.pos).await?;
@@ -269,7 +269,10 @@ pub async fn ensure_node_rules(pve: &dyn Pve, node: &str, bridge: &str, wanted: 
 mod tests {
     #[test]
     fn the_mac_is_the_model_value_of_net0() {
-        assert_eq!(super::net0_mac("virtio=BC:24:11:00:03:E9,bridge=vmbr1,firewall=1").as_deref(), Some("bc:24:11:00:03:e9"));
+        assert_eq!(
+            super::net0_mac("virtio=BC:24:11:00:03:E9,bridge=vmbr1,firewall=1").as_deref(),
+            Some("bc:24:11:00:03:e9")
+        );
         assert_eq!(super::net0_mac("virtio,bridge=vmbr1"), None);
         assert_eq!(super::net0_mac("virtio=junk,bridge=vmbr1"), None);
     }

@@ -24,6 +24,7 @@ impl SandboxActor {
             let delay = self.ctx.settings.clock.until(expires);
             state.lease_timer = Some(me.send_after(delay, || SandboxMsg::LeaseTimerFired));
         }
+        self.arm_idle_check(me, state, rec);
     }
 
     pub(super) fn on_lease_timer(

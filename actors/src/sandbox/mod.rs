@@ -12,6 +12,7 @@ pub mod firewall;
 mod generation;
 mod guest_devices;
 mod health;
+pub mod idle;
 mod lease;
 mod lifecycle;
 mod msg;
@@ -80,6 +81,7 @@ pub struct SandboxSettings {
     pub clock: crate::clock::Clock,
     /// `max_ttl_minutes`: the longest TTL anything may ask for.
     pub max_ttl_minutes: u32,
+    pub idle: idle::IdleSettings,
 }
 
 impl SandboxSettings {
@@ -110,6 +112,8 @@ pub struct SandboxContext {
     pub orphans: reconcile::OrphanLedger,
     /// The host ruleset, when the daemon manages it (`host_ruleset: managed`).
     pub host_table: Option<Arc<crate::net::HostTable>>,
+    /// Where idle-stop sees SSH sessions (the host's conntrack).
+    pub ssh_sessions: Arc<dyn idle::SshSessions>,
 }
 
 pub const KIND: &str = "sandbox";

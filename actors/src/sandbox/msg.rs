@@ -46,6 +46,10 @@ pub enum SandboxMsg {
     /// The lease timer fired. It may be stale (the lease was renewed after it was armed):
     /// the handler checks the record.
     LeaseTimerFired,
+    /// Time for the idle-stop probe (`idle`).
+    IdleCheck,
+    /// The idle probe's evidence, tagged with the work generation in force when it began.
+    IdleProbed { evidence: super::idle::Evidence, generation: u64 },
     /// The provisioning deadline passed.
     /// Carries the number of the deadline it was armed as (not a work generation: the
     /// provisioning's steps advance those while one deadline stands).

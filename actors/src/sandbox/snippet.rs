@@ -40,8 +40,13 @@ pub fn render(hostname: &str, ssh_public_key: Option<&str>, bootstrap: &Bootstra
     out.push_str(
         "users:\n  - name: agent\n    shell: /bin/bash\n    sudo: ALL=(ALL) NOPASSWD:ALL\n    lock_passwd: true\n",
     );
-    if let Some(key) = ssh_public_key.map(str::trim).filter(|k| !k.is_empty()) {
-        out.push_str(&format!("    ssh_authorized_keys:\n      - {}\n", quoted(key)));
+    // One key per line: the daemon's own (for `agentlab ssh`) and the operator's.
+    let keys: Vec<&str> = ssh_public_key.unwrap_or_default().lines().map(str::trim).filter(|k| !k.is_empty()).collect();
+    if !keys.is_empty() {
+        out.push_str("    ssh_authorized_keys:\n");
+        for key in keys {
+            out.push_str(&format!("      - {}\n", quoted(key)));
+        }
     }
     out.push_str(
         "write_files:\n  - path: /etc/agentlab/bootstrap.json\n    owner: root:root\n    permissions: '0600'\n",
@@ -101,6 +106,12 @@ mod tests {
         );
         assert!(text.starts_with("#cloud-config\n"));
         assert!(text.contains("- 'ssh-ed25519 AAAA agentlab'"));
+        let two = render(
+            "h",
+            Some("ssh-ed25519 AAAA daemon\nssh-ed25519 BBBB operator\n"),
+            &Bootstrap { token: "t", controller: "c", vmid: 1 },
+        );
+        assert!(two.contains("      - 'ssh-ed25519 AAAA daemon'\n      - 'ssh-ed25519 BBBB operator'\n"), "{two}");
         let expected =
             format!("content: '{{\"token\":\"{token}\",\"controller\":\"http://10.77.0.1:8844\",\"vmid\":1001}}'");
         assert!(text.contains(&expected), "{text}");

@@ -3,19 +3,9 @@
 
 use super::{Store, StoreResult};
 use crate::model::time_format;
+use crate::protocol::EgressDrop;
 use rusqlite::params;
-use serde::Serialize;
 use time::OffsetDateTime;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EgressDrop {
-    pub destination: String,
-    pub protocol: String,
-    pub port: u16,
-    pub packets: u64,
-    pub first_seen: String,
-    pub last_seen: String,
-}
 
 /// The most destinations one sandbox's record keeps: a guest scanning the internet must
 /// not grow the database without bound (further destinations are still dropped).

@@ -13,7 +13,7 @@ mod timings;
 mod tokens;
 
 pub use artifacts::{ArtifactGrant, MintedTokens};
-pub use egress::{EgressDrop, MAX_DESTINATIONS_PER_SANDBOX};
+pub use egress::MAX_DESTINATIONS_PER_SANDBOX;
 pub use events::{EventPage, NewEvent, Stage};
 pub use jobs::{JobRecord, fresh_log};
 pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};

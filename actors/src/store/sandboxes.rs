@@ -85,6 +85,7 @@ impl SandboxRecord {
             pending_changes: Vec::new(),
             created_at: time_format::format(self.created_at),
             updated_at: time_format::format(self.updated_at),
+            egress_drops: Vec::new(),
         }
     }
 }

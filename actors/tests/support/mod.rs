@@ -19,6 +19,7 @@ use agentlab_actors::protocol::{CreateJobRequest, SandboxView};
 use agentlab_actors::pve::GatewayLimits;
 use agentlab_actors::root::{ActorDirectory, ROOT_ACTOR, RestartPolicy, RootArgs, RootMsg, RootSupervisor};
 use agentlab_actors::sandbox::allocate::{SandboxRequest, allocate};
+use agentlab_actors::sandbox::idle::{IdleSettings, SshSessions};
 use agentlab_actors::sandbox::{SandboxContext, SandboxFactory, SandboxMsg, SandboxOp, SandboxSettings, Settled};
 use agentlab_actors::store::{JobRecord, SandboxRecord, Store};
 use agentlab_proxmox::{PveClient, TaskPolicy};
@@ -36,7 +37,7 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 pub const TEMPLATE_VMID: u32 = 9000;
 
 /// What to vary between scenarios.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     pub nodes: Vec<String>,
     /// The simulator's latency factor (1.0: Proxmox's own durations, in virtual time).
@@ -47,6 +48,20 @@ pub struct Options {
     /// The Proxmox datacenter firewall at start (on: a set-up host; the harness has no
     /// host ruleset, so off means no isolation layer and provisioning is refused).
     pub datacenter_firewall: bool,
+    /// More profiles (YAML documents), next to the shipped ones.
+    pub extra_profiles: &'static str,
+    /// Idle-stop (off unless a test turns it on) and where it sees SSH sessions.
+    pub idle: IdleSettings,
+    pub ssh_sessions: Arc<dyn SshSessions>,
+}
+
+/// SSH sessions as a test sets them.
+pub struct FakeSessions(pub std::sync::Mutex<Result<usize, String>>);
+
+impl SshSessions for FakeSessions {
+    fn established(&self, _ip: std::net::Ipv4Addr, _port: u16) -> Result<usize, String> {
+        self.0.lock().unwrap().clone()
+    }
 }
 
 impl Default for Options {
@@ -57,6 +72,9 @@ impl Default for Options {
             agent_subnet: "10.77.0.0/16",
             guest_agent_timeout: Duration::from_secs(180),
             datacenter_firewall: true,
+            extra_profiles: "",
+            idle: IdleSettings { enabled: false, interval: MINUTE, minutes_default: 30, cpu_threshold: 0.05 },
+            ssh_sessions: Arc::new(FakeSessions(std::sync::Mutex::new(Ok(0)))),
         }
     }
 }
@@ -99,6 +117,9 @@ impl Harness {
         std::fs::create_dir_all(&profiles_dir).unwrap();
         let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles/defaults.yaml");
         std::fs::copy(shipped, profiles_dir.join("defaults.yaml")).unwrap();
+        if !options.extra_profiles.is_empty() {
+            std::fs::write(profiles_dir.join("extra.yaml"), options.extra_profiles).unwrap();
+        }
         let rules = agentlab_actors::profiles::ProfileRules { api_token: true };
         let profiles = Arc::new(ProfileRegistry::load(profiles_dir, rules).unwrap());
         let directory = ActorDirectory::default();
@@ -127,10 +148,12 @@ impl Harness {
                 vmid_range: 1000..=1999,
                 clock: Clock::following_tokio(),
                 max_ttl_minutes: 7 * 24 * 60,
+                idle: options.idle.clone(),
             },
             directory: directory.clone(),
             orphans: Default::default(),
             host_table: None,
+            ssh_sessions: Arc::clone(&options.ssh_sessions),
         });
         let jobs = Arc::new(JobContext {
             store: Arc::clone(&store),

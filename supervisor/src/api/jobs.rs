@@ -46,6 +46,11 @@ fn view(app: &AppState, job: JobRecord, events_tail: u32) -> Result<JobView, Api
         .collect();
     let events =
         if events_tail == 0 { Vec::new() } else { app.store.job_events(&job.id, EventPage::Tail(events_tail))? };
+    let since = time_format::format(job.created_at);
+    let egress_drops = match job.sandbox_vmid {
+        Some(vmid) => app.store.egress_drops(vmid, Some(&since))?,
+        None => Vec::new(),
+    };
     Ok(JobView {
         id: job.id,
         repo_url: job.repo_url,
@@ -62,6 +67,7 @@ fn view(app: &AppState, job: JobRecord, events_tail: u32) -> Result<JobView, Api
         error: job.error,
         timeline,
         events,
+        egress_drops,
         created_at: time_format::format(job.created_at),
         updated_at: time_format::format(job.updated_at),
     })

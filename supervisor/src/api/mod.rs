@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{vmid}/snapshots/{name}/restore", post(sandbox_ops::snapshot_restore))
         .route("/v1/sandboxes/{vmid}", get(routes::show_sandbox))
         .route("/v1/sandboxes/{vmid}/destroy", post(sandbox_ops::destroy))
+        .route("/v1/sandboxes/{vmid}/ssh", post(routes::ssh_target))
         .route("/v1/sandboxes/{vmid}/lease/renew", post(sandbox_ops::renew_lease))
         .route("/v1/sandboxes/{vmid}/{action}", post(sandbox_ops::simple_op))
         .route("/v1/sandboxes/{vmid}/events", get(routes::sandbox_events))

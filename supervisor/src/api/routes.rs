@@ -4,8 +4,8 @@ use super::{ApiError, AppState};
 use agentlab_actors::model::{ErrorCode, SandboxState, time_format};
 use agentlab_actors::protocol::{
     API_SCHEMA_VERSION, DaemonStatus, DebugActorsResponse, EVENT_SCHEMA_VERSION, EventsResponse, HEALTHZ_BODY,
-    ListenerStatus, NetworkStatus, ProfileSummary, ProfilesResponse, ProfilesStatus, ProxmoxStatus, SandboxView, SandboxesResponse,
-    StatusResponse,
+    ListenerStatus, NetworkStatus, ProfileSummary, ProfilesResponse, ProfilesStatus, ProxmoxStatus, SandboxView,
+    SandboxesResponse, SshTarget, StatusResponse,
 };
 use agentlab_actors::pve::{PVE_ACTOR, PveMsg};
 use agentlab_actors::root::RootMsg;
@@ -60,7 +60,11 @@ async fn network_status(app: &AppState, proxmox: &ProxmoxStatus) -> NetworkStatu
     let host = match &app.sandboxes.host_table {
         Some(table) => {
             let table = std::sync::Arc::clone(table);
-            Some(tokio::task::spawn_blocking(move || table.state()).await.unwrap_or_else(|e| TableState::Unknown(e.to_string())))
+            Some(
+                tokio::task::spawn_blocking(move || table.state())
+                    .await
+                    .unwrap_or_else(|e| TableState::Unknown(e.to_string())),
+            )
         }
         None => None,
     };
@@ -160,7 +164,34 @@ pub async fn show_sandbox(
 ) -> Result<Json<SandboxView>, ApiError> {
     let vmid = parse_vmid(&vmid)?;
     let record = app.store.get_sandbox(vmid)?.ok_or_else(|| not_found(vmid))?;
-    Ok(Json(record.view()))
+    let mut view = record.view();
+    view.egress_drops = app.store.egress_drops(vmid, None)?;
+    Ok(Json(view))
+}
+
+/// Where to SSH to; bumps `last_used_at` (an SSH login is use, for idle-stop).
+pub async fn ssh_target(State(app): State<AppState>, Path(vmid): Path<String>) -> Result<Json<SshTarget>, ApiError> {
+    let vmid = parse_vmid(&vmid)?;
+    let record = app.store.get_sandbox(vmid)?.ok_or_else(|| not_found(vmid))?;
+    touch(&app, vmid)?;
+    Ok(Json(SshTarget {
+        vmid,
+        state: record.state,
+        ip: record.ip,
+        user: "agent".into(),
+        port: 22,
+        identity: app.config.ssh_key_path.display().to_string(),
+    }))
+}
+
+/// The sandbox was used now (SSH, logs).
+fn touch(app: &AppState, vmid: u32) -> Result<(), ApiError> {
+    let patch = agentlab_actors::store::SandboxPatch {
+        last_used_at: Some(Some(time::OffsetDateTime::now_utc())),
+        ..Default::default()
+    };
+    app.store.patch_sandbox(vmid, &patch, None)?;
+    Ok(())
 }
 
 fn not_found(vmid: u32) -> ApiError {
@@ -192,6 +223,8 @@ pub async fn sandbox_events(
     if app.store.get_sandbox(vmid)?.is_none() {
         return Err(not_found(vmid));
     }
+    // Someone reading the sandbox's logs is using it (idle-stop counts it).
+    touch(&app, vmid)?;
     events_page(&app, &query, |page| app.store.sandbox_events(vmid, page)).await.map(Json)
 }
 

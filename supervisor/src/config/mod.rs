@@ -49,6 +49,9 @@ pub struct Config {
     pub secrets_bundle: String,
     pub secrets_age_key_path: PathBuf,
     pub ssh_public_key_path: Option<PathBuf>,
+    /// The daemon's own SSH key pair (`.pub` beside it), created at first start: its public
+    /// key goes into every sandbox for `agentlab ssh`.
+    pub ssh_key_path: PathBuf,
     pub proxmox: ProxmoxConfig,
     pub provisioning_timeout: Duration,
     /// How long a booted VM's guest agent may stay silent before provisioning fails.

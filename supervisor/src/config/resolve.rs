@@ -133,6 +133,8 @@ impl Resolver<'_> {
             None => None,
             Some(p) => Some(self.abs_path("ssh_public_key_path", Some(p), PathBuf::new())?),
         };
+        let ssh_key_path =
+            self.abs_path("ssh_key_path", raw.ssh_key_path, data_dir.join("keys/agentlab_id_ed25519"))?;
         let mut proxmox = self.proxmox(
             &raw.proxmox_backend,
             raw.proxmox_api_url,
@@ -241,7 +243,10 @@ impl Resolver<'_> {
             Some(text) => {
                 let with_port = if text.parse::<std::net::IpAddr>().is_ok() { format!("{text}:53") } else { text };
                 with_port.parse::<SocketAddr>().map_err(|_| {
-                    self.invalid("allowlist_dns_server", format!("`{with_port}` is not an address such as 1.1.1.1 or 1.1.1.1:53"))
+                    self.invalid(
+                        "allowlist_dns_server",
+                        format!("`{with_port}` is not an address such as 1.1.1.1 or 1.1.1.1:53"),
+                    )
                 })?
             }
             None => system_nameserver(),
@@ -314,6 +319,7 @@ impl Resolver<'_> {
                 "/etc/agentlab/keys/age.key".into(),
             )?,
             ssh_public_key_path,
+            ssh_key_path,
             proxmox,
             provisioning_timeout,
             guest_agent_timeout,

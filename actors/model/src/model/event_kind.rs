@@ -36,6 +36,10 @@ pub enum EventKind {
     AddressChanged,
     OrphansFound,
     OrphanDestroyed,
+    /// Idle for its window (no SSH flow, CPU under the threshold): stopped, with the evidence.
+    IdleStop,
+    /// The idle probe cannot tell (no conntrack, Proxmox unanswered): nothing is stopped.
+    IdleProbeFailed,
     /// `sandbox.<op>.<phase>` for start, stop, pause, resume, revert, snapshots, update.
     Operation {
         op: &'static str,
@@ -84,6 +88,8 @@ impl EventKind {
             K::AddressChanged => "sandbox.ip_changed",
             K::OrphansFound => "sandbox.orphans.found",
             K::OrphanDestroyed => "sandbox.orphan.destroyed",
+            K::IdleStop => "sandbox.idle_stop",
+            K::IdleProbeFailed => "sandbox.idle_probe.failed",
             K::Operation { op, phase } => {
                 let phase = match phase {
                     OperationPhase::Started => "started",
@@ -125,6 +131,7 @@ impl EventKind {
             | K::Vanished
             | K::JobReleaseFailed
             | K::JobBundleMissing
+            | K::IdleProbeFailed
             | K::ActorRestarting
             | K::ActorGaveUp
             | K::ProfilesReloadFailed
@@ -140,6 +147,7 @@ impl EventKind {
             | K::AddressChanged
             | K::OrphansFound
             | K::OrphanDestroyed
+            | K::IdleStop
             | K::JobCreated
             | K::JobState
             | K::JobPhase

@@ -177,6 +177,36 @@ pub struct SandboxView {
     pub pending_changes: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// `sandbox show`: what the host ruleset dropped (the egress record), most attempts first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_drops: Vec<EgressDrop>,
+}
+
+/// `POST /v1/sandboxes/{vmid}/ssh`: where to SSH to (and the sandbox counts as used now,
+/// for idle-stop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshTarget {
+    pub vmid: u32,
+    pub state: SandboxState,
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The user the daemon's snippet creates.
+    pub user: String,
+    pub port: u16,
+    /// The daemon's private key (readable by root; pass `--identity` otherwise).
+    pub identity: String,
+}
+
+/// Connection attempts from a sandbox that the host ruleset dropped, per destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressDrop {
+    pub destination: String,
+    pub protocol: String,
+    /// 0 for protocols without ports.
+    pub port: u16,
+    pub packets: u64,
+    pub first_seen: String,
+    pub last_seen: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -144,6 +144,10 @@ pub struct JobView {
     pub timeline: Vec<TimelineEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventView>,
+    /// What the job's sandbox tried to reach since the job began and the host ruleset
+    /// dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_drops: Vec<super::api::EgressDrop>,
     pub created_at: String,
     pub updated_at: String,
 }
