@@ -8,6 +8,7 @@ pub use agentlab_model::{model, protocol};
 
 pub mod clock;
 pub mod events;
+pub mod exposure;
 pub mod job;
 pub mod net;
 pub mod profiles;

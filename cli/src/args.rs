@@ -113,6 +113,30 @@ pub enum SandboxCommand {
     },
     /// Destroy every sandbox whose lease has expired (TIMEOUT).
     Prune,
+    /// Publish a sandbox's port on this host's tailnet (`tailscale serve`), on a host port
+    /// of its own.
+    Expose {
+        #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+        vmid: u32,
+        /// The guest port, `:8080` or `8080`.
+        #[arg(value_parser = parse_port)]
+        port: u16,
+        /// Default `sbx-<vmid>-<port>`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List exposures.
+    Exposed,
+    /// Remove an exposure.
+    Unexpose { name: String },
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    let digits = text.strip_prefix(':').unwrap_or(text);
+    match digits.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!("`{text}` is not a port (1-65535, e.g. :8080)")),
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -104,6 +104,11 @@ impl DaemonClient {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
     }
 
+    /// DELETE; success has no body.
+    pub fn delete(&self, path: &str) -> Result<(), ClientError> {
+        self.send("DELETE", path, b"").map(|_| ())
+    }
+
     /// GET a file into `out` (written to `<out>.partial`, renamed when complete, removed on
     /// failure), hashing it on the way. The daemon's `X-Artifact-Sha256` comes back for the
     /// caller to compare.

@@ -8,9 +8,10 @@ use crate::client::{ClientError, DaemonClient};
 use crate::render;
 use agentlab_model::model::modifiers;
 use agentlab_model::protocol::{
-    CreateSandboxRequest, CreateSandboxResponse, DebugActorsResponse, DestroySandboxRequest, EventsResponse,
-    NoArguments, ProfilesResponse, ReconcileRequest, RenewLeaseRequest, RenewLeaseResponse, RevertRequest, SandboxView,
-    SandboxesResponse, SnapshotRequest, StatusResponse, UpdateRequest,
+    CreateExposureRequest, CreateSandboxRequest, CreateSandboxResponse, DebugActorsResponse, DestroySandboxRequest,
+    EventsResponse, ExposureView, ExposuresResponse, NoArguments, ProfilesResponse, ReconcileRequest,
+    RenewLeaseRequest, RenewLeaseResponse, RevertRequest, SandboxView, SandboxesResponse, SnapshotRequest,
+    StatusResponse, UpdateRequest,
 };
 use std::process::ExitCode;
 
@@ -117,6 +118,24 @@ pub fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         Command::Sandbox(SandboxCommand::Reconcile { apply }) => {
             let value = client.post_value("/v1/sandboxes/reconcile", &ReconcileRequest { apply: *apply })?;
             print_or(cli.json, &value, |v: serde_json::Value| render::reconcile(&v))
+        }
+        Command::Sandbox(SandboxCommand::Expose { vmid, port, name }) => {
+            let body = CreateExposureRequest { vmid: *vmid, port: *port, name: name.clone() };
+            let value = client.post_value("/v1/exposures", &body)?;
+            print_or(cli.json, &value, |v: ExposureView| render::exposures(std::slice::from_ref(&v)))
+        }
+        Command::Sandbox(SandboxCommand::Exposed) => {
+            let value = client.get_value("/v1/exposures")?;
+            print_or(cli.json, &value, |v: ExposuresResponse| render::exposures(&v.exposures))
+        }
+        Command::Sandbox(SandboxCommand::Unexpose { name }) => {
+            client.delete(&format!("/v1/exposures/{name}"))?;
+            if cli.json {
+                println!("{}", serde_json::json!({"removed": name}));
+            } else {
+                println!("exposure {name} removed");
+            }
+            Ok(())
         }
         Command::Sandbox(SandboxCommand::Prune) => {
             let value = client.post_value("/v1/sandboxes/prune", &NoArguments {})?;

@@ -256,3 +256,23 @@ pub fn actors(a: &DebugActorsResponse) -> String {
     }
     t.to_string()
 }
+
+pub fn exposures(list: &[agentlab_model::protocol::ExposureView]) -> String {
+    let mut out = format!("{:<24} {:<6} {:<6} {:<10} {:<22} {}\n", "NAME", "VMID", "PORT", "STATE", "TARGET", "URL");
+    for e in list {
+        let target = e.target_ip.as_deref().map(|ip| format!("{ip}:{}", e.port)).unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<24} {:<6} {:<6} {:<10} {:<22} {}\n",
+            e.name,
+            e.vmid,
+            e.port,
+            e.state,
+            target,
+            e.url.as_deref().unwrap_or("-")
+        ));
+        if let Some(error) = &e.error {
+            out.push_str(&format!("  {error}\n"));
+        }
+    }
+    out
+}

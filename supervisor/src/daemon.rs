@@ -271,6 +271,12 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     let shutdown = CancellationToken::new();
     // Bound before any actor starts: a job resumed after a restart has its runner reporting.
     let guest_listeners = crate::guest::serve(Arc::clone(&config), Arc::clone(&jobs), shutdown.clone()).await?;
+    let exposures = Arc::new(agentlab_actors::exposure::ExposureContext {
+        store: Arc::clone(&store),
+        publisher: Arc::new(agentlab_actors::exposure::TailscaleServe { program: config.tailscale_command.clone() }),
+        health_interval: config.exposure_health_interval.mul_f64(config.test_time_scale),
+        host_ports: config.exposure_port_min..=config.exposure_port_max,
+    });
     let args = RootArgs {
         store: Arc::clone(&store),
         pve,
@@ -279,6 +285,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         factories: vec![
             Arc::new(SandboxFactory { ctx: Arc::clone(&sandboxes) }),
             Arc::new(JobFactory { ctx: Arc::clone(&jobs) }),
+            Arc::new(agentlab_actors::exposure::ExposureFactory { ctx: Arc::clone(&exposures) }),
         ],
         directory,
         policy: RestartPolicy::default(),
@@ -300,6 +307,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         gateway,
         sandboxes: Arc::clone(&sandboxes),
         jobs: Arc::clone(&jobs),
+        exposures,
         started_at: time::OffsetDateTime::now_utc(),
         started: tokio::time::Instant::now(),
     };

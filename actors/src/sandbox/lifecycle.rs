@@ -330,6 +330,7 @@ impl SandboxActor {
                 if let Some(table) = &self.ctx.host_table {
                     table.apply_in_background("a sandbox is destroyed: unbind it");
                 }
+                crate::exposure::sandbox_gone(&self.ctx.store, state.vmid);
                 self.publish(state, &rec);
                 for waiter in state.destroy_waiters.drain(..) {
                     let _ = waiter.send(Ok(rec.view()));

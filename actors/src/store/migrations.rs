@@ -156,6 +156,28 @@ CREATE TABLE egress_drops (
 );
 ",
     },
+    Migration {
+        version: 7,
+        name: "exposures",
+        // One row per published port: its own host port (two sandboxes can expose the same
+        // guest port, the Go version's D11), the target's guest port (the address is always
+        // read from the sandbox record).
+        sql: "
+CREATE TABLE exposures (
+    name TEXT PRIMARY KEY,
+    vmid INTEGER NOT NULL,
+    guest_port INTEGER NOT NULL,
+    host_port INTEGER NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    url TEXT,
+    target TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX exposures_vmid ON exposures(vmid);
+",
+    },
 ];
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -5,6 +5,7 @@
 mod artifacts;
 mod egress;
 mod events;
+mod exposures;
 mod jobs;
 mod migrations;
 mod sandbox_updates;
@@ -15,6 +16,7 @@ mod tokens;
 pub use artifacts::{ArtifactGrant, MintedTokens};
 pub use egress::MAX_DESTINATIONS_PER_SANDBOX;
 pub use events::{EventPage, NewEvent, Stage};
+pub use exposures::ExposureRecord;
 pub use jobs::{JobRecord, fresh_log};
 pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
 pub use sandbox_updates::SandboxPatch;
@@ -60,6 +62,10 @@ pub enum StoreError {
     JobStateConflict { id: String, expected: String, actual: String },
     #[error("no free VMID in the configured range (vmid_min..vmid_max); destroy sandboxes or widen the range")]
     NoFreeVmid,
+    #[error("an exposure named `{0}` exists; `agentlab sandbox exposed` lists them")]
+    ExposureExists(String),
+    #[error("every host port for exposures ({first}-{last}) is taken; unexpose one or widen exposure_port_min/max")]
+    NoFreeHostPort { first: u16, last: u16 },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

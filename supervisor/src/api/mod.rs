@@ -2,6 +2,7 @@
 //! and maps the answer to HTTP; it holds no logic of its own.
 
 mod error;
+mod exposures;
 pub(crate) mod jobs;
 mod json;
 mod peer;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub gateway: agentlab_actors::pve::Gateway,
     pub sandboxes: Arc<agentlab_actors::sandbox::SandboxContext>,
     pub jobs: Arc<agentlab_actors::job::JobContext>,
+    pub exposures: Arc<agentlab_actors::exposure::ExposureContext>,
     pub started_at: OffsetDateTime,
     pub started: Instant,
 }
@@ -62,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{vmid}/lease/renew", post(sandbox_ops::renew_lease))
         .route("/v1/sandboxes/{vmid}/{action}", post(sandbox_ops::simple_op))
         .route("/v1/sandboxes/{vmid}/events", get(routes::sandbox_events))
+        .route("/v1/exposures", get(exposures::list).post(exposures::create))
+        .route("/v1/exposures/{name}", axum::routing::delete(exposures::remove))
         .route("/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

@@ -82,6 +82,13 @@ pub struct Config {
     pub host_ruleset: HostRuleset,
     /// Where allowlist domain entries are resolved.
     pub allowlist_dns_server: SocketAddr,
+    /// The `tailscale` binary exposures are published with.
+    pub tailscale_command: String,
+    /// Host (tailnet) ports handed to exposures, one each.
+    pub exposure_port_min: u16,
+    pub exposure_port_max: u16,
+    /// How often each exposure checks its serve rule is still there.
+    pub exposure_health_interval: Duration,
     pub vmid_min: u32,
     pub vmid_max: u32,
     pub sandbox_probe_interval: Duration,

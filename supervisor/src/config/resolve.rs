@@ -251,6 +251,20 @@ impl Resolver<'_> {
             }
             None => system_nameserver(),
         };
+        let exposure_port_min = raw.exposure_port_min.unwrap_or(10000);
+        let exposure_port_max = raw.exposure_port_max.unwrap_or(10999);
+        if exposure_port_min == 0 || exposure_port_min > exposure_port_max {
+            return Err(self.invalid(
+                "exposure_port_min",
+                format!("{exposure_port_min}-{exposure_port_max} is not a port range (1 ≤ min ≤ max ≤ 65535)"),
+            ));
+        }
+        let exposure_health_interval =
+            self.duration("exposure_health_interval", raw.exposure_health_interval, Duration::from_secs(60))?;
+        if exposure_health_interval.is_zero() {
+            return Err(self.invalid("exposure_health_interval", "must be greater than 0"));
+        }
+        let tailscale_command = raw.tailscale_command.unwrap_or_else(|| "tailscale".into());
         let idle_stop = IdleStopConfig {
             enabled: raw.idle_stop_enabled.unwrap_or(true),
             interval: self.duration("idle_stop_interval", raw.idle_stop_interval, Duration::from_secs(60))?,
@@ -337,6 +351,10 @@ impl Resolver<'_> {
             uplink_interface,
             host_ruleset,
             allowlist_dns_server,
+            tailscale_command,
+            exposure_port_min,
+            exposure_port_max,
+            exposure_health_interval,
             vmid_min,
             vmid_max,
             data_dir,

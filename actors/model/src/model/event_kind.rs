@@ -40,6 +40,12 @@ pub enum EventKind {
     IdleStop,
     /// The idle probe cannot tell (no conntrack, Proxmox unanswered): nothing is stopped.
     IdleProbeFailed,
+    /// A guest port was published (`exposure.create`), removed (`exposure.delete`), found
+    /// lost and published again (`exposure.republished`), or could not be published.
+    ExposureCreated,
+    ExposureDeleted,
+    ExposureRepublished,
+    ExposureFailed,
     /// `sandbox.<op>.<phase>` for start, stop, pause, resume, revert, snapshots, update.
     Operation {
         op: &'static str,
@@ -90,6 +96,10 @@ impl EventKind {
             K::OrphanDestroyed => "sandbox.orphan.destroyed",
             K::IdleStop => "sandbox.idle_stop",
             K::IdleProbeFailed => "sandbox.idle_probe.failed",
+            K::ExposureCreated => "exposure.create",
+            K::ExposureDeleted => "exposure.delete",
+            K::ExposureRepublished => "exposure.republished",
+            K::ExposureFailed => "exposure.publish.failed",
             K::Operation { op, phase } => {
                 let phase = match phase {
                     OperationPhase::Started => "started",
@@ -132,6 +142,7 @@ impl EventKind {
             | K::JobReleaseFailed
             | K::JobBundleMissing
             | K::IdleProbeFailed
+            | K::ExposureFailed
             | K::ActorRestarting
             | K::ActorGaveUp
             | K::ProfilesReloadFailed
@@ -148,6 +159,9 @@ impl EventKind {
             | K::OrphansFound
             | K::OrphanDestroyed
             | K::IdleStop
+            | K::ExposureCreated
+            | K::ExposureDeleted
+            | K::ExposureRepublished
             | K::JobCreated
             | K::JobState
             | K::JobPhase

@@ -197,6 +197,44 @@ pub struct SshTarget {
     pub identity: String,
 }
 
+/// A guest port published on the host (`tailscale serve`), `GET /v1/exposures`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposureView {
+    pub name: String,
+    pub vmid: u32,
+    /// The guest port.
+    pub port: u16,
+    /// The host (tailnet) port it is published on; distinct for every exposure.
+    pub host_port: u16,
+    /// The sandbox's address now (always taken from its record).
+    #[serde(default)]
+    pub target_ip: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `requested`, `serving` or `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposuresResponse {
+    pub exposures: Vec<ExposureView>,
+}
+
+/// `POST /v1/exposures`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateExposureRequest {
+    pub vmid: u32,
+    pub port: u16,
+    /// Default `sbx-<vmid>-<port>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 /// Connection attempts from a sandbox that the host ruleset dropped, per destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EgressDrop {
