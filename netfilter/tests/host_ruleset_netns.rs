@@ -98,7 +98,8 @@ fn guests_reach_the_internet_and_the_listener_and_nothing_else() {
     assert_eq!(answers[0].addr, WAN);
 
     // nat mode, both wirings.
-    apply(&policy(vec![binding(&g1, ip1, Mode::Nat, vec![]), binding(&g2, ip2, Mode::Nat, vec![])]));
+    let nat = policy(vec![binding(&g1, ip1, Mode::Nat, vec![]), binding(&g2, ip2, Mode::Nat, vec![])]);
+    apply(&HostPolicy { ssh_ingress: vec!["tailscale0".parse().unwrap()], ..nat });
     for (g, ip_other, who) in [(&g1, ip2, "guest 101 (nat)"), (&g2, ip1, "guest 102 (nat, fwbr)")] {
         expect(&g.ns, who, sock(WAN, 80), "WAN through NAT", true);
         expect(&g.ns, who, sock(GATEWAY, 8844), "guest listener", true);
@@ -108,6 +109,24 @@ fn guests_reach_the_internet_and_the_listener_and_nothing_else() {
         expect(&g.ns, who, sock(TAILNET, 80), "tailnet host", false);
         expect(&g.ns, who, sock(ip_other, 80), "the other guest", false);
     }
+
+    // SSH may come in from the tailnet (ssh_ingress_interfaces), nothing else from anywhere.
+    listen(&g1.ns, sock(ip1, 22));
+    expect(&tsn, "tailnet host", sock(ip1, 22), "guest 101's SSH", true);
+    expect(&tsn, "tailnet host", sock(ip1, 80), "guest 101's port 80", false);
+    expect(&lan, "LAN host", sock(ip1, 22), "guest 101's SSH", false);
+
+    // The operator's smoke test, run inside a guest, agrees.
+    let smoke = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/net/smoke_test.sh");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &g2.ns, "bash"])
+        .arg(&smoke)
+        .args(["--local", "--skip-dns", "--gateway", "10.77.0.1", "--listener", "8844", "--wan", "203.0.113.2:80"])
+        .args(["--lan", "192.168.50.2:80", "--tailnet", "100.100.0.2:80", "--host-port", "2222"])
+        .output()
+        .unwrap();
+    print!("scripts/net/smoke_test.sh in guest 102:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 
     // Spoofing: guest 102 takes guest 101's MAC, then its IP.
     sh(&format!("ip -n {} link set eth0 address {}", g2.ns, g1.mac));
@@ -185,6 +204,11 @@ fn a_broken_ruleset_is_refused_and_the_loaded_one_stays() {
     let net = Net::build("b", dir.path());
     let nft = Nft::with_command(vec!["ip".into(), "netns".into(), "exec".into(), net.host(), "nft".into()]);
     assert!(!nft.loaded().unwrap(), "a fresh host has no AgentLab table");
+    // The golden files are rulesets the kernel accepts.
+    for golden in ["empty.nft", "three_modes.nft"] {
+        let text = std::fs::read_to_string(format!("{}/tests/golden/{golden}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        nft.check(&text).unwrap_or_else(|e| panic!("{golden}: {e}"));
+    }
     let good = render(&policy(vec![]));
     nft.apply(&good).unwrap();
     let err = nft.apply(&good.replace("masquerade", "masqerade")).expect_err("a typo is refused");

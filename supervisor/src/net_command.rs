@@ -39,11 +39,17 @@ pub fn settings(config: &Config) -> Result<HostNetSettings, String> {
         gateway,
         listener_ports: vec![config.bootstrap_listen.port(), config.artifact_listen.port()],
         dns_server: config.allowlist_dns_server,
+        ssh_ingress: config.ssh_ingress_interfaces.clone(),
     })
 }
 
 pub fn run(config: &Config, profiles: ProfileRegistry, command: NetCommand) -> ExitCode {
     let table = match settings(config).and_then(|s| {
+        // Before the daemon's first start (the boot unit runs first) there is no database
+        // yet: it is made as the daemon would make it, and holds no sandboxes.
+        if let Some(dir) = config.db_path.parent() {
+            crate::socket::create_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
         let store = Store::open(&config.db_path).map_err(|e| e.to_string())?;
         Ok(HostTable::new(s, Nft::default(), Arc::new(store), Arc::new(profiles)))
     }) {

@@ -26,6 +26,8 @@ pub struct HostNetSettings {
     pub listener_ports: Vec<u16>,
     /// Where allowlist domains are resolved (the host's resolver, not the guests').
     pub dns_server: SocketAddr,
+    /// Interfaces SSH to sandboxes may come in on (`ssh_ingress_interfaces`).
+    pub ssh_ingress: Vec<IfName>,
 }
 
 #[derive(Debug, thiserror::Error)]

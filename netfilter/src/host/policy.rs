@@ -108,6 +108,9 @@ pub struct HostPolicy {
     /// Never reachable from a sandbox (IPv6 is not forwarded at all: there is no IPv6 NAT).
     pub blocked_v4: Vec<Ipv4Net>,
     pub bindings: Vec<Binding>,
+    /// Interfaces new SSH connections to sandboxes may come in on (e.g. `tailscale0`, for
+    /// the Tailscale subnet route); nothing else may open a connection to a sandbox.
+    pub ssh_ingress: Vec<IfName>,
 }
 
 impl HostPolicy {
@@ -127,6 +130,7 @@ impl HostPolicy {
             listener_ports,
             blocked_v4: DEFAULT_BLOCKED_V4.iter().filter_map(|n| n.parse().ok()).collect(),
             bindings: Vec::new(),
+            ssh_ingress: Vec::new(),
         };
         policy.validate()?;
         Ok(policy)

@@ -90,6 +90,12 @@ fn inet(out: &mut String, p: &HostPolicy) {
          jump record_drop\n  }}",
         list(&p.listener_ports)
     );
+    let ssh_in = if p.ssh_ingress.is_empty() {
+        String::new()
+    } else {
+        let ifaces = quoted(p.ssh_ingress.iter().map(|i| i.to_string()));
+        format!("    iifname {{ {ifaces} }} oifname \"{bridge}\" tcp dport 22 ct state new accept\n")
+    };
     // A bridged hop inside one firewall bridge (tap ↔ fwln) is the guest's own path to the
     // agent bridge, where the real decision is taken; br_netfilter shows it to this hook.
     let _ = writeln!(
@@ -98,7 +104,7 @@ fn inet(out: &mut String, p: &HostPolicy) {
          iifname \"fwbr*\" oifname \"fwbr*\" accept\n    \
          iifname \"{bridge}\" oifname \"{bridge}\" jump record_drop\n    \
          iifname \"{bridge}\" jump guest_out\n    iifname \"fwbr*\" jump guest_out\n    \
-         oifname \"{bridge}\" ct state established,related accept\n    oifname \"{bridge}\" drop\n    \
+         oifname \"{bridge}\" ct state established,related accept\n{ssh_in}    oifname \"{bridge}\" drop\n    \
          oifname \"fwbr*\" ct state established,related accept\n    oifname \"fwbr*\" drop\n  }}"
     );
     let _ = write!(

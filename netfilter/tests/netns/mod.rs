@@ -170,18 +170,20 @@ impl Net {
         Guest { ns: g, vmid, mac: mac.to_string(), behind_firewall_bridge }
     }
 
-    /// dnsmasq on the agent bridge: DHCP for the subnet, DNS from `hosts` (a hosts file,
-    /// re-read on SIGHUP) with a 1-second TTL.
+    /// dnsmasq on the agent bridge with the configuration `scripts/net/setup_vmbr1.sh`
+    /// writes (DHCP for the subnet, the gateway as router and DNS), plus, for the test, DNS
+    /// answers from `hosts` (re-read on SIGHUP) with a 1-second TTL and no upstream.
     pub fn start_dnsmasq(&mut self, hosts: &Path) {
         let h = self.host();
-        let dir = self.dir.display();
+        let root = self.dir.join("root");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/net/setup_vmbr1.sh");
+        sh(&format!("bash {} --root {} --apply --no-activate >/dev/null", script.display(), root.display()));
+        let conf = root.join("etc/agentlab/dnsmasq-vmbr1.conf");
         let child = Command::new("ip")
-            .args(["netns", "exec", &h, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--interface=vmbr1"])
-            .args(["--bind-interfaces", "--except-interface=lo", "--dhcp-range=10.77.0.100,10.77.0.200,255.255.0.0,1h"])
-            .args(["--dhcp-option=option:router,10.77.0.1", "--dhcp-option=option:dns-server,10.77.0.1"])
-            .args(["--no-resolv", "--no-hosts", "--local-ttl=1"])
+            .args(["netns", "exec", &h, "dnsmasq", "--no-daemon"])
+            .arg(format!("--conf-file={}", conf.display()))
+            .args(["--no-resolv", "--local-ttl=1"])
             .arg(format!("--addn-hosts={}", hosts.display()))
-            .arg(format!("--dhcp-leasefile={dir}/leases"))
             .stdout(Stdio::null())
             .stderr(File::create(self.dir.join("dnsmasq.log")).expect("log"))
             .spawn()

@@ -82,6 +82,8 @@ pub struct Config {
     pub host_ruleset: HostRuleset,
     /// Where allowlist domain entries are resolved.
     pub allowlist_dns_server: SocketAddr,
+    /// Interfaces new SSH connections to sandboxes may come in on (e.g. `tailscale0`).
+    pub ssh_ingress_interfaces: Vec<agentlab_netfilter::host::IfName>,
     /// The `tailscale` binary exposures are published with.
     pub tailscale_command: String,
     /// Host (tailnet) ports handed to exposures, one each.

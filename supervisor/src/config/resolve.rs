@@ -211,6 +211,12 @@ impl Resolver<'_> {
         };
         let agent_bridge = interface("agent_bridge", raw.agent_bridge, "vmbr1")?;
         let uplink_interface = interface("uplink_interface", raw.uplink_interface, "vmbr0")?;
+        let ssh_ingress_interfaces = raw
+            .ssh_ingress_interfaces
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| interface("ssh_ingress_interfaces", Some(i), "tailscale0"))
+            .collect::<Result<Vec<_>, _>>()?;
         use super::raw::TextOrBool;
         let host_ruleset = match raw.host_ruleset.unwrap_or(TextOrBool::Bool(true)) {
             TextOrBool::Bool(true) => HostRuleset::Managed,
@@ -351,6 +357,7 @@ impl Resolver<'_> {
             uplink_interface,
             host_ruleset,
             allowlist_dns_server,
+            ssh_ingress_interfaces,
             tailscale_command,
             exposure_port_min,
             exposure_port_max,

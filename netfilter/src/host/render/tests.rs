@@ -59,6 +59,7 @@ fn one_sandbox_per_mode() {
             },
         ])
         .expect("bindings");
+    let policy = HostPolicy { ssh_ingress: vec!["tailscale0".parse().expect("ifname")], ..policy };
     let text = render(&policy);
     golden("three_modes.nft", &text);
     // Sorted by vmid whatever the input order, so a re-render of the same state is identical.
