@@ -109,6 +109,20 @@ async fn a_damaged_group_is_repaired_and_a_missing_ip_set_is_created_first() {
     let second = h.create_sandbox("yolo-ephemeral", None, false).await;
     assert!(matches!(h.settled(second).await, Settled::Ready(_)));
     assert_eq!(group_rules(&h, "agent_nat_default"), wanted_rules(Mode::Nat), "repaired, not taken as complete");
+    {
+        // Drift of another kind: a rule edited to reach more (here the listener rule opened
+        // to every port), and a foreign rule added on top.
+        let mut world = h.sim.world();
+        let group = world.groups.get_mut("agent_nat_default").expect("group");
+        group.rules[0].dport = None;
+        group.rules[0].proto = None;
+        let mut foreign = group.rules[0].clone();
+        foreign.comment = Some("added by hand".into());
+        group.rules.insert(0, foreign);
+    }
+    let third = h.create_sandbox("yolo-ephemeral", None, false).await;
+    assert!(matches!(h.settled(third).await, Settled::Ready(_)));
+    assert_eq!(group_rules(&h, "agent_nat_default"), wanted_rules(Mode::Nat), "rebuilt to the wanted rules");
 
     // A fresh cluster: the allowlist group names +agent_allow, which Proxmox refuses unless
     // the set exists; the step creates it first.

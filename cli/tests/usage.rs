@@ -47,6 +47,7 @@ fn help_lists_exactly_the_commands_that_work() {
             "job",
             "secrets",
             "logs",
+            "ssh",
             "debug",
             "version",
             "completion",

@@ -190,21 +190,28 @@ pub async fn ensure_group(pve: &dyn Pve, group: &SecurityGroup) -> Result<(), Pv
     }
     let mut have = pve.group_rules(group.name).await?;
     have.sort_by_key(|r| r.pos);
-    let intact = have.len() == group.rules.len() && have.iter().zip(&group.rules).all(|(h, w)| same_rule(h, w));
-    if intact {
-        return Ok(());
-    }
-    tracing::warn!(
-        group = group.name,
-        found = have.len(),
-        wanted = group.rules.len(),
-        "security group differs; repairing it"
-    );
-    // Highest position first, so the positions still to delete do not move.
-    for rule in have.iter().rev() {
-        pve.delete_group_rule(group.name, rule.pos).await?;
-    }
-    for request in group.rule_requests() {
+    let wanted = &group.rules;
+    // Rules are added last-first at position 0, so an interrupted build (a lock timeout, a
+    // crash) leaves the wanted list's tail: only the rest is added, and each retry makes
+    // progress. Anything else is not ours to keep: emptied, then rebuilt.
+    let tail = have.len() <= wanted.len()
+        && have.iter().zip(&wanted[wanted.len() - have.len()..]).all(|(h, w)| same_rule(h, w));
+    let present = if tail {
+        have.len()
+    } else {
+        tracing::warn!(
+            group = group.name,
+            found = have.len(),
+            wanted = wanted.len(),
+            "security group differs; rebuilding it"
+        );
+        // Highest position first, so the positions still to delete do not move.
+        for rule in have.iter().rev() {
+            pve.delete_group_rule(group.name, rule.pos).await?;
+        }
+        0
+    };
+    for request in group.rule_requests().into_iter().skip(present) {
         let params: Vec<(&str, String)> = request.iter().map(|(k, v)| (*k, v.clone())).collect();
         pve.add_group_rule(group.name, &params).await?;
     }

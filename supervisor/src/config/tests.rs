@@ -48,6 +48,14 @@ fn every_key_is_known_to_the_raw_struct() {
             "proxmox_max_concurrent_tasks" | "proxmox_clone_concurrency" => "3",
             "vmid_min" => "1000",
             "vmid_max" => "2000",
+            "exposure_port_min" => "10000",
+            "exposure_port_max" => "10100",
+            "exposure_health_interval" => "30s",
+            "host_ruleset" => "managed",
+            "ssh_ingress_interfaces" => "[tailscale0]",
+            "agent_bridge" | "uplink_interface" => "vmbr9",
+            "allowlist_dns_server" => "1.1.1.1",
+            "tailscale_command" => "/usr/bin/tailscale",
             "idle_stop_cpu_threshold" => "0.1",
             "proxmox_command_timeout" | "provisioning_timeout" | "idle_stop_interval" | "sandbox_probe_interval" => {
                 "1m"
