@@ -130,6 +130,12 @@ async fn a_damaged_group_is_repaired_and_a_missing_ip_set_is_created_first() {
     let allow = h.create_sandbox("allow-test", None, false).await;
     assert!(matches!(h.settled(allow).await, Settled::Ready(_)), "{:?}", h.sandbox(allow).error);
     assert!(h.sim.world().ipsets.contains_key("agent_allow"));
+
+    // When an allowlist domain moves, the keeper makes the set exactly the new destinations.
+    let members = vec!["198.51.100.7".to_string(), "140.82.112.0/20".to_string()];
+    agentlab_actors::sandbox::firewall::sync_allowlist_ipset(&h.sandboxes.gateway, members).await.unwrap();
+    let now: Vec<String> = h.sim.world().ipsets["agent_allow"].members.iter().map(|m| m.cidr.clone()).collect();
+    assert_eq!(now, ["140.82.112.0/20", "198.51.100.7"], "203.0.113.7 went, 198.51.100.7 came");
     h.stop().await;
 }
 

@@ -128,9 +128,8 @@ const HOST_TABLE_REFRESH: Duration = Duration::from_secs(30);
 
 /// Loads the host ruleset at start, then keeps allowlist domains fresh and the egress
 /// record folded in. A host where nft cannot run is reported by `status`, logged once.
-fn keep_host_table(table: Arc<agentlab_actors::net::HostTable>) {
+fn keep_host_table(table: Arc<agentlab_actors::net::HostTable>, gateway: agentlab_actors::pve::Gateway) {
     tokio::spawn(async move {
-        let started = tokio::time::Instant::now();
         let first = Arc::clone(&table);
         match tokio::task::spawn_blocking(move || first.apply()).await {
             Ok(Ok(())) => tracing::info!("host ruleset loaded"),
@@ -143,18 +142,33 @@ fn keep_host_table(table: Arc<agentlab_actors::net::HostTable>) {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let table = Arc::clone(&table);
-            let now = started.elapsed().as_secs();
-            let _ = tokio::task::spawn_blocking(move || {
-                if table.state() != agentlab_actors::net::TableState::Loaded {
-                    return;
+            let keeper = Arc::clone(&table);
+            let moved = tokio::task::spawn_blocking(move || {
+                if keeper.state() != agentlab_actors::net::TableState::Loaded {
+                    return false;
                 }
-                let result = if table.refresh_domains(now) { table.apply() } else { table.fold_egress().map(|_| ()) };
+                let moved = keeper.refresh_domains();
+                let result = if moved { keeper.apply() } else { keeper.fold_egress().map(|_| ()) };
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "host ruleset refresh failed");
                 }
+                moved
             })
-            .await;
+            .await
+            .unwrap_or(false);
+            // An allowlist domain moved: the Proxmox IP set follows.
+            if moved {
+                match table.allowlist_members() {
+                    Ok(members) => {
+                        if let Err(e) =
+                            agentlab_actors::sandbox::firewall::sync_allowlist_ipset(&gateway, members).await
+                        {
+                            tracing::warn!(error = %e, "cannot bring the Proxmox allowlist IP set up to date");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot list the allowlist destinations"),
+                }
+            }
         }
     });
 }
@@ -235,7 +249,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
                 Arc::clone(&store),
                 Arc::clone(&profiles),
             ));
-            keep_host_table(Arc::clone(&table));
+            keep_host_table(Arc::clone(&table), gateway.clone());
             Some(table)
         }
         crate::config::HostRuleset::Off => None,

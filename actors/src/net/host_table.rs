@@ -57,6 +57,8 @@ pub struct HostTable {
     profiles: Arc<ProfileRegistry>,
     domains: Mutex<DomainCache>,
     record: Mutex<EgressRecord>,
+    /// The origin of the domain cache's clock (seconds since).
+    origin: tokio::time::Instant,
 }
 
 fn mode_of(mode: NetworkMode) -> Mode {
@@ -76,6 +78,7 @@ impl HostTable {
             profiles,
             domains: Mutex::new(DomainCache::default()),
             record: Mutex::new(EgressRecord::default()),
+            origin: tokio::time::Instant::now(),
         }
     }
 
@@ -124,7 +127,7 @@ impl HostTable {
     /// Folds the record, then loads the ruleset for the sandboxes on record now.
     pub fn apply(&self) -> Result<(), HostTableError> {
         self.track_domains();
-        self.refresh_domains(0);
+        self.refresh_domains();
         let text = self.render()?;
         if self.nft.loaded().unwrap_or(false) {
             self.fold_egress()?;
@@ -171,9 +174,10 @@ impl HostTable {
         self.domains().track(names.iter().map(String::as_str));
     }
 
-    /// Looks up the domains that are due at `now` (seconds on the caller's clock); returns
-    /// whether an address set changed (the table must then be re-applied).
-    pub fn refresh_domains(&self, now: u64) -> bool {
+    /// Looks up the domains that are due; returns whether an address set changed (the
+    /// table, and the Proxmox IP set, must then be brought up to date).
+    pub fn refresh_domains(&self) -> bool {
+        let now = self.origin.elapsed().as_secs();
         let server = self.settings.dns_server;
         let (changed, errors) =
             self.domains().refresh(now, |name| dns::resolve_a(server, name, Duration::from_secs(3)));
@@ -181,6 +185,24 @@ impl HostTable {
             tracing::warn!(error = %e, "allowlist domain lookup failed; its last addresses stay in force");
         }
         changed
+    }
+
+    /// Every live allowlist sandbox's destinations, as Proxmox IP set members (a host
+    /// without `/32`, as Proxmox stores it): what the cluster's `agent_allow` should hold.
+    pub fn allowlist_members(&self) -> Result<Vec<String>, HostTableError> {
+        let domains = self.domains();
+        let mut out = Vec::new();
+        for rec in self.store.list_sandboxes(None)? {
+            if rec.network_mode != NetworkMode::Allowlist || rec.state == SandboxState::Destroyed {
+                continue;
+            }
+            for net in domains.networks(&self.allow_entries(&rec.profile)) {
+                out.push(if net.prefix_len() == 32 { net.addr().to_string() } else { net.to_string() });
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// Reads the kernel's counters into the store's egress record.

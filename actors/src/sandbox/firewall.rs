@@ -168,6 +168,24 @@ async fn ensure_ipset(pve: &dyn Pve, members: &[String]) -> Result<(), PveError>
     Ok(())
 }
 
+/// Makes the cluster IP set hold exactly `members` (the host-table keeper calls this when an
+/// allowlist domain moved, so the Proxmox layer follows the host layer).
+pub async fn sync_allowlist_ipset(gateway: &crate::pve::Gateway, members: Vec<String>) -> Result<(), PveError> {
+    gateway
+        .run(crate::pve::OpSpec::change("security_group", 0), move |pve, _| {
+            let members = members.clone();
+            Box::pin(async move {
+                ensure_ipset(pve.as_ref(), &members).await?;
+                let stored: Vec<String> = members.iter().map(|m| agentlab_proxmox::types::ipset_cidr(m)).collect();
+                for extra in pve.ipset_entries(ALLOWLIST_IPSET).await?.iter().filter(|e| !stored.contains(&e.cidr)) {
+                    pve.delete_ipset_entry(ALLOWLIST_IPSET, &extra.cidr).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+}
+
 /// Whether a rule Proxmox holds is the wanted one (the fields we set; Proxmox adds others).
 fn same_rule(have: &FirewallRule, want: &GroupRule) -> bool {
     have.kind == "out"
