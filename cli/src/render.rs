@@ -276,3 +276,25 @@ pub fn exposures(list: &[agentlab_model::protocol::ExposureView]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use agentlab_model::protocol::EgressDrop;
+
+    #[test]
+    fn the_egress_record_lists_each_destination_with_its_port_when_it_has_one() {
+        assert_eq!(super::egress(&[], ""), "", "nothing dropped, nothing said");
+        let drop = |destination: &str, protocol: &str, port| EgressDrop {
+            destination: destination.into(),
+            protocol: protocol.into(),
+            port,
+            packets: 3,
+            first_seen: "2026-12-02T00:00:00Z".into(),
+            last_seen: "2026-12-02T00:01:00Z".into(),
+        };
+        let text = super::egress(&[drop("192.168.1.10", "tcp", 22), drop("10.0.0.1", "icmp", 0)], "  ");
+        assert!(text.starts_with("  blocked egress (host ruleset drops):\n"), "{text}");
+        assert!(text.contains("192.168.1.10:22") && text.contains("tcp") && text.contains("3 attempts"), "{text}");
+        assert!(text.contains("  10.0.0.1 ") && !text.contains("10.0.0.1:0"), "{text}");
+    }
+}

@@ -2,8 +2,8 @@
 # Checks a sandbox's network from inside it: the guest listener and the Internet are
 # reachable; the LAN, the host's other ports and the tailnet are not; DNS is the gateway.
 #
-#   scripts/net/smoke_test.sh VMID [checks…]     # from the host: runs itself in the sandbox
-#                                                # over `agentlab ssh VMID --exec`
+#   scripts/net/smoke_test.sh VMID [--ssh-user U] [checks…]  # from the host: runs itself in
+#                                                # the sandbox over `agentlab ssh VMID --exec`
 #   scripts/net/smoke_test.sh --local [checks…]  # inside a guest
 # checks (defaults in brackets):
 #   --gateway IP [10.77.0.1]   --listener PORT [8844]   --wan HOST:PORT [1.1.1.1:443]
@@ -16,7 +16,12 @@ set -uo pipefail
 if [ "${1:-}" != --local ]; then
   [ $# -ge 1 ] || { sed -n '2,14p' "$0"; exit 2; }
   vmid=$1; shift
-  exec agentlab ssh "$vmid" --wait --exec "bash -s -- --local $*" < "$0"
+  user=()
+  if [ "${1:-}" = --ssh-user ]; then user=(--user "$2"); shift 2; fi
+  for a in "$@"; do
+    [[ $a =~ ^[A-Za-z0-9._:/-]+$ ]] || { echo "smoke_test.sh: argument '$a' is not a plain word" >&2; exit 2; }
+  done
+  exec "${AGENTLAB:-agentlab}" ssh "$vmid" "${user[@]}" --wait --exec "bash -s -- --local $*" < "$0"
 fi
 shift
 

@@ -54,6 +54,27 @@ fn ssh_exec_runs_with_the_daemons_key_and_an_open_session_holds_off_idle_stop() 
     let shown = ws.cli(&["--json", "sandbox", "show", VMID]).json();
     assert!(shown["last_used_at"].is_string(), "ssh counts as use: {shown}");
 
+    // The operator's smoke test, run in the sandbox over `agentlab ssh --exec` (the script
+    // goes through ssh's stdin). This guest's "host" is the test's namespace, where the
+    // test listens as the guest listener and as the Internet; nothing is isolated here, so
+    // the LAN and tailnet targets are addresses nobody answers on.
+    let listener = std::net::TcpListener::bind(format!("10.{b}.4.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let smoke = std::process::Command::new("bash")
+        .arg(agentlab_e2e::repo_root().join("scripts/net/smoke_test.sh"))
+        .args([VMID, "--ssh-user", "root", "--skip-dns", "--gateway", &format!("10.{b}.4.1")])
+        .args(["--listener", &port.to_string(), "--wan", &format!("10.{b}.4.1:{port}")])
+        .args(["--lan", &format!("10.{b}.4.200:80"), "--tailnet", &format!("10.{b}.4.201:80"), "--host-port", "9"])
+        .env("AGENTLAB", agentlab_e2e::bin("agentlab"))
+        .env("AGENTLAB_SOCKET", ws.socket())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&smoke.stdout);
+    print!("scripts/net/smoke_test.sh {VMID} over agentlab ssh:\n{report}");
+    assert!(smoke.status.success(), "{report}{}", String::from_utf8_lossy(&smoke.stderr));
+    assert_eq!(report.lines().filter(|l| l.starts_with("PASS ")).count(), 5, "{report}");
+    drop(listener);
+
     // Printing (no --exec) gives the command an operator would run.
     let printed = ws.cli(&["ssh", VMID]).stdout;
     assert!(printed.starts_with("ssh ") && printed.contains(&format!("agent@{guest_ip}")), "{printed}");
