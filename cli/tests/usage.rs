@@ -65,6 +65,13 @@ fn usage_errors_exit_2_and_version_exits_0() {
     assert_eq!(agentlab(&["job", "list", "--filter", "status=DONE"]).0, 2);
     assert_eq!(agentlab(&["job", "run", "--repo", "/r", "--task", "t"]).0, 2, "--profile is required");
     assert_eq!(agentlab(&["job", "show", "job_zz", "--socket", "/nonexistent"]).0, 2, "not a job id");
+    let (code, stdout, _) =
+        agentlab(&["--json", "--socket", "/nonexistent", "sandbox", "new", "--profile", "p", "--and-ssh"]);
+    assert_eq!(code, 2, "--and-ssh needs a terminal and no --json: {stdout}");
+    assert!(stdout.contains("--and-ssh"), "{stdout}");
+    assert_eq!(agentlab(&["sandbox", "expose", "1000", ":0"]).0, 2, "port 0");
+    assert_eq!(agentlab(&["sandbox", "expose", "1000", "http"]).0, 2, "not a port");
+    assert_eq!(agentlab(&["ssh", "12"]).0, 2, "not a VMID");
     let (code, stdout, _) = agentlab(&["version", "--json"]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
