@@ -1,8 +1,8 @@
 //! Established TCP flows to a sandbox, from the host's connection tracking table
 //! (`conntrack -L`): the idle-stop probe's evidence that someone is still using SSH.
 
+use crate::program::Program;
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConntrackError {
@@ -14,29 +14,29 @@ pub enum ConntrackError {
 
 #[derive(Debug, Clone)]
 pub struct Conntrack {
-    command: Vec<String>,
+    program: Program,
 }
 
 impl Default for Conntrack {
     fn default() -> Self {
-        Conntrack { command: vec!["conntrack".into()] }
+        Conntrack::with_command(Vec::new())
     }
 }
 
 impl Conntrack {
     /// `command` is the program and any prefix (`ip netns exec NAME conntrack` in tests).
     pub fn with_command(command: Vec<String>) -> Conntrack {
-        Conntrack { command }
+        Conntrack { program: Program::new(command, "conntrack") }
     }
 
     /// How many ESTABLISHED TCP flows go to `ip:port`.
     pub fn established_to(&self, ip: Ipv4Addr, port: u16) -> Result<usize, ConntrackError> {
-        let (program, prefix) = self.command.split_first().map(|(p, r)| (p.as_str(), r)).unwrap_or(("conntrack", &[]));
-        let output = Command::new(program)
-            .args(prefix)
+        let output = self
+            .program
+            .command()
             .args(["-L", "-p", "tcp", "--dst", &ip.to_string(), "--dport", &port.to_string(), "--state", "ESTABLISHED"])
             .output()
-            .map_err(|source| ConntrackError::Spawn { program: self.command.join(" "), source })?;
+            .map_err(|source| ConntrackError::Spawn { program: self.program.display(), source })?;
         if !output.status.success() {
             return Err(ConntrackError::Failed(String::from_utf8_lossy(&output.stderr).trim().to_string()));
         }

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod egress;
 pub mod host;
 pub mod nft;
+mod program;
 pub mod security_groups;
 
 pub use security_groups::{Action, GroupRule, Mode, SecurityGroup, group_for};

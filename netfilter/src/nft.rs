@@ -3,8 +3,9 @@
 //! previous ruleset), then a read-back that the tables are there.
 
 use crate::host::TABLE;
+use crate::program::Program;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -27,34 +28,36 @@ pub const FAMILIES: [&str; 3] = ["inet", "bridge", "arp"];
 /// `ip netns exec NAME nft`).
 #[derive(Debug, Clone)]
 pub struct Nft {
-    command: Vec<String>,
+    program: Program,
 }
 
 impl Default for Nft {
     fn default() -> Self {
-        Nft { command: vec!["nft".into()] }
+        Nft::with_command(Vec::new())
     }
 }
 
 impl Nft {
     pub fn with_command(command: Vec<String>) -> Nft {
-        Nft { command }
+        Nft { program: Program::new(command, "nft") }
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
-        let (program, prefix) = self.command.split_first().map(|(p, r)| (p.as_str(), r)).unwrap_or(("nft", &[]));
-        let mut child = Command::new(program)
-            .args(prefix)
+        let program = self.program.display();
+        let spawn = |source| NftError::Spawn { program: program.clone(), source };
+        let mut child = self
+            .program
+            .command()
             .args(args)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| NftError::Spawn { program: self.command.join(" "), source })?;
+            .map_err(spawn)?;
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).map_err(|source| NftError::Spawn { program: program.into(), source })?;
+            pipe.write_all(text.as_bytes()).map_err(spawn)?;
         }
-        let output = child.wait_with_output().map_err(|source| NftError::Spawn { program: program.into(), source })?;
+        let output = child.wait_with_output().map_err(spawn)?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {

@@ -93,6 +93,16 @@ fn the_keeper_loads_the_ruleset_for_the_store_and_records_what_it_dropped() {
     assert!(record.iter().any(|d| d.destination == "10.77.0.1" && d.port == 2222));
 }
 
+#[allow(clippy::expect_used, reason = "a test helper: a failed spawn fails the test")]
+fn render(ws: &Workspace) -> std::process::Output {
+    Command::new(bin("agentlabd"))
+        .arg("--config")
+        .arg(ws.config_path())
+        .args(["net", "render"])
+        .output()
+        .expect("run agentlabd")
+}
+
 #[test]
 fn agentlabd_net_render_prints_the_ruleset_of_the_config_and_database() {
     let ws = Workspace::new();
@@ -111,12 +121,7 @@ fn agentlabd_net_render_prints_the_ruleset_of_the_config_and_database() {
         "{config}agent_subnet: 10.77.0.0/16\nbootstrap_listen: 10.77.0.1:8844\nartifact_listen: 10.77.0.1:8846\n\
          uplink_interface: eno1\n"
     ));
-    let out = Command::new(bin("agentlabd"))
-        .args(["--config"])
-        .arg(ws.config_path())
-        .args(["net", "render"])
-        .output()
-        .unwrap();
+    let out = render(&ws);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("table inet agentlab {") && text.contains("oifname \"eno1\" masquerade"), "{text}");
@@ -124,12 +129,7 @@ fn agentlabd_net_render_prints_the_ruleset_of_the_config_and_database() {
 
     // A bridge name that is not an interface name is refused at load, naming the key.
     ws.write_raw_config(&format!("{config}agent_subnet: 10.77.0.0/16\nbootstrap_listen: 10.77.0.1:8844\nartifact_listen: 10.77.0.1:8846\nagent_bridge: 'vmbr1; drop'\n"));
-    let out = Command::new(bin("agentlabd"))
-        .args(["--config"])
-        .arg(ws.config_path())
-        .args(["net", "render"])
-        .output()
-        .unwrap();
+    let out = render(&ws);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("agent_bridge"), "{}", String::from_utf8_lossy(&out.stderr));
 }
