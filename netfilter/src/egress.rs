@@ -62,7 +62,15 @@ impl EgressRecord {
     }
 }
 
-/// Parses `nft -j list set inet agentlab egress_drops`.
+/// Both records of the host ruleset, read into one list: the inet table's dropped
+/// connections and the bridge table's ARP requests for other guests (protocol `arp`).
+pub fn read(nft: &crate::nft::Nft) -> Result<Vec<DroppedAttempt>, NftError> {
+    let mut all = parse(&nft.list_set_json(EGRESS_SET)?)?;
+    all.extend(parse(&nft.list_family_set_json("bridge", crate::host::ARP_SET)?)?);
+    Ok(all)
+}
+
+/// Parses `nft -j list set inet agentlab egress_drops` (or the bridge table's `guest_arp`).
 pub fn parse(json: &str) -> Result<Vec<DroppedAttempt>, NftError> {
     let value: Value = serde_json::from_str(json).map_err(|e| NftError::Json(e.to_string()))?;
     let mut out = Vec::new();
@@ -71,7 +79,13 @@ pub fn parse(json: &str) -> Result<Vec<DroppedAttempt>, NftError> {
         // An element with a counter is `{"elem": {"val": …, "counter": …}}`.
         let inner = elem.get("elem").unwrap_or(elem);
         let Some(parts) = inner["val"]["concat"].as_array() else { continue };
-        let [mac, dest, proto, port] = parts.as_slice() else { continue };
+        // The bridge table's ARP record has no protocol or port.
+        let arp = [Value::from("arp"), Value::from(0)];
+        let (mac, dest, proto, port) = match parts.as_slice() {
+            [mac, dest, proto, port] => (mac, dest, proto, port),
+            [mac, dest] => (mac, dest, &arp[0], &arp[1]),
+            _ => continue,
+        };
         let (Some(mac), Some(dest)) =
             (mac.as_str().and_then(|m| m.parse().ok()), dest.as_str().and_then(|d| d.parse().ok()))
         else {
@@ -100,9 +114,14 @@ mod tests {
                       "counter": {"packets": 2, "bytes": 120}}},
             {"elem": {"val": {"concat": ["02:00:00:00:01:02", "192.168.50.2", "icmp", 0]},
                       "counter": {"packets": 5, "bytes": 420}}},
-            {"elem": {"val": {"concat": ["not-a-mac", "192.168.50.2", "tcp", 1]}}}]}}]}"#;
+            {"elem": {"val": {"concat": ["not-a-mac", "192.168.50.2", "tcp", 1]}}},
+            {"elem": {"val": {"concat": ["02:00:00:00:01:01", "10.77.0.9"]}, "counter": {"packets": 1, "bytes": 42}}}]}}]}"#;
         let drops = parse(json).expect("parse");
-        assert_eq!(drops.len(), 2);
+        assert_eq!(drops.len(), 3);
+        assert_eq!(
+            (drops[2].protocol.as_str(), drops[2].port, drops[2].destination.to_string()),
+            ("arp", 0, "10.77.0.9".into())
+        );
         assert_eq!(drops[0].destination.to_string(), "100.100.0.2");
         assert_eq!((drops[0].protocol.as_str(), drops[0].port, drops[0].packets), ("tcp", 80, 2));
         assert_eq!((drops[1].protocol.as_str(), drops[1].port, drops[1].packets), ("icmp", 0, 5));

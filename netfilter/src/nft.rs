@@ -107,7 +107,12 @@ impl Nft {
 
     /// `nft -j list set inet agentlab NAME`.
     pub fn list_set_json(&self, name: &str) -> Result<String, NftError> {
-        self.run(&["-j", "list", "set", "inet", TABLE, name], None)
+        self.list_family_set_json("inet", name)
+    }
+
+    /// `nft -j list set FAMILY agentlab NAME`.
+    pub fn list_family_set_json(&self, family: &str, name: &str) -> Result<String, NftError> {
+        self.run(&["-j", "list", "set", family, TABLE, name], None)
     }
 
     /// Remove the host ruleset (all three tables).

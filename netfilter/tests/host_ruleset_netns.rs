@@ -63,7 +63,7 @@ fn guests_reach_the_internet_and_the_listener_and_nothing_else() {
     let record = std::cell::RefCell::new(egress::EgressRecord::default());
     let apply = |policy: &HostPolicy| {
         if nft.loaded().unwrap() {
-            record.borrow_mut().fold(&egress::parse(&nft.list_set_json(egress::EGRESS_SET).unwrap()).unwrap());
+            record.borrow_mut().fold(&egress::read(&nft).unwrap());
         }
         nft.apply(&render(policy)).expect("apply");
         record.borrow_mut().set_was_reloaded();
@@ -181,7 +181,7 @@ fn guests_reach_the_internet_and_the_listener_and_nothing_else() {
 
     // The egress record: what the ruleset dropped, per source MAC and destination.
     let mut record = record.into_inner();
-    record.fold(&egress::parse(&nft.list_set_json(egress::EGRESS_SET).unwrap()).unwrap());
+    record.fold(&egress::read(&nft).unwrap());
     let totals: Vec<_> = record.totals().map(|(k, n)| (k.clone(), n)).collect();
     for ((mac, dest, proto, port), n) in &totals {
         println!("egress record: {mac} -> {dest}:{port}/{proto} x{n}");
@@ -191,6 +191,10 @@ fn guests_reach_the_internet_and_the_listener_and_nothing_else() {
     };
     assert!(has(&g1.mac, LAN, 80) && has(&g1.mac, TAILNET, 80) && has(&g1.mac, GATEWAY, 2222));
     assert!(has(&g1.mac, WAN2, 80), "the allowlist's refusal is recorded");
+    assert!(
+        totals.iter().any(|((m, d, proto, _), _)| m.to_string() == g1.mac && *d == ip2 && proto == "arp"),
+        "reaching for the other guest is recorded (its ARP request)"
+    );
     assert!(has(&g2.mac, WAN, 80), "off mode's refusals are recorded");
     assert!(has(&g2.mac, HOST_LAN, 2222));
 }

@@ -207,7 +207,7 @@ impl HostTable {
 
     /// Reads the kernel's counters into the store's egress record.
     pub fn fold_egress(&self) -> Result<usize, HostTableError> {
-        let read = egress::parse(&self.nft.list_set_json(egress::EGRESS_SET)?)?;
+        let read = egress::read(&self.nft)?;
         let grown = self.record.lock().unwrap_or_else(|p| p.into_inner()).fold(&read);
         let policy = self.policy()?;
         let now = OffsetDateTime::now_utc();

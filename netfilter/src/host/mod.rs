@@ -6,4 +6,4 @@ mod policy;
 mod render;
 
 pub use policy::{Binding, DEFAULT_BLOCKED_V4, HostPolicy, IfName, MacAddr, PolicyError};
-pub use render::{TABLE, render};
+pub use render::{ARP_SET, TABLE, render};

@@ -27,6 +27,8 @@ pub const TABLE: &str = "agentlab";
 /// read it; the set is bounded so a guest cannot grow it without limit.
 const EGRESS_TIMEOUT: &str = "1h";
 const EGRESS_SIZE: u32 = 65536;
+/// The bridge table's record of ARP requests from one guest for another's address.
+pub const ARP_SET: &str = "guest_arp";
 
 pub fn render(policy: &HostPolicy) -> String {
     let mut out = String::new();
@@ -156,9 +158,21 @@ fn mode_chain(b: &Binding) -> String {
 
 fn bridge(out: &mut String, p: &HostPolicy) {
     fresh_table(out, "bridge");
-    out.push_str(
-        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n    \
-         iifname { \"tap*\", \"fwpr*\" } oifname { \"tap*\", \"fwpr*\" } drop\n    jump spoofing\n  }\n",
+    // A guest reaching for another never gets as far as an IP packet: its ARP request is
+    // what is dropped between guest ports, so that is what the record counts (the gateway's
+    // address excepted: every guest asks for it, and the host answers).
+    let _ = writeln!(
+        out,
+        "  set {ARP_SET} {{\n    type ether_addr . ipv4_addr;\n    \
+         size {EGRESS_SIZE}; flags dynamic, timeout; timeout {EGRESS_TIMEOUT}; counter;\n  }}\n"
+    );
+    let _ = writeln!(
+        out,
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
+         iifname {{ \"tap*\", \"fwpr*\" }} oifname {{ \"tap*\", \"fwpr*\" }} ether type arp arp operation request \
+         arp daddr ip != {} update @{ARP_SET} {{ ether saddr . arp daddr ip }}\n    \
+         iifname {{ \"tap*\", \"fwpr*\" }} oifname {{ \"tap*\", \"fwpr*\" }} drop\n    jump spoofing\n  }}",
+        p.gateway
     );
     out.push_str(
         "\n  chain input {\n    type filter hook input priority filter; policy accept;\n    jump spoofing\n  }\n",
