@@ -68,7 +68,10 @@ async fn each_mode_gets_its_group_ip_set_vm_options_and_node_rules() {
                 "{profile}: DNS is the gateway (F8)"
             );
             assert!(vm.config.get("net0").is_some_and(|n| n.contains("firewall=1")));
-            assert!(vm.config["net0"].to_ascii_lowercase().contains(&mac), "{profile}: the clone's MAC is kept");
+            // pve-sim gives a clone BC:24:11 and its VMID (handlers/clone.rs); configure keeps it.
+            let cloned = format!("bc:24:11:{:02x}:{:02x}:{:02x}", (vmid >> 16) & 0xff, (vmid >> 8) & 0xff, vmid & 0xff);
+            assert_eq!(mac, cloned, "{profile}: the recorded MAC is the clone's");
+            assert!(vm.config["net0"].to_ascii_lowercase().contains(&cloned), "{profile}: configure kept it");
         }
     }
     {

@@ -14,7 +14,7 @@ use support::{FakeSessions, Harness, MINUTE, Options, eventually, let_actors_run
 
 fn idle_options(sessions: Arc<dyn SshSessions>) -> Options {
     Options {
-        idle: IdleSettings { enabled: true, interval: MINUTE, minutes_default: 5, cpu_threshold: 0.05 },
+        idle: IdleSettings { enabled: true, interval: MINUTE, minutes_default: 5, cpu_threshold: 0.2 },
         ssh_sessions: sessions,
         extra_profiles: "name: never-idle\ntemplate_vmid: 9000\nbehavior:\n  idle_stop_minutes_default: 0\n",
         ..Options::default()
@@ -35,7 +35,8 @@ async fn a_quiet_sandbox_is_stopped_after_its_window_with_the_evidence() {
     assert_eq!(stop.json["idle_minutes"], 5, "{}", stop.json);
     assert!(stop.json["idle_for_minutes"].as_u64().unwrap_or(0) >= 5, "{}", stop.json);
     assert_eq!(stop.json["ssh_active"], false);
-    assert!(stop.json["cpu_usage"].as_f64().is_some_and(|c| c < 0.05), "{}", stop.json);
+    // The simulator says 2 % of the VM's 4 vCPUs: 0.08 of one core.
+    assert!(stop.json["cpu_usage"].as_f64().is_some_and(|c| (c - 0.08).abs() < 1e-9), "{}", stop.json);
     h.stop().await;
 }
 

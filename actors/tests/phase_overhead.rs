@@ -15,7 +15,10 @@ use support::Harness;
 const MODEL: [(&str, &[&str]); 7] = [
     ("clone", &["clone_linked"]),
     ("configure", &["resize"]),
-    ("firewall", &[]),
+    // No task: API calls of the first sandbox (5 ms each in the model): VM config; the
+    // groups, the new group and its 7 rules with a read; node rules, read and 3 added; VM
+    // options, rules read, group attached.
+    ("firewall", &["api"; 18]),
     ("snippet", &[]),
     ("snapshot", &["snapshot"]),
     ("boot", &["start"]),

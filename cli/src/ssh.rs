@@ -42,6 +42,14 @@ pub fn run(client: &DaemonClient, json: bool, args: &SshArgs) -> Result<(), Clie
         }
     };
     let user = args.user.clone().unwrap_or_else(|| target.user.clone());
+    // A user name that ssh could read as an option (`-oProxyCommand=…`) is refused.
+    let plain = |u: &str| {
+        u.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && u.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if !plain(&user) {
+        return Err(ClientError::Usage(format!("`{user}` is not a user name")));
+    }
     let port = args.port.unwrap_or(target.port);
     let identity =
         args.identity.clone().or_else(|| std::env::var_os("AGENTLAB_SSH_IDENTITY").map(Into::into)).or_else(|| {
@@ -67,16 +75,23 @@ pub fn run(client: &DaemonClient, json: bool, args: &SshArgs) -> Result<(), Clie
     if port != 22 {
         ssh_args.extend(["-p".into(), port.to_string()]);
     }
-    let remote: Vec<String> = match &args.exec {
+    // One remote command string: `--exec CMD` is a shell command as written; words after
+    // `--` are quoted one by one, so `-- ls 'a b'` lists one file.
+    let mut remote: Vec<String> = match &args.exec {
         Some(cmd) if !cmd.is_empty() => vec![cmd.clone()],
-        _ => args.command.clone(),
+        _ => Vec::new(),
     };
+    remote.extend(args.command.iter().map(|w| shell_quote(w)));
     if !remote.is_empty() {
         ssh_args.push("-o".into());
         ssh_args.push("BatchMode=yes".into());
     }
+    // `--`: nothing after it is an ssh option, whatever it starts with.
+    ssh_args.push("--".into());
     ssh_args.push(format!("{user}@{ip}"));
-    ssh_args.extend(remote.iter().cloned());
+    if !remote.is_empty() {
+        ssh_args.push(remote.join(" "));
+    }
     if args.wait {
         wait_for_port(&ip, port)?;
     }

@@ -89,7 +89,10 @@ impl DomainCache {
         for (name, entry) in self.domains.iter_mut().filter(|(_, r)| r.next_lookup <= now) {
             match lookup(name) {
                 Ok(answers) => {
-                    let mut addrs: Vec<Ipv4Addr> = answers.iter().map(|a| a.addr).collect();
+                    // A domain cannot open the LAN, the tailnet or the host: an answer in a
+                    // private, shared, loopback or link-local range is dropped (an operator
+                    // who means such a place lists its address explicitly).
+                    let mut addrs: Vec<Ipv4Addr> = answers.iter().map(|a| a.addr).filter(is_public).collect();
                     addrs.sort();
                     addrs.dedup();
                     let ttl = answers.iter().map(|a| u64::from(a.ttl)).min().unwrap_or(min_ttl);
@@ -126,6 +129,20 @@ impl DomainCache {
     }
 }
 
+/// Not private (RFC 1918), shared (CGNAT, the tailnet), loopback, link-local, multicast,
+/// broadcast or unspecified.
+pub fn is_public(a: &Ipv4Addr) -> bool {
+    let [x, y, ..] = a.octets();
+    !(a.is_private()
+        || a.is_loopback()
+        || a.is_link_local()
+        || a.is_multicast()
+        || a.is_broadcast()
+        || a.is_unspecified()
+        || (x == 100 && (64..128).contains(&y))
+        || x == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +176,19 @@ mod tests {
         let (changed, errors) = cache.refresh(10, |name| Err(DnsError::BadName(name.into())));
         assert!(!changed && errors.len() == 1);
         assert!(cache.networks(&entries).contains(&"203.0.113.2/32".parse().expect("net")), "kept on failure");
+    }
+
+    #[test]
+    fn a_domain_answering_with_a_lan_or_tailnet_address_opens_nothing() {
+        let mut cache = DomainCache::with_min_ttl(1);
+        cache.track(["evil.test"]);
+        let entries = vec![AllowEntry::Domain("evil.test".into())];
+        let answers = ["192.168.1.1", "100.100.100.100", "127.0.0.1", "169.254.169.254", "10.77.0.1", "203.0.113.9"]
+            .iter()
+            .map(|a| Answer { addr: a.parse().expect("ip"), ttl: 60 })
+            .collect::<Vec<_>>();
+        cache.refresh(0, |_| Ok(answers.clone()));
+        assert_eq!(cache.networks(&entries), vec!["203.0.113.9/32".parse::<Ipv4Net>().expect("net")]);
     }
 
     #[test]

@@ -31,10 +31,26 @@ impl Conntrack {
 
     /// How many ESTABLISHED TCP flows go to `ip:port`.
     pub fn established_to(&self, ip: Ipv4Addr, port: u16) -> Result<usize, ConntrackError> {
+        self.established(ip, Some(port))
+    }
+
+    /// How many ESTABLISHED TCP flows were opened towards `ip`, on any port (SSH sessions,
+    /// exposures in use; not the guest's own connections out).
+    pub fn established_inbound(&self, ip: Ipv4Addr) -> Result<usize, ConntrackError> {
+        self.established(ip, None)
+    }
+
+    fn established(&self, ip: Ipv4Addr, port: Option<u16>) -> Result<usize, ConntrackError> {
+        let ip = ip.to_string();
+        let port = port.map(|p| p.to_string());
+        let mut args = vec!["-L", "-p", "tcp", "--dst", &ip, "--state", "ESTABLISHED"];
+        if let Some(port) = &port {
+            args.extend(["--dport", port.as_str()]);
+        }
         let output = self
             .program
             .command()
-            .args(["-L", "-p", "tcp", "--dst", &ip.to_string(), "--dport", &port.to_string(), "--state", "ESTABLISHED"])
+            .args(&args)
             .output()
             .map_err(|source| ConntrackError::Spawn { program: self.program.display(), source })?;
         if !output.status.success() {

@@ -61,9 +61,23 @@ fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
     }
 }
 
-fn parse_answer(msg: &[u8], id: u16) -> Option<Result<Vec<Answer>, u8>> {
+fn random_id() -> std::io::Result<u16> {
+    use std::io::Read;
+    let mut bytes = [0u8; 2];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(u16::from_ne_bytes(bytes))
+}
+
+/// Our answer: our id, a response, and our one question (the name asked, type A).
+fn parse_answer(msg: &[u8], id: u16, question: &[u8]) -> Option<Result<Vec<Answer>, u8>> {
     let be16 = |p: usize| Some(u16::from_be_bytes([*msg.get(p)?, *msg.get(p + 1)?]));
     if be16(0)? != id || msg.get(2)? & 0x80 == 0 {
+        return None;
+    }
+    // The question section must be ours, byte for byte (names compared case-blind).
+    let ours = question.get(12..)?;
+    let theirs = msg.get(12..12 + ours.len())?;
+    if be16(4)? != 1 || !theirs.eq_ignore_ascii_case(ours) {
         return None;
     }
     let rcode = msg.get(3)? & 0x0F;
@@ -103,13 +117,16 @@ pub fn resolve_a(server: SocketAddr, name: &str, timeout: Duration) -> Result<Ve
     let socket = UdpSocket::bind(local).map_err(io)?;
     socket.connect(server).map_err(io)?;
     socket.set_read_timeout(Some(timeout)).map_err(io)?;
-    let id = (std::process::id() as u16) ^ (name.len() as u16).rotate_left(8) ^ 0x5a5a;
-    socket.send(&question(id, name)).map_err(io)?;
+    // An unpredictable id: an answer forged by a guest (it shares the host's link) must
+    // guess it.
+    let id = random_id().map_err(io)?;
+    let query = question(id, name);
+    socket.send(&query).map_err(io)?;
     let mut buf = [0u8; 1500];
     // Datagrams that are not our answer (wrong id) are skipped until the timeout.
     loop {
         let n = socket.recv(&mut buf).map_err(io)?;
-        match parse_answer(&buf[..n], id) {
+        match parse_answer(&buf[..n], id, &query) {
             None => continue,
             Some(Ok(answers)) => return Ok(answers),
             Some(Err(rcode)) => return Err(DnsError::Rcode { name: name.to_string(), server, rcode }),
@@ -138,11 +155,13 @@ mod tests {
         // CNAME (type 5) pointing nowhere useful, then an A record, both named by pointer.
         msg.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xC0, 12]);
         msg.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 203, 0, 113, 7]);
-        let answers = parse_answer(&msg, id).expect("ours").expect("no error");
+        let asked = question(id, "example.test");
+        let answers = parse_answer(&msg, id, &asked).expect("ours").expect("no error");
         assert_eq!(answers, vec![Answer { addr: Ipv4Addr::new(203, 0, 113, 7), ttl: 30 }]);
-        assert!(parse_answer(&msg, id + 1).is_none(), "another query's answer is not ours");
+        assert!(parse_answer(&msg, id + 1, &asked).is_none(), "another query's answer is not ours");
+        assert!(parse_answer(&msg, id, &question(id, "other.test")).is_none(), "an answer to another name is not ours");
         let mut truncated = msg.clone();
         truncated.truncate(msg.len() - 2);
-        assert!(parse_answer(&truncated, id).is_none());
+        assert!(parse_answer(&truncated, id, &asked).is_none());
     }
 }

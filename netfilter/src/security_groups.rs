@@ -84,14 +84,20 @@ pub fn group_for(mode: Mode, gateway: IpAddr, listener_ports: &[u16]) -> Securit
     let ports = listener_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
     let mut rules = vec![
         rule(Action::Accept, Some("tcp"), Some(gateway.to_string()), Some(ports), "AgentLab guest listener"),
-        rule(
-            Action::Accept,
-            Some("udp"),
-            Some(gateway.to_string()),
-            Some("53,67".into()),
-            "DNS and DHCP on the agent bridge",
-        ),
+        rule(Action::Accept, Some("udp"), None, Some("67".into()), "DHCP on the agent bridge"),
     ];
+    // DNS is forwarded to the host's resolvers, a channel out: not for `off`.
+    if mode != Mode::Off {
+        for proto in ["udp", "tcp"] {
+            rules.push(rule(
+                Action::Accept,
+                Some(proto),
+                Some(gateway.to_string()),
+                Some("53".into()),
+                "DNS on the gateway",
+            ));
+        }
+    }
     let comment = match mode {
         Mode::Off => {
             rules.push(rule(Action::Drop, None, None, None, "no other traffic"));

@@ -91,15 +91,16 @@ fn guests_reach_the_internet_and_the_listener_and_nothing_else() {
     listen(&g2.ns, sock(ip2, 80));
     expect(&g1.ns, "unbound guest 101", sock(WAN, 80), "WAN", false);
 
-    // DNS through the gateway, with the crate's resolver, from inside the guest.
+    // nat mode, both wirings.
+    let nat = policy(vec![binding(&g1, ip1, Mode::Nat, vec![]), binding(&g2, ip2, Mode::Nat, vec![])]);
+    apply(&HostPolicy { ssh_ingress: vec!["tailscale0".parse().unwrap()], ..nat });
+    // DNS through the gateway (bound sandboxes in nat or allowlist mode only), with the
+    // crate's resolver, from inside the guest.
     let answers = in_ns(&g1.ns, || dns::resolve_a(sock(GATEWAY, 53), "allowed.test", Duration::from_secs(2)));
     let answers = answers.expect("DNS through the gateway");
     println!("guest 101 resolves allowed.test through 10.77.0.1: {answers:?}");
     assert_eq!(answers[0].addr, WAN);
 
-    // nat mode, both wirings.
-    let nat = policy(vec![binding(&g1, ip1, Mode::Nat, vec![]), binding(&g2, ip2, Mode::Nat, vec![])]);
-    apply(&HostPolicy { ssh_ingress: vec!["tailscale0".parse().unwrap()], ..nat });
     for (g, ip_other, who) in [(&g1, ip2, "guest 101 (nat)"), (&g2, ip1, "guest 102 (nat, fwbr)")] {
         expect(&g.ns, who, sock(WAN, 80), "WAN through NAT", true);
         expect(&g.ns, who, sock(GATEWAY, 8844), "guest listener", true);
@@ -167,6 +168,14 @@ fn guests_reach_the_internet_and_the_listener_and_nothing_else() {
     expect(&g2.ns, "guest 102 (off)", sock(WAN, 80), "WAN", false);
     expect(&g2.ns, "guest 102 (off)", sock(WAN2, 80), "WAN", false);
     expect(&g2.ns, "guest 102 (off)", sock(GATEWAY, 8844), "guest listener", true);
+    let off_dns = in_ns(&g2.ns, || dns::resolve_a(sock(GATEWAY, 53), "allowed.test", Duration::from_secs(2)));
+    println!(
+        "{:<44} {:<20} {}",
+        "guest 102 (off) -> DNS",
+        "10.77.0.1:53",
+        if off_dns.is_ok() { "answered" } else { "blocked" }
+    );
+    assert!(off_dns.is_err(), "off mode gets no DNS (a channel out through the host's resolvers)");
 
     // The domain moves; after its TTL the resolver sees the new address and the set follows.
     std::fs::write(&hosts, format!("{WAN2} allowed.test\n")).unwrap();
@@ -263,6 +272,20 @@ fn without_br_netfilter_the_bridge_table_still_isolates_guests() {
     listen(&wan, sock(WAN, 80));
     listen(&lan, sock(LAN, 80));
     listen(&g2.ns, sock(ip2, 80));
+    // A port no sandbox is bound to (another VM, a second NIC) with a bound sandbox's MAC
+    // and an address of its choosing.
+    let g3 = net.add_guest("g3", 203, &g1.mac, false);
+    sh(&format!("ip -n {g} addr add 10.77.0.250/16 dev eth0; ip -n {g} route add default via 10.77.0.1", g = g3.ns));
+    expect(&g3.ns, "unbound port with 201's MAC", sock(WAN, 80), "WAN", false);
+    // Bound by MAC, address not pinned yet: nothing but DHCP leaves it.
+    nft.apply(&render(&policy(vec![
+        Binding { ip: None, ..binding(&g1, ip1, Mode::Nat, vec![]) },
+        binding(&g2, ip2, Mode::Nat, vec![]),
+    ])))
+    .unwrap();
+    expect(&g1.ns, "guest 201 before its address is pinned", sock(WAN, 80), "WAN", false);
+    nft.apply(&render(&policy(vec![binding(&g1, ip1, Mode::Nat, vec![]), binding(&g2, ip2, Mode::Nat, vec![])])))
+        .unwrap();
     expect(&g1.ns, "guest 201 (no br_netfilter)", sock(WAN, 80), "WAN through NAT", true);
     expect(&g1.ns, "guest 201 (no br_netfilter)", sock(LAN, 80), "LAN host", false);
     expect(&g1.ns, "guest 201 (no br_netfilter)", sock(ip2, 80), "the other guest", false);

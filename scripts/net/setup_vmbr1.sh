@@ -65,7 +65,7 @@ net.ipv4.ip_forward = 1
 # resolvers (resolv.conf), so guests never need to reach a LAN resolver (review F8).
 dnsmasq_text="# Written by AgentLab scripts/net/setup_vmbr1.sh: DHCP and DNS for sandboxes on $bridge only.
 interface=$bridge
-bind-interfaces
+bind-dynamic
 except-interface=lo
 dhcp-range=$range,$(mask "$prefix"),$lease
 dhcp-option=option:router,$gateway

@@ -51,7 +51,8 @@ pub fn run(config: &Config, profiles: ProfileRegistry, command: NetCommand) -> E
             crate::socket::create_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let store = Store::open(&config.db_path).map_err(|e| e.to_string())?;
-        Ok(HostTable::new(s, Nft::default(), Arc::new(store), Arc::new(profiles)))
+        // The running daemon's keeper owns the egress record: the command line only loads.
+        Ok(HostTable::new(s, Nft::default(), Arc::new(store), Arc::new(profiles)).without_folding())
     }) {
         Ok(table) => table,
         Err(e) => {

@@ -16,6 +16,17 @@ use std::sync::Arc;
 
 struct Namespaces(Vec<String>);
 
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Drop for Namespaces {
     fn drop(&mut self) {
         for ns in &self.0 {
@@ -34,7 +45,7 @@ fn attempt(ns: &str, ip: &str, port: u16) -> bool {
 
 #[test]
 fn the_keeper_loads_the_ruleset_for_the_store_and_records_what_it_dropped() {
-    if missing(&["ip", "nft", "bash", "timeout"]).is_some() {
+    if missing(&["ip", "nft", "bash", "timeout", "busybox"]).is_some() {
         return;
     }
     let id = std::process::id() % 100_000;
@@ -50,8 +61,23 @@ fn the_keeper_loads_the_ruleset_for_the_store_and_records_what_it_dropped() {
          ip link add tap5000i0 netns {h} type veth peer name eth0 netns {g}
          ip -n {h} link set tap5000i0 master vmbr1 up
          ip -n {g} link set eth0 address bc:24:11:00:13:88 up
-         ip -n {g} addr add 10.77.0.50/16 dev eth0; ip -n {g} route add default via 10.77.0.1"
+         ip -n {g} addr add 10.77.0.50/16 dev eth0; ip -n {g} route add default via 10.77.0.1
+         ip -n {lan} route add 10.77.0.0/16 via 192.168.50.1"
     ));
+    // Listeners on the LAN host and on a host port that is not the guest listener.
+    let mut listeners = Vec::new();
+    for (ns, addr) in [(lan.clone(), "192.168.50.2:80"), (h.clone(), "10.77.0.1:2222")] {
+        listeners.push(
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "busybox", "nc", "-ll", "-p", addr.rsplit(':').next().unwrap_or("0")])
+                .args(["-e", "/bin/true"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let _listeners = Children(listeners);
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("agentlab.db")).unwrap());
     let mut rec = SandboxRecord::sample(5000, SandboxState::Ready);
@@ -73,6 +99,7 @@ fn the_keeper_loads_the_ruleset_for_the_store_and_records_what_it_dropped() {
         ssh_ingress: Vec::new(),
     };
     let nft = Nft::with_command(vec!["ip".into(), "netns".into(), "exec".into(), h.clone(), "nft".into()]);
+    let nft_again = nft.clone();
     let table = HostTable::new(settings, nft, Arc::clone(&store), profiles);
     assert_eq!(table.state(), TableState::Absent);
     table.apply().expect("the keeper loads the ruleset");
@@ -85,6 +112,11 @@ fn the_keeper_loads_the_ruleset_for_the_store_and_records_what_it_dropped() {
     assert!(!attempt(&g, "10.77.0.1", 2222), "so is a host port that is not the listener");
     let folded = table.fold_egress().unwrap();
     assert!(folded >= 2, "{folded}");
+    // Both answer without the ruleset: the drops above are the ruleset's.
+    nft_again.remove().unwrap();
+    assert!(attempt(&g, "192.168.50.2", 80), "the LAN host answers when nothing filters");
+    assert!(attempt(&g, "10.77.0.1", 2222), "and so does the host port");
+    table.apply().unwrap();
     // A reload (a sandbox came or went) keeps what was recorded.
     table.apply().unwrap();
     let record = store.egress_drops(5000, None).unwrap();

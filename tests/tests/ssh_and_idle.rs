@@ -27,7 +27,7 @@ fn ssh_exec_runs_with_the_daemons_key_and_an_open_session_holds_off_idle_stop() 
     // One minute is 3 s: the idle window (1 minute) and its check interval are 3 s.
     ws.write_sandbox_config(
         &sim,
-        "test_time_scale: 0.05\nidle_stop_enabled: true\nidle_stop_minutes_default: 1\nidle_stop_interval: 60s\n",
+        "test_time_scale: 0.05\nidle_stop_enabled: true\nidle_stop_minutes_default: 1\nidle_stop_interval: 60s\nidle_stop_cpu_threshold: 0.2\n",
     );
     let _daemon = ws.start_daemon();
     let key_path = ws.path().join("data/keys/agentlab_id_ed25519.pub");

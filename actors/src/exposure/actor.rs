@@ -105,6 +105,19 @@ impl ExposureActor {
                 };
             }
             Target::NotNow(why) => {
+                // A stopped sandbox's address may be handed to another: nothing stays
+                // published towards it until it is back.
+                if rec.state == "serving" {
+                    let port = rec.host_port;
+                    if let Err(e) = self.blocking(move |p| p.unpublish(port)).await {
+                        self.event(
+                            &rec,
+                            EventKind::ExposureFailed,
+                            format!("exposure {} not withdrawn: {e}", rec.name),
+                            None,
+                        )?;
+                    }
+                }
                 self.ctx.store.set_exposure_state(&rec.name, "requested", None, None, Some(&why), now)?;
                 return Ok(self.ctx.store.get_exposure(&rec.name)?.map(|r| self.view(&r)));
             }

@@ -59,6 +59,12 @@ pub struct HostTable {
     record: Mutex<EgressRecord>,
     /// The origin of the domain cache's clock (seconds since).
     origin: tokio::time::Instant,
+    /// One reload at a time: a render that started earlier must not load last (it would
+    /// drop a newer binding), and a fold must not interleave with a reload.
+    reloading: Mutex<()>,
+    /// Whether reloads fold the kernel's counters into the store first (the daemon's
+    /// keeper; `agentlabd net apply` next to a running daemon must not count them twice).
+    folds: bool,
 }
 
 fn mode_of(mode: NetworkMode) -> Mode {
@@ -79,7 +85,16 @@ impl HostTable {
             domains: Mutex::new(DomainCache::default()),
             record: Mutex::new(EgressRecord::default()),
             origin: tokio::time::Instant::now(),
+            reloading: Mutex::new(()),
+            folds: true,
         }
+    }
+
+    /// A table that never folds the egress counters (the command line's: the daemon's
+    /// keeper owns the record).
+    pub fn without_folding(mut self) -> HostTable {
+        self.folds = false;
+        self
     }
 
     fn domains(&self) -> std::sync::MutexGuard<'_, DomainCache> {
@@ -95,6 +110,11 @@ impl HostTable {
     /// The policy for the sandboxes on record now. A sandbox without a MAC yet (before its
     /// VM is configured) is not bound: it has no VM to send anything.
     pub fn policy(&self) -> Result<HostPolicy, HostTableError> {
+        self.policy_with(None)
+    }
+
+    /// The policy, with `pending` (a sandbox's address not yet on record) bound as well.
+    fn policy_with(&self, pending: Option<(u32, Ipv4Addr)>) -> Result<HostPolicy, HostTableError> {
         let s = &self.settings;
         let base =
             HostPolicy::new(s.agent_bridge.clone(), s.uplink.clone(), s.subnet, s.gateway, s.listener_ports.clone())?;
@@ -105,7 +125,9 @@ impl HostTable {
                 continue;
             }
             let Some(mac) = rec.mac.as_deref().and_then(|m| m.parse().ok()) else { continue };
-            let ip = rec.ip.as_deref().and_then(|ip| ip.parse().ok()).filter(|ip| s.subnet.contains(ip));
+            let recorded = rec.ip.as_deref().and_then(|ip| ip.parse().ok());
+            let ip = pending.filter(|(vmid, _)| *vmid == rec.vmid).map(|(_, ip)| ip).or(recorded);
+            let ip = ip.filter(|ip| s.subnet.contains(ip));
             let allow = if rec.network_mode == NetworkMode::Allowlist {
                 domains.networks(&self.allow_entries(&rec.profile))
             } else {
@@ -126,11 +148,27 @@ impl HostTable {
 
     /// Folds the record, then loads the ruleset for the sandboxes on record now.
     pub fn apply(&self) -> Result<(), HostTableError> {
+        self.apply_with(None)
+    }
+
+    /// Loads the ruleset with `vmid` bound to `ip` before the address is recorded: a guest
+    /// may send from its address only once the host has pinned it (until then only DHCP).
+    pub fn apply_with_address(&self, vmid: u32, ip: Ipv4Addr) -> Result<(), HostTableError> {
+        self.apply_with(Some((vmid, ip)))
+    }
+
+    fn apply_with(&self, pending: Option<(u32, Ipv4Addr)>) -> Result<(), HostTableError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         self.track_domains();
         self.refresh_domains();
-        let text = self.render()?;
-        if self.nft.loaded().unwrap_or(false) {
-            self.fold_egress()?;
+        let text = render(&self.policy_with(pending)?);
+        // Best effort: a record that cannot be read (a ruleset from an older version without
+        // one of the sets, a busy database) must not keep the table from loading.
+        if self.folds
+            && self.nft.loaded().unwrap_or(false)
+            && let Err(e) = self.fold_locked()
+        {
+            tracing::warn!(error = %e, "egress record not folded before the reload");
         }
         self.nft.apply(&text)?;
         self.record.lock().unwrap_or_else(|p| p.into_inner()).set_was_reloaded();
@@ -207,6 +245,11 @@ impl HostTable {
 
     /// Reads the kernel's counters into the store's egress record.
     pub fn fold_egress(&self) -> Result<usize, HostTableError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        self.fold_locked()
+    }
+
+    fn fold_locked(&self) -> Result<usize, HostTableError> {
         let read = egress::read(&self.nft)?;
         let grown = self.record.lock().unwrap_or_else(|p| p.into_inner()).fold(&read);
         let policy = self.policy()?;

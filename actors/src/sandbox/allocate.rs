@@ -62,6 +62,13 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
     let profiles = ctx.profiles.snapshot();
     let profile =
         &profiles.get(&req.profile).ok_or_else(|| AllocateError::UnknownProfile(req.profile.clone()))?.profile;
+    // The host ruleset and the node rules cover the agent bridge only.
+    if profile.network.bridge != ctx.settings.agent_bridge {
+        return Err(AllocateError::NoIsolation(format!(
+            "profile `{}` puts sandboxes on bridge `{}`, but the agent bridge is `{}` (agent_bridge): only the agent bridge is isolated; fix the profile's network.bridge",
+            profile.name, profile.network.bridge, ctx.settings.agent_bridge
+        )));
+    }
     check_isolation(ctx).await?;
     let cluster = ctx.gateway.cluster_vms().await.map_err(|e| AllocateError::Proxmox(e.to_string()))?;
     let mut taken: HashSet<u32> = cluster.iter().map(|v| v.vmid as u32).collect();

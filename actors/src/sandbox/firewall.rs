@@ -36,6 +36,22 @@ pub fn net0_mac(net0: &str) -> Option<String> {
 
 pub(super) async fn firewall(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxError> {
     let node = rec.node.clone().ok_or(SandboxError::NoNode)?;
+    // The host ruleset is this host's alone: on another node only Proxmox's firewall acts.
+    if node != ctx.settings.host_node {
+        let options = ctx
+            .gateway
+            .cluster_firewall_options()
+            .await
+            .map_err(SandboxError::pve("reading the datacenter firewall options"))?;
+        if !crate::pve::datacenter_enabled(&options) {
+            return Err(SandboxError::NotAllowed(format!(
+                "sandbox {} is placed on node `{node}`, where AgentLab's host ruleset does not run, and the Proxmox datacenter firewall is off, so nothing would isolate it; {}, or pin sandboxes to `{}` (proxmox_node)",
+                rec.vmid,
+                crate::net::layers::ENABLE_DATACENTER,
+                ctx.settings.host_node
+            )));
+        }
+    }
     bind_on_host(ctx, rec, &node).await?;
     let mode = netfilter_mode(rec.network_mode);
     if mode == Mode::Allowlist {
@@ -256,24 +272,31 @@ pub fn node_rules(ctx: &SandboxContext) -> Vec<NodeRule> {
 /// Adds the node IN rules that are missing (matched by comment; a rule with our comment
 /// but other fields is replaced).
 pub async fn ensure_node_rules(pve: &dyn Pve, node: &str, bridge: &str, wanted: &[NodeRule]) -> Result<(), PveError> {
-    let mut have = pve.node_firewall_rules(node).await?;
-    have.sort_by_key(|r| std::cmp::Reverse(r.pos));
-    for want in wanted {
-        let ours: Vec<&FirewallRule> = have.iter().filter(|r| r.comment.as_deref() == Some(&want.comment)).collect();
-        let good = ours.iter().any(|r| {
-            r.kind == "in"
-                && r.action == "ACCEPT"
-                && r.enable
-                && r.iface.as_deref() == Some(bridge)
-                && r.proto.as_deref() == Some(want.proto)
-                && r.dport.as_deref() == Some(want.dport.as_str())
-        });
-        if good {
-            continue;
-        }
-        for stale in &ours {
-            pve.delete_node_firewall_rule(node, stale.pos).await?;
-        }
+    let have = pve.node_firewall_rules(node).await?;
+    let good = |r: &FirewallRule, want: &NodeRule| {
+        r.kind == "in"
+            && r.action == "ACCEPT"
+            && r.enable
+            && r.iface.as_deref() == Some(bridge)
+            && r.proto.as_deref() == Some(want.proto)
+            && r.dport.as_deref() == Some(want.dport.as_str())
+    };
+    let missing: Vec<&NodeRule> = wanted
+        .iter()
+        .filter(|w| !have.iter().any(|r| r.comment.as_deref() == Some(&w.comment) && good(r, w)))
+        .collect();
+    // Our comment on a rule that is not the wanted one: stale (a changed port), removed
+    // highest position first so the others keep theirs.
+    let mut stale: Vec<u64> = have
+        .iter()
+        .filter(|r| missing.iter().any(|w| r.comment.as_deref() == Some(&w.comment)))
+        .map(|r| r.pos)
+        .collect();
+    stale.sort_unstable_by(|a, b| b.cmp(a));
+    for pos in stale {
+        pve.delete_node_firewall_rule(node, pos).await?;
+    }
+    for want in missing {
         let params = [
             ("type", "in".to_string()),
             ("action", "ACCEPT".to_string()),
@@ -284,8 +307,6 @@ pub async fn ensure_node_rules(pve: &dyn Pve, node: &str, bridge: &str, wanted: 
             ("comment", want.comment.clone()),
         ];
         pve.add_node_firewall_rule(node, &params).await?;
-        have = pve.node_firewall_rules(node).await?;
-        have.sort_by_key(|r| std::cmp::Reverse(r.pos));
     }
     Ok(())
 }

@@ -120,6 +120,10 @@ impl SandboxActor {
                 teardown::remove_local(&self.ctx, &rec)?;
                 moved(SandboxEvent::Destroy, &msg)?;
                 super::notify_job(&rec, SandboxNotice::Vanished);
+                if let Some(table) = &self.ctx.host_table {
+                    table.apply_in_background("a sandbox's VM vanished: unbind it");
+                }
+                crate::exposure::sandbox_gone(&self.ctx.store, rec.vmid);
                 me.stop(Some("VM vanished".into()));
             }
             ProbeFinding::StoppedOutside => moved(SandboxEvent::Stop, "VM stopped outside AgentLab")?,
@@ -127,11 +131,26 @@ impl SandboxActor {
             ProbeFinding::FoundPaused => moved(SandboxEvent::Suspend, "VM found paused")?,
             ProbeFinding::FoundResumed => moved(SandboxEvent::Resume, "VM found running")?,
             ProbeFinding::AddressChanged(ip) => {
+                // The guest agent's word is a claim (see `pipeline::claim_address`): a
+                // neighbour's or the gateway's address is not taken.
+                let taken = self.ctx.store.list_sandboxes(None)?.into_iter().any(|o| {
+                    o.vmid != rec.vmid
+                        && o.state != crate::model::SandboxState::Destroyed
+                        && o.ip.as_deref() == Some(&ip)
+                });
+                let loopback = ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+                if !loopback && (taken || ip == self.ctx.settings.gateway_ip.to_string()) {
+                    tracing::warn!(vmid = rec.vmid, %ip, "the guest claims an address that is not its to take; kept the recorded one");
+                    return Ok(());
+                }
                 let msg = format!("guest address {} -> {ip}", rec.ip.as_deref().unwrap_or("-"));
                 let event = NewEvent::sandbox(rec.vmid, EventKind::AddressChanged, Stage::Network, msg)
                     .payload(serde_json::json!({"ip": ip}));
                 let patch = SandboxPatch { ip: Some(Some(ip)), ..Default::default() };
                 self.ctx.store.patch_sandbox(rec.vmid, &patch, Some(&event))?;
+                if let Some(table) = &self.ctx.host_table {
+                    table.apply_in_background("a guest's address changed: pin the new one");
+                }
             }
             ProbeFinding::Nothing => {}
         }

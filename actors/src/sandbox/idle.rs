@@ -1,7 +1,8 @@
 //! Idle-stop: a READY sandbox nobody uses is stopped after its idle window.
 //!
-//! Every `idle_stop_interval` the actor gathers evidence — established SSH flows to the
-//! guest in the host's conntrack table, the VM's CPU from `status/current` — and reads the
+//! Every `idle_stop_interval` the actor gathers evidence — established connections opened
+//! to the guest (SSH, exposures) in the host's conntrack table, the VM's CPU from
+//! `status/current` (scaled to cores) — and reads the
 //! recorded activity (`last_used_at`, bumped by `ssh` and `logs`; `updated_at`, moved by
 //! jobs and operations). An SSH flow or CPU above the threshold is activity. Idle for the
 //! window → an `sandbox.idle_stop` event with the evidence, then the ordinary stop. A probe
@@ -30,14 +31,15 @@ pub struct IdleSettings {
     pub cpu_threshold: f64,
 }
 
-/// Where SSH sessions to a guest are seen: the host's conntrack table.
+/// Where sessions to a guest are seen: the host's conntrack table. Every established
+/// connection opened towards the guest counts (SSH, an exposure in use), not only port 22.
 pub trait SshSessions: Send + Sync {
-    fn established(&self, ip: Ipv4Addr, port: u16) -> Result<usize, String>;
+    fn established(&self, ip: Ipv4Addr) -> Result<usize, String>;
 }
 
 impl SshSessions for agentlab_netfilter::conntrack::Conntrack {
-    fn established(&self, ip: Ipv4Addr, port: u16) -> Result<usize, String> {
-        self.established_to(ip, port).map_err(|e| e.to_string())
+    fn established(&self, ip: Ipv4Addr) -> Result<usize, String> {
+        self.established_inbound(ip).map_err(|e| e.to_string())
     }
 }
 
@@ -126,8 +128,13 @@ impl SandboxActor {
         let (ctx, me, generation) = (Arc::clone(&self.ctx), me.clone(), state.generation.current());
         tokio::spawn(async move {
             let cpu = match rec.node.as_deref() {
+                // Proxmox's `cpu` is a fraction of all the VM's vCPUs; the threshold is of
+                // one core.
                 Some(node) => match ctx.gateway.vm_status(node, rec.vmid).await {
-                    Ok(status) => status.cpu.ok_or_else(|| "Proxmox gave no CPU figure".to_string()),
+                    Ok(status) => status
+                        .cpu
+                        .map(|c| c * f64::from(rec.cores.max(1)))
+                        .ok_or_else(|| "Proxmox gave no CPU figure".to_string()),
                     Err(e) => Err(format!("cannot read the VM's status: {e}")),
                 },
                 None => Err("the sandbox has no node recorded".into()),
@@ -135,7 +142,7 @@ impl SandboxActor {
             let ssh_flows = match rec.ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) {
                 Some(ip) => {
                     let sessions = Arc::clone(&ctx.ssh_sessions);
-                    tokio::task::spawn_blocking(move || sessions.established(ip, 22))
+                    tokio::task::spawn_blocking(move || sessions.established(ip))
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()))
                 }

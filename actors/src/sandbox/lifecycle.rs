@@ -163,9 +163,6 @@ impl SandboxActor {
             .payload(serde_json::json!({"ip": ip}));
         let patch = SandboxPatch { ip: Some(Some(ip)), intent: Some(None), ..Default::default() };
         self.ctx.store.patch_sandbox(state.vmid, &patch, Some(&event))?;
-        if let Some(table) = &self.ctx.host_table {
-            table.apply_in_background("a guest's address is known: bind it against spoofing");
-        }
         let rec = self.move_by(state.vmid, SandboxEvent::GuestReady, None)?;
         let rec = match rec {
             Some(rec) => rec,

@@ -184,6 +184,12 @@ fn without_inherited_options(
             change = change.delete(key);
         }
     }
+    // A template's other NICs would put the sandbox on bridges no rule of ours covers.
+    for key in
+        cloned.values.keys().filter(|k| k.strip_prefix("net").is_some_and(|n| n != "0" && n.parse::<u8>().is_ok()))
+    {
+        change = change.delete(key);
+    }
     let balloon = cloned.get("balloon").and_then(|b| b.parse::<u32>().ok());
     if balloon.is_some_and(|b| b > memory_mb) {
         change = change.set("balloon", memory_mb.to_string());
@@ -294,7 +300,7 @@ async fn wait_ip(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<String, Sa
         match ctx.gateway.agent_interfaces(&node, rec.vmid).await {
             Ok(interfaces) => {
                 if let Some(ip) = super::guest_ip(&interfaces, &ctx.settings.agent_subnet) {
-                    return Ok(ip);
+                    return claim_address(ctx, rec, ip).await;
                 }
             }
             Err(e) if e.class() == ErrorClass::AgentNotConfigured => {
@@ -311,6 +317,41 @@ async fn wait_ip(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<String, Sa
         }
         tokio::time::sleep(next_poll(started.elapsed())).await;
     }
+}
+
+/// The guest agent runs inside the untrusted VM, so the address it reports is a claim: it
+/// must not be the gateway's or another live sandbox's (a guest claiming a neighbour's
+/// address would have the host pin it to that address and answer ARP for it). Once
+/// accepted, the host ruleset pins it before the sandbox is READY (until then the guest's
+/// port may only do DHCP). Loopback addresses are the test harness's shared guests.
+async fn claim_address(ctx: &SandboxContext, rec: &SandboxRecord, ip: String) -> Result<String, SandboxError> {
+    let parsed: Option<std::net::IpAddr> = ip.parse().ok();
+    let loopback = parsed.is_some_and(|a| a.is_loopback());
+    if parsed == Some(ctx.settings.gateway_ip) && !loopback {
+        return Err(SandboxError::NotAllowed(format!(
+            "the guest of VM {} claims the gateway's address {ip}; it is not accepted",
+            rec.vmid
+        )));
+    }
+    if !loopback {
+        let holder = ctx.store.list_sandboxes(None)?.into_iter().find(|o| {
+            o.vmid != rec.vmid && o.state != crate::model::SandboxState::Destroyed && o.ip.as_deref() == Some(&ip)
+        });
+        if let Some(holder) = holder {
+            return Err(SandboxError::NotAllowed(format!(
+                "the guest of VM {} claims {ip}, the address of sandbox {}; it is not accepted (check the DHCP service on the agent bridge)",
+                rec.vmid, holder.vmid
+            )));
+        }
+    }
+    if let (Some(table), Some(std::net::IpAddr::V4(v4))) = (ctx.host_table.clone(), parsed) {
+        let vmid = rec.vmid;
+        tokio::task::spawn_blocking(move || table.apply_with_address(vmid, v4))
+            .await
+            .map_err(|e| SandboxError::HostTable(e.to_string()))?
+            .map_err(|e| SandboxError::HostTable(e.to_string()))?;
+    }
+    Ok(ip)
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub struct Options {
 pub struct FakeSessions(pub std::sync::Mutex<Result<usize, String>>);
 
 impl SshSessions for FakeSessions {
-    fn established(&self, _ip: std::net::Ipv4Addr, _port: u16) -> Result<usize, String> {
+    fn established(&self, _ip: std::net::Ipv4Addr) -> Result<usize, String> {
         self.0.lock().unwrap().clone()
     }
 }

@@ -24,6 +24,10 @@ pub enum PolicyError {
     AddressOutsideSubnet { vmid: u32, ip: Ipv4Addr, subnet: Ipv4Net },
     #[error("sandboxes {0} and {1} have the same MAC address")]
     SameMac(u32, u32),
+    #[error("sandboxes {0} and {1} have the same address {2}")]
+    SameAddress(u32, u32, Ipv4Addr),
+    #[error("sandbox {0} has the gateway's address {1}")]
+    GatewayAddress(u32, Ipv4Addr),
     #[error("no guest listener port: the guests could not reach the daemon")]
     NoListenerPort,
 }
@@ -157,6 +161,14 @@ impl HostPolicy {
             if let Some(other) = self.bindings[..i].iter().find(|o| o.mac == b.mac) {
                 return Err(PolicyError::SameMac(other.vmid, b.vmid));
             }
+            if let Some(ip) = b.ip {
+                if ip == self.gateway {
+                    return Err(PolicyError::GatewayAddress(b.vmid, ip));
+                }
+                if let Some(other) = self.bindings[..i].iter().find(|o| o.ip == Some(ip)) {
+                    return Err(PolicyError::SameAddress(other.vmid, b.vmid, ip));
+                }
+            }
         }
         Ok(())
     }
@@ -169,6 +181,32 @@ impl HostPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_sandboxes_never_share_an_address_and_none_has_the_gateways() {
+        let base = HostPolicy::new(
+            "vmbr1".parse().expect("bridge"),
+            "vmbr0".parse().expect("uplink"),
+            "10.77.0.0/16".parse().expect("net"),
+            Ipv4Addr::new(10, 77, 0, 1),
+            vec![8844],
+        )
+        .expect("policy");
+        let binding = |vmid, mac: &str, ip: [u8; 4]| Binding {
+            vmid,
+            mac: mac.parse().expect("mac"),
+            ip: Some(Ipv4Addr::from(ip)),
+            mode: Mode::Nat,
+            allow: vec![],
+        };
+        let twice = base.clone().with_bindings(vec![
+            binding(1, "02:00:00:00:00:01", [10, 77, 0, 9]),
+            binding(2, "02:00:00:00:00:02", [10, 77, 0, 9]),
+        ]);
+        assert_eq!(twice.err(), Some(PolicyError::SameAddress(1, 2, Ipv4Addr::new(10, 77, 0, 9))));
+        let gateway = base.with_bindings(vec![binding(3, "02:00:00:00:00:03", [10, 77, 0, 1])]);
+        assert_eq!(gateway.err(), Some(PolicyError::GatewayAddress(3, Ipv4Addr::new(10, 77, 0, 1))));
+    }
 
     #[test]
     fn interface_names_and_macs_are_parsed_not_trusted() {

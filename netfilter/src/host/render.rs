@@ -60,6 +60,14 @@ fn inet(out: &mut String, p: &HostPolicy) {
         let _ = writeln!(out, "    elements = {{ {} }}", list(&p.blocked_v4));
     }
     out.push_str("  }\n");
+    // DNS is forwarded to the host's resolvers: a channel out, so `off` sandboxes (and MACs
+    // that are no sandbox's) do not get it.
+    let _ = writeln!(out, "  set dns_ok {{\n    type ether_addr;");
+    let dns_ok: Vec<String> = p.bindings.iter().filter(|b| b.mode != Mode::Off).map(|b| b.mac.to_string()).collect();
+    if !dns_ok.is_empty() {
+        let _ = writeln!(out, "    elements = {{ {} }}", dns_ok.join(", "));
+    }
+    out.push_str("  }\n");
     for b in p.bindings.iter().filter(|b| b.mode == Mode::Allowlist && !b.allow.is_empty()) {
         let _ = writeln!(
             out,
@@ -86,7 +94,8 @@ fn inet(out: &mut String, p: &HostPolicy) {
     let _ = writeln!(
         out,
         "\n  chain guest_to_host {{\n    ct state established,related accept\n    \
-         udp dport 67 accept\n    ip daddr {gw} udp dport 53 accept\n    ip daddr {gw} tcp dport 53 accept\n    \
+         udp dport 67 accept\n    meta l4proto {{ tcp, udp }} th dport 53 ether saddr != @dns_ok jump record_drop\n    \
+         ip daddr {gw} udp dport 53 accept\n    ip daddr {gw} tcp dport 53 accept\n    \
          ip daddr {gw} tcp dport {{ {} }} accept\n    ip daddr {gw} icmp type echo-request accept\n    \
          icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept\n    \
          jump record_drop\n  }}",
@@ -166,25 +175,39 @@ fn bridge(out: &mut String, p: &HostPolicy) {
         "  set {ARP_SET} {{\n    type ether_addr . ipv4_addr;\n    \
          size {EGRESS_SIZE}; flags dynamic, timeout; timeout {EGRESS_TIMEOUT}; counter;\n  }}\n"
     );
+    // Spoofing first: nothing a guest sends with another's MAC is counted as its attempt.
     let _ = writeln!(
         out,
-        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    jump spoofing\n    \
          iifname {{ \"tap*\", \"fwpr*\" }} oifname {{ \"tap*\", \"fwpr*\" }} ether type arp arp operation request \
          arp daddr ip != {} update @{ARP_SET} {{ ether saddr . arp daddr ip }}\n    \
-         iifname {{ \"tap*\", \"fwpr*\" }} oifname {{ \"tap*\", \"fwpr*\" }} drop\n    jump spoofing\n  }}",
+         iifname {{ \"tap*\", \"fwpr*\" }} oifname {{ \"tap*\", \"fwpr*\" }} drop\n  }}",
         p.gateway
     );
     out.push_str(
         "\n  chain input {\n    type filter hook input priority filter; policy accept;\n    jump spoofing\n  }\n",
     );
+    // Each bound port sends only with its MAC, and with its address once the host pinned
+    // it; before that only DHCP's 0.0.0.0 (so a guest cannot claim an address by using it).
+    // Any other guest port (an unbound VM, a second NIC) may not use a bound MAC.
     out.push_str("\n  chain spoofing {\n");
     for b in &p.bindings {
         let ports = quoted([b.tap(), b.firewall_port()]);
         let _ = writeln!(out, "    iifname {{ {ports} }} ether saddr != {} drop", b.mac);
-        if let Some(ip) = b.ip {
-            let _ = writeln!(out, "    iifname {{ {ports} }} ether type ip ip saddr != {{ 0.0.0.0, {ip} }} drop");
-            let _ = writeln!(out, "    iifname {{ {ports} }} ether type arp arp saddr ip != {{ 0.0.0.0, {ip} }} drop");
-        }
+        let allowed = match b.ip {
+            Some(ip) => format!("{{ 0.0.0.0, {ip} }}"),
+            None => "0.0.0.0".to_string(),
+        };
+        let _ = writeln!(out, "    iifname {{ {ports} }} ether type ip ip saddr != {allowed} drop");
+        let _ = writeln!(out, "    iifname {{ {ports} }} ether type arp arp saddr ip != {allowed} drop");
+    }
+    if !p.bindings.is_empty() {
+        let ports = quoted(p.bindings.iter().flat_map(|b| [b.tap(), b.firewall_port()]));
+        let macs = list(p.bindings.iter().map(|b| b.mac));
+        let _ = writeln!(
+            out,
+            "    iifname {{ \"tap*\", \"fwpr*\" }} iifname != {{ {ports} }} ether saddr {{ {macs} }} drop"
+        );
     }
     out.push_str("  }\n}\n");
 }
