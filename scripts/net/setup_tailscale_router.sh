@@ -25,6 +25,9 @@ steps=(
   "sysctl -q -w net.ipv4.ip_forward=1"
   "$tailscale set --advertise-routes=$subnet"
 )
+# `tailscale set --advertise-routes` replaces the routes this node advertises.
+echo "note: this replaces the routes this node advertises; to keep others, give them all: --subnet is one route, so run"
+echo "      $tailscale set --advertise-routes=<yours>,$subnet yourself instead"
 if [ "$apply" = 0 ]; then
   printf 'would run: %s\n' "${steps[@]}"
   echo "and add to /etc/agentlab/config.yaml:  ssh_ingress_interfaces: [tailscale0]" 
