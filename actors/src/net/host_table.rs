@@ -7,10 +7,10 @@ use crate::profiles::ProfileRegistry;
 use crate::store::{Store, StoreError};
 use agentlab_model::model::{NetworkMode, SandboxState};
 use agentlab_netfilter::allowlist::{AllowEntry, DomainCache};
+use agentlab_netfilter::dns;
 use agentlab_netfilter::egress::{self, EgressRecord};
 use agentlab_netfilter::host::{Binding, HostPolicy, IfName, PolicyError, render};
 use agentlab_netfilter::nft::{Nft, NftError};
-use agentlab_netfilter::{Mode, dns};
 use ipnet::Ipv4Net;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -67,14 +67,6 @@ pub struct HostTable {
     folds: bool,
 }
 
-fn mode_of(mode: NetworkMode) -> Mode {
-    match mode {
-        NetworkMode::Off => Mode::Off,
-        NetworkMode::Nat => Mode::Nat,
-        NetworkMode::Allowlist => Mode::Allowlist,
-    }
-}
-
 impl HostTable {
     pub fn new(settings: HostNetSettings, nft: Nft, store: Arc<Store>, profiles: Arc<ProfileRegistry>) -> HostTable {
         HostTable {
@@ -102,9 +94,7 @@ impl HostTable {
     }
 
     fn allow_entries(&self, profile: &str) -> Vec<AllowEntry> {
-        let set = self.profiles.snapshot();
-        let Some(loaded) = set.get(profile) else { return Vec::new() };
-        loaded.profile.network.allowlist.iter().filter_map(|e| e.parse().ok()).collect()
+        super::allow_entries(&self.profiles, profile)
     }
 
     /// The policy for the sandboxes on record now. A sandbox without a MAC yet (before its
@@ -133,7 +123,7 @@ impl HostTable {
             } else {
                 Vec::new()
             };
-            bindings.push(Binding { vmid: rec.vmid, mac, ip, mode: mode_of(rec.network_mode), allow });
+            bindings.push(Binding { vmid: rec.vmid, mac, ip, mode: super::mode_of(rec.network_mode), allow });
         }
         Ok(base.with_bindings(bindings)?)
     }
@@ -235,7 +225,7 @@ impl HostTable {
                 continue;
             }
             for net in domains.networks(&self.allow_entries(&rec.profile)) {
-                out.push(if net.prefix_len() == 32 { net.addr().to_string() } else { net.to_string() });
+                out.push(super::ipset_member(net));
             }
         }
         out.sort();

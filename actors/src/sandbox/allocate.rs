@@ -39,17 +39,7 @@ pub enum AllocateError {
 async fn check_isolation(ctx: &SandboxContext) -> Result<(), AllocateError> {
     let options = ctx.gateway.cluster_firewall_options().await.map_err(|e| AllocateError::Proxmox(e.to_string()))?;
     let datacenter = crate::pve::datacenter_enabled(&options);
-    let host = match &ctx.host_table {
-        Some(table) => {
-            let table = std::sync::Arc::clone(table);
-            Some(
-                tokio::task::spawn_blocking(move || table.state())
-                    .await
-                    .unwrap_or_else(|e| crate::net::TableState::Unknown(e.to_string())),
-            )
-        }
-        None => None,
-    };
+    let host = crate::net::table_state(ctx.host_table.as_ref()).await;
     match crate::net::isolation(datacenter, host.as_ref()) {
         crate::net::Isolation::None(why) => Err(AllocateError::NoIsolation(why)),
         _ => Ok(()),

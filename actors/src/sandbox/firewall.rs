@@ -10,7 +10,6 @@
 
 use super::SandboxContext;
 use super::error::SandboxError;
-use crate::model::NetworkMode;
 use crate::store::{SandboxPatch, SandboxRecord};
 use agentlab_netfilter::allowlist::AllowEntry;
 use agentlab_netfilter::security_groups::{ALLOWLIST_IPSET, GroupRule};
@@ -18,14 +17,6 @@ use agentlab_netfilter::{Mode, SecurityGroup, dns};
 use agentlab_proxmox::types::FirewallRule;
 use agentlab_proxmox::{Pve, PveError};
 use std::time::Duration;
-
-pub(super) fn netfilter_mode(mode: NetworkMode) -> Mode {
-    match mode {
-        NetworkMode::Off => Mode::Off,
-        NetworkMode::Nat => Mode::Nat,
-        NetworkMode::Allowlist => Mode::Allowlist,
-    }
-}
 
 /// `net0`'s MAC: the value of its first `model=MAC` item.
 pub fn net0_mac(net0: &str) -> Option<String> {
@@ -53,7 +44,7 @@ pub(super) async fn firewall(ctx: &SandboxContext, rec: &SandboxRecord) -> Resul
         }
     }
     bind_on_host(ctx, rec, &node).await?;
-    let mode = netfilter_mode(rec.network_mode);
+    let mode = crate::net::mode_of(rec.network_mode);
     if mode == Mode::Allowlist {
         let nets = allowlist_addresses(ctx, rec).await;
         ctx.gateway
@@ -135,18 +126,12 @@ pub async fn sync_host_table(ctx: &SandboxContext) -> Result<(), SandboxError> {
 
 /// The profile's allowlist as IP set members: networks as they are, domains resolved now.
 async fn allowlist_addresses(ctx: &SandboxContext, rec: &SandboxRecord) -> Vec<String> {
-    let entries: Vec<AllowEntry> = ctx
-        .profiles
-        .snapshot()
-        .get(&rec.profile)
-        .map(|p| p.profile.network.allowlist.iter().filter_map(|e| e.parse().ok()).collect())
-        .unwrap_or_default();
+    let entries = crate::net::allow_entries(&ctx.profiles, &rec.profile);
     let server = ctx.settings.allowlist_dns_server;
     let mut out = Vec::new();
     for entry in entries {
         match entry {
-            AllowEntry::Net(net) if net.prefix_len() == 32 => out.push(net.addr().to_string()),
-            AllowEntry::Net(net) => out.push(net.to_string()),
+            AllowEntry::Net(net) => out.push(crate::net::ipset_member(net)),
             AllowEntry::Domain(name) => {
                 let lookup = name.clone();
                 let answers =

@@ -131,16 +131,9 @@ impl SandboxActor {
             ProbeFinding::FoundPaused => moved(SandboxEvent::Suspend, "VM found paused")?,
             ProbeFinding::FoundResumed => moved(SandboxEvent::Resume, "VM found running")?,
             ProbeFinding::AddressChanged(ip) => {
-                // The guest agent's word is a claim (see `pipeline::claim_address`): a
-                // neighbour's or the gateway's address is not taken.
-                let taken = self.ctx.store.list_sandboxes(None)?.into_iter().any(|o| {
-                    o.vmid != rec.vmid
-                        && o.state != crate::model::SandboxState::Destroyed
-                        && o.ip.as_deref() == Some(&ip)
-                });
-                let loopback = ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
-                if !loopback && (taken || ip == self.ctx.settings.gateway_ip.to_string()) {
-                    tracing::warn!(vmid = rec.vmid, %ip, "the guest claims an address that is not its to take; kept the recorded one");
+                // The guest agent's word is a claim (`refused_address_claim`).
+                if let Some(why) = super::refused_address_claim(&self.ctx, rec.vmid, &ip)? {
+                    tracing::warn!(vmid = rec.vmid, reason = %why, "kept the recorded address");
                     return Ok(());
                 }
                 let msg = format!("guest address {} -> {ip}", rec.ip.as_deref().unwrap_or("-"));

@@ -200,6 +200,33 @@ pub fn is_ours(config: &agentlab_proxmox::types::VmConfig, vmid: u32) -> bool {
         || config.get("description").is_some_and(|d| d.contains(&description_marker(vmid)))
 }
 
+/// Why a guest's claim of `ip` is refused, if it is: the guest agent runs inside the VM, so
+/// the gateway's address and a live neighbour's are not its to take (the host would pin it
+/// there and answer ARP for it). Loopback addresses are the test harness's shared guests.
+pub(crate) fn refused_address_claim(
+    ctx: &SandboxContext,
+    vmid: u32,
+    ip: &str,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let parsed: Option<std::net::IpAddr> = ip.parse().ok();
+    if parsed.is_some_and(|a| a.is_loopback()) {
+        return Ok(None);
+    }
+    if parsed == Some(ctx.settings.gateway_ip) {
+        return Ok(Some(format!("the guest of VM {vmid} claims the gateway's address {ip}; it is not accepted")));
+    }
+    let holder =
+        ctx.store.list_sandboxes(None)?.into_iter().find(|o| {
+            o.vmid != vmid && o.state != crate::model::SandboxState::Destroyed && o.ip.as_deref() == Some(ip)
+        });
+    Ok(holder.map(|h| {
+        format!(
+            "the guest of VM {vmid} claims {ip}, the address of sandbox {}; it is not accepted (check the DHCP service on the agent bridge)",
+            h.vmid
+        )
+    }))
+}
+
 /// The guest's first IPv4 address inside the agent subnet, as the guest agent reports it.
 pub fn guest_ip(interfaces: &[agentlab_proxmox::types::GuestInterface], subnet: &IpNet) -> Option<String> {
     interfaces

@@ -325,25 +325,10 @@ async fn wait_ip(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<String, Sa
 /// accepted, the host ruleset pins it before the sandbox is READY (until then the guest's
 /// port may only do DHCP). Loopback addresses are the test harness's shared guests.
 async fn claim_address(ctx: &SandboxContext, rec: &SandboxRecord, ip: String) -> Result<String, SandboxError> {
+    if let Some(why) = super::refused_address_claim(ctx, rec.vmid, &ip)? {
+        return Err(SandboxError::NotAllowed(why));
+    }
     let parsed: Option<std::net::IpAddr> = ip.parse().ok();
-    let loopback = parsed.is_some_and(|a| a.is_loopback());
-    if parsed == Some(ctx.settings.gateway_ip) && !loopback {
-        return Err(SandboxError::NotAllowed(format!(
-            "the guest of VM {} claims the gateway's address {ip}; it is not accepted",
-            rec.vmid
-        )));
-    }
-    if !loopback {
-        let holder = ctx.store.list_sandboxes(None)?.into_iter().find(|o| {
-            o.vmid != rec.vmid && o.state != crate::model::SandboxState::Destroyed && o.ip.as_deref() == Some(&ip)
-        });
-        if let Some(holder) = holder {
-            return Err(SandboxError::NotAllowed(format!(
-                "the guest of VM {} claims {ip}, the address of sandbox {}; it is not accepted (check the DHCP service on the agent bridge)",
-                rec.vmid, holder.vmid
-            )));
-        }
-    }
     if let (Some(table), Some(std::net::IpAddr::V4(v4))) = (ctx.host_table.clone(), parsed) {
         let vmid = rec.vmid;
         tokio::task::spawn_blocking(move || table.apply_with_address(vmid, v4))

@@ -56,18 +56,8 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>,
 }
 
 async fn network_status(app: &AppState, proxmox: &ProxmoxStatus) -> NetworkStatus {
-    use agentlab_actors::net::{Isolation, TableState, isolation, layers};
-    let host = match &app.sandboxes.host_table {
-        Some(table) => {
-            let table = std::sync::Arc::clone(table);
-            Some(
-                tokio::task::spawn_blocking(move || table.state())
-                    .await
-                    .unwrap_or_else(|e| TableState::Unknown(e.to_string())),
-            )
-        }
-        None => None,
-    };
+    use agentlab_actors::net::{Isolation, isolation, layers};
+    let host = agentlab_actors::net::table_state(app.sandboxes.host_table.as_ref()).await;
     let datacenter = proxmox.firewall.as_ref().map(|f| f.datacenter_enabled);
     let (kind, warnings) = match datacenter.map(|d| isolation(d, host.as_ref())) {
         Some(Isolation::Both) => ("both", vec![]),
