@@ -137,7 +137,14 @@ async fn allowlist_addresses(ctx: &SandboxContext, rec: &SandboxRecord) -> Vec<S
                 let answers =
                     tokio::task::spawn_blocking(move || dns::resolve_a(server, &lookup, Duration::from_secs(3))).await;
                 match answers {
-                    Ok(Ok(answers)) => out.extend(answers.iter().map(|a| a.addr.to_string())),
+                    // The same rule as the host's allowlists: a domain opens no private place.
+                    Ok(Ok(answers)) => out.extend(
+                        answers
+                            .iter()
+                            .map(|a| a.addr)
+                            .filter(agentlab_netfilter::allowlist::is_public)
+                            .map(|a| a.to_string()),
+                    ),
                     Ok(Err(e)) => tracing::warn!(vmid = rec.vmid, error = %e, "allowlist domain not resolved"),
                     Err(e) => tracing::warn!(vmid = rec.vmid, error = %e, "allowlist lookup task failed"),
                 }
