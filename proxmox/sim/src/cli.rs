@@ -260,6 +260,19 @@ impl Cli {
                 ("POST", format!("{}/status/{command}", vm(vmid)), params, true)
             }
             "destroy" => ("DELETE", vm(vmid), params, true),
+            // qm.pm: `create => [create_vm, ['vmid'], {node}, $upid_exit]`.
+            "create" => {
+                let mut params = params;
+                params.insert(0, ("vmid".into(), vmid.unwrap_or_default().to_string()));
+                ("POST", format!("/nodes/{node}/qemu"), params, true)
+            }
+            // qm.pm: `resize => [resize_vm, ['vmid', 'disk', 'size'], {node}, $upid_exit]`.
+            "resize" => {
+                let mut params = params;
+                params.insert(0, ("disk".into(), positional.get(2).cloned().unwrap_or_default()));
+                params.insert(1, ("size".into(), positional.get(3).cloned().unwrap_or_default()));
+                ("PUT", format!("{}/resize", vm(vmid)), params, true)
+            }
             "set" => ("PUT", format!("{}/config", vm(vmid)), params, false),
             "template" => ("POST", format!("{}/template", vm(vmid)), params, false),
             "clone" => {
@@ -284,7 +297,7 @@ impl Cli {
             }
             other => {
                 eprintln!(
-                    "unknown command 'qm {other}' (pve-sim's qm knows list, status, config, start, stop, shutdown, suspend, resume, reboot, reset, destroy, set, template, clone, snapshot, rollback, delsnapshot)"
+                    "unknown command 'qm {other}' (pve-sim's qm knows list, status, config, create, start, stop, shutdown, suspend, resume, reboot, reset, destroy, set, resize, template, clone, snapshot, rollback, delsnapshot)"
                 );
                 return FAIL;
             }

@@ -130,6 +130,8 @@ pub struct Sim {
     pub fingerprint: String,
     /// Guest processes of running VMs (the VM runtime); dropping one kills it.
     guests: Mutex<HashMap<u32, tokio::process::Child>>,
+    /// QEMU processes of running VMs (the QEMU runtime).
+    pub machines: crate::qemu::Machines,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,6 +155,7 @@ impl Sim {
             started: Instant::now(),
             fingerprint,
             guests: Mutex::new(HashMap::new()),
+            machines: crate::qemu::Machines::default(),
         }
     }
 
@@ -165,6 +168,7 @@ impl Sim {
         if let Some(mut child) = lock(&self.guests).remove(&vmid) {
             let _ = child.start_kill();
         }
+        self.machines.kill_now(vmid);
     }
 
     /// The OS pid of a VM's guest process, if it runs one.

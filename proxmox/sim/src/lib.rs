@@ -22,6 +22,7 @@ mod handlers;
 pub mod http;
 mod in_process;
 pub mod latency;
+pub mod qemu;
 pub mod server;
 pub mod tls;
 mod world;
@@ -69,6 +70,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Run a real guest program for each started VM.
     pub guest: Option<GuestRuntime>,
+    /// Run each started VM as a real QEMU virtual machine (exclusive with `guest`).
+    pub qemu: Option<qemu::QemuRuntime>,
 }
 
 /// The "VM runtime": when a VM starts, the simulator runs `program` as its guest, with the
@@ -104,6 +107,7 @@ impl SimConfig {
             faults: FaultConfig::default(),
             seed: 7,
             guest: None,
+            qemu: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use axum::routing::any;
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -89,23 +90,30 @@ pub fn initial_world(config: &SimConfig) -> Result<World, String> {
         next_pid: 4000,
         guest_subnet: config.guest_subnet,
     };
+    let image = |vmid: u32| config.qemu.as_ref().and_then(|q| q.images.get(&vmid).cloned());
     for &vmid in &config.templates {
-        add_template(&mut world, vmid, &first);
+        add_template(&mut world, vmid, &first, image(vmid));
     }
     for (vmid, node) in &config.placed_templates {
-        add_template(&mut world, *vmid, node);
+        add_template(&mut world, *vmid, node, image(*vmid));
     }
     Ok(world)
 }
 
-pub fn add_template(world: &mut World, vmid: u32, node: &str) {
+/// A template with an 8 GiB boot disk (whose content is `image`, for the QEMU runtime) and
+/// a cloud-init drive, as Proxmox's cloud-init guide builds one.
+pub fn add_template(world: &mut World, vmid: u32, node: &str, image: Option<PathBuf>) {
     let lvm = world.storages.get_mut("local-lvm");
     if let Some(lvm) = lvm {
         for name in [format!("base-{vmid}-disk-0"), format!("vm-{vmid}-cloudinit")] {
-            let size = if name.ends_with("cloudinit") { 4 * 1024 * 1024 } else { 8 * GIB };
+            let cloudinit = name.ends_with("cloudinit");
+            let size = if cloudinit { 4 * 1024 * 1024 } else { 8 * GIB };
             lvm.volumes.insert(
                 name.clone(),
-                VolumeEntry { volname: name, owner: Some(vmid), size, format: "raw".into(), content: "images".into() },
+                VolumeEntry {
+                    image: image.clone().filter(|_| !cloudinit),
+                    ..VolumeEntry::new(&name, Some(vmid), size, "raw")
+                },
             );
         }
     }

@@ -206,6 +206,24 @@ pub struct VolumeEntry {
     pub size: u64,
     pub format: String,
     pub content: String,
+    /// The disk image file the volume's content came from (a template's image, an
+    /// `import-from` source): what the QEMU runtime boots. Clones inherit it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<PathBuf>,
+}
+
+impl VolumeEntry {
+    /// An `images` volume with no content of its own.
+    pub fn new(volname: &str, owner: Option<u32>, size: u64, format: &str) -> VolumeEntry {
+        VolumeEntry {
+            volname: volname.to_string(),
+            owner,
+            size,
+            format: format.to_string(),
+            content: "images".into(),
+            image: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -423,3 +423,49 @@ async fn rule_types_and_interfaces_follow_the_rule_env() {
     let options = call(&env, Method::Get, "/nodes/pve1/firewall/options", &[]).await.unwrap();
     assert_eq!(options["enable"], 1);
 }
+
+/// `qm create` and `--scsi0 STORAGE:0,import-from=/path` (what create_template.sh runs):
+/// an absolute path is root@pam's alone (pve-storage Storage.pm check_volume_access
+/// 650-652), a VMID in use is refused before any task (pve-cluster check_vmid_unused), and
+/// `qm template` leaves the cloud-init CD-ROM alone (qemu-server QemuServer.pm
+/// template_create, 7896).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_vms_import_images_only_as_root_and_become_templates_with_their_cdrom() {
+    let env = support::sim().await;
+    let image = tempfile::NamedTempFile::new().unwrap();
+    image.as_file().set_len(3 << 30).unwrap();
+    let import = format!("local-lvm:0,import-from={},discard=on", image.path().display());
+    let taken = call(&env, Method::Post, "/nodes/pve1/qemu", &[("vmid", "9000"), ("name", "again")]).await;
+    let text = taken.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("unable to create VM 9000 - VM 9000 already exists on node 'pve1'"), "{text}");
+    let token = call(&env, Method::Post, "/nodes/pve1/qemu", &[("vmid", "9100"), ("scsi0", &import)]).await;
+    let text = token.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("Only root can pass arbitrary filesystem paths."), "{text}");
+    let (param, message) = validation(
+        call(&env, Method::Post, "/nodes/pve1/qemu", &[("vmid", "9100"), ("scsi0", "local-lvm:4,import-from=/x")])
+            .await,
+    );
+    assert_eq!(
+        (param.as_str(), message.as_str()),
+        ("scsi0", "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>")
+    );
+    assert!(!env.sim.sim.world().vms.contains_key(&9100), "refused before anything was created");
+
+    let qm = |args: &[&str]| {
+        let out =
+            std::process::Command::new(env.qm()).args(args).env("PVE_SIM_ADMIN", env.sim.admin_url()).output().unwrap();
+        assert!(out.status.success(), "qm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    qm(&["create", "9100", "--name", "tpl", "--net0", "virtio,bridge=vmbr1", "--agent", "enabled=1"]);
+    qm(&["set", "9100", "--scsi0", &import]);
+    qm(&["set", "9100", "--ide2", "local-lvm:cloudinit", "--boot", "order=scsi0"]);
+    qm(&["template", "9100"]);
+    let world = env.sim.sim.world();
+    let vm = &world.vms[&9100];
+    assert!(vm.template);
+    assert_eq!(vm.config["scsi0"], "local-lvm:base-9100-disk-0,discard=on,size=3G");
+    assert_eq!(vm.config["ide2"], "local-lvm:vm-9100-cloudinit,media=cdrom");
+    assert!(vm.config["net0"].starts_with("virtio=BC:24:11:"), "{}", vm.config["net0"]);
+    let volume = &world.storages["local-lvm"].volumes["base-9100-disk-0"];
+    assert_eq!((volume.size, volume.image.as_deref()), (3 << 30, Some(image.path())));
+}

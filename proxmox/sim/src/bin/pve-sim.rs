@@ -81,6 +81,21 @@ struct Args {
     /// The address guests report (they run on loopback).
     #[arg(long, default_value = "127.0.0.1")]
     guest_address: String,
+    /// How a started VM runs: `process` (the --guest-command as a local process, the
+    /// default) or `qemu` (a real QEMU VM booting its template's image; needs root for the
+    /// taps, qemu-system-x86_64, qemu-img and genisoimage).
+    #[arg(long, default_value = "process", value_parser = ["process", "qemu"])]
+    vm_runtime: String,
+    /// For `--vm-runtime qemu`: the image template VMID's boot disk holds, `VMID=PATH`
+    /// (e.g. rootfs.img from scripts/template/build_debian_image.sh); repeatable.
+    #[arg(long = "vm-image")]
+    vm_images: Vec<String>,
+    /// For `--vm-runtime qemu`: `auto` (KVM if it really runs a guest here, else TCG), `kvm`, `tcg`.
+    #[arg(long, default_value = "auto")]
+    vm_accel: agentlab_pve_sim::qemu::AccelChoice,
+    /// The QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -136,7 +151,33 @@ fn build_config(args: &Args) -> Result<SimConfig, String> {
     for token in &args.tokens {
         agentlab_proxmox::api::validate_token(token).map_err(|e| format!("--token {e}"))?;
     }
+    let qemu = match args.vm_runtime.as_str() {
+        "qemu" => {
+            if args.guest_command.is_some() {
+                return Err(
+                    "--guest-command is for the process runtime; a QEMU VM runs its image's agent-runner".into()
+                );
+            }
+            let mut images = std::collections::BTreeMap::new();
+            for spec in &args.vm_images {
+                let (vmid, path) =
+                    spec.split_once('=').ok_or_else(|| format!("--vm-image `{spec}` is not VMID=PATH"))?;
+                let vmid: u32 = vmid.parse().map_err(|_| format!("--vm-image `{spec}`: `{vmid}` is not a VMID"))?;
+                let path = std::fs::canonicalize(path).map_err(|e| format!("--vm-image {path}: {e}"))?;
+                images.insert(vmid, path);
+            }
+            Some(agentlab_pve_sim::qemu::QemuRuntime {
+                qemu: args.qemu.clone(),
+                accel: args.vm_accel,
+                images,
+                root: args.state_dir.join("qemu"),
+            })
+        }
+        _ if !args.vm_images.is_empty() => return Err("--vm-image needs --vm-runtime qemu".into()),
+        _ => None,
+    };
     Ok(SimConfig {
+        qemu,
         listen: args.listen,
         admin_listen: args.admin_listen,
         local_storage_path: args.local_storage_path.clone().unwrap_or_else(|| args.state_dir.join("local")),

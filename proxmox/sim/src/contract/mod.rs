@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn the_embedded_contract_has_every_endpoint() {
         let contract = Contract::get();
-        assert_eq!(contract.endpoints.len(), 102);
+        assert_eq!(contract.endpoints.len(), 103);
         assert!(contract.formats.contains_key("pve-vmid"));
     }
 

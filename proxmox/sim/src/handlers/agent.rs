@@ -24,26 +24,55 @@ fn ready(vm: &Vm) -> Result<(), SimError> {
     Ok(())
 }
 
+/// Under the QEMU runtime: the VM's real qemu-guest-agent answers (`None` otherwise).
+/// Proxmox's checks come first; the answer is wrapped as `{"result": …}` like Proxmox does.
+async fn real(sim: &Arc<Sim>, req: &Req, command: &str) -> Option<Answer> {
+    sim.config.qemu.as_ref()?;
+    let checked = with_vm(sim, req, |vm| {
+        let agent = vm.config.get("agent").ok_or_else(|| SimError::die("No QEMU guest agent configured"))?;
+        if vm.power == PowerState::Stopped {
+            return Err(SimError::die(format!("VM {} is not running", vm.vmid)));
+        }
+        if !(agent.starts_with('1') || agent.contains("enabled=1")) || vm.power == PowerState::Paused {
+            return Err(SimError::die("QEMU guest agent is not running"));
+        }
+        Ok(Value::Null)
+    });
+    if let Err(e) = checked {
+        return Some(Err(e));
+    }
+    Some(match crate::qemu::agent(sim, req.vmid(), command, None).await {
+        Ok(result) => Ok(json!({"result": result})),
+        Err(e) => Err(SimError::die(e)),
+    })
+}
+
 pub fn index(sim: &Arc<Sim>, req: &Req) -> Answer {
     with_vm(sim, req, |_| Ok(json!([{"name": "ping"}, {"name": "network-get-interfaces"}, {"name": "info"}])))
 }
 
-pub fn ping(sim: &Arc<Sim>, req: &Req) -> Answer {
+pub async fn ping(sim: &Arc<Sim>, req: &Req) -> Answer {
+    if let Some(answer) = real(sim, req, "guest-ping").await {
+        return answer;
+    }
     with_vm(sim, req, |vm| ready(vm).map(|_| json!({"result": {}})))
 }
 
-pub fn command(sim: &Arc<Sim>, req: &Req) -> Answer {
+pub async fn command(sim: &Arc<Sim>, req: &Req) -> Answer {
     match req.get("command") {
-        Some("ping") => ping(sim, req),
-        Some("network-get-interfaces") => interfaces(sim, req),
-        Some("info") => info(sim, req),
-        Some("get-host-name") => host_name(sim, req),
-        Some("get-osinfo") => osinfo(sim, req),
+        Some("ping") => ping(sim, req).await,
+        Some("network-get-interfaces") => interfaces(sim, req).await,
+        Some("info") => info(sim, req).await,
+        Some("get-host-name") => host_name(sim, req).await,
+        Some("get-osinfo") => osinfo(sim, req).await,
         _ => with_vm(sim, req, |vm| ready(vm).and(Err(SimError::die("Agent error: command not simulated by pve-sim")))),
     }
 }
 
-pub fn interfaces(sim: &Arc<Sim>, req: &Req) -> Answer {
+pub async fn interfaces(sim: &Arc<Sim>, req: &Req) -> Answer {
+    if let Some(answer) = real(sim, req, "guest-network-get-interfaces").await {
+        return answer;
+    }
     with_vm(sim, req, |vm| {
         ready(vm)?;
         let mac = vm
@@ -65,23 +94,39 @@ pub fn interfaces(sim: &Arc<Sim>, req: &Req) -> Answer {
     })
 }
 
-pub fn info(sim: &Arc<Sim>, req: &Req) -> Answer {
+pub async fn info(sim: &Arc<Sim>, req: &Req) -> Answer {
+    if let Some(answer) = real(sim, req, "guest-info").await {
+        return answer;
+    }
     with_vm(sim, req, |vm| ready(vm).map(|_| json!({"result": {"version": "8.1.3", "supported_commands": []}})))
 }
 
-pub fn host_name(sim: &Arc<Sim>, req: &Req) -> Answer {
+pub async fn host_name(sim: &Arc<Sim>, req: &Req) -> Answer {
+    if let Some(answer) = real(sim, req, "guest-get-host-name").await {
+        return answer;
+    }
     with_vm(sim, req, |vm| ready(vm).map(|_| json!({"result": {"host-name": vm.name()}})))
 }
 
-pub fn osinfo(sim: &Arc<Sim>, req: &Req) -> Answer {
+pub async fn osinfo(sim: &Arc<Sim>, req: &Req) -> Answer {
+    if let Some(answer) = real(sim, req, "guest-get-osinfo").await {
+        return answer;
+    }
     with_vm(sim, req, |vm| {
         ready(vm).map(|_| json!({"result": {"id": "debian", "name": "Debian GNU/Linux", "version-id": "12"}}))
     })
 }
 
-pub fn shutdown(sim: &Arc<Sim>, req: &Req) -> Answer {
+pub async fn shutdown(sim: &Arc<Sim>, req: &Req) -> Answer {
     let node = req.node().to_string();
     let vmid = req.vmid();
+    if sim.config.qemu.is_some() {
+        // The agent does not answer guest-shutdown; the VM powers off and QEMU exits.
+        return match real(sim, req, "guest-shutdown").await {
+            Some(Err(e)) if !e.message.contains("not running") => Err(e),
+            _ => Ok(Value::Null),
+        };
+    }
     with_vm(sim, req, ready)?;
     sim.stop_guest(vmid);
     let mut world = sim.world();

@@ -144,20 +144,16 @@ async fn clone_work(sim: &Arc<Sim>, upid: &str, node: &str, spec: CloneWork) -> 
             } else {
                 format!("{volname}/{}", world.next_disk_name(target_storage, newid))
             };
-            let size = world.storages.get(src_storage).and_then(|s| s.volumes.get(volname)).map_or(0, |v| v.size);
+            let source_volume = world.storages.get(src_storage).and_then(|s| s.volumes.get(volname));
+            let size = source_volume.map_or(0, |v| v.size);
+            let image = source_volume.and_then(|v| v.image.clone());
             if !volname.ends_with("-cloudinit") {
                 log.push(format!("create {} clone of drive {key} ({volid})", if full { "full" } else { "linked" }));
             }
             if let Some(s) = world.storages.get_mut(target_storage) {
                 s.volumes.insert(
                     new_name.clone(),
-                    VolumeEntry {
-                        volname: new_name.clone(),
-                        owner: Some(newid),
-                        size,
-                        format: "raw".into(),
-                        content: "images".into(),
-                    },
+                    VolumeEntry { image, ..VolumeEntry::new(&new_name, Some(newid), size, "raw") },
                 );
             }
             let opts = if opts.is_empty() { String::new() } else { format!(",{opts}") };

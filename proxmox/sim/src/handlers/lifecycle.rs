@@ -41,12 +41,18 @@ pub fn start(sim: &Arc<Sim>, req: &Req) -> Answer {
         }
         tokio::time::sleep(task_sim.latency("start")).await;
         let agent_delay = task_sim.latency("agent_ready");
+        let machine = match &task_sim.config.qemu {
+            Some(runtime) => Some(crate::qemu::start(&task_sim, runtime, vmid).await?),
+            None => None,
+        };
         let guest = start_guest(&task_sim, &node, vmid)?;
         let mut world = task_sim.world();
-        let pid = world.pid();
+        let pid = machine.unwrap_or_else(|| world.pid());
+        // A real VM reports its own address through its agent.
         let ip = match (&guest, &task_sim.config.guest) {
-            (Some(_), Some(runtime)) => runtime.address.clone(),
-            _ => world.guest_ip_for(vmid),
+            _ if machine.is_some() => None,
+            (Some(_), Some(runtime)) => Some(runtime.address.clone()),
+            _ => Some(world.guest_ip_for(vmid)),
         };
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         // vmconfig_apply_pending at start: what waited for it is now the config.
@@ -56,7 +62,10 @@ pub fn start(sim: &Arc<Sim>, req: &Req) -> Answer {
         vm.started_at = Some(Instant::now());
         vm.agent_ready_at = Some(Instant::now() + agent_delay);
         vm.pid = Some(pid);
-        vm.guest_ip = Some(ip);
+        vm.guest_ip = ip;
+        if let Some(pid) = machine {
+            log.push(format!("QEMU started (pid {pid})"));
+        }
         if let Some(child) = guest {
             log.push(format!("guest process started (pid {})", child.id().unwrap_or(0)));
             task_sim.add_guest(vmid, child);
@@ -120,6 +129,17 @@ fn check_snippets(sim: &Sim, node: &str, cicustom: &str) -> Result<(), String> {
 
 pub fn stop(sim: &Arc<Sim>, req: &Req, shutdown: bool) -> Answer {
     let (node, vmid) = (req.node().to_string(), req.vmid());
+    // qemu-server API2/Qemu.pm vm_shutdown: `timeout` defaults to 180 s (QemuServer.pm
+    // vm_stop, `$timeout = 180 if !defined`), forceStop kills after it.
+    let stop_mode = if shutdown {
+        let timeout = req.get("timeout").and_then(|t| t.parse().ok()).unwrap_or(180);
+        crate::qemu::StopMode::Powerdown {
+            timeout: std::time::Duration::from_secs(timeout),
+            force: req.flag("forceStop"),
+        }
+    } else {
+        crate::qemu::StopMode::Kill
+    };
     if shutdown && !req.flag("forceStop") {
         let world = sim.world();
         if world.vm_on(&node, vmid).is_some_and(|vm| vm.power == PowerState::Paused) {
@@ -139,6 +159,9 @@ pub fn stop(sim: &Arc<Sim>, req: &Req, shutdown: bool) -> Answer {
         }
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
         tokio::time::sleep(task_sim.latency(if shutdown { "shutdown" } else { "stop" })).await;
+        if task_sim.config.qemu.is_some() {
+            crate::qemu::stop(&task_sim, vmid, stop_mode).await?;
+        }
         task_sim.stop_guest(vmid);
         let mut world = task_sim.world();
         if let Some(vm) = world.vm_on_mut(&node, vmid) {
@@ -186,9 +209,18 @@ pub fn reboot(sim: &Arc<Sim>, req: &Req, kind: &str) -> Answer {
 fn power_task(sim: &Arc<Sim>, req: &Req, kind: &str, op: &'static str, to: PowerState) -> Answer {
     let (node, vmid) = (req.node().to_string(), req.vmid());
     let task_sim = Arc::clone(sim);
+    // The QMP command a real VM gets (qemu-server vm_suspend / vm_resume / vm_reset).
+    let qmp = match kind {
+        "qmpause" => "stop",
+        "qmresume" => "cont",
+        _ => "system_reset",
+    };
     let upid = sim.spawn_task(req.node(), kind, &vmid.to_string(), &req.user, move |_| async move {
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await?;
         tokio::time::sleep(task_sim.latency(op)).await;
+        if task_sim.config.qemu.is_some() {
+            crate::qemu::monitor_command(&task_sim, vmid, qmp).await?;
+        }
         let mut world = task_sim.world();
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| not_found_on_node(&node, vmid))?;
         check_lock(vm)?;
@@ -252,6 +284,10 @@ pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
         }
         tokio::time::sleep(task_sim.latency("destroy")).await;
         task_sim.stop_guest(vmid);
+        if let Some(runtime) = &task_sim.config.qemu {
+            let owned: Vec<String> = volumes.iter().map(|(_, v)| v.clone()).filter(|v| !v.contains("base-")).collect();
+            crate::qemu::forget(runtime, vmid, &owned);
+        }
         let mut world = task_sim.world();
         world.vms.remove(&vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         let mut log = Vec::new();
@@ -294,7 +330,9 @@ pub fn template(sim: &Arc<Sim>, req: &Req) -> Answer {
             return Err("you can't convert a VM to template if VM is running".into());
         }
         let mut config = vm.config.clone();
-        for (key, value) in vm.config.iter().filter(|(k, _)| is_disk_key(k)) {
+        // qemu-server QemuServer.pm template_create (7896): CD-ROMs (the cloud-init drive among
+        // them) are skipped; only disks become base volumes.
+        for (key, value) in vm.config.iter().filter(|(k, v)| is_disk_key(k) && !v.contains("media=cdrom")) {
             let volid = value.split(',').next().unwrap_or_default();
             let Some((storage, name)) = volid.split_once(':') else { continue };
             if let Some(base) = name.strip_prefix("vm-").map(|rest| format!("base-{rest}"))

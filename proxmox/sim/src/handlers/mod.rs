@@ -4,6 +4,7 @@
 mod agent;
 mod clone;
 mod cluster;
+mod create;
 mod disks;
 mod firewall;
 mod ipset;
@@ -31,6 +32,7 @@ pub async fn dispatch(sim: &Arc<Sim>, req: &Req) -> Answer {
         "GET /storage" => storage::cluster_storages(sim),
         "GET /storage/{storage}" => storage::cluster_storage(sim, req),
         "GET /nodes/{node}/qemu" => qemu::list(sim, req),
+        "POST /nodes/{node}/qemu" => create::create(sim, req),
         "GET /nodes/{node}/qemu/{vmid}" => qemu::index(),
         "DELETE /nodes/{node}/qemu/{vmid}" => lifecycle::destroy(sim, req),
         "POST /nodes/{node}/qemu/{vmid}/clone" => clone::clone(sim, req),
@@ -59,13 +61,13 @@ pub async fn dispatch(sim: &Arc<Sim>, req: &Req) -> Answer {
         "PUT /nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config" => snapshots::set_config(sim, req),
         "POST /nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback" => snapshots::rollback(sim, req),
         "GET /nodes/{node}/qemu/{vmid}/agent" => agent::index(sim, req),
-        "POST /nodes/{node}/qemu/{vmid}/agent" => agent::command(sim, req),
-        "POST /nodes/{node}/qemu/{vmid}/agent/ping" => agent::ping(sim, req),
-        "GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces" => agent::interfaces(sim, req),
-        "GET /nodes/{node}/qemu/{vmid}/agent/info" => agent::info(sim, req),
-        "GET /nodes/{node}/qemu/{vmid}/agent/get-host-name" => agent::host_name(sim, req),
-        "GET /nodes/{node}/qemu/{vmid}/agent/get-osinfo" => agent::osinfo(sim, req),
-        "POST /nodes/{node}/qemu/{vmid}/agent/shutdown" => agent::shutdown(sim, req),
+        "POST /nodes/{node}/qemu/{vmid}/agent" => agent::command(sim, req).await,
+        "POST /nodes/{node}/qemu/{vmid}/agent/ping" => agent::ping(sim, req).await,
+        "GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces" => agent::interfaces(sim, req).await,
+        "GET /nodes/{node}/qemu/{vmid}/agent/info" => agent::info(sim, req).await,
+        "GET /nodes/{node}/qemu/{vmid}/agent/get-host-name" => agent::host_name(sim, req).await,
+        "GET /nodes/{node}/qemu/{vmid}/agent/get-osinfo" => agent::osinfo(sim, req).await,
+        "POST /nodes/{node}/qemu/{vmid}/agent/shutdown" => agent::shutdown(sim, req).await,
         "POST /nodes/{node}/qemu/{vmid}/agent/exec"
         | "GET /nodes/{node}/qemu/{vmid}/agent/exec-status"
         | "GET /nodes/{node}/qemu/{vmid}/agent/file-read"

@@ -155,6 +155,7 @@ pub async fn update_config(sim: &Arc<Sim>, req: &Req, as_task: bool) -> Answer {
     if set.contains_key("affinity") && req.user != "root@pam" {
         return Err(SimError::die("only root can set 'affinity' config"));
     }
+    super::create::check_imports(&set, &req.user)?;
     let force = req.flag("force");
     with_vm(sim, req, |vm| {
         check_lock(vm).map_err(SimError::die)?;
@@ -245,7 +246,7 @@ pub fn apply(
         } else if is_disk_key(key) && is_new_cloudinit(value) {
             allocate_cloudinit(world, node, vmid, key, value, &mut log)?
         } else if is_disk_key(key) {
-            allocate_if_new(world, vmid, value)?
+            allocate_if_new(world, vmid, value, &mut log)?
         } else {
             value.clone()
         };
@@ -284,21 +285,23 @@ fn allocate_cloudinit(
         if store.path.is_some() { format!("{vmid}/vm-{vmid}-cloudinit.qcow2") } else { format!("vm-{vmid}-cloudinit") };
     store.volumes.insert(
         name.clone(),
-        crate::world::VolumeEntry {
-            volname: name.clone(),
-            owner: Some(vmid),
-            size: 4 * 1024 * 1024,
-            format: if name.ends_with(".qcow2") { "qcow2".into() } else { "raw".into() },
-            content: "images".into(),
-        },
+        crate::world::VolumeEntry::new(
+            &name,
+            Some(vmid),
+            4 * 1024 * 1024,
+            if name.ends_with(".qcow2") { "qcow2" } else { "raw" },
+        ),
     );
     let drive = format!("{storage}:{name},media=cdrom");
     log.push(format!("{key}: successfully created disk '{drive}'"));
     Ok(drive)
 }
 
-/// `STORAGE:SIZE_GiB[,opts]` allocates a new `vm-<vmid>-disk-N`; anything else is kept.
-fn allocate_if_new(world: &mut World, vmid: u32, value: &str) -> Result<String, String> {
+/// `STORAGE:SIZE_GiB[,opts]` allocates a new `vm-<vmid>-disk-N`; `STORAGE:0,import-from=PATH`
+/// allocates one the size of the image and records the image as its content (qemu-server
+/// API2/Qemu.pm create_disks, 520-625: `do_import`, then `size=` from the image); anything
+/// else is kept.
+fn allocate_if_new(world: &mut World, vmid: u32, value: &str, log: &mut Vec<String>) -> Result<String, String> {
     let (first, rest) = value.split_once(',').map_or((value, ""), |(a, b)| (a, b));
     let Some((storage, size)) = first.split_once(':') else {
         return Ok(value.to_string());
@@ -309,22 +312,40 @@ fn allocate_if_new(world: &mut World, vmid: u32, value: &str) -> Result<String, 
     if !world.storages.contains_key(storage) {
         return Err(format!("storage '{storage}' does not exist"));
     }
+    let import = rest.split(',').find_map(|p| p.strip_prefix("import-from=")).map(std::path::PathBuf::from);
+    let rest: Vec<&str> = rest.split(',').filter(|p| !p.is_empty() && !p.starts_with("import-from=")).collect();
     let name = world.next_disk_name(storage, vmid);
-    let bytes = (gib * 1024.0 * 1024.0 * 1024.0) as u64;
+    let (bytes, image) = match import {
+        Some(source) => {
+            // file_size_info on the source (Qemu.pm 600-603).
+            let bytes = crate::qemu::image_size(&source)
+                .map_err(|_| format!("could not get file size of {}", source.display()))?;
+            log.push(format!("importing disk '{}' to VM {vmid} ...", source.display()));
+            log.push(format!("Successfully imported disk as '{storage}:{name}'"));
+            (bytes, Some(source))
+        }
+        None => ((gib * 1024.0 * 1024.0 * 1024.0) as u64, None),
+    };
     if let Some(s) = world.storages.get_mut(storage) {
         s.volumes.insert(
             name.clone(),
-            crate::world::VolumeEntry {
-                volname: name.clone(),
-                owner: Some(vmid),
-                size: bytes,
-                format: "raw".into(),
-                content: "images".into(),
-            },
+            crate::world::VolumeEntry { image, ..crate::world::VolumeEntry::new(&name, Some(vmid), bytes, "raw") },
         );
     }
-    let opts = if rest.is_empty() { String::new() } else { format!(",{rest}") };
-    Ok(format!("{storage}:{name}{opts},size={}G", gib as u64))
+    let opts: String = rest.iter().map(|p| format!(",{p}")).collect();
+    Ok(format!("{storage}:{name}{opts},size={}", size_text(bytes)))
+}
+
+/// Proxmox's `size=` text: whole GiB as `G`, else `M`, else bytes.
+fn size_text(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes.is_multiple_of(1024 * MIB) {
+        format!("{}G", bytes / (1024 * MIB))
+    } else if bytes.is_multiple_of(MIB) {
+        format!("{}M", bytes / MIB)
+    } else {
+        bytes.to_string()
+    }
 }
 
 fn describe(set: &BTreeMap<String, String>, delete: &[String]) -> String {

@@ -87,6 +87,14 @@ pub fn create(sim: &Arc<Sim>, req: &Req) -> Answer {
         }
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
         tokio::time::sleep(task_sim.latency("snapshot")).await;
+        if let Some(runtime) = &task_sim.config.qemu
+            && let Err(e) = crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-c", &name).await
+        {
+            if let Some(vm) = task_sim.world().vm_on_mut(&node, vmid) {
+                vm.lock = None;
+            }
+            return Err(e);
+        }
         let mut world = task_sim.world();
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         vm.lock = None;
@@ -144,6 +152,9 @@ pub fn rollback(sim: &Arc<Sim>, req: &Req) -> Answer {
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
         tokio::time::sleep(task_sim.latency("rollback")).await;
         task_sim.stop_guest(vmid);
+        if let Some(runtime) = &task_sim.config.qemu {
+            crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-a", &name).await?;
+        }
         let mut world = task_sim.world();
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         vm.lock = None;
@@ -168,6 +179,9 @@ pub fn delete(sim: &Arc<Sim>, req: &Req) -> Answer {
     let upid = sim.spawn_task(req.node(), "qmdelsnapshot", &vmid.to_string(), &req.user, move |_| async move {
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
         tokio::time::sleep(task_sim.latency("delsnapshot")).await;
+        if let Some(runtime) = &task_sim.config.qemu {
+            crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-d", &name).await?;
+        }
         let mut world = task_sim.world();
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         let before = vm.snapshots.len();

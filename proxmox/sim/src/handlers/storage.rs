@@ -157,16 +157,9 @@ pub fn alloc(sim: &Arc<Sim>, req: &Req) -> Answer {
             _ => format!("volume pve/{name} already exists"),
         }));
     }
-    storage.volumes.insert(
-        name.clone(),
-        VolumeEntry {
-            volname: name.clone(),
-            owner: Some(vmid),
-            size: bytes,
-            format: format.unwrap_or_else(|| "raw".into()),
-            content: "images".into(),
-        },
-    );
+    storage
+        .volumes
+        .insert(name.clone(), VolumeEntry::new(&name, Some(vmid), bytes, format.as_deref().unwrap_or("raw")));
     Ok(Value::String(format!("{storage_id}:{name}")))
 }
 

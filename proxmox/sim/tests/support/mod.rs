@@ -51,7 +51,16 @@ impl Env {
 
     /// `pvesh` is the simulator binary under that name.
     pub fn pvesh(&self) -> PathBuf {
-        let link = self.dir.path().join("bin/pvesh");
+        self.personality("pvesh")
+    }
+
+    /// `qm`, likewise.
+    pub fn qm(&self) -> PathBuf {
+        self.personality("qm")
+    }
+
+    fn personality(&self, name: &str) -> PathBuf {
+        let link = self.dir.path().join("bin").join(name);
         if !link.exists() {
             std::fs::create_dir_all(self.dir.path().join("bin")).unwrap();
             std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pve-sim"), &link).unwrap();
