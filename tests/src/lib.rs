@@ -10,6 +10,7 @@
 
 pub mod jobs;
 pub mod netns;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
