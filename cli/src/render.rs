@@ -1,7 +1,7 @@
 //! Text output for people: tables and summaries. `--json` bypasses all of this.
 
 use agentlab_model::protocol::{
-    DebugActorsResponse, EventView, ProfilesResponse, SandboxView, SandboxesResponse, StatusResponse,
+    DebugActorsResponse, EventView, ProfilesResponse, SandboxView, SandboxesResponse, StatusResponse, TemplateReport,
 };
 use comfy_table::{Table, presets::NOTHING};
 
@@ -80,6 +80,7 @@ pub fn status(s: &StatusResponse) -> String {
             error.replace('\n', "\n           ")
         ));
     }
+    out.push_str(&templates(&s.templates));
     let total: u64 = s.sandboxes.values().sum();
     let by_state: Vec<String> = s.sandboxes.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
     if by_state.is_empty() {
@@ -95,6 +96,19 @@ pub fn status(s: &StatusResponse) -> String {
         out.push_str("recent failures:\n");
         for event in &s.recent_failures {
             out.push_str(&format!("  {}\n", event_line(event)));
+        }
+    }
+    out
+}
+
+/// `template 9000 (pve1): accepted`, each finding indented below it.
+fn templates(reports: &[TemplateReport]) -> String {
+    let mut out = String::new();
+    for template in reports {
+        let node = template.node.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        out.push_str(&format!("template {}{node}: {}\n", template.vmid, template.outcome()));
+        for finding in &template.findings {
+            out.push_str(&format!("           {}\n", finding.line()));
         }
     }
     out
@@ -279,7 +293,21 @@ pub fn exposures(list: &[agentlab_model::protocol::ExposureView]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use agentlab_model::protocol::EgressDrop;
+    use agentlab_model::protocol::{EgressDrop, FindingLevel, TemplateFinding, TemplateReport};
+
+    #[test]
+    fn each_template_has_its_verdict_line_and_its_findings_below() {
+        let finding = |level, code: &str| TemplateFinding { level, code: code.into(), message: "do this".into() };
+        let reports = [
+            TemplateReport::new(9000, Some("pve1".into()), vec![finding(FindingLevel::Warning, "agent_disabled")]),
+            TemplateReport::new(9001, None, vec![finding(FindingLevel::Error, "not_found")]),
+        ];
+        assert_eq!(
+            super::templates(&reports),
+            "template 9000 (pve1): accepted\n           warning agent_disabled: do this\n\
+             template 9001: refused (1 error)\n           error not_found: do this\n"
+        );
+    }
 
     #[test]
     fn the_egress_record_lists_each_destination_with_its_port_when_it_has_one() {

@@ -7,6 +7,7 @@ mod guest;
 mod net_command;
 mod socket;
 mod ssh_key;
+mod template_command;
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 #[command(name = "agentlabd", version, about = "AgentLab daemon: runs AI coding agents in throw-away Proxmox VMs")]
 struct Args {
     /// Config file (YAML, not world-readable).
-    #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+    #[arg(long, global = true, default_value = config::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -30,6 +31,9 @@ enum Command {
     /// The host nftables ruleset that isolates sandboxes: render, check, apply, status.
     #[command(subcommand)]
     Net(net_command::NetCommand),
+    /// VM templates: check that a VM can serve as a profile's template.
+    #[command(subcommand)]
+    Template(template_command::TemplateCommand),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -91,8 +95,17 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             eprintln!("agentlabd: {e}");
-            return ExitCode::FAILURE;
+            // The template check keeps 1 for "refused": a script tells the two apart.
+            return match args.command {
+                Some(Command::Template(_)) => ExitCode::from(template_command::CANNOT_CHECK),
+                _ => ExitCode::FAILURE,
+            };
         }
+    };
+    let command = match args.command {
+        // Needs neither the profiles nor the daemon's runtime.
+        Some(Command::Template(command)) => return template_command::run(&config, command),
+        other => other,
     };
     let rules = agentlab_actors::profiles::ProfileRules {
         api_token: matches!(config.proxmox.backend, crate::config::ProxmoxBackend::Api { .. }),
@@ -104,7 +117,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::Net(command)) = args.command {
+    if let Some(Command::Net(command)) = command {
         return net_command::run(&config, profiles, command);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

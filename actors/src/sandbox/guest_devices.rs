@@ -60,7 +60,7 @@ fn has_cloudinit_drive(config: &VmConfig, vmid: u32) -> bool {
 }
 
 /// `agent` is a property string whose first, default key is `enabled` (`1`, `enabled=1`).
-fn agent_enabled(value: Option<&str>) -> bool {
+pub(crate) fn agent_enabled(value: Option<&str>) -> bool {
     let Some(value) = value else { return false };
     value.split(',').any(|part| {
         let flag = part.strip_prefix("enabled=").unwrap_or(if part.contains('=') { "" } else { part });
@@ -69,7 +69,7 @@ fn agent_enabled(value: Option<&str>) -> bool {
 }
 
 /// Keeps the agent's other options (`fstrim_cloned_disks`, `type`, …), enabled.
-fn enable_agent(value: Option<&str>) -> String {
+pub(crate) fn enable_agent(value: Option<&str>) -> String {
     let others: Vec<&str> = value
         .unwrap_or_default()
         .split(',')

@@ -24,6 +24,7 @@ mod rollback;
 pub mod snippet;
 pub mod snippet_storage;
 mod teardown;
+pub mod template_check;
 mod vm_volumes;
 
 pub use actor::SandboxActor;

@@ -10,6 +10,7 @@ mod routes;
 mod sandbox_create;
 mod sandbox_fleet;
 mod sandbox_ops;
+mod templates;
 
 pub use error::ApiError;
 pub use json::{MAX_BODY_BYTES, StrictJson};

@@ -26,6 +26,7 @@ pub async fn healthz() -> &'static str {
 pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
     let proxmox = proxmox_health().await;
     let network = network_status(&app, &proxmox).await;
+    let templates = super::templates::reports(&app, &proxmox).await;
     let profiles = app.profiles.snapshot();
     Ok(Json(StatusResponse {
         api_schema_version: API_SCHEMA_VERSION,
@@ -52,6 +53,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>,
         placement: agentlab_actors::sandbox::placement::describe(app.config.proxmox.node.as_deref()),
         recent_failures: app.store.recent_failures(10)?,
         network,
+        templates,
     }))
 }
 

@@ -29,6 +29,10 @@ pub struct StatusResponse {
     /// The two isolation layers (Proxmox's datacenter firewall, the host ruleset).
     #[serde(default)]
     pub network: NetworkStatus,
+    /// The check of each distinct `template_vmid` of the loaded profiles (absent from older
+    /// daemons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<super::TemplateReport>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

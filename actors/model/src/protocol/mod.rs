@@ -3,5 +3,7 @@
 pub mod api;
 pub mod guest;
 pub mod jobs;
+pub mod template;
 pub use api::*;
 pub use jobs::*;
+pub use template::*;
