@@ -150,7 +150,7 @@ fn a_job_completes_in_a_real_vm_that_cannot_reach_the_lan() {
     ws.write_raw_config(&format!(
         "profiles_dir: {root}/profiles\ndata_dir: {root}/data\nrun_dir: {root}/run\n\
          proxmox_api_url: {api}\nproxmox_api_token: {TOKEN}\nproxmox_tls_fingerprint: {fp}\nproxmox_command_timeout: 30s\n\
-         host_node: pve1\nsnippets_dir: {root}/pve-local/snippets\nprovisioning_timeout: 600s\n\
+         host_node: pve1\nsnippets_dir: {root}/pve-local/snippets\nprovisioning_timeout: 300s\n\
          agent_subnet: 10.77.0.0/16\nbootstrap_listen: 10.77.0.1:8844\nartifact_listen: 10.77.0.1:8846\n\
          agent_bridge: vmbr1\nuplink_interface: vmbr0\nhost_ruleset: managed\n\
          secrets_dir: {root}/secrets\nsecrets_age_key_path: {root}/keys/age.key\n",
@@ -230,7 +230,7 @@ fn a_job_completes_in_a_real_vm_that_cannot_reach_the_lan() {
         "--agent",
         "custom",
         "--ttl",
-        "20",
+        "6",
         "--follow",
     ]);
     let job_secs = seconds_since(started);
