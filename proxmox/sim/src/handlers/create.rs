@@ -70,13 +70,7 @@ pub fn create(sim: &Arc<Sim>, req: &Req) -> Answer {
     if req.flag("start") {
         return Err(SimError::param("start", "pve-sim: start the VM with a separate `qm start`"));
     }
-    let mut set: BTreeMap<String, String> = req
-        .params
-        .values
-        .iter()
-        .filter(|(k, _)| !NOT_CONFIG.contains(&k.as_str()))
-        .filter_map(|(k, v)| v.first().map(|v| (k.clone(), v.clone())))
-        .collect();
+    let mut set = super::qemu::vm_properties(req, &NOT_CONFIG);
     check_imports(&set, &req.user)?;
     for (key, value) in set.iter_mut() {
         if let Some(index) = key.strip_prefix("net").and_then(|n| n.parse().ok()) {

@@ -127,17 +127,21 @@ fn applies_while_running(key: &str, hotplug: &str) -> bool {
 
 const NOT_CONFIG: [&str; 8] = ["node", "vmid", "delete", "digest", "revert", "force", "skiplock", "background_delay"];
 
+/// The request's VM properties: every parameter but the endpoint's own (`excluded`).
+pub fn vm_properties(req: &Req, excluded: &[&str]) -> BTreeMap<String, String> {
+    req.params
+        .values
+        .iter()
+        .filter(|(k, _)| !excluded.contains(&k.as_str()))
+        .filter_map(|(k, v)| v.first().map(|v| (k.clone(), v.clone())))
+        .collect()
+}
+
 /// POST (async, `qmconfig` task) and PUT (synchronous) config.
 pub async fn update_config(sim: &Arc<Sim>, req: &Req, as_task: bool) -> Answer {
     let node = req.node().to_string();
     let vmid = req.vmid();
-    let set: BTreeMap<String, String> = req
-        .params
-        .values
-        .iter()
-        .filter(|(k, _)| !NOT_CONFIG.contains(&k.as_str()))
-        .filter_map(|(k, v)| v.first().map(|v| (k.clone(), v.clone())))
-        .collect();
+    let set = vm_properties(req, &NOT_CONFIG);
     let delete: Vec<String> = req
         .get("delete")
         .map(|d| d.split([',', ';', ' ']).filter(|s| !s.is_empty()).map(str::to_string).collect())
