@@ -248,11 +248,7 @@ impl Workspace {
             .env_remove("AGENTLAB_SOCKET")
             .output()
             .expect("spawn agentlab");
-        CliOutput {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        CliOutput::from(output)
     }
 }
 
@@ -267,6 +263,16 @@ pub struct CliOutput {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl From<Output> for CliOutput {
+    fn from(output: Output) -> CliOutput {
+        CliOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
 }
 
 impl CliOutput {

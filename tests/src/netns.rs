@@ -22,7 +22,8 @@ pub fn missing(tools: &[&str]) -> Option<String> {
     reason
 }
 
-fn on_path(tool: &str) -> bool {
+/// Whether `tool` is on PATH.
+pub fn on_path(tool: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
 }
 

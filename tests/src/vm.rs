@@ -2,6 +2,7 @@
 //! builds (cached under `target/vm-template/`, keyed by the scripts and the runner binary
 //! that go into it), and whether this machine can boot it.
 
+use crate::netns::on_path;
 use crate::{bin, repo_root};
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,10 +28,6 @@ pub fn missing() -> Option<String> {
         );
     }
     reason
-}
-
-fn on_path(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
 }
 
 fn sha256_of(paths: &[PathBuf]) -> String {

@@ -57,12 +57,7 @@ impl Host {
 }
 
 fn output(command: &mut Command) -> CliOutput {
-    let out = command.output().expect("spawn");
-    CliOutput {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    CliOutput::from(command.output().expect("spawn"))
 }
 
 #[test]
