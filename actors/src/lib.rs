@@ -10,6 +10,7 @@ pub mod clock;
 pub mod events;
 pub mod exposure;
 pub mod job;
+pub mod metrics;
 pub mod net;
 pub mod profiles;
 pub mod pve;

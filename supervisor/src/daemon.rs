@@ -220,6 +220,7 @@ fn sandbox_settings(config: &Config) -> anyhow::Result<SandboxSettings> {
 
 pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()> {
     let signals = Signals::install()?;
+    let notifier = crate::notify::Notifier::from_env();
     let config = Arc::new(config);
     for dir in [&config.data_dir, &config.run_dir] {
         socket::create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -285,6 +286,8 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     let shutdown = CancellationToken::new();
     // Bound before any actor starts: a job resumed after a restart has its runner reporting.
     let guest_listeners = crate::guest::serve(Arc::clone(&config), Arc::clone(&jobs), shutdown.clone()).await?;
+    let metrics_listener =
+        crate::metrics_listener::serve(Arc::clone(&config), Arc::clone(&store), shutdown.clone()).await?;
     let exposures = Arc::new(agentlab_actors::exposure::ExposureContext {
         store: Arc::clone(&store),
         publisher: Arc::new(agentlab_actors::exposure::TailscaleServe { program: config.tailscale_command.clone() }),
@@ -347,15 +350,19 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
             Err(e) => tracing::warn!(error = %e, "startup orphan scan failed"),
         }
     });
-    let signals = tokio::spawn(handle_signals(signals, Arc::clone(&profiles), shutdown.clone()));
-    tracing::info!(socket = %config.socket_path.display(), profiles = profiles.snapshot().profiles.len(), "agentlabd ready");
+    let profile_count = profiles.snapshot().profiles.len();
+    let signals = tokio::spawn(handle_signals(signals, Arc::clone(&profiles), shutdown.clone(), notifier.clone()));
+    tracing::info!(socket = %config.socket_path.display(), profiles = profile_count, "agentlabd ready");
+    // The control socket, the guest listeners (and metrics) are bound and the actor root is
+    // up: what `systemctl start` and units ordered after ours wait for.
+    notifier.ready(&format!("serving {}; {profile_count} profiles", config.socket_path.display()));
 
     let app = api::router(state).into_make_service_with_connect_info::<Peer>();
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = serve.await;
     signals.abort();
     shutdown.cancel();
-    for listener in guest_listeners {
+    for listener in guest_listeners.into_iter().chain(metrics_listener) {
         let _ = tokio::time::timeout(Duration::from_secs(5), listener).await;
     }
 
@@ -395,7 +402,12 @@ impl Signals {
 }
 
 /// SIGTERM/SIGINT stop the daemon; SIGHUP reloads profiles (a bad set keeps the old one).
-async fn handle_signals(mut signals: Signals, profiles: Arc<ProfileRegistry>, shutdown: CancellationToken) {
+async fn handle_signals(
+    mut signals: Signals,
+    profiles: Arc<ProfileRegistry>,
+    shutdown: CancellationToken,
+    notifier: crate::notify::Notifier,
+) {
     loop {
         tokio::select! {
             _ = signals.term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -404,6 +416,7 @@ async fn handle_signals(mut signals: Signals, profiles: Arc<ProfileRegistry>, sh
                 match profiles.reload() {
                     Ok(count) => {
                         tracing::info!(count, "SIGHUP: profiles reloaded");
+                        notifier.status(&format!("{count} profiles (reloaded)"));
                         events::emit(NewEvent::new(EventKind::ProfilesReloaded, Stage::Lifecycle, format!("{count} profiles loaded")));
                     }
                     Err(errors) => {
@@ -414,5 +427,6 @@ async fn handle_signals(mut signals: Signals, profiles: Arc<ProfileRegistry>, sh
             }
         }
     }
+    notifier.stopping();
     shutdown.cancel();
 }

@@ -96,6 +96,11 @@ impl JobBench {
         JobBench::new(Guest::Runner, "")
     }
 
+    /// A bench whose started VMs run the real `agent-runner`, under `extra_config`.
+    pub fn with_runner_config(extra_config: &str) -> JobBench {
+        JobBench::new(Guest::Runner, extra_config)
+    }
+
     /// A bench whose VMs run nothing: the test plays the guest (with curl), under
     /// `extra_config` daemon settings.
     pub fn test_plays_the_guest(extra_config: &str) -> JobBench {

@@ -209,16 +209,26 @@ impl Workspace {
 
     /// Starts `agentlabd` and waits until its socket answers.
     pub fn start_daemon(&self) -> Daemon {
+        let daemon = self.spawn_daemon(&[]);
+        self.wait_up(daemon)
+    }
+
+    /// Starts `agentlabd` with `env` added, without waiting for it.
+    pub fn spawn_daemon(&self, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::File::create(self.path().join("agentlabd.log")).unwrap();
         let child = Command::new(bin("agentlabd"))
             .arg("--config")
             .arg(self.config_path())
             .env("AGENTLAB_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn agentlabd");
-        let mut daemon = Daemon { child: Some(child), socket: self.socket(), log: self.path().join("agentlabd.log") };
+        Daemon { child: Some(child), socket: self.socket(), log: self.path().join("agentlabd.log") }
+    }
+
+    fn wait_up(&self, mut daemon: Daemon) -> Daemon {
         let up = eventually(Duration::from_secs(20), || {
             daemon.exited().is_none() && std::os::unix::net::UnixStream::connect(&daemon.socket).is_ok()
         });

@@ -147,24 +147,32 @@ pub type Attempt<T> = dyn Fn(Arc<dyn Pve>, u32) -> BoxFuture<'static, Result<T, 
 
 impl Turn {
     async fn execute<T>(mut self, spec: &OpSpec, attempt: &Attempt<T>) -> Result<T, PveError> {
+        let queued = crate::metrics::Queued::enter(&crate::metrics::metrics().gateway_queue_depth);
         if let Some(after) = self.after.take() {
             // Err: the previous operation's job vanished; its turn is over either way.
             let _ = after.await;
         }
         let started = Instant::now();
-        let result = self.admitted(spec, attempt).await;
+        let result = self.admitted(spec, attempt, queued).await;
         let (outcome, attempts) = match &result {
             Ok((_, n)) => ("ok".to_string(), *n),
             Err((e, n)) => (e.class().as_str().to_string(), *n),
         };
         self.shared.stats.record(spec.name, &outcome, started.elapsed(), attempts);
+        crate::metrics::metrics().proxmox_call(spec.name, &outcome, started.elapsed());
         if let Some(done) = self.done.take() {
             let _ = done.send(());
         }
         result.map(|(v, _)| v).map_err(|(e, _)| e)
     }
 
-    async fn admitted<T>(&self, spec: &OpSpec, attempt: &Attempt<T>) -> Result<(T, u32), (PveError, u32)> {
+    /// Waits for the slots `spec` needs (`queued` counts the wait), then runs it.
+    async fn admitted<T>(
+        &self,
+        spec: &OpSpec,
+        attempt: &Attempt<T>,
+        queued: crate::metrics::Queued,
+    ) -> Result<(T, u32), (PveError, u32)> {
         let shared = &self.shared;
         let mut held = Held::default();
         if let Some((node, source)) = &spec.clone_of {
@@ -181,6 +189,7 @@ impl Turn {
         if spec.task {
             held._task = Arc::clone(&shared.tasks).acquire_owned().await.ok();
         }
+        drop(queued);
         retrying(shared.limits.retry, spec.name, |n| attempt(Arc::clone(&shared.pve), n)).await
     }
 }

@@ -274,6 +274,7 @@ fn on_failure(myself: &ActorRef<RootMsg>, state: &mut RootState, name: &str, rea
     };
     match verdict {
         Verdict::RestartAfter(delay) => {
+            crate::metrics::metrics().actor_restarted(kind);
             state.directory.set_state(name, "restarting");
             emit(event(
                 EventKind::ActorRestarting,

@@ -133,6 +133,16 @@ impl Store {
         })
     }
 
+    /// Bytes of every artifact stored, all jobs together (the disk they take).
+    pub fn artifact_total_bytes(&self) -> StoreResult<u64> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(SUM(size_bytes), 0) FROM artifacts", [], |r| {
+                Ok(r.get::<_, i64>(0)?.max(0) as u64)
+            })
+            .map_err(|e| self.err(e))
+        })
+    }
+
     /// Records an uploaded artifact with its event and the `artifacts_uploaded` phase. An
     /// artifact is never replaced: a second row for the same path is refused by the table's
     /// key (the upload route checks first and never renames over a file).

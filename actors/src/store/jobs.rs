@@ -226,6 +226,12 @@ impl Store {
             insert_event(tx, self, &event)?;
             job_in(tx, self, id)
         })
+        .inspect(|job| {
+            if to.is_final() {
+                let lived = time::OffsetDateTime::now_utc() - job.created_at;
+                crate::metrics::metrics().job_duration.observe(lived.as_seconds_f64().max(0.0));
+            }
+        })
     }
 
     /// Binds the job's sandbox (its VMID is already reserved by the sandbox record).

@@ -128,6 +128,9 @@ impl Store {
             super::sandboxes::insert_in(tx, self, &record, peer_uid)?;
             Ok(record)
         })
+        .inspect(|_| {
+            crate::metrics::metrics().sandboxes_created.inc();
+        })
     }
 
     /// Marks a record updated for a reason that is not a field change (keeps `updated_at`).

@@ -143,7 +143,9 @@ impl FromRow for SandboxRecord {
 impl Store {
     /// Inserts a new record with a `sandbox.state` event (created in `record.state`).
     pub fn insert_sandbox(&self, record: &SandboxRecord, peer_uid: Option<u32>) -> StoreResult<()> {
-        self.write(|tx| insert_in(tx, self, record, peer_uid))
+        self.write(|tx| insert_in(tx, self, record, peer_uid)).inspect(|_| {
+            crate::metrics::metrics().sandboxes_created.inc();
+        })
     }
 
     pub fn get_sandbox(&self, vmid: u32) -> StoreResult<Option<SandboxRecord>> {
@@ -232,7 +234,11 @@ impl Store {
                 &NewEvent::sandbox(vmid, EventKind::SandboxState, Stage::Lifecycle, msg).payload(payload).by(peer_uid),
             )?;
             Ok(())
-        })
+        })?;
+        if to == SandboxState::Destroyed {
+            crate::metrics::metrics().sandboxes_destroyed.inc();
+        }
+        Ok(())
     }
 }
 

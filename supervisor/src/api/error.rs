@@ -65,7 +65,10 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(code = self.code.as_str(), message = %self.envelope.message, "request failed");
         }
-        (status, axum::Json(self.envelope)).into_response()
+        let mut response = (status, axum::Json(self.envelope)).into_response();
+        // For middleware that counts outcomes by code (the guest listener's refusals).
+        response.extensions_mut().insert(self.code);
+        response
     }
 }
 

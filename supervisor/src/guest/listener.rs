@@ -84,14 +84,17 @@ pub async fn serve(listener: TcpListener, router: Router, agent_subnet: ipnet::I
         };
         if !super::guard::source_allowed(&agent_subnet, peer.ip()) {
             tracing::warn!(source = %peer.ip(), "guest connection from outside the agent subnet closed");
+            agentlab_actors::metrics::metrics().guest_refused("connection_outside_agent_subnet");
             continue;
         }
         let Ok(permit) = Arc::clone(&total).try_acquire_owned() else {
             tracing::warn!(source = %peer.ip(), "guest connection refused: {MAX_CONNECTIONS} connections open");
+            agentlab_actors::metrics::metrics().guest_refused("connection_limit");
             continue;
         };
         let Some(slot) = SourceSlot::claim(&per_source, peer.ip()) else {
             tracing::warn!(source = %peer.ip(), "guest connection refused: {MAX_PER_SOURCE} open from this source");
+            agentlab_actors::metrics::metrics().guest_refused("connection_limit_per_source");
             continue;
         };
         let router = router.clone();

@@ -4,7 +4,7 @@
 //! get 403, every route has a body cap, and each source IP has a token bucket.
 
 pub mod artifact_path;
-mod guard;
+pub(crate) mod guard;
 mod listener;
 mod routes;
 mod upload;
@@ -68,7 +68,17 @@ fn finish(router: Router<GuestState>, state: GuestState) -> Router {
         .route("/healthz", get(|| async { agentlab_actors::protocol::HEALTHZ_BODY }))
         .fallback(|| async { ApiError::new(ErrorCode::RouteNotFound, "no such guest route") })
         .layer(middleware::from_fn_with_state(state.clone(), only_agent_subnet))
+        .layer(middleware::from_fn(count_refusals))
         .with_state(state)
+}
+
+/// Every guest request answered with an error counts as a refusal, by its error code.
+async fn count_refusals(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(code) = response.extensions().get::<ErrorCode>() {
+        agentlab_actors::metrics::metrics().guest_refused(code.as_str());
+    }
+    response
 }
 
 /// 403 for any source outside the agent subnet, before routing.

@@ -22,13 +22,19 @@ pub async fn fetch(
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     StrictJson(req): StrictJson<FetchRequest>,
 ) -> Result<Json<BootstrapPayload>, ApiError> {
+    let metrics = agentlab_actors::metrics::metrics();
     if !state.bootstrap_limiter.allow(source.ip()) {
+        metrics.bootstrap_fetch(ErrorCode::RateLimited.as_str());
         return Err(ApiError::new(ErrorCode::RateLimited, "rate limit exceeded"));
     }
     match job::bootstrap::fetch(&state.jobs, &req, source.ip()).await {
-        Ok(payload) => Ok(Json(payload)),
+        Ok(payload) => {
+            metrics.bootstrap_fetch("ok");
+            Ok(Json(payload))
+        }
         Err(e) => {
             tracing::warn!(vmid = req.vmid, source = %source.ip(), error = %e.message, "bootstrap fetch refused");
+            metrics.bootstrap_fetch(e.code.as_str());
             Err(ApiError::from(e))
         }
     }

@@ -178,6 +178,7 @@ pub async fn upload(
         sha256,
     };
     state.jobs.store.insert_artifact(&grant.job_id, &info)?;
+    agentlab_actors::metrics::metrics().artifact_uploaded_bytes.inc_by(size);
     tracing::info!(job = %grant.job_id, vmid = grant.vmid, name = %info.name, size, "artifact stored");
     Ok((StatusCode::CREATED, Json(UploadResponse { job_id: grant.job_id, artifact: info })))
 }
