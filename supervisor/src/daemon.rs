@@ -283,6 +283,16 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         },
         directory: directory.clone(),
     });
+    let retention = agentlab_actors::job::artifact_retention::spawn_periodic(
+        Arc::clone(&store),
+        Arc::clone(&profiles),
+        agentlab_actors::job::artifact_retention::RetentionSettings {
+            artifact_dir: config.artifact_dir.clone(),
+            interval: config.artifact_retention_interval,
+            max_total_bytes: config.artifact_retention_max_total_bytes,
+        },
+        agentlab_actors::clock::Clock::system(),
+    );
     let shutdown = CancellationToken::new();
     // Bound before any actor starts: a job resumed after a restart has its runner reporting.
     let guest_listeners = crate::guest::serve(Arc::clone(&config), Arc::clone(&jobs), shutdown.clone()).await?;
@@ -361,6 +371,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = serve.await;
     signals.abort();
+    retention.abort();
     shutdown.cancel();
     for listener in guest_listeners.into_iter().chain(metrics_listener) {
         let _ = tokio::time::timeout(Duration::from_secs(5), listener).await;

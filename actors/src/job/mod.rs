@@ -4,6 +4,7 @@
 //! continues from it (a QUEUED or RUNNING job survives a daemon restart).
 
 mod actor;
+pub mod artifact_retention;
 pub mod bootstrap;
 pub mod create;
 mod error;

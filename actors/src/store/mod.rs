@@ -6,8 +6,9 @@ mod artifacts;
 mod egress;
 mod events;
 mod exposures;
-mod jobs;
+pub(crate) mod jobs;
 mod migrations;
+mod retention;
 mod sandbox_updates;
 mod sandboxes;
 mod timings;
@@ -19,6 +20,7 @@ pub use events::{EventPage, NewEvent, Stage};
 pub use exposures::ExposureRecord;
 pub use jobs::{JobRecord, fresh_log};
 pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
+pub use retention::StoredArtifact;
 pub use sandbox_updates::SandboxPatch;
 pub use sandboxes::SandboxRecord;
 

@@ -71,6 +71,10 @@ pub struct Config {
     /// The most one job may store in artifacts (a profile's `artifacts.max_total_bytes` may
     /// ask for less).
     pub artifact_max_total_bytes: u64,
+    /// How often the retention sweep deletes expired artifacts and dead token rows.
+    pub artifact_retention_interval: Duration,
+    /// The most all artifacts together may take before the oldest ended jobs' go.
+    pub artifact_retention_max_total_bytes: Option<u64>,
     /// Below this much free space on `data_dir` or `artifact_dir`, guest writes are refused
     /// (507) so the host's disk and the daemon's database keep room.
     pub min_free_bytes: u64,

@@ -265,6 +265,13 @@ impl Resolver<'_> {
                 format!("{exposure_port_min}-{exposure_port_max} is not a port range (1 ≤ min ≤ max ≤ 65535)"),
             ));
         }
+        let artifact_retention_interval =
+            self.duration("artifact_retention_interval", raw.artifact_retention_interval, Duration::from_secs(600))?;
+        if artifact_retention_interval < Duration::from_secs(1) {
+            return Err(self.invalid("artifact_retention_interval", "must be at least 1s"));
+        }
+        // 0 or unset: no total cap (a profile's retention still applies).
+        let artifact_retention_max_total_bytes = raw.artifact_retention_max_total_bytes.filter(|b| *b > 0);
         let exposure_health_interval =
             self.duration("exposure_health_interval", raw.exposure_health_interval, Duration::from_secs(60))?;
         if exposure_health_interval.is_zero() {
@@ -351,6 +358,8 @@ impl Resolver<'_> {
             report_rate_limit,
             job_log_max_bytes,
             artifact_max_total_bytes,
+            artifact_retention_interval,
+            artifact_retention_max_total_bytes,
             min_free_bytes,
             idle_stop,
             agent_bridge,

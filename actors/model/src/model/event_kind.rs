@@ -59,6 +59,9 @@ pub enum EventKind {
     JobLogTruncated,
     JobReleaseFailed,
     ArtifactUploaded,
+    /// The retention sweep deleted a job's artifacts (past its profile's retention, or
+    /// the oldest beyond `artifact_retention_max_total_bytes`).
+    ArtifactsExpired,
     /// A job completed without its result bundle.
     JobBundleMissing,
     /// An actor failed and is restarted from its record after a back-off.
@@ -115,6 +118,7 @@ impl EventKind {
             K::JobLogTruncated => "job.log.truncated",
             K::JobReleaseFailed => "job.release.failed",
             K::ArtifactUploaded => "artifact.upload",
+            K::ArtifactsExpired => "artifact.expired",
             K::JobBundleMissing => "job.bundle.missing",
             // The stored names predate the catalog and are kept for the API.
             K::ActorRestarting => "actor.restart.failed",
@@ -168,6 +172,7 @@ impl EventKind {
             | K::JobLog
             | K::JobLogTruncated
             | K::ArtifactUploaded
+            | K::ArtifactsExpired
             | K::DaemonStarted
             | K::DaemonStopping
             | K::ProfilesReloaded
