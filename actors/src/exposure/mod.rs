@@ -116,7 +116,7 @@ fn store_refusal(e: StoreError) -> Refusal {
 pub async fn remove(ctx: &ExposureContext, name: &str) -> Result<(), Refusal> {
     if ctx.store.get_exposure(name).map_err(store_refusal)?.is_none() {
         return Err(Refusal::new(
-            ErrorCode::RouteNotFound,
+            ErrorCode::ExposureNotFound,
             format!("no exposure `{name}`; `agentlab sandbox exposed` lists them"),
         ));
     }

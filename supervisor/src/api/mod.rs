@@ -1,6 +1,7 @@
 //! The control API on the Unix socket. A handler decodes, asks one actor or the store,
 //! and maps the answer to HTTP; it holds no logic of its own.
 
+mod endpoint;
 mod error;
 mod exposures;
 pub(crate) mod jobs;
@@ -12,6 +13,7 @@ mod sandbox_fleet;
 mod sandbox_ops;
 mod templates;
 
+pub use endpoint::Routes;
 pub use error::ApiError;
 pub use json::{MAX_BODY_BYTES, StrictJson};
 pub use peer::Peer;
@@ -25,7 +27,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+
 use ractor::ActorRef;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -46,9 +48,13 @@ pub struct AppState {
     pub started: Instant,
 }
 
-pub fn router(state: AppState) -> Router {
-    let router = Router::new()
+/// The control API's routes, each with the methods it answers: one list that both builds
+/// the router and is checked against the OpenAPI document (`openapi.json`).
+pub fn routes() -> Routes {
+    use endpoint::{delete, get, post};
+    Routes::default()
         .route("/healthz", get(routes::healthz))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/status", get(routes::status))
         .route("/v1/profiles", get(routes::profiles))
         .route("/v1/sandboxes", get(routes::list_sandboxes).post(sandbox_create::create))
@@ -66,7 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{vmid}/{action}", post(sandbox_ops::simple_op))
         .route("/v1/sandboxes/{vmid}/events", get(routes::sandbox_events))
         .route("/v1/exposures", get(exposures::list).post(exposures::create))
-        .route("/v1/exposures/{name}", axum::routing::delete(exposures::remove))
+        .route("/v1/exposures/{name}", delete(exposures::remove))
         .route("/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
@@ -74,9 +80,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/artifacts", get(jobs::artifacts))
         .route("/v1/jobs/{id}/artifacts/download", get(jobs::download))
         .route("/v1/secrets/validate", post(jobs::validate_secrets))
-        .route("/v1/debug/actors", get(routes::debug_actors));
+        .route("/v1/debug/actors", get(routes::debug_actors))
+}
+
+/// The OpenAPI 3 document of the routes above (`GET /v1/openapi.json`); a test keeps the
+/// two equal.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+pub fn router(state: AppState) -> Router {
+    let router = routes().router;
+    // Debug builds only (tests that crash an actor on purpose); not part of the API.
     #[cfg(debug_assertions)]
-    let router = router.route("/v1/debug/sandboxes/{vmid}/panic", post(sandbox_ops::debug_panic));
+    let router = router.route("/v1/debug/sandboxes/{vmid}/panic", axum::routing::post(sandbox_ops::debug_panic));
     router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -42,6 +42,7 @@ error_codes! {
     JobNotFound => "v1/job/not_found",
     JobFinalized => "v1/job/finalized",
     ArtifactNotFound => "v1/artifact/not_found",
+    ExposureNotFound => "v1/exposure/not_found",
     InvalidPath => "v1/artifact/invalid_path",
     ArtifactTooLarge => "v1/artifact/too_large",
     ArtifactExists => "v1/artifact/exists",
