@@ -62,6 +62,19 @@ pub trait Pve: Send + Sync {
         )
     }
 
+    /// The caller's effective privileges, path → privilege → propagate
+    /// (`GET /access/permissions`).
+    fn permissions(
+        &self,
+    ) -> PveFuture<'_, std::collections::BTreeMap<String, std::collections::BTreeMap<String, Value>>> {
+        Box::pin(async move {
+            decode(
+                self.transport().call(Method::Get, "/access/permissions".into(), vec![]).await?,
+                "GET /access/permissions",
+            )
+        })
+    }
+
     fn nodes(&self) -> PveFuture<'_, Vec<NodeInfo>> {
         Box::pin(
             async move { decode(self.transport().call(Method::Get, "/nodes".into(), vec![]).await?, "GET /nodes") },
@@ -259,10 +272,19 @@ pub trait Pve: Send + Sync {
         })
     }
 
+    /// One storage's definition. Read from the index (`GET /storage`), which returns the
+    /// same `api_storage_config` as `GET /storage/{storage}` but needs only `Datastore.Audit`
+    /// where the latter needs `Datastore.Allocate` (pve-storage `API2/Storage/Config.pm`):
+    /// a privilege that may also create and remove storages, which the daemon never needs.
     fn storage_config<'a>(&'a self, storage: &'a str) -> PveFuture<'a, StorageConfig> {
         Box::pin(async move {
-            let value = self.transport().call(Method::Get, format!("/storage/{}", segment(storage)), vec![]).await?;
-            decode(value, "GET storage config")
+            let value = self.transport().call(Method::Get, "/storage".into(), vec![]).await?;
+            let all: Vec<StorageConfig> = decode(value, "GET storage index")?;
+            all.into_iter().find(|s| s.storage == storage).ok_or_else(|| {
+                PveError::NotFound(format!(
+                    "storage '{storage}' does not exist (or the token may not see it: Datastore.Audit)"
+                ))
+            })
         })
     }
 

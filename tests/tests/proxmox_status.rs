@@ -87,3 +87,71 @@ fn a_refused_token_is_reported_as_such() {
     assert_eq!(px["error_class"], "auth");
     assert!(ws.cli(&["status"]).stdout.contains("API TOKEN IS REFUSED"));
 }
+
+/// A privilege-separated token without `VM.Clone` and `Sys.Modify`: `status` names what is
+/// missing with the `pveum` line that fixes it, and Proxmox (the simulator, enforcing the
+/// endpoints' permission checks) refuses the sandbox. Storages, listeners, job counts and
+/// artifact disk use are in `status` too.
+#[test]
+fn status_checks_the_tokens_privileges_and_shows_storages_listeners_and_counts() {
+    use agentlab_actors::model::pve_role::REQUIRED_PRIVILEGES;
+    let ws = Workspace::new();
+    let granted: Vec<&str> =
+        REQUIRED_PRIVILEGES.iter().copied().filter(|p| !matches!(*p, "VM.Clone" | "Sys.Modify")).collect();
+    let token_id = agentlab_e2e::SIM_TOKEN.split_once('=').unwrap().0;
+    let privs = format!("{token_id}={}", granted.join(","));
+    let sim = SimProcess::start(ws.path(), &["--token-privs", &privs]);
+    let metrics_port = agentlab_e2e::jobs::free_port();
+    ws.write_sim_config(&sim, &sim.fingerprint, &format!("metrics_listen: 127.0.0.1:{metrics_port}\n"));
+    let _daemon = ws.start_daemon();
+
+    let status = ws.cli(&["--json", "status"]).json();
+    let px = &status["proxmox"];
+    assert_eq!(px["privileges"]["missing"], serde_json::json!(["Sys.Modify", "VM.Clone"]), "{px}");
+    assert_eq!(px["privileges"]["all_on_root"], false);
+    let local = px["storages"].as_array().unwrap().iter().find(|s| s["storage"] == "local").cloned();
+    let local = local.unwrap_or_else(|| panic!("no local storage in {px}"));
+    assert_eq!(local["node"], "pve1");
+    assert!(local["avail_bytes"].as_u64().unwrap_or(0) > 0, "{local}");
+    assert_eq!(status["listeners"]["bootstrap"], format!("127.0.0.1:{}", ws.bootstrap_port));
+    assert_eq!(status["listeners"]["metrics"], format!("127.0.0.1:{metrics_port}"));
+    assert!(status["jobs"].is_object() && status["artifacts"]["dir"].is_string(), "{status}");
+
+    let text = ws.cli(&["status"]).stdout;
+    assert!(text.contains("token:     MISSING PRIVILEGES Sys.Modify, VM.Clone"), "{text}");
+    assert!(text.contains("pveum role add AgentLab --privs \"Datastore.AllocateSpace,"), "{text}");
+    assert!(text.contains("storage:   pve1/local (dir"), "{text}");
+    assert!(text.contains(&format!("metrics:   http://127.0.0.1:{metrics_port}/metrics")), "{text}");
+    assert!(text.contains("jobs:      0") && text.contains("artifacts: 0 B in "), "{text}");
+
+    // Proxmox refuses what the token may not do; the sandbox fails saying so.
+    let out = ws.cli(&["--json", "sandbox", "new", "--profile", "yolo-ephemeral"]);
+    let shown = format!("{} {}", out.stdout, ws.cli(&["--json", "sandbox", "list"]).stdout);
+    assert!(shown.contains("Permission check failed"), "{out:?}\n{shown}");
+}
+
+/// With every privilege the role lists, nothing is missing, and a sandbox goes from clone
+/// to READY and is destroyed with nothing but those privileges (the simulator checks each
+/// endpoint's permissions as Proxmox does).
+#[test]
+fn a_token_with_exactly_the_agentlab_role_is_enough() {
+    let ws = Workspace::new();
+    let token_id = agentlab_e2e::SIM_TOKEN.split_once('=').unwrap().0;
+    let privs = format!("{token_id}={}", agentlab_actors::model::pve_role::REQUIRED_PRIVILEGES.join(","));
+    let local = ws.path().join("pve-local").display().to_string();
+    let sim = SimProcess::start(ws.path(), &["--token-privs", &privs, "--local-storage-path", &local]);
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    let out = ws.cli(&["--json", "sandbox", "new", "--profile", "yolo-ephemeral"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let created = out.json();
+    assert_eq!(created["state"], "READY", "{created}");
+    let vmid = created["vmid"].as_u64().unwrap().to_string();
+    let gone = ws.cli(&["--json", "sandbox", "destroy", &vmid]);
+    assert_eq!(gone.code, 0, "{gone:?}");
+    sim.assert_all_requests_valid();
+    let status = ws.cli(&["--json", "status"]).json();
+    assert_eq!(status["proxmox"]["privileges"]["missing"], serde_json::json!([]), "{status}");
+    assert_eq!(status["proxmox"]["privileges"]["all_on_root"], true);
+    assert!(ws.cli(&["status"]).stdout.contains("token:     has every privilege AgentLab needs\n"));
+}

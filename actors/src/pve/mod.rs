@@ -9,20 +9,23 @@
 
 mod calls;
 mod gateway;
+mod probe;
 pub mod rate_limit;
 mod retry;
 pub mod stats;
 
 pub use calls::CLONE_LOCK_POLLS;
 pub use gateway::{Gateway, GatewayLimits, OpSpec, PveCall, Shared, Turn};
+pub use probe::datacenter_enabled;
+use probe::probe;
 pub use retry::{RetryPolicy, is_retryable};
 
 use crate::events;
 use crate::model::EventKind;
-use crate::model::time_format;
-use crate::protocol::{FirewallStatus, ProxmoxStatus};
+
+use crate::protocol::ProxmoxStatus;
 use crate::store::{NewEvent, Stage};
-use agentlab_proxmox::{ErrorClass, Pve, PveError};
+use agentlab_proxmox::{Pve, PveError};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{BTreeMap, HashMap};
@@ -39,7 +42,7 @@ pub enum PveMsg {
     /// Check Proxmox now (also sent by the probe timer).
     Probe,
     /// A probe's outcome.
-    Probed(ProxmoxStatus),
+    Probed(Box<ProxmoxStatus>),
     /// An operation to schedule.
     Submit(PveCall),
     /// Operation counts and latencies.
@@ -97,6 +100,8 @@ impl Actor for PveGateway {
             token_ok: None,
             nodes: Vec::new(),
             firewall: None,
+            privileges: None,
+            storages: Vec::new(),
         };
         myself.send_message(PveMsg::Probe)?;
         Ok(PveGatewayState {
@@ -154,7 +159,7 @@ impl Actor for PveGateway {
                     tokio::spawn(async move {
                         let status = probe(pve.as_ref(), base).await;
                         // The gateway may have stopped meanwhile; then nobody needs the answer.
-                        let _ = me.send_message(PveMsg::Probed(status));
+                        let _ = me.send_message(PveMsg::Probed(Box::new(status)));
                     });
                 }
             }
@@ -177,7 +182,7 @@ impl Actor for PveGateway {
                             .payload(serde_json::json!({"class": status.error_class})),
                     );
                 }
-                state.status = status;
+                state.status = *status;
                 for reply in state.waiting.drain(..) {
                     let _ = reply.send(state.status.clone());
                 }
@@ -203,54 +208,6 @@ impl Actor for PveGateway {
         }
         Ok(())
     }
-}
-
-/// `/cluster/firewall/options` `enable` (an integer; unset means off, pve-firewall
-/// `Firewall.pm` 1283-1290 `default => 0`).
-pub fn datacenter_enabled(options: &serde_json::Map<String, serde_json::Value>) -> bool {
-    options.get("enable").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))) == Some(1)
-}
-
-/// Version (reachability and token), nodes, datacenter firewall, security groups.
-async fn probe(pve: &dyn Pve, mut status: ProxmoxStatus) -> ProxmoxStatus {
-    status.checked_at = Some(time_format::now());
-    match pve.version().await {
-        Err(error) => {
-            status.reachable = error.class() == ErrorClass::Auth;
-            status.token_ok = (error.class() == ErrorClass::Auth).then_some(false);
-            status.error = Some(error.to_string());
-            status.error_class = Some(error.class().as_str().to_string());
-            status.version = None;
-            return status;
-        }
-        Ok(version) => {
-            status.reachable = true;
-            status.token_ok = Some(true);
-            status.version = Some(format!("{} (release {})", version.version, version.release));
-            status.error = None;
-            status.error_class = None;
-        }
-    }
-    match pve.nodes().await {
-        Ok(nodes) => status.nodes = nodes.into_iter().map(|n| n.node).collect(),
-        Err(e) => status.error = Some(format!("cannot list nodes: {e}")),
-    }
-    let datacenter = pve.cluster_firewall_options().await.map(|o| datacenter_enabled(&o));
-    let groups = pve.security_groups().await.map(|g| g.into_iter().map(|g| g.group).collect::<Vec<_>>());
-    match (datacenter, groups) {
-        (Ok(enabled), Ok(groups)) => {
-            status.firewall = Some(FirewallStatus {
-                datacenter_enabled: enabled,
-                groups: crate::model::NetworkMode::ALL
-                    .iter()
-                    .map(|m| m.security_group())
-                    .map(|g| (g.to_string(), groups.iter().any(|x| x == g)))
-                    .collect(),
-            })
-        }
-        (Err(e), _) | (_, Err(e)) => status.error = Some(format!("cannot read the firewall configuration: {e}")),
-    }
-    status
 }
 
 #[cfg(test)]

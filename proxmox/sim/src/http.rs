@@ -82,6 +82,19 @@ pub async fn execute(sim: &Arc<Sim>, source: &str, method: &str, path: &str, par
         sim.record(record);
         return Outcome::Error(SimError::params(errors));
     }
+    // After parameter verification, before the handler: where pve-http-server's
+    // check_api2_permissions runs (pve-access-control RPCEnvironment.pm 549-566).
+    if let Some(privs) = crate::permissions::privileges_of(&sim.config.token_privileges, user) {
+        let mut values: BTreeMap<String, String> =
+            params.values.iter().filter_map(|(k, v)| v.first().map(|f| (k.clone(), f.clone()))).collect();
+        values.extend(path_params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Err(denied) = crate::permissions::check(&endpoint.permissions["check"], privs, &values) {
+            record.verdict = "forbidden".into();
+            record.status = 403;
+            sim.record(record);
+            return Outcome::Error(denied);
+        }
+    }
     let mutating = method != "GET";
     if let Some(fault) = sim.pick_fault(mutating) {
         record.verdict = format!(

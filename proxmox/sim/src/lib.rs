@@ -22,6 +22,7 @@ mod handlers;
 pub mod http;
 mod in_process;
 pub mod latency;
+pub mod permissions;
 pub mod qemu;
 pub mod server;
 pub mod tls;
@@ -53,6 +54,9 @@ pub struct SimConfig {
     pub placed_templates: Vec<(u32, String)>,
     /// Accepted API tokens, `USER@REALM!TOKENID=SECRET`.
     pub tokens: Vec<String>,
+    /// Privilege-separated tokens (`user@realm!token` → the privileges granted to it on
+    /// `/`); a token not listed may do anything (see `permissions`).
+    pub token_privileges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     /// The `local` directory storage's path: snippets live in `<path>/snippets/`.
     pub local_storage_path: PathBuf,
     /// Guest addresses are handed out from this /16.
@@ -104,6 +108,7 @@ impl SimConfig {
             legacy_errors: false,
             datacenter_firewall: false,
             latency: LatencyModel::scaled(0.01),
+            token_privileges: Default::default(),
             faults: FaultConfig::default(),
             seed: 7,
             guest: None,

@@ -3,9 +3,9 @@
 use super::{ApiError, AppState};
 use agentlab_actors::model::{ErrorCode, SandboxState, time_format};
 use agentlab_actors::protocol::{
-    API_SCHEMA_VERSION, DaemonStatus, DebugActorsResponse, EVENT_SCHEMA_VERSION, EventsResponse, HEALTHZ_BODY,
-    ListenerStatus, NetworkStatus, ProfileSummary, ProfilesResponse, ProfilesStatus, ProxmoxStatus, SandboxView,
-    SandboxesResponse, SshTarget, StatusResponse,
+    API_SCHEMA_VERSION, ArtifactsStatus, DaemonStatus, DebugActorsResponse, EVENT_SCHEMA_VERSION, EventsResponse,
+    HEALTHZ_BODY, ListenerStatus, NetworkStatus, ProfileSummary, ProfilesResponse, ProfilesStatus, ProxmoxStatus,
+    SandboxView, SandboxesResponse, SshTarget, StatusResponse,
 };
 use agentlab_actors::pve::{PVE_ACTOR, PveMsg};
 use agentlab_actors::root::RootMsg;
@@ -49,11 +49,23 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>,
             not_served: profiles.skipped.iter().map(ToString::to_string).collect(),
             warnings: profiles.warnings.iter().map(ToString::to_string).collect(),
         },
-        listeners: ListenerStatus { socket: app.config.socket_path.display().to_string() },
+        listeners: ListenerStatus {
+            socket: app.config.socket_path.display().to_string(),
+            bootstrap: app.config.bootstrap_listen.to_string(),
+            artifact: app.config.artifact_listen.to_string(),
+            metrics: app.config.metrics_listen.map(|a| a.to_string()),
+        },
         placement: agentlab_actors::sandbox::placement::describe(app.config.proxmox.node.as_deref()),
         recent_failures: app.store.recent_failures(10)?,
         network,
         templates,
+        jobs: app.store.count_jobs_by_status()?,
+        artifacts: ArtifactsStatus {
+            dir: app.config.artifact_dir.display().to_string(),
+            bytes: app.store.artifact_total_bytes()?,
+            free_bytes: crate::guest::guard::free_bytes(&app.config.artifact_dir),
+            min_free_bytes: app.config.min_free_bytes,
+        },
     }))
 }
 
@@ -88,6 +100,8 @@ async fn proxmox_health() -> ProxmoxStatus {
         token_ok: None,
         nodes: Vec::new(),
         firewall: None,
+        privileges: None,
+        storages: Vec::new(),
     };
     match ActorRef::<PveMsg>::where_is(PVE_ACTOR) {
         None => unknown("the pve gateway actor is not running (see the daemon log)".into()),

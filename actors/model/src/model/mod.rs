@@ -7,6 +7,7 @@ pub mod job_links;
 pub mod job_state;
 pub mod modifiers;
 pub mod profile;
+pub mod pve_role;
 pub mod redact;
 pub mod refusal;
 pub mod sandbox_intent;

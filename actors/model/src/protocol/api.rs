@@ -1,6 +1,6 @@
 //! Request and response bodies of the control API (the Unix socket).
 //!
-//! Field names follow the Go version's wire (docs/compatibility.md) so that scripts written for
+//! Field names follow the Go version's wire (docs/reference/compatibility.md) so that scripts written for
 //! it keep working; timestamps are RFC 3339 in UTC.
 
 use crate::model::{NetworkMode, SandboxState};
@@ -33,6 +33,11 @@ pub struct StatusResponse {
     /// daemons).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<super::TemplateReport>,
+    /// Job count by status (absent from older daemons).
+    #[serde(default)]
+    pub jobs: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub artifacts: ArtifactsStatus,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -83,6 +88,40 @@ pub struct ProxmoxStatus {
     /// The firewall switches AgentLab's network modes depend on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<FirewallStatus>,
+    /// The token's privileges against the role AgentLab needs (`model::pve_role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<PrivilegeCheck>,
+    /// Every storage of every node, with its free space.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storages: Vec<StorageStatus>,
+}
+
+/// `GET /access/permissions` compared with `REQUIRED_PRIVILEGES`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivilegeCheck {
+    /// Required privileges the token has on no path.
+    pub missing: Vec<String>,
+    /// Whether everything needed is granted on `/` (narrower grants work for the VMs and
+    /// storages they cover only).
+    pub all_on_root: bool,
+    /// The `pveum` command that creates the role.
+    pub role_command: String,
+}
+
+/// One storage as `GET /nodes/{node}/storage` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    pub node: String,
+    pub storage: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub content: String,
+    pub active: bool,
+    pub shared: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avail_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
 }
 
 /// A Proxmox firewall rule acts only when the datacenter firewall, the VM's firewall option
@@ -114,6 +153,25 @@ pub struct ProfilesStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListenerStatus {
     pub socket: String,
+    /// The guest listeners (`bootstrap_listen`, `artifact_listen`; one address when equal).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bootstrap: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub artifact: String,
+    /// `metrics_listen`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+}
+
+/// What the stored artifacts take, and the room left where they are stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactsStatus {
+    pub dir: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+    /// Below this much free space guest uploads and reports are refused (`min_free_bytes`).
+    pub min_free_bytes: u64,
 }
 
 /// `GET /v1/profiles`.

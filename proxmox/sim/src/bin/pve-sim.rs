@@ -33,6 +33,10 @@ struct Args {
     /// Accepted API tokens, `USER@REALM!TOKENID=SECRET`; repeatable.
     #[arg(long = "token", required_unless_present = "print_fingerprint")]
     tokens: Vec<String>,
+    /// Make a token privilege-separated with only these privileges on `/`:
+    /// `USER@REALM!TOKENID=VM.Audit,VM.Allocate,…`; repeatable. Other tokens may do anything.
+    #[arg(long = "token-privs")]
+    token_privs: Vec<String>,
     /// Guest addresses come from this /16.
     #[arg(long, default_value = "10.77.0.0")]
     guest_subnet: Ipv4Addr,
@@ -186,6 +190,16 @@ fn build_config(args: &Args) -> Result<SimConfig, String> {
         templates,
         placed_templates: placed,
         tokens: args.tokens.clone(),
+        token_privileges: args
+            .token_privs
+            .iter()
+            .map(|spec| {
+                let (id, privs) = spec
+                    .split_once('=')
+                    .ok_or_else(|| format!("--token-privs `{spec}`: expected USER@REALM!TOKENID=PRIV,PRIV"))?;
+                Ok((id.to_string(), privs.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect()))
+            })
+            .collect::<Result<_, String>>()?,
         guest_subnet: args.guest_subnet,
         legacy_errors: args.legacy_errors,
         datacenter_firewall: args.datacenter_firewall,

@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub task_type: Option<String>,
     pub parameters: BTreeMap<String, Value>,
     pub additional_properties: bool,
+    /// The endpoint's `permissions` (`check` is evaluated for privilege-separated tokens).
+    pub permissions: Value,
     /// `x-path-rest`: the last path parameter takes the rest of the path, `/`s included
     /// (a subclass registered with `fragmentDelimiter => ''`: pve-common
     /// `src/PVE/RESTHandler.pm` map_path_to_methods, 413-424, joins the remaining
@@ -82,6 +84,7 @@ impl Contract {
                                 .map(|m| m.clone().into_iter().collect())
                                 .unwrap_or_default(),
                             additional_properties: e["additionalProperties"].as_bool().unwrap_or(false),
+                            permissions: e["permissions"].clone(),
                             rest_param: e["x-path-rest"].is_string(),
                         }
                     })
@@ -142,7 +145,7 @@ mod tests {
     #[test]
     fn the_embedded_contract_has_every_endpoint() {
         let contract = Contract::get();
-        assert_eq!(contract.endpoints.len(), 103);
+        assert_eq!(contract.endpoints.len(), 104);
         assert!(contract.formats.contains_key("pve-vmid"));
     }
 

@@ -11,6 +11,20 @@ pub fn version() -> Answer {
     Ok(json!({"version": "9.1.4", "release": "9.1", "repoid": "5a2e7bd3c1f8e9a0"}))
 }
 
+/// `GET /access/permissions` (pve-access-control `src/PVE/API2/AccessControl.pm` 509-574):
+/// one's own, or an owned token's; anyone else's needs `Sys.Audit` on `/access`.
+pub fn permissions(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let caller = req.user.as_str();
+    let target = req.params.first("userid").unwrap_or(caller);
+    let owned = target.split_once('!').is_some_and(|(user, _)| user == caller);
+    let own = crate::permissions::privileges_of(&sim.config.token_privileges, caller);
+    if target != caller && !owned && own.is_some_and(|p| !p.contains("Sys.Audit")) {
+        return Err(SimError::status(403, "Permission check failed (/access, Sys.Audit)"));
+    }
+    let privs = crate::permissions::privileges_of(&sim.config.token_privileges, target);
+    Ok(crate::permissions::effective(privs, req.params.first("path")))
+}
+
 pub fn nodes(sim: &Arc<Sim>) -> Answer {
     let world = sim.world();
     let nodes: Vec<Value> = world

@@ -25,11 +25,12 @@ pub type Answer = Result<Value, SimError>;
 pub async fn dispatch(sim: &Arc<Sim>, req: &Req) -> Answer {
     match req.endpoint.as_str() {
         "GET /version" => cluster::version(),
+        "GET /access/permissions" => cluster::permissions(sim, req),
         "GET /nodes" => cluster::nodes(sim),
         "GET /cluster/nextid" => cluster::nextid(sim, req),
         "GET /cluster/resources" => cluster::resources(sim, req),
         "GET /cluster/tasks" => tasks::cluster_tasks(sim),
-        "GET /storage" => storage::cluster_storages(sim),
+        "GET /storage" => storage::cluster_storages(sim, req),
         "GET /storage/{storage}" => storage::cluster_storage(sim, req),
         "GET /nodes/{node}/qemu" => qemu::list(sim, req),
         "POST /nodes/{node}/qemu" => create::create(sim, req),

@@ -19,21 +19,15 @@ fn storage_json(s: &Storage) -> Value {
     v
 }
 
-pub fn cluster_storages(sim: &Arc<Sim>) -> Answer {
+/// `GET /storage`: each storage's definition, as `GET /storage/{storage}` gives it (both
+/// return `api_storage_config`), listing only storages the caller has `Datastore.Audit` or
+/// `Datastore.AllocateSpace` on (pve-storage `src/PVE/API2/Storage/Config.pm` index).
+pub fn cluster_storages(sim: &Arc<Sim>, req: &Req) -> Answer {
+    let privs = crate::permissions::privileges_of(&sim.config.token_privileges, &req.user);
+    let visible =
+        |_: &Storage| privs.is_none_or(|p| p.contains("Datastore.Audit") || p.contains("Datastore.AllocateSpace"));
     let world = sim.world();
-    Ok(Value::Array(
-        world
-            .storages
-            .values()
-            .map(|s| {
-                let mut v = json!({"storage": s.id, "type": s.kind.as_str(), "content": s.content.join(",")});
-                if let Some(p) = &s.path {
-                    v["path"] = p.display().to_string().into();
-                }
-                v
-            })
-            .collect(),
-    ))
+    Ok(Value::Array(world.storages.values().filter(|s| visible(s)).map(definition).collect()))
 }
 
 fn get<'a>(world: &'a World, req: &Req) -> Result<&'a Storage, SimError> {
@@ -43,7 +37,10 @@ fn get<'a>(world: &'a World, req: &Req) -> Result<&'a Storage, SimError> {
 
 pub fn cluster_storage(sim: &Arc<Sim>, req: &Req) -> Answer {
     let world = sim.world();
-    let s = get(&world, req)?;
+    Ok(definition(get(&world, req)?))
+}
+
+fn definition(s: &Storage) -> Value {
     // storage.cfg as `GET /storage/{storage}` returns it (pve-storage API2/Storage/Config.pm
     // read): options only when set, `content-dirs` as a property string, `nodes` as a list.
     let mut v = json!({"storage": s.id, "type": s.kind.as_str(), "content": s.content.join(","), "digest": "0"});
@@ -60,7 +57,7 @@ pub fn cluster_storage(sim: &Arc<Sim>, req: &Req) -> Answer {
         let dirs: Vec<String> = s.content_dirs.iter().map(|(k, d)| format!("{k}={d}")).collect();
         v["content-dirs"] = dirs.join(",").into();
     }
-    Ok(v)
+    v
 }
 
 pub fn node_storages(sim: &Arc<Sim>, req: &Req) -> Answer {
