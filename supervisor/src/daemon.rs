@@ -366,12 +366,16 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     // The control socket, the guest listeners (and metrics) are bound and the actor root is
     // up: what `systemctl start` and units ordered after ours wait for.
     notifier.ready(&format!("serving {}; {profile_count} profiles", config.socket_path.display()));
+    let watchdog = keep_watchdog(&notifier, root.clone(), Arc::clone(&store));
 
     let app = api::router(state).into_make_service_with_connect_info::<Peer>();
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = serve.await;
     signals.abort();
     retention.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     shutdown.cancel();
     for listener in guest_listeners.into_iter().chain(metrics_listener) {
         let _ = tokio::time::timeout(Duration::from_secs(5), listener).await;
@@ -392,6 +396,35 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     served.context("control API failed")?;
     tracing::info!("agentlabd stopped");
     Ok(())
+}
+
+/// With `WatchdogSec=` set, pings systemd at half the interval while the daemon is alive:
+/// the actor root runs and the database answers a read within the interval. A daemon that
+/// is wedged (a stuck database, a dead root) stops pinging and systemd restarts it.
+fn keep_watchdog(
+    notifier: &crate::notify::Notifier,
+    root: ractor::ActorRef<agentlab_actors::root::RootMsg>,
+    store: Arc<Store>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = notifier.watchdog_interval()?;
+    let notifier = notifier.clone();
+    tracing::info!(?interval, "systemd watchdog on");
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval / 2);
+        loop {
+            tick.tick().await;
+            if root.get_status() != ractor::ActorStatus::Running {
+                tracing::error!("the actor root is not running: not pinging the systemd watchdog");
+                continue;
+            }
+            let reader = Arc::clone(&store);
+            let read = tokio::task::spawn_blocking(move || reader.count_sandboxes_by_state().is_ok());
+            match tokio::time::timeout(interval / 2, read).await {
+                Ok(Ok(true)) => notifier.watchdog(),
+                _ => tracing::error!("the database did not answer: not pinging the systemd watchdog"),
+            }
+        }
+    }))
 }
 
 /// The signals the daemon reacts to, installed before the socket exists so that no early

@@ -47,6 +47,24 @@ impl Notifier {
         self.send("STOPPING=1\nSTATUS=stopping\n");
     }
 
+    /// `WatchdogSec=`: how often systemd wants `WATCHDOG=1` (`WATCHDOG_USEC`, for this
+    /// process when `WATCHDOG_PID` is set). `None`: no watchdog.
+    pub fn watchdog_interval(&self) -> Option<std::time::Duration> {
+        self.socket.as_ref()?;
+        if let Some(pid) = std::env::var_os("WATCHDOG_PID")
+            && pid.to_string_lossy().trim() != std::process::id().to_string()
+        {
+            return None;
+        }
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+        (usec > 0).then(|| std::time::Duration::from_micros(usec))
+    }
+
+    /// The daemon is alive (see `daemon::keep_watchdog` for what that means).
+    pub fn watchdog(&self) {
+        self.send("WATCHDOG=1\n");
+    }
+
     /// A one-line state for `systemctl status` (e.g. after a profile reload).
     pub fn status(&self, status: &str) {
         self.send(&format!("STATUS={status}\n"));

@@ -51,6 +51,34 @@ fn ready_is_sent_only_once_every_listener_is_bound_and_stopping_at_shutdown() {
     check_ready_then_stopping(&ws, &path.display().to_string(), &receiver);
 }
 
+/// `WatchdogSec=`: systemd passes `WATCHDOG_USEC`; the daemon pings at half of it.
+#[test]
+fn with_a_watchdog_the_daemon_keeps_pinging() {
+    let ws = Workspace::new();
+    let path = ws.path().join("notify.sock");
+    let receiver = UnixDatagram::bind(&path).unwrap();
+    let notify = path.display().to_string();
+    let mut daemon = ws.spawn_daemon(&[("NOTIFY_SOCKET", notify.as_str()), ("WATCHDOG_USEC", "400000")]);
+    let mut seen = Vec::new();
+    receive_until(&receiver, "READY=1", Duration::from_secs(60), &mut seen);
+    for _ in 0..3 {
+        receive_until(&receiver, "WATCHDOG=1", Duration::from_secs(10), &mut seen);
+    }
+    assert!(daemon.exited().is_none());
+    // A watchdog meant for another process (WATCHDOG_PID) is not ours.
+    drop(daemon);
+    let mut other =
+        ws.spawn_daemon(&[("NOTIFY_SOCKET", notify.as_str()), ("WATCHDOG_USEC", "400000"), ("WATCHDOG_PID", "1")]);
+    let mut seen = Vec::new();
+    receive_until(&receiver, "READY=1", Duration::from_secs(60), &mut seen);
+    receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = receiver.recv(&mut buf) {
+        assert!(!String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"), "pinged for another pid");
+    }
+    assert!(other.exited().is_none());
+}
+
 #[test]
 fn an_abstract_notify_socket_works_too() {
     use std::os::linux::net::SocketAddrExt;
