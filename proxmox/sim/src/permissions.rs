@@ -171,6 +171,114 @@ pub fn effective(privs: Option<&BTreeSet<String>>, path: Option<&str>) -> Value 
     Value::Object(paths.into_iter().map(|p| (p.to_string(), Value::Object(map.clone()))).collect())
 }
 
+/// The privileges `POST|PUT …/config` needs for one option (qemu-server
+/// `src/PVE/API2/Qemu.pm` `$check_vm_modify_config_perm` 995-1040 with its option sets
+/// 788-861, and `$check_drive_perms` 2273-2289 for drives: a cloud-init drive needs both
+/// `VM.Config.Cloudinit` and `VM.Config.CDROM`). `(privileges, any of them suffices)`.
+/// `None`: not checked here (tags, serial ports, …) or only root may set it (checked by the
+/// handler).
+pub fn config_option_privileges(key: &str, value: Option<&str>) -> Option<(&'static [&'static str], bool)> {
+    const CPU: &[&str] = &["cores", "cpu", "runningcpu", "cpulimit", "cpuunits", "numa", "smp", "sockets", "vcpus"];
+    const MEMORY: &[&str] = &["memory", "balloon", "shares", "allow-ksm"];
+    const HWTYPE: &[&str] = &[
+        "acpi",
+        "hotplug",
+        "kvm",
+        "machine",
+        "runningmachine",
+        "scsihw",
+        "smbios1",
+        "tablet",
+        "vga",
+        "watchdog",
+        "audio0",
+        "rng0",
+    ];
+    const GENERAL: &[&str] = &[
+        "agent",
+        "autostart",
+        "bios",
+        "description",
+        "keyboard",
+        "localtime",
+        "migrate_downtime",
+        "migrate_speed",
+        "name",
+        "onboot",
+        "ostype",
+        "protection",
+        "reboot",
+        "startdate",
+        "startup",
+        "tdf",
+        "template",
+    ];
+    const DISK: &[&str] = &["boot", "bootdisk", "vmstatestorage"];
+    const CLOUDINIT: &[&str] =
+        &["cicustom", "cipassword", "citype", "ciuser", "ciupgrade", "nameserver", "searchdomain", "sshkeys"];
+    if crate::world::is_disk_key(key) {
+        let value = value.unwrap_or_default();
+        return Some(
+            if value
+                .split(',')
+                .next()
+                .is_some_and(|v| v.ends_with(":cloudinit") || v.contains("vm-") && v.ends_with("-cloudinit"))
+            {
+                (&["VM.Config.Cloudinit", "VM.Config.CDROM"], false)
+            } else if value.split(',').any(|p| p == "media=cdrom")
+                || value.starts_with("none")
+                || value.starts_with("cdrom")
+            {
+                (&["VM.Config.CDROM"], false)
+            } else {
+                (&["VM.Config.Disk"], false)
+            },
+        );
+    }
+    let in_set = |set: &[&str]| set.contains(&key);
+    let numbered =
+        |prefix: &str| key.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if in_set(CPU) || numbered("numa") {
+        Some((&["VM.Config.CPU"], false))
+    } else if in_set(MEMORY) {
+        Some((&["VM.Config.Memory"], false))
+    } else if in_set(HWTYPE) {
+        Some((&["VM.Config.HWType"], false))
+    } else if in_set(GENERAL) {
+        Some((&["VM.Config.Options"], false))
+    } else if key == "freeze" {
+        Some((&["VM.PowerMgmt"], false))
+    } else if in_set(DISK) {
+        Some((&["VM.Config.Disk"], false))
+    } else if numbered("net") {
+        Some((&["VM.Config.Network"], false))
+    } else if in_set(CLOUDINIT) || numbered("ipconfig") {
+        Some((&["VM.Config.Cloudinit", "VM.Config.Network"], true))
+    } else {
+        None
+    }
+}
+
+/// `check_vm_perm` of every option of a config change, for a token holding `privs`.
+pub fn check_config<'a>(
+    options: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    vmid: u32,
+    privs: &BTreeSet<String>,
+) -> Result<(), SimError> {
+    for (key, value) in options {
+        let Some((needed, any)) = config_option_privileges(key, value) else { continue };
+        let path = format!("/vms/{vmid}");
+        if any {
+            if !needed.iter().any(|p| privs.contains(*p)) {
+                return Err(denied(Some(format!("{path}, {}", needed.join("|")))));
+            }
+        } else if let Some(missing) = needed.iter().find(|p| !privs.contains(**p)) {
+            return Err(denied(Some(format!("{path}, {missing}"))));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +317,25 @@ mod tests {
             check(&clone, &privs(&["VM.Allocate"]), &params).unwrap_err().message,
             "Permission check failed (/vms/101, VM.Clone)"
         );
+    }
+
+    #[test]
+    fn config_options_need_their_privilege_sets() {
+        let cloudinit = [("ide2", Some("local-lvm:cloudinit"))];
+        let e = check_config(cloudinit, 101, &privs(&["VM.Config.Cloudinit"])).unwrap_err();
+        assert_eq!(e.message, "Permission check failed (/vms/101, VM.Config.CDROM)");
+        assert!(check_config(cloudinit, 101, &privs(&["VM.Config.Cloudinit", "VM.Config.CDROM"])).is_ok());
+        assert!(
+            check_config([("cicustom", Some("user=local:snippets/a.yaml"))], 101, &privs(&["VM.Config.Network"]))
+                .is_ok()
+        );
+        let e = check_config([("memory", Some("2048")), ("cores", Some("2"))], 101, &privs(&["VM.Config.Memory"]));
+        assert_eq!(e.unwrap_err().message, "Permission check failed (/vms/101, VM.Config.CPU)");
+        assert!(
+            check_config([("scsi0", Some("local-lvm:vm-101-disk-0,size=8G"))], 101, &privs(&["VM.Config.Disk"]))
+                .is_ok()
+        );
+        assert!(check_config([("net0", Some("virtio,bridge=vmbr1"))], 101, &privs(&[])).is_err());
     }
 
     #[test]

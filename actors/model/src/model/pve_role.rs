@@ -5,11 +5,15 @@
 //! `proxmox/contract/endpoints.json`, from Proxmox 9.1's sources):
 //! - `VM.Clone` (clone, on the template), `VM.Allocate` (clone target, destroy, template);
 //! - `VM.Config.{Disk,CPU,Memory,Network,Options,Cloudinit,HWType}` (config of the clone,
-//!   resize, its firewall options and rules), `VM.Audit` (config, status, snapshots);
+//!   resize, its firewall options and rules), `VM.Config.CDROM` with `VM.Config.Cloudinit`
+//!   (adding a cloud-init drive: qemu-server `API2/Qemu.pm` `$check_drive_perms` 2273-2289),
+//!   `VM.Audit` (config, status, snapshots);
 //! - `VM.PowerMgmt` (start, stop, shutdown, suspend, resume);
 //! - `VM.Snapshot`, `VM.Snapshot.Rollback` (the `clean` snapshot, revert, save/restore);
 //! - `VM.GuestAgent.Audit` (agent ping and network interfaces; PVE 8 had `VM.Monitor`);
-//! - `Datastore.AllocateSpace` (the clone's disks), `Datastore.Audit` (storage status);
+//! - `Datastore.AllocateSpace` (the clone's disks), `Datastore.Audit` (storage status and
+//!   definitions, read from the index: `GET /storage/{storage}` would need
+//!   `Datastore.Allocate`, which may create and remove storages);
 //! - `SDN.Use` (a NIC on the agent bridge);
 //! - `Sys.Audit` (datacenter firewall options, security groups, IP sets, node rules);
 //! - `Sys.Modify` (security groups, the allowlist IP set, the node's IN rules).
@@ -24,6 +28,7 @@ pub const REQUIRED_PRIVILEGES: &[&str] = &[
     "VM.Allocate",
     "VM.Audit",
     "VM.Clone",
+    "VM.Config.CDROM",
     "VM.Config.CPU",
     "VM.Config.Cloudinit",
     "VM.Config.Disk",

@@ -160,6 +160,10 @@ pub async fn update_config(sim: &Arc<Sim>, req: &Req, as_task: bool) -> Answer {
         return Err(SimError::die("only root can set 'affinity' config"));
     }
     super::create::check_imports(&set, &req.user)?;
+    if let Some(privs) = crate::permissions::privileges_of(&sim.config.token_privileges, &req.user) {
+        let options = set.iter().map(|(k, v)| (k.as_str(), Some(v.as_str())));
+        crate::permissions::check_config(options.chain(delete.iter().map(|k| (k.as_str(), None))), vmid, privs)?;
+    }
     let force = req.flag("force");
     with_vm(sim, req, |vm| {
         check_lock(vm).map_err(SimError::die)?;
