@@ -309,7 +309,7 @@ pub struct DestroyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LeaseCommand {
-    /// Extend the lease of a RUNNING sandbox.
+    /// Extend the lease of a READY or RUNNING sandbox.
     Renew {
         /// New lease from now: minutes, or a duration such as 30m.
         #[arg(long, value_parser = parse_ttl)]

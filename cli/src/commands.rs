@@ -5,7 +5,7 @@ use crate::args::{
     SnapshotCommand,
 };
 use crate::client::{ClientError, DaemonClient};
-use crate::render;
+use crate::{render, render_status};
 use agentlab_model::model::modifiers;
 use agentlab_model::protocol::{
     CreateExposureRequest, CreateSandboxRequest, CreateSandboxResponse, DebugActorsResponse, DestroySandboxRequest,
@@ -19,7 +19,7 @@ pub fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
     match &cli.command {
         Command::Status => {
             let value = client.get_value("/v1/status")?;
-            print_or(cli.json, &value, |v: StatusResponse| render::status(&v))
+            print_or(cli.json, &value, |v: StatusResponse| render_status::status(&v))
         }
         Command::Profile(ProfileCommand::List) => {
             let value = client.get_value("/v1/profiles")?;

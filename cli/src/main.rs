@@ -3,16 +3,16 @@
 //! Exit codes: 0 success, 1 a request failed, 2 bad usage. With `--json`, errors are
 //! printed on stdout as the daemon's envelope `{"error","code","message"}`.
 
-mod args;
 mod client;
 mod commands;
 mod follow;
 mod jobs;
 mod render;
+mod render_status;
 mod ssh;
 mod terminal;
 
-use args::{Cli, Command};
+use agentlab_cli::args::{self, Cli, Command};
 use clap::{CommandFactory, Parser};
 use client::{ClientError, DaemonClient};
 use std::process::ExitCode;

@@ -1,8 +1,6 @@
 //! Text output for people: tables and summaries. `--json` bypasses all of this.
 
-use agentlab_model::protocol::{
-    DebugActorsResponse, EventView, ProfilesResponse, SandboxView, SandboxesResponse, StatusResponse, TemplateReport,
-};
+use agentlab_model::protocol::{DebugActorsResponse, EventView, ProfilesResponse, SandboxView, SandboxesResponse};
 use comfy_table::{Table, presets::NOTHING};
 
 fn table(header: &[&str]) -> Table {
@@ -14,104 +12,6 @@ fn table(header: &[&str]) -> Table {
 
 fn or_dash(value: Option<&str>) -> String {
     value.filter(|v| !v.is_empty()).unwrap_or("-").to_string()
-}
-
-pub fn status(s: &StatusResponse) -> String {
-    let mut out = format!("agentlabd {} (pid {}, up {}s)\n", s.daemon.version, s.daemon.pid, s.daemon.uptime_seconds);
-    let px = &s.proxmox;
-    if px.reachable && px.token_ok == Some(false) {
-        out.push_str(&format!(
-            "proxmox:   reachable via {} backend ({}) but the API TOKEN IS REFUSED\n           {}\n",
-            px.backend,
-            px.endpoint,
-            px.error.as_deref().unwrap_or("no reason given")
-        ));
-    } else if px.reachable {
-        out.push_str(&format!(
-            "proxmox:   reachable, {} via {} backend ({}), token accepted\n",
-            px.version.as_deref().unwrap_or("unknown version"),
-            px.backend,
-            px.endpoint
-        ));
-        if !px.nodes.is_empty() {
-            out.push_str(&format!("nodes:     {}\n", px.nodes.join(", ")));
-        }
-        if let Some(fw) = &px.firewall {
-            let groups: Vec<String> = fw
-                .groups
-                .iter()
-                .map(|(g, exists)| format!("{g} {}", if *exists { "present" } else { "missing" }))
-                .collect();
-            out.push_str(&format!(
-                "firewall:  datacenter {}; groups: {}\n",
-                if fw.datacenter_enabled { "enabled" } else { "DISABLED (network modes are not enforced by Proxmox)" },
-                groups.join(", ")
-            ));
-        }
-    } else {
-        out.push_str(&format!(
-            "proxmox:   UNREACHABLE via {} backend ({})\n           {}\n",
-            px.backend,
-            px.endpoint,
-            px.error.as_deref().unwrap_or("no reason given")
-        ));
-    }
-    let net = &s.network;
-    let isolation = match net.isolation.as_str() {
-        "both" => "both layers (Proxmox firewall and host ruleset)",
-        "one_layer" => "ONE LAYER",
-        "none" => "NONE: no sandbox is provisioned",
-        _ => "unknown",
-    };
-    out.push_str(&format!("isolation: {isolation}; host ruleset {}\n", net.host_ruleset));
-    for line in &net.warnings {
-        out.push_str(&format!("           warning: {line}\n"));
-    }
-    out.push_str(&format!("profiles:  {} loaded from {}\n", s.profiles.count, s.profiles.dir));
-    for line in &s.profiles.not_served {
-        out.push_str(&format!("           not served: {line}\n"));
-    }
-    for line in &s.profiles.warnings {
-        out.push_str(&format!("           warning: {line}\n"));
-    }
-    if let Some(error) = &s.profiles.last_reload_error {
-        out.push_str(&format!(
-            "           last reload refused (previous set in use):\n           {}\n",
-            error.replace('\n', "\n           ")
-        ));
-    }
-    out.push_str(&templates(&s.templates));
-    let total: u64 = s.sandboxes.values().sum();
-    let by_state: Vec<String> = s.sandboxes.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-    if by_state.is_empty() {
-        out.push_str(&format!("sandboxes: {total}\n"));
-    } else {
-        out.push_str(&format!("sandboxes: {total} ({})\n", by_state.join(", ")));
-    }
-    out.push_str(&format!("socket:    {}\ndatabase:  {}\n", s.listeners.socket, s.daemon.db_path));
-    if !s.placement.is_empty() {
-        out.push_str(&format!("placement: {}\n", s.placement));
-    }
-    if !s.recent_failures.is_empty() {
-        out.push_str("recent failures:\n");
-        for event in &s.recent_failures {
-            out.push_str(&format!("  {}\n", event_line(event)));
-        }
-    }
-    out
-}
-
-/// `template 9000 (pve1): accepted`, each finding indented below it.
-fn templates(reports: &[TemplateReport]) -> String {
-    let mut out = String::new();
-    for template in reports {
-        let node = template.node.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
-        out.push_str(&format!("template {}{node}: {}\n", template.vmid, template.outcome()));
-        for finding in &template.findings {
-            out.push_str(&format!("           {}\n", finding.line()));
-        }
-    }
-    out
 }
 
 pub fn profiles(p: &ProfilesResponse) -> String {
@@ -293,21 +193,7 @@ pub fn exposures(list: &[agentlab_model::protocol::ExposureView]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use agentlab_model::protocol::{EgressDrop, FindingLevel, TemplateFinding, TemplateReport};
-
-    #[test]
-    fn each_template_has_its_verdict_line_and_its_findings_below() {
-        let finding = |level, code: &str| TemplateFinding { level, code: code.into(), message: "do this".into() };
-        let reports = [
-            TemplateReport::new(9000, Some("pve1".into()), vec![finding(FindingLevel::Warning, "agent_disabled")]),
-            TemplateReport::new(9001, None, vec![finding(FindingLevel::Error, "not_found")]),
-        ];
-        assert_eq!(
-            super::templates(&reports),
-            "template 9000 (pve1): accepted\n           warning agent_disabled: do this\n\
-             template 9001: refused (1 error)\n           error not_found: do this\n"
-        );
-    }
+    use agentlab_model::protocol::EgressDrop;
 
     #[test]
     fn the_egress_record_lists_each_destination_with_its_port_when_it_has_one() {

@@ -375,7 +375,7 @@ fn a_snippets_dir_proxmox_does_not_read_stops_the_daemon_with_the_directory_to_u
 }
 
 /// An interactive sandbox (`sandbox new`, no job) stays READY; its lease can be renewed
-/// (docs/compatibility.md: the seed allowed RUNNING only, which such a sandbox never is).
+/// (docs/reference/compatibility.md: the seed allowed RUNNING only, which such a sandbox never is).
 #[test]
 fn an_interactive_sandbox_has_its_lease_renewed_while_ready() {
     let ws = Workspace::new();

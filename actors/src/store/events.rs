@@ -5,7 +5,7 @@ use crate::model::{EventKind, time_format};
 use crate::protocol::{EVENT_SCHEMA_VERSION, EventView};
 use rusqlite::{Row, Transaction, params};
 
-/// Event stages of the envelope kept from the Go version (docs/compatibility.md).
+/// Event stages of the envelope kept from the Go version (docs/reference/compatibility.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Lifecycle,

@@ -1,5 +1,5 @@
 //! The simulator refuses what Proxmox refuses, with Proxmox's texts, so that a client
-//! mistake (the Go version's D1–D5, docs/compatibility.md) fails in our tests instead of on a real host.
+//! mistake (the Go version's D1–D5, docs/reference/compatibility.md) fails in our tests instead of on a real host.
 
 mod support;
 

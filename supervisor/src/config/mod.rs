@@ -179,7 +179,7 @@ fn line_label(line: Option<usize>) -> String {
 fn nearest_label(nearest: &Option<String>) -> String {
     match nearest {
         Some(n) => format!("; did you mean `{n}`?"),
-        None => "; see docs/configuration.md for the valid keys".to_string(),
+        None => "; see docs/reference/configuration.md for the valid keys".to_string(),
     }
 }
 

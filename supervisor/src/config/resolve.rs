@@ -310,7 +310,7 @@ impl Resolver<'_> {
         if !(test_time_scale > 0.0 && test_time_scale <= 1.0) {
             return Err(self.invalid("test_time_scale", "must be in (0, 1]; leave it unset in production"));
         }
-        // Twice the provisioning timeout, within [5 min, 2 h] (the Go version's default, docs/compatibility.md).
+        // Twice the provisioning timeout, within [5 min, 2 h] (the Go version's default, docs/reference/compatibility.md).
         let default_grace = (provisioning_timeout * 2).clamp(Duration::from_secs(300), Duration::from_secs(7200));
         let orphan_grace_period = self.duration("orphan_grace_period", raw.orphan_grace_period, default_grace)?;
         Ok(Config {
@@ -458,7 +458,7 @@ impl Resolver<'_> {
     }
 }
 
-/// The agent subnet is the bootstrap address's /16 (/64 for IPv6), as docs/compatibility.md keeps it.
+/// The agent subnet is the bootstrap address's /16 (/64 for IPv6), as docs/reference/compatibility.md keeps it.
 fn derived_subnet(ip: IpAddr) -> IpNet {
     let prefix = if ip.is_ipv4() { 16 } else { 64 };
     IpNet::new(ip, prefix).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))

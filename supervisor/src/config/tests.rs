@@ -170,3 +170,53 @@ fn max_ttl_defaults_to_a_week_and_is_bounded() {
         assert!(err.contains("max_ttl_minutes") && err.contains("525600"), "{bad}: {err}");
     }
 }
+
+/// The keys in the first column of docs/reference/configuration.md's table. A cell may name
+/// two keys, `a` / `b`; a second key written as a suffix (`_burst`) replaces the first key's
+/// last `_word` (`report_rate_limit_qps` / `_burst` is `report_rate_limit_burst`).
+fn documented_keys(markdown: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut in_key_table = None;
+    for line in markdown.lines().map(str::trim) {
+        if !line.starts_with('|') {
+            in_key_table = None;
+            continue;
+        }
+        let first = line.split('|').nth(1).unwrap_or("").trim();
+        match in_key_table {
+            None => in_key_table = Some(first == "key"),
+            Some(true) if !first.starts_with("---") => {
+                let spans: Vec<&str> = first.split('`').skip(1).step_by(2).collect();
+                let Some(head) = spans.first() else { continue };
+                for span in &spans {
+                    keys.push(match span.strip_prefix('_') {
+                        Some(suffix) => format!("{}_{suffix}", head.rsplit_once('_').map_or(*head, |(stem, _)| stem)),
+                        None => span.to_string(),
+                    });
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_configuration_reference_documents_every_key_and_no_other() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/reference/configuration.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert_eq!(
+        documented_keys("| key | default |\n|---|---|\n| `a_qps` / `_burst` | x |\n| `m_min` / `m_max` | y |"),
+        ["a_qps", "a_burst", "m_min", "m_max"]
+    );
+    let documented = documented_keys(&text);
+    let mut seen = std::collections::BTreeSet::new();
+    let twice: Vec<&String> = documented.iter().filter(|k| !seen.insert(k.as_str())).collect();
+    let missing: Vec<&&str> = KEYS.iter().filter(|k| !seen.contains(**k)).collect();
+    let unknown: Vec<&&str> = seen.iter().filter(|k| !KEYS.contains(k)).collect();
+    assert!(
+        twice.is_empty() && missing.is_empty() && unknown.is_empty(),
+        "docs/reference/configuration.md is out of date with KEYS (supervisor/src/config/raw.rs):\n  \
+         undocumented: {missing:?}\n  documented but not a key: {unknown:?}\n  documented twice: {twice:?}"
+    );
+}

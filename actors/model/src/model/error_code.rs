@@ -1,7 +1,7 @@
 //! Stable error codes of the control API, `v1/<domain>/<reason>`.
 //!
 //! Each code is chosen where the error is made, never derived from message text (the Go
-//! version sniffed messages, D13 in docs/compatibility.md). The HTTP status of each code is decided in one
+//! version sniffed messages, D13 in docs/reference/compatibility.md). The HTTP status of each code is decided in one
 //! place, in the daemon's API layer.
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,8 @@
 //! Which operator operations a sandbox accepts in which state.
 //!
-//! The original product table (show, logs, start, destroy, lease renew; docs/compatibility.md) extended with the
-//! operations the product has beyond it (stop, pause, resume, revert, snapshots, update),
+//! The original product table (show, logs, start, destroy, lease renew;
+//! docs/reference/compatibility.md) extended with the operations the product has beyond it
+//! (stop, pause, resume, revert, snapshots, update),
 //! whose preconditions follow the Go version's manager. A handler asks `check` before it
 //! records an intent; it never re-derives these rules with its own `if`s.
 
@@ -114,7 +115,7 @@ pub fn check(state: SandboxState, op: Operation) -> Admission {
 
         // READY too: an interactive sandbox (`sandbox new`, no job) is READY all its life, and
         // its operator must be able to keep it (the seed allowed RUNNING only, where a
-        // `sandbox new` sandbox never is; docs/compatibility.md).
+        // `sandbox new` sandbox never is; docs/reference/compatibility.md).
         (O::LeaseRenew, S::Ready | S::Running) => Yes,
         (O::LeaseRenew, S::Requested | S::Provisioning | S::Booting) => No,
         (O::LeaseRenew, S::Suspended | S::Completed | S::Failed | S::Timeout) => No,

@@ -1,5 +1,5 @@
 //! Request and response bodies of the job routes of the control API (`/v1/jobs…`).
-//! Field names follow the Go version's job responses (docs/compatibility.md).
+//! Field names follow the Go version's job responses (docs/reference/compatibility.md).
 
 use super::api::EventView;
 use super::guest::ArtifactInfo;

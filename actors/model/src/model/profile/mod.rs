@@ -1,6 +1,6 @@
 //! The profile schema: what a sandbox is cloned from and how it is configured.
 //!
-//! The schema is the Go version's (docs/compatibility.md) without its defects: unknown fields are
+//! The schema is the Go version's (docs/reference/compatibility.md) without its defects: unknown fields are
 //! errors (not silently ignored), `type` is `vm` only (an `lxc` profile, which the Go loader
 //! accepted and nothing provisioned, is reported and not served; `profiles/loader.rs`), CPU
 //! time caps are `cpulimit` (not the CPU *type*, D9; `cpu_over_commit` loads with a
