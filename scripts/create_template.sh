@@ -19,7 +19,8 @@
 #                         A mismatch is fatal and deletes the download.
 #   --refresh             download the image again even if it is in the cache
 #   --runner PATH         the agent-runner binary (target/release/agent-runner, else
-#                         target/debug/agent-runner, relative to the repository)
+#                         target/debug/agent-runner, relative to the repository, else
+#                         agent-runner on PATH)
 #   --skip-customize      import the image as it is (it already has the guest layer)
 #   --with-agents         also install Node.js and the agent CLIs, at
 #   --claude-version V --codex-version V --opencode-version V   (1.0.100, 0.28.0, 0.6.4)
@@ -162,7 +163,9 @@ fi
 
 if [ -z "$skip_customize" ]; then
   if [ -z "$runner" ]; then
-    for candidate in "$repo/target/release/agent-runner" "$repo/target/debug/agent-runner"; do
+    # From a checkout: the build; installed (install_host.sh, the .deb): the one on PATH.
+    for candidate in "$repo/target/release/agent-runner" "$repo/target/debug/agent-runner" \
+      "$(command -v agent-runner || true)"; do
       if [ -x "$candidate" ]; then runner=$candidate; break; fi
     done
     [ -n "$runner" ] || die "no agent-runner binary: cargo build --release -p agentlab-guest, or pass --runner PATH"

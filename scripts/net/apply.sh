@@ -34,9 +34,17 @@ fi
 
 "$agentlabd" --config "$config" net apply
 if [ "$at_boot" = 1 ]; then
-  unit=/etc/systemd/system/agentlab-net.service
-  sed -e "s|@AGENTLABD@|$agentlabd|g" -e "s|@CONFIG@|$config|g" "$(dirname "$0")/agentlab-net.service" > "$unit"
-  systemctl daemon-reload
+  # install_host.sh and the .deb install the unit already; otherwise it is written here.
+  installed=""
+  for dir in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
+    [ -e "$dir/agentlab-net.service" ] && { installed="$dir/agentlab-net.service"; break; }
+  done
+  if [ -z "$installed" ]; then
+    installed=/etc/systemd/system/agentlab-net.service
+    sed -e "s|@AGENTLABD@|$agentlabd|g" -e "s|@CONFIG@|$config|g" \
+      "$(dirname "$0")/../systemd/agentlab-net.service" > "$installed"
+    systemctl daemon-reload
+  fi
   systemctl enable agentlab-net.service
-  echo "apply.sh: $unit enabled: the ruleset is loaded at every boot, before agentlabd" >&2
+  echo "apply.sh: $installed enabled: the ruleset is loaded at every boot, before agentlabd" >&2
 fi
