@@ -386,37 +386,53 @@ pub fn forget(runtime: &QemuRuntime, vmid: u32, volids: &[String]) {
     let _ = std::fs::remove_dir_all(runtime.root.join(vmid.to_string()));
 }
 
-/// KVM only where it really runs a guest: here `/dev/kvm` can exist and still fail every
-/// guest, so a short probe boots QEMU with KVM and sees whether it stays up.
+/// KVM only where it really runs a guest: here `/dev/kvm` can exist, run the firmware and
+/// still hang every kernel (a paravirtual KVM whose guest sits "running" and prints nothing),
+/// so staying up proves nothing. The probe boots the image's kernel under KVM with no root
+/// disk: a working KVM takes it to its "no root" panic, and `-no-reboot` makes QEMU exit with
+/// that panic on the serial line. Anything else — no kernel to try, a hang, no panic — is TCG.
 async fn resolve_accel(sim: &Sim, runtime: &QemuRuntime, kernel: Option<&Kernel>) -> Accel {
     if let Some(accel) = sim.machines.accel.get() {
         return *accel;
     }
-    let accel = match runtime.accel {
-        AccelChoice::Kvm => Accel::Kvm,
-        AccelChoice::Tcg => Accel::Tcg,
+    let (accel, why) = match runtime.accel {
+        AccelChoice::Kvm => (Accel::Kvm, "asked for"),
+        AccelChoice::Tcg => (Accel::Tcg, "asked for"),
         AccelChoice::Auto => probe_kvm(&runtime.qemu, kernel).await,
     };
-    eprintln!("pve-sim: QEMU runtime uses {}", if accel == Accel::Kvm { "KVM" } else { "TCG (software emulation)" });
+    let name = if accel == Accel::Kvm { "KVM" } else { "TCG (software emulation)" };
+    eprintln!("pve-sim: QEMU runtime uses {name}: {why}");
     *sim.machines.accel.get_or_init(|| accel)
 }
 
-async fn probe_kvm(qemu: &std::path::Path, kernel: Option<&Kernel>) -> Accel {
+async fn probe_kvm(qemu: &std::path::Path, kernel: Option<&Kernel>) -> (Accel, &'static str) {
     if !std::path::Path::new("/dev/kvm").exists() {
-        return Accel::Tcg;
+        return (Accel::Tcg, "no /dev/kvm");
     }
-    let mut command = tokio::process::Command::new(qemu);
-    command.args(["-accel", "kvm", "-cpu", "host", "-nodefaults", "-display", "none", "-m", "128", "-no-reboot"]);
-    if let Some(k) = kernel {
-        command.arg("-kernel").arg(&k.kernel).args(["-append", "panic=-1"]);
-    }
-    let Ok(mut child) =
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true).spawn()
-    else {
-        return Accel::Tcg;
+    let Some(kernel) = kernel else {
+        return (Accel::Tcg, "no kernel beside the image to prove KVM boots one");
     };
-    let alive = tokio::time::timeout(Duration::from_secs(3), child.wait()).await.is_err();
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    if alive { Accel::Kvm } else { Accel::Tcg }
+    let mut command = tokio::process::Command::new(qemu);
+    command
+        .args(["-accel", "kvm", "-cpu", "host", "-nodefaults", "-display", "none", "-m", "256", "-no-reboot"])
+        .args(["-serial", "stdio", "-kernel"])
+        .arg(&kernel.kernel)
+        .args(["-append", "console=ttyS0 panic=-1"]);
+    let Ok(child) = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    else {
+        return (Accel::Tcg, "QEMU would not start with -accel kvm");
+    };
+    // A working KVM panics in about a second; TCG takes this kernel there in under three.
+    match tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await {
+        Ok(Ok(output)) if String::from_utf8_lossy(&output.stdout).contains("Kernel panic") => {
+            (Accel::Kvm, "a kernel booted under KVM")
+        }
+        Ok(_) => (Accel::Tcg, "a kernel under KVM stopped before it could panic"),
+        Err(_) => (Accel::Tcg, "a kernel under KVM hung (no panic within 10 s)"),
+    }
 }
