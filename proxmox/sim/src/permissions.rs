@@ -279,6 +279,24 @@ pub fn check_config<'a>(
     Ok(())
 }
 
+/// pve-storage `src/PVE/Storage.pm` check_volume_access (619-655) for a disk image a config
+/// names by volume id: Datastore.Allocate on the storage suffices; otherwise the VM's own
+/// volume is fine, and another VMID's needs Datastore.Audit on the storage and
+/// VM.Config.Disk on the owner. (Privileges are not per path here: one set for the token.)
+pub fn check_volume_access(volid: &str, vmid: u32, owner: u32, privs: &BTreeSet<String>) -> Result<(), SimError> {
+    let storage = volid.split(':').next().unwrap_or_default();
+    if privs.contains("Datastore.Allocate") || owner == vmid {
+        return Ok(());
+    }
+    if !privs.contains("Datastore.Audit") {
+        return Err(denied(Some(format!("/storage/{storage}, Datastore.Audit"))));
+    }
+    if !privs.contains("VM.Config.Disk") {
+        return Err(denied(Some(format!("/vms/{owner}, VM.Config.Disk"))));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

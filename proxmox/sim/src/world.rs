@@ -172,6 +172,17 @@ pub fn cloudinit_drive(config: &BTreeMap<String, String>, vmid: u32) -> Option<S
         .map(|(k, _)| k.clone())
 }
 
+/// The volume ids of a config's disks (no CD-ROM, no `unusedN`, no cloud-init drive).
+pub fn disk_volumes(config: &BTreeMap<String, String>) -> Vec<String> {
+    config
+        .iter()
+        .filter(|(k, v)| is_disk_key(k) && !v.contains("media=cdrom"))
+        .filter_map(|(_, v)| v.split(',').next())
+        .filter(|volid| volid.contains(':') && *volid != "none" && !volid.ends_with("-cloudinit"))
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn is_disk_key(key: &str) -> bool {
     ["scsi", "virtio", "sata", "ide", "efidisk", "tpmstate"]
         .iter()

@@ -469,3 +469,77 @@ async fn created_vms_import_images_only_as_root_and_become_templates_with_their_
     let volume = &world.storages["local-lvm"].volumes["base-9100-disk-0"];
     assert_eq!((volume.size, volume.image.as_deref()), (3 << 30, Some(image.path())));
 }
+
+/// F12: a disk image another VMID owns, attached by volume id. Rolling back to a snapshot
+/// taken before the attach leaves it as `unusedN` (qemu-server QemuConfig.pm
+/// __snapshot_rollback_get_unused); destroying the VM, even with
+/// `destroy-unreferenced-disks`, frees only the VM's own volumes (QemuServer.pm destroy_vm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_volume_survives_rollback_and_destroy() {
+    use agentlab_proxmox::Pve;
+    use agentlab_proxmox::types::{CloneSpec, ConfigChange, DestroyOptions};
+    let env = support::sim().await;
+    let pve = env.api();
+    pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1001, full: Some(true), ..Default::default() }).await.unwrap();
+    pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1002, full: Some(true), ..Default::default() }).await.unwrap();
+    let volid = pve.alloc_volume("pve1", "local-lvm", 1002, "vm-1002-disk-5", "1G").await.unwrap();
+    pve.create_snapshot("pve1", 1001, "clean", None).await.unwrap();
+    let missing =
+        pve.update_config("pve1", 1001, &ConfigChange::default().set("scsi1", "local-lvm:vm-1002-disk-9")).await;
+    let text = missing.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("volume local-lvm:vm-1002-disk-9 does not exist"), "{text}");
+    pve.update_config("pve1", 1001, &ConfigChange::default().set("scsi1", volid.clone())).await.unwrap();
+    let config = env.sim.sim.world().vms[&1001].config.clone();
+    assert_eq!(config.get("scsi1").map(String::as_str), Some("local-lvm:vm-1002-disk-5,size=1G"));
+    pve.rollback_snapshot("pve1", 1001, "clean").await.unwrap();
+    let config = env.sim.sim.world().vms[&1001].config.clone();
+    assert_eq!((config.get("scsi1"), config.get("unused0").map(String::as_str)), (None, Some(volid.as_str())));
+    let options = DestroyOptions { purge: true, destroy_unreferenced_disks: true, skiplock: false };
+    pve.destroy_vm("pve1", 1001, options).await.unwrap();
+    let world = env.sim.sim.world();
+    assert!(world.storages["local-lvm"].volumes.contains_key("vm-1002-disk-5"), "the foreign volume is kept");
+    assert!(!world.storages["local-lvm"].volumes.contains_key("vm-1001-disk-0"), "the VM's own disk is freed");
+}
+
+/// pve-storage Storage.pm check_volume_access (630-649): another VMID's image needs
+/// Datastore.Audit on the storage and VM.Config.Disk on its owner (or Datastore.Allocate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attaching_another_vms_volume_needs_config_disk_on_the_owner() {
+    use agentlab_proxmox::Pve;
+    use agentlab_proxmox::types::{CloneSpec, ConfigChange};
+    let token = agentlab_pve_sim::TEST_TOKEN.split('=').next().unwrap().to_string();
+    let env = support::sim_with(|config| {
+        let privs = ["VM.Audit", "VM.Clone", "VM.Allocate", "VM.Config.Disk", "Datastore.AllocateSpace"];
+        config.token_privileges.insert(token, privs.iter().map(|p| p.to_string()).collect());
+    })
+    .await;
+    let pve = env.api();
+    pve.clone_vm("pve1", 9000, &CloneSpec { newid: 1001, full: Some(true), ..Default::default() }).await.unwrap();
+    let volid = pve.alloc_volume("pve1", "local-lvm", 1002, "vm-1002-disk-0", "1G").await.unwrap();
+    let refused = pve.update_config("pve1", 1001, &ConfigChange::default().set("scsi1", volid)).await;
+    let text = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("Permission check failed (/storage/local-lvm, Datastore.Audit)"), "{text}");
+}
+
+/// qemu-server API2/Qemu.pm move_vm_disk (5049-5051): a disk a snapshot references does not
+/// move to another VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_in_a_snapshot_does_not_move_to_another_vm() {
+    use agentlab_proxmox::Pve;
+    use agentlab_proxmox::types::CloneSpec;
+    let env = support::sim().await;
+    let pve = env.api();
+    for newid in [1001, 1002] {
+        pve.clone_vm("pve1", 9000, &CloneSpec { newid, full: Some(true), ..Default::default() }).await.unwrap();
+    }
+    pve.create_snapshot("pve1", 1001, "s1", None).await.unwrap();
+    let refused = call(
+        &env,
+        Method::Post,
+        "/nodes/pve1/qemu/1001/move_disk",
+        &[("disk", "scsi0"), ("target-vmid", "1002"), ("target-disk", "scsi1")],
+    )
+    .await;
+    let text = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("Can't move disk used by a snapshot to another VM"), "{text}");
+}

@@ -135,6 +135,12 @@ pub fn move_disk(sim: &Arc<Sim>, req: &Req) -> Answer {
         if dst.config.contains_key(&target_disk) {
             return Err(SimError::die(format!("Target disk key '{target_disk}' is already in use for VM '{target}'")));
         }
+        // qemu-server API2/Qemu.pm move_vm_disk (5049-5051, Drive.pm is_volume_in_use): a
+        // volume any snapshot of the source references stays where it is.
+        let volid = value.split(',').next().unwrap_or_default();
+        if src.snapshots.iter().any(|snap| crate::world::disk_volumes(&snap.config).iter().any(|v| v == volid)) {
+            return Err(SimError::die("Can't move disk used by a snapshot to another VM"));
+        }
         if src.power != PowerState::Stopped && is_disk_key(&disk) {
             return Err(SimError::die("Cannot move disk to another VM while the source VM is running - detach first"));
         }

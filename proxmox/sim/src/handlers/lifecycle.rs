@@ -285,7 +285,11 @@ pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
         tokio::time::sleep(task_sim.latency("destroy")).await;
         task_sim.stop_guest(vmid);
         if let Some(runtime) = &task_sim.config.qemu {
-            let owned: Vec<String> = volumes.iter().map(|(_, v)| v.clone()).filter(|v| !v.contains("base-")).collect();
+            // Only the VM's own volumes go (QemuServer.pm destroy_vm 1873-1905 skips a volume
+            // whose owner is another VMID): an attached foreign disk keeps its content.
+            let owns = |volid: &str| volid.split_once(':').and_then(|(_, n)| World::owner_of(n)) == Some(vmid);
+            let owned: Vec<String> =
+                volumes.iter().map(|(_, v)| v.clone()).filter(|v| !v.contains("base-") && owns(v)).collect();
             crate::qemu::forget(runtime, vmid, &owned);
         }
         let mut world = task_sim.world();

@@ -163,6 +163,12 @@ pub async fn update_config(sim: &Arc<Sim>, req: &Req, as_task: bool) -> Answer {
     if let Some(privs) = crate::permissions::privileges_of(&sim.config.token_privileges, &req.user) {
         let options = set.iter().map(|(k, v)| (k.as_str(), Some(v.as_str())));
         crate::permissions::check_config(options.chain(delete.iter().map(|k| (k.as_str(), None))), vmid, privs)?;
+        // qemu-server API2/Qemu.pm $check_storage_access (194) and the unusedN check (270).
+        for (key, value) in &set {
+            if let Some((volid, owner)) = existing_image(key, value) {
+                crate::permissions::check_volume_access(volid, vmid, owner, privs)?;
+            }
+        }
     }
     let force = req.flag("force");
     with_vm(sim, req, |vm| {
@@ -265,6 +271,17 @@ pub fn apply(
     Ok(log)
 }
 
+/// A disk or `unusedN` value naming an existing disk image (`STORAGE:vm-N-disk-M`), and
+/// the VMID that owns it.
+fn existing_image<'a>(key: &str, value: &'a str) -> Option<(&'a str, u32)> {
+    if !(is_disk_key(key) || key.starts_with("unused")) || value.contains("media=cdrom") {
+        return None;
+    }
+    let volid = value.split(',').next()?;
+    let (_, volname) = volid.split_once(':')?;
+    World::owner_of(volname).filter(|_| !volname.ends_with("-cloudinit")).map(|owner| (volid, owner))
+}
+
 fn is_new_cloudinit(value: &str) -> bool {
     value.split(',').next().and_then(|f| f.split_once(':')).is_some_and(|(_, name)| name == "cloudinit")
 }
@@ -315,7 +332,17 @@ fn allocate_if_new(world: &mut World, vmid: u32, value: &str, log: &mut Vec<Stri
         return Ok(value.to_string());
     };
     let Ok(gib) = size.parse::<f64>() else {
-        return Ok(value.to_string());
+        // An existing volume must be there, and the drive records its size (Qemu.pm
+        // create_disks 710-715: "volume … does not exist").
+        let Some(bytes) = world.storages.get(storage).and_then(|s| s.volumes.get(size)).map(|v| v.size) else {
+            if World::owner_of(size).is_some() {
+                return Err(format!("volume {first} does not exist"));
+            }
+            return Ok(value.to_string());
+        };
+        let rest: String =
+            rest.split(',').filter(|p| !p.is_empty() && !p.starts_with("size=")).map(|p| format!(",{p}")).collect();
+        return Ok(format!("{first}{rest},size={}", size_text(bytes)));
     };
     if !world.storages.contains_key(storage) {
         return Err(format!("storage '{storage}' does not exist"));

@@ -5,6 +5,7 @@ use crate::engine::SimError;
 use crate::http::Req;
 use crate::world::{PowerState, SnapshotEntry, StorageKind};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub fn list(sim: &Arc<Sim>, req: &Req) -> Answer {
@@ -88,7 +89,9 @@ pub fn create(sim: &Arc<Sim>, req: &Req) -> Answer {
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
         tokio::time::sleep(task_sim.latency("snapshot")).await;
         if let Some(runtime) = &task_sim.config.qemu
-            && let Err(e) = crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-c", &name).await
+            && let Err(e) =
+                crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-c", &name, &current_config(&task_sim, vmid))
+                    .await
         {
             if let Some(vm) = task_sim.world().vm_on_mut(&node, vmid) {
                 vm.lock = None;
@@ -153,12 +156,12 @@ pub fn rollback(sim: &Arc<Sim>, req: &Req) -> Answer {
         tokio::time::sleep(task_sim.latency("rollback")).await;
         task_sim.stop_guest(vmid);
         if let Some(runtime) = &task_sim.config.qemu {
-            crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-a", &name).await?;
+            crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-a", &name, &snap.config).await?;
         }
         let mut world = task_sim.world();
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         vm.lock = None;
-        vm.config = snap.config;
+        vm.config = rolled_back_config(&vm.config, snap.config);
         // The snapshot's config replaces the pending section too.
         vm.pending.clear();
         // Without a saved RAM state the VM is stopped after a rollback.
@@ -180,7 +183,8 @@ pub fn delete(sim: &Arc<Sim>, req: &Req) -> Answer {
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
         tokio::time::sleep(task_sim.latency("delsnapshot")).await;
         if let Some(runtime) = &task_sim.config.qemu {
-            crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-d", &name).await?;
+            let config = snapshot_config(&task_sim, vmid, &name);
+            crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-d", &name, &config).await?;
         }
         let mut world = task_sim.world();
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
@@ -192,4 +196,39 @@ pub fn delete(sim: &Arc<Sim>, req: &Req) -> Answer {
         Ok(Vec::new())
     });
     Ok(Value::String(upid))
+}
+
+/// The config after a rollback: the snapshot's, keeping the current `unusedN` volumes, and
+/// every current disk the snapshot does not reference added as a new `unusedN` (qemu-server
+/// `src/PVE/QemuConfig.pm` __snapshot_rollback_get_unused (524-557), used by guest-common
+/// AbstractConfig.pm snapshot_rollback (1181-1188)), whoever owns it: so a disk attached
+/// after the snapshot is detached, not lost, and a later destroy frees it only if the VM
+/// owns it.
+pub fn rolled_back_config(
+    current: &BTreeMap<String, String>,
+    snap: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let in_snapshot = crate::world::disk_volumes(&snap);
+    let mut next = snap;
+    next.retain(|k, _| !k.starts_with("unused"));
+    next.extend(current.iter().filter(|(k, _)| k.starts_with("unused")).map(|(k, v)| (k.clone(), v.clone())));
+    for volid in crate::world::disk_volumes(current).into_iter().filter(|v| !in_snapshot.contains(v)) {
+        if next.iter().any(|(k, v)| k.starts_with("unused") && *v == volid) {
+            continue;
+        }
+        if let Some(slot) = (0..256).map(|n| format!("unused{n}")).find(|k| !next.contains_key(k)) {
+            next.insert(slot, volid);
+        }
+    }
+    next
+}
+
+fn current_config(sim: &Sim, vmid: u32) -> BTreeMap<String, String> {
+    sim.world().vms.get(&vmid).map(|vm| vm.config.clone()).unwrap_or_default()
+}
+
+fn snapshot_config(sim: &Sim, vmid: u32, name: &str) -> BTreeMap<String, String> {
+    let world = sim.world();
+    let snap = world.vms.get(&vmid).and_then(|vm| vm.snapshots.iter().find(|s| s.name == name));
+    snap.map(|s| s.config.clone()).unwrap_or_default()
 }

@@ -344,12 +344,16 @@ pub async fn agent(sim: &Sim, vmid: u32, command: &str, arguments: Option<Value>
 /// Internal snapshots of VM `vmid`'s overlays: `-c` (create), `-a` (apply: rollback), `-d`
 /// (delete). QEMU holds a running VM's overlays locked, so only a stopped VM is snapshotted
 /// here (Proxmox can snapshot a running one; pve-sim says so instead of faking it).
+/// `qemu-img snapshot <flag> <name>` on the overlays of the disks of `config`: the VM's
+/// current config to take a snapshot, the snapshot's own to roll back to or delete it (a
+/// disk attached after the snapshot is not in it, and is left alone, as on Proxmox).
 pub async fn snapshot_disks(
     sim: &Arc<Sim>,
     runtime: &QemuRuntime,
     vmid: u32,
     flag: &str,
     name: &str,
+    config: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), String> {
     if flag == "-a" {
         kill(sim, vmid).await;
@@ -358,15 +362,10 @@ pub async fn snapshot_disks(
             "pve-sim's QEMU runtime takes snapshots of stopped VMs only (qemu-img); stop VM {vmid} first"
         ));
     }
-    let overlays: Vec<PathBuf> = {
-        let world = sim.world();
-        let vm = world.vms.get(&vmid).ok_or_else(|| format!("VM {vmid} vanished"))?;
-        vm.referenced_volumes()
-            .into_iter()
-            .filter(|(key, _)| crate::world::is_disk_key(key))
-            .filter_map(|(_, volid)| volid.split_once(':').map(|(s, v)| disks::overlay_path(runtime, s, v)))
-            .collect()
-    };
+    let overlays: Vec<PathBuf> = crate::world::disk_volumes(config)
+        .into_iter()
+        .filter_map(|volid| volid.split_once(':').map(|(s, v)| disks::overlay_path(runtime, s, v)))
+        .collect();
     let (flag, name) = (flag.to_string(), name.to_string());
     tokio::task::spawn_blocking(move || disks::snapshot(&overlays, &flag, &name)).await.map_err(|e| e.to_string())?
 }
