@@ -28,6 +28,8 @@ pub enum AgentError {
 #[derive(Debug, Clone)]
 pub struct Dirs {
     pub repo: PathBuf,
+    /// The workspace, when the sandbox has one (the repository is inside it).
+    pub work: Option<PathBuf>,
     pub run: PathBuf,
     pub secrets: PathBuf,
 }
@@ -88,7 +90,9 @@ pub fn sandbox_prefix(policy: &Policy, dirs: &Dirs, path_var: Option<&OsStr>) ->
             argv.extend(
                 ["--dev", "/dev", "--bind", "/tmp", "/tmp", "--bind", "/var/tmp", "/var/tmp"].map(OsString::from),
             );
-            for (how, dir) in [("--bind", &dirs.run), ("--bind", &dirs.repo), ("--ro-bind", &dirs.secrets)] {
+            let writable = std::iter::once(&dirs.run).chain(dirs.work.as_ref()).chain([&dirs.repo]);
+            let binds = writable.map(|d| ("--bind", d)).chain([("--ro-bind", &dirs.secrets)]);
+            for (how, dir) in binds {
                 argv.extend([OsString::from(how), dir.clone().into_os_string(), dir.clone().into_os_string()]);
             }
             argv.extend(policy.inner_sandbox_args.iter().map(OsString::from));
@@ -120,6 +124,9 @@ pub fn environment(
         ("AGENTLAB_REPO_DIR".to_string(), path(&dirs.repo)),
         ("AGENTLAB_RUN_DIR".to_string(), path(&dirs.run)),
     ]);
+    if let Some(work) = &dirs.work {
+        env.push(("AGENTLAB_WORK_DIR".to_string(), path(work)));
+    }
     if let Some(settings) = settings_file {
         env.push(("CLAUDE_SETTINGS_PATH".to_string(), path(settings)));
     }
@@ -195,8 +202,12 @@ mod tests {
     #[test]
     fn bubblewrap_binds_the_work_dirs_and_is_required_when_asked_for() {
         let dir = test_dir("agent-bwrap");
-        let dirs =
-            Dirs { repo: "/work/repo".into(), run: "/run/agentlab".into(), secrets: "/run/agentlab/secrets".into() };
+        let dirs = Dirs {
+            repo: "/work/repo".into(),
+            work: None,
+            run: "/run/agentlab".into(),
+            secrets: "/run/agentlab/secrets".into(),
+        };
         let mut policy = Policy { mode: JobMode::Dangerous, inner_sandbox: "none".into(), inner_sandbox_args: vec![] };
         assert_eq!(sandbox_prefix(&policy, &dirs, None), Ok(vec![]));
         policy.inner_sandbox = "bubblewrap".into();

@@ -39,6 +39,9 @@ pub struct Config {
     pub secrets_dir: PathBuf,
     pub run_dir: PathBuf,
     pub repo_dir: PathBuf,
+    /// The workspace (`AGENTLAB_WORK_DIR`, else `/work` when it is a writable directory):
+    /// what persists between sandboxes. The agent gets it as `AGENTLAB_WORK_DIR`.
+    pub work_dir: Option<PathBuf>,
     /// For the one-time bootstrap fetch (`AGENTLAB_BOOTSTRAP_RETRY_MAX`, default 10).
     pub fetch_retry: RetryPolicy,
     /// For reports and the upload (`AGENTLAB_RETRY_MAX`, default 6).
@@ -70,16 +73,22 @@ impl Config {
         let attempts = |name: &'static str, default: u64| -> Result<u32, ConfigError> {
             Ok(u32::try_from(number(name, default)?).unwrap_or(u32::MAX).max(1))
         };
-        let repo_dir = match var("AGENTLAB_REPO_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None if work_writable() => PathBuf::from("/work/repo"),
-            None => PathBuf::from("/tmp/repo"),
+        let work_dir = match var("AGENTLAB_WORK_DIR") {
+            Some(dir) => Some(PathBuf::from(dir)),
+            None if work_writable() => Some(PathBuf::from("/work")),
+            None => None,
+        };
+        let repo_dir = match (var("AGENTLAB_REPO_DIR"), &work_dir) {
+            (Some(dir), _) => PathBuf::from(dir),
+            (None, Some(work)) => work.join("repo"),
+            (None, None) => PathBuf::from("/tmp/repo"),
         };
         Ok(Config {
             descriptor: path("AGENTLAB_BOOTSTRAP", DEFAULT_DESCRIPTOR),
             secrets_dir: path("AGENTLAB_SECRETS_DIR", DEFAULT_SECRETS_DIR),
             run_dir: path("AGENTLAB_RUN_DIR", DEFAULT_RUN_DIR),
             repo_dir,
+            work_dir,
             fetch_retry: RetryPolicy { attempts: attempts("AGENTLAB_BOOTSTRAP_RETRY_MAX", 10)?, base_delay },
             retry: RetryPolicy { attempts: attempts("AGENTLAB_RETRY_MAX", 6)?, base_delay },
             agent_command: var("AGENTLAB_AGENT_COMMAND"),
@@ -133,6 +142,14 @@ mod tests {
         assert_eq!(c.log_interval, Duration::from_secs(1));
         assert_eq!(c.agent_command, None);
         assert_eq!(config(&[], false).map(|c| c.repo_dir).ok(), Some(PathBuf::from("/tmp/repo")));
+        assert_eq!(c.work_dir, Some(PathBuf::from("/work")));
+        assert_eq!(config(&[], false).map(|c| c.work_dir).ok(), Some(None));
+    }
+
+    #[test]
+    fn a_workspace_directory_holds_the_repository() {
+        let c = config(&[("AGENTLAB_WORK_DIR", "/srv/ws")], false).unwrap();
+        assert_eq!((c.work_dir, c.repo_dir), (Some(PathBuf::from("/srv/ws")), PathBuf::from("/srv/ws/repo")));
     }
 
     #[test]

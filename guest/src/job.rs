@@ -82,6 +82,7 @@ impl<'a> Job<'a> {
     fn dirs(&self) -> Dirs {
         Dirs {
             repo: self.config.repo_dir.clone(),
+            work: self.config.work_dir.clone(),
             run: self.config.run_dir.clone(),
             secrets: self.secrets.path().to_path_buf(),
         }

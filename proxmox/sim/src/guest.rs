@@ -26,8 +26,45 @@ pub fn user_snippet(cicustom: &str, snippets_dir: impl Fn(&str) -> Option<PathBu
     Some(snippets_dir(storage)?.join(file))
 }
 
-/// Starts the guest of `vmid`; `Ok(None)` when the snippet carries no descriptor.
-pub fn launch(runtime: &GuestRuntime, vmid: u32, snippet: &Path) -> Result<Option<tokio::process::Child>, String> {
+/// The data disk the guest mounts at `/work`: the VM's first disk that is not its boot disk
+/// (the boot order's first, else `scsi0`), not a CD-ROM and not the cloud-init drive.
+pub fn work_volume(config: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let boot = config
+        .get("boot")
+        .and_then(|b| b.strip_prefix("order="))
+        .and_then(|o| o.split(';').next())
+        .unwrap_or("scsi0")
+        .to_string();
+    config
+        .iter()
+        .filter(|(k, _)| **k != boot && crate::world::is_disk_key(k))
+        .filter_map(|(_, v)| {
+            crate::world::disk_volumes(&std::collections::BTreeMap::from([("scsi0".into(), v.clone())])).pop()
+        })
+        .next()
+}
+
+/// Where the process runtime keeps a data volume's content (the volume as a directory).
+pub fn volume_dir(runtime: &GuestRuntime, volid: &str) -> PathBuf {
+    let name: String =
+        volid.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    runtime.root.join("volumes").join(name)
+}
+
+/// A freed volume's content goes with it.
+pub fn forget_volume(runtime: &GuestRuntime, volid: &str) {
+    let _ = std::fs::remove_dir_all(volume_dir(runtime, volid));
+}
+
+/// Starts the guest of `vmid`; `Ok(None)` when the snippet carries no descriptor. With a
+/// data disk (`work`), the guest's work directory is that volume's directory, and the
+/// repository goes there, as `/work/repo` in a VM.
+pub fn launch(
+    runtime: &GuestRuntime,
+    vmid: u32,
+    snippet: &Path,
+    work: Option<&str>,
+) -> Result<Option<tokio::process::Child>, String> {
     let text = std::fs::read_to_string(snippet).map_err(|e| format!("cannot read {}: {e}", snippet.display()))?;
     let Some(descriptor) = bootstrap_from_snippet(&text)? else {
         return Ok(None);
@@ -43,12 +80,21 @@ pub fn launch(runtime: &GuestRuntime, vmid: u32, snippet: &Path) -> Result<Optio
     set_mode(&bootstrap, 0o600)?;
     let log = std::fs::File::create(home.join("guest.log")).map_err(|e| format!("cannot create the guest log: {e}"))?;
     let err_log = log.try_clone().map_err(|e| e.to_string())?;
-    let child = tokio::process::Command::new(&runtime.program)
-        .args(&runtime.args)
-        .envs(runtime.env.iter().map(|(k, v)| (k, v)))
+    let mut command = tokio::process::Command::new(&runtime.program);
+    command.args(&runtime.args).envs(runtime.env.iter().map(|(k, v)| (k, v)));
+    match work {
+        Some(volid) => {
+            let dir = volume_dir(runtime, volid);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            command.env("AGENTLAB_WORK_DIR", &dir);
+        }
+        None => {
+            command.env("AGENTLAB_REPO_DIR", &dirs[2]);
+        }
+    }
+    let child = command
         .env("AGENTLAB_BOOTSTRAP", &bootstrap)
         .env("AGENTLAB_SECRETS_DIR", &dirs[1])
-        .env("AGENTLAB_REPO_DIR", &dirs[2])
         .env("AGENTLAB_RUN_DIR", &dirs[3])
         .env("AGENTLAB_VMID", vmid.to_string())
         .current_dir(&home)

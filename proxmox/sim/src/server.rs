@@ -89,6 +89,7 @@ pub fn initial_world(config: &SimConfig) -> Result<World, String> {
         host_firewall: BTreeMap::new(),
         next_pid: 4000,
         guest_subnet: config.guest_subnet,
+        freed_volumes: Vec::new(),
     };
     let image = |vmid: u32| config.qemu.as_ref().and_then(|q| q.images.get(&vmid).cloned());
     for &vmid in &config.templates {

@@ -356,6 +356,11 @@ pub struct World {
     pub host_firewall: BTreeMap<String, HostFirewall>,
     pub next_pid: u32,
     pub guest_subnet: Ipv4Addr,
+    /// Volumes freed since the process runtime last looked: their directories (a data disk
+    /// as the guest process sees it) are removed before any guest starts, so a volume
+    /// allocated again under the same name starts empty, as a new volume does.
+    #[serde(skip)]
+    pub freed_volumes: Vec<String>,
 }
 
 impl World {
@@ -409,7 +414,11 @@ impl World {
     pub fn free_volume(&mut self, volid: &str) -> bool {
         match volid.split_once(':') {
             Some((storage, volname)) => {
-                self.storages.get_mut(storage).is_some_and(|s| s.volumes.remove(volname).is_some())
+                let freed = self.storages.get_mut(storage).is_some_and(|s| s.volumes.remove(volname).is_some());
+                if freed {
+                    self.freed_volumes.push(volid.to_string());
+                }
+                freed
             }
             None => false,
         }

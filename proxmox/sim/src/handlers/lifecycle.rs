@@ -89,8 +89,17 @@ fn start_guest(sim: &Sim, node: &str, vmid: u32) -> Result<Option<tokio::process
         cicustom
             .and_then(|c| crate::guest::user_snippet(&c, |s| world.storages.get(s).and_then(|st| st.snippets_dir())))
     };
+    let work = {
+        let mut world = sim.world();
+        let freed = std::mem::take(&mut world.freed_volumes);
+        for volid in freed {
+            crate::guest::forget_volume(runtime, &volid);
+        }
+        world.vm_on(node, vmid).and_then(|vm| crate::guest::work_volume(&vm.config))
+    };
     match snippet {
-        Some(path) => crate::guest::launch(runtime, vmid, &path).map_err(|e| format!("pve-sim guest runtime: {e}")),
+        Some(path) => crate::guest::launch(runtime, vmid, &path, work.as_deref())
+            .map_err(|e| format!("pve-sim guest runtime: {e}")),
         None => Ok(None),
     }
 }
@@ -305,16 +314,19 @@ pub fn destroy(sim: &Arc<Sim>, req: &Req) -> Answer {
                 log.push(format!("WARN: Could not remove disk '{volid}', check manually: no such volume '{volid}'"));
             }
         }
+        let mut freed = Vec::new();
         if unreferenced {
             for storage in world.storages.values_mut() {
                 let stray: Vec<String> =
                     storage.volumes.values().filter(|v| v.owner == Some(vmid)).map(|v| v.volname.clone()).collect();
                 for name in stray {
                     storage.volumes.remove(&name);
+                    freed.push(format!("{}:{name}", storage.id));
                     log.push(format!("  Logical volume \"{}:{name}\" successfully removed.", storage.id));
                 }
             }
         }
+        world.freed_volumes.extend(freed);
         log.push(format!("purging VM {vmid} from related configurations.."));
         Ok(log)
     });
