@@ -19,3 +19,4 @@ pub mod sandbox;
 pub mod store;
 pub mod sync;
 pub mod tokens;
+pub mod workspace;

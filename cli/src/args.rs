@@ -51,6 +51,9 @@ pub enum Command {
     /// Jobs: an agent run on a repository in a fresh sandbox.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Workspaces: volumes that outlive sandboxes, attached to one at a time.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
     /// Secrets bundles (opened by the daemon with its age key).
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -506,5 +509,48 @@ fn parse_filter(text: &str) -> Result<SandboxState, String> {
     match key.trim() {
         "state" => value.parse::<SandboxState>().map_err(|e| e.to_string()),
         other => Err(format!("cannot filter on `{other}`; the filter is state=STATE")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace: a volume owned by a holder VM of its own (tagged
+    /// agentlab-workspace, protected, never started), so no sandbox's destroy frees it.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Size in GiB: `10`, `10G` or `10GB`.
+        #[arg(long, value_parser = parse_size_gb)]
+        size: u32,
+        /// Proxmox storage for the volume (default: the daemon's workspace_storage).
+        #[arg(long)]
+        storage: Option<String>,
+        /// Proxmox node (default: proxmox_node, else the first online node).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// List workspaces.
+    List,
+    /// Show one workspace (by id or name).
+    Show { workspace: String },
+    /// Attach a workspace to a sandbox (its scsi1); refused while attached elsewhere.
+    Attach {
+        workspace: String,
+        #[arg(value_parser = clap::value_parser!(u32).range(100..))]
+        vmid: u32,
+    },
+    /// Detach a workspace from its sandbox.
+    Detach { workspace: String },
+    /// Destroy a detached workspace: its holder VM and its volume, for good.
+    Destroy { workspace: String },
+}
+
+/// `10`, `10G`, `10GB` (GiB).
+pub fn parse_size_gb(text: &str) -> Result<u32, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let digits = upper.strip_suffix("GB").or_else(|| upper.strip_suffix('G')).unwrap_or(&upper);
+    match digits.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{text}` is not a size in GiB (e.g. 10, 10G or 10GB)")),
     }
 }

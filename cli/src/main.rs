@@ -11,6 +11,7 @@ mod render;
 mod render_status;
 mod ssh;
 mod terminal;
+mod workspaces;
 
 use agentlab_cli::args::{self, Cli, Command};
 use clap::{CommandFactory, Parser};

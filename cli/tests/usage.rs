@@ -45,6 +45,7 @@ fn help_lists_exactly_the_commands_that_work() {
             "start",
             "stop",
             "job",
+            "workspace",
             "secrets",
             "logs",
             "ssh",

@@ -132,6 +132,21 @@ pub trait Pve: Send + Sync {
         })
     }
 
+    /// `POST /nodes/{node}/qemu` (`qm create`): a new VM with `config` (its disks as
+    /// `STORAGE:SIZE_GiB`, allocated by Proxmox under the new VMID).
+    fn create_vm<'a>(
+        &'a self,
+        node: &'a str,
+        vmid: u32,
+        config: &'a BTreeMap<String, String>,
+    ) -> PveFuture<'a, TaskStatus> {
+        Box::pin(async move {
+            let mut params = p(&[("vmid", vmid.to_string())]);
+            params.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
+            self.run_task(node, Method::Post, format!("/nodes/{}/qemu", segment(node)), params).await
+        })
+    }
+
     fn vm_config<'a>(&'a self, node: &'a str, vmid: u32) -> PveFuture<'a, VmConfig> {
         Box::pin(async move {
             let value = self.transport().call(Method::Get, format!("{}/config", qemu(node, vmid)), vec![]).await?;

@@ -304,6 +304,14 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         health_interval: config.exposure_health_interval.mul_f64(config.test_time_scale),
         host_ports: config.exposure_port_min..=config.exposure_port_max,
     });
+    let workspaces = Arc::new(agentlab_actors::workspace::WorkspaceContext {
+        store: Arc::clone(&store),
+        gateway: gateway.clone(),
+        default_storage: config.workspace_storage.clone(),
+        default_node: config.proxmox.node.clone(),
+        vmid_range: config.vmid_min..=config.vmid_max,
+        clock: agentlab_actors::clock::Clock::system(),
+    });
     let args = RootArgs {
         store: Arc::clone(&store),
         pve,
@@ -313,6 +321,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
             Arc::new(SandboxFactory { ctx: Arc::clone(&sandboxes) }),
             Arc::new(JobFactory { ctx: Arc::clone(&jobs) }),
             Arc::new(agentlab_actors::exposure::ExposureFactory { ctx: Arc::clone(&exposures) }),
+            Arc::new(agentlab_actors::workspace::WorkspaceFactory { ctx: Arc::clone(&workspaces) }),
         ],
         directory,
         policy: RestartPolicy::default(),
@@ -335,6 +344,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         sandboxes: Arc::clone(&sandboxes),
         jobs: Arc::clone(&jobs),
         exposures,
+        workspaces,
         started_at: time::OffsetDateTime::now_utc(),
         started: tokio::time::Instant::now(),
     };

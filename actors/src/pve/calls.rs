@@ -85,6 +85,26 @@ impl Gateway {
         .await
     }
 
+    /// A new VM; after an ambiguous failure, a VM that now exists is the earlier attempt's.
+    pub async fn create_vm(
+        &self,
+        node: &str,
+        vmid: u32,
+        config: std::collections::BTreeMap<String, String>,
+    ) -> Result<TaskStatus, PveError> {
+        let node = node.to_string();
+        self.run(OpSpec::task("create", vmid), move |pve, attempt| {
+            let (node, config) = (node.clone(), config.clone());
+            Box::pin(async move {
+                match pve.create_vm(&node, vmid, &config).await {
+                    Err(PveError::AlreadyExists(_)) if attempt > 0 => wait_unlocked(pve.as_ref(), &node, vmid).await,
+                    other => other,
+                }
+            })
+        })
+        .await
+    }
+
     pub async fn update_config(&self, node: &str, vmid: u32, change: ConfigChange) -> Result<(), PveError> {
         let node = node.to_string();
         self.run(OpSpec::change("update_config", vmid), move |pve, _| {

@@ -68,6 +68,9 @@ pub enum SandboxError {
     GuestAgentSilent { vmid: u32, template: u32, waited: std::time::Duration },
     #[error("cannot load the host nftables ruleset: {0}; check with `agentlabd net check`")]
     HostTable(String),
+    /// The sandbox's workspace could not be attached or detached.
+    #[error("workspace: {}", .0.message)]
+    Workspace(crate::model::Refusal),
 }
 
 impl SandboxError {
@@ -94,6 +97,7 @@ impl SandboxError {
             | SandboxError::AgentNotConfigured { .. }
             | SandboxError::GuestAgentSilent { .. }
             | SandboxError::HostTable(_) => ErrorCode::ProvisionFailed,
+            SandboxError::Workspace(refusal) => refusal.code,
         }
     }
 }

@@ -83,11 +83,14 @@ pub async fn reconcile(
     let now = ctx.settings.clock.now();
     let mut report = ReconcileReport { dry_run: !apply, checked: vms.len(), orphans: Vec::new(), drift: Vec::new() };
     let known: std::collections::HashSet<u32> = records.iter().map(|r| r.vmid).collect();
+    // A workspace's holder VM is tagged `agentlab` but is no sandbox: never an orphan.
+    let holders: std::collections::HashSet<u32> =
+        ctx.store.list_workspaces()?.into_iter().map(|w| w.holder_vmid).collect();
     for vm in &vms {
         let vmid = vm.vmid as u32;
         // Only VMs: a container tagged `agentlab` is not ours (we make none), and the VM
         // paths teardown uses would not find it.
-        if vm.template || !vm.is_qemu() || live.contains_key(&vmid) {
+        if vm.template || !vm.is_qemu() || live.contains_key(&vmid) || holders.contains(&vmid) {
             continue;
         }
         if !is_orphan_candidate(ctx, vm, &known).await {

@@ -47,7 +47,16 @@ pub async fn apply(
             .await
             .map_err(SandboxError::pve("deleting a newer snapshot"))?;
     }
-    ctx.gateway.rollback(node, vmid, name).await.map_err(SandboxError::pve("rolling back"))
+    // A workspace is detached first and attached again after: the snapshots are from before
+    // it was attached, and a rollback must neither roll its content back nor leave it as
+    // an `unusedN` of the sandbox.
+    let workspace = ctx.store.workspace_of_vm(vmid)?;
+    crate::workspace::detach_from_vm(&ctx.store, vmid).await.map_err(SandboxError::Workspace)?;
+    ctx.gateway.rollback(node, vmid, name).await.map_err(SandboxError::pve("rolling back"))?;
+    if let Some(workspace) = workspace {
+        crate::workspace::attach(&ctx.store, &workspace.id, vmid).await.map_err(SandboxError::Workspace)?;
+    }
+    Ok(())
 }
 
 /// Snapshots taken after `name` (its descendants, or later by time), newest first.

@@ -11,6 +11,9 @@ use agentlab_proxmox::types::{DestroyOptions, VmAction};
 use std::sync::Arc;
 
 pub async fn teardown(ctx: Arc<SandboxContext>, rec: SandboxRecord) -> Result<(), SandboxError> {
+    // The workspace goes first: its record must not name a VM that is gone (its volume is
+    // its holder's, so the destroy would not free it either way).
+    crate::workspace::detach_from_vm(&ctx.store, rec.vmid).await.map_err(SandboxError::Workspace)?;
     if let Some(node) = &rec.node {
         destroy_vm(&ctx, node, rec.vmid).await?;
     }

@@ -178,6 +178,31 @@ CREATE TABLE exposures (
 CREATE INDEX exposures_vmid ON exposures(vmid);
 ",
     },
+    Migration {
+        version: 8,
+        name: "workspaces",
+        // A workspace's volume is owned by its holder VM (`holder_vmid`, a config-only VM
+        // that is never a sandbox), so no sandbox's destroy or rollback frees it. `intent`
+        // is written before an attach or detach is sent to Proxmox (`attach:<vmid>`,
+        // `detach:<vmid>`), so a restart finishes it.
+        sql: "
+CREATE TABLE workspaces (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    node TEXT NOT NULL,
+    storage TEXT NOT NULL,
+    size_gb INTEGER NOT NULL,
+    holder_vmid INTEGER NOT NULL UNIQUE,
+    volid TEXT,
+    state TEXT NOT NULL,
+    attached_vmid INTEGER,
+    intent TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+",
+    },
 ];
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

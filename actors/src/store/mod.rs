@@ -13,6 +13,7 @@ mod sandbox_updates;
 mod sandboxes;
 mod timings;
 mod tokens;
+mod workspaces;
 
 pub use artifacts::{ArtifactGrant, MintedTokens};
 pub use egress::MAX_DESTINATIONS_PER_SANDBOX;
@@ -23,6 +24,7 @@ pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
 pub use retention::StoredArtifact;
 pub use sandbox_updates::SandboxPatch;
 pub use sandboxes::SandboxRecord;
+pub use workspaces::{NewWorkspace, WorkspaceIntent, WorkspaceRecord, WorkspaceState};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -68,6 +70,8 @@ pub enum StoreError {
     ExposureExists(String),
     #[error("every host port for exposures ({first}-{last}) is taken; unexpose one or widen exposure_port_min/max")]
     NoFreeHostPort { first: u16, last: u16 },
+    #[error("a workspace named `{0}` exists; `agentlab workspace list` shows them")]
+    WorkspaceExists(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

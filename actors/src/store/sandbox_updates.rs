@@ -99,11 +99,16 @@ impl Store {
                     states.insert(vmid, state);
                 }
             }
+            // A workspace's holder VM is never a sandbox.
+            let holders = super::workspaces::holder_vmids(self, tx)?;
             let vmid = match wanted {
                 Some(v) if states.get(&v).is_some_and(|s| s != "DESTROYED") => return Err(StoreError::SandboxExists(v)),
+                Some(v) if holders.contains(&v) => return Err(StoreError::SandboxExists(v)),
                 Some(v) => v,
                 None => {
-                    let fresh = range.clone().find(|v| !states.contains_key(v) && !exclude.contains(v));
+                    let fresh = range
+                        .clone()
+                        .find(|v| !states.contains_key(v) && !exclude.contains(v) && !holders.contains(v));
                     match fresh {
                         Some(v) => v,
                         None => {
@@ -115,7 +120,7 @@ impl Store {
                                 )
                                 .optional()
                                 .map_err(|e| self.err(e))?;
-                            reusable.filter(|v| !exclude.contains(v)).ok_or(StoreError::NoFreeVmid)?
+                            reusable.filter(|v| !exclude.contains(v) && !holders.contains(v)).ok_or(StoreError::NoFreeVmid)?
                         }
                     }
                 }

@@ -30,7 +30,11 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::Unsupported
         | ErrorCode::InvalidPath
         | ErrorCode::SecretsInvalid => StatusCode::BAD_REQUEST,
-        ErrorCode::JobNotFound | ErrorCode::ArtifactNotFound | ErrorCode::ExposureNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::JobNotFound
+        | ErrorCode::ArtifactNotFound
+        | ErrorCode::ExposureNotFound
+        | ErrorCode::WorkspaceNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::WorkspaceAttached => StatusCode::CONFLICT,
         ErrorCode::JobFinalized => StatusCode::CONFLICT,
         ErrorCode::ArtifactTooLarge | ErrorCode::QuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::ArtifactExists | ErrorCode::ArtifactPathConflict => StatusCode::CONFLICT,

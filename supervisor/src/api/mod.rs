@@ -12,6 +12,7 @@ mod sandbox_create;
 mod sandbox_fleet;
 mod sandbox_ops;
 mod templates;
+mod workspaces;
 
 pub use endpoint::Routes;
 pub use error::ApiError;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub sandboxes: Arc<agentlab_actors::sandbox::SandboxContext>,
     pub jobs: Arc<agentlab_actors::job::JobContext>,
     pub exposures: Arc<agentlab_actors::exposure::ExposureContext>,
+    pub workspaces: Arc<agentlab_actors::workspace::WorkspaceContext>,
     pub started_at: OffsetDateTime,
     pub started: Instant,
 }
@@ -73,6 +75,11 @@ pub fn routes() -> Routes {
         .route("/v1/sandboxes/{vmid}/events", get(routes::sandbox_events))
         .route("/v1/exposures", get(exposures::list).post(exposures::create))
         .route("/v1/exposures/{name}", delete(exposures::remove))
+        .route("/v1/workspaces", get(workspaces::list).post(workspaces::create))
+        .route("/v1/workspaces/{id}", get(workspaces::show))
+        .route("/v1/workspaces/{id}/attach", post(workspaces::attach))
+        .route("/v1/workspaces/{id}/detach", post(workspaces::detach))
+        .route("/v1/workspaces/{id}/destroy", post(workspaces::destroy))
         .route("/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

@@ -39,6 +39,8 @@ pub struct Config {
     /// This host's Proxmox node name; unset: its short hostname (what Proxmox uses).
     pub host_node: Option<String>,
     pub snippet_storage: String,
+    /// Where workspace volumes go when `workspace create` names no storage.
+    pub workspace_storage: String,
     pub bootstrap_listen: SocketAddr,
     pub artifact_listen: SocketAddr,
     pub controller_url: String,

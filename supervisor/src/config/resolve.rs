@@ -111,11 +111,12 @@ impl Resolver<'_> {
             }
         };
         let snippet_storage = raw.snippet_storage.unwrap_or_else(|| "local".into());
-        if snippet_storage.is_empty()
-            || snippet_storage.len() > 64
-            || !snippet_storage.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
+        if !is_storage_id(&snippet_storage) {
             return Err(self.invalid("snippet_storage", "must be a Proxmox storage id ([A-Za-z0-9._-], at most 64)"));
+        }
+        let workspace_storage = raw.workspace_storage.unwrap_or_else(|| "local-lvm".into());
+        if !is_storage_id(&workspace_storage) {
+            return Err(self.invalid("workspace_storage", "must be a Proxmox storage id ([A-Za-z0-9._-], at most 64)"));
         }
         let host_node = raw.host_node.filter(|n| !n.trim().is_empty());
         if let Some(node) = &host_node
@@ -328,6 +329,7 @@ impl Resolver<'_> {
             },
             host_node,
             snippet_storage,
+            workspace_storage,
             controller_url: self.url("controller_url", raw.controller_url, format!("http://{bootstrap_listen}"))?,
             artifact_upload_url: self.url(
                 "artifact_upload_url",
@@ -473,4 +475,9 @@ fn system_nameserver() -> SocketAddr {
         .map(|a| SocketAddr::from((a, 53)))
         .next()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 53)))
+}
+
+/// A Proxmox storage id: `[A-Za-z0-9._-]`, 1-64 characters.
+fn is_storage_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }

@@ -72,6 +72,7 @@ fn every_key_is_known_to_the_raw_struct() {
                 "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
             }
             "snippet_storage" | "secrets_bundle" | "proxmox_node" | "host_node" => "local",
+            "workspace_storage" => "local-lvm",
             _ => "/abs/path",
         };
         text.push_str(&format!("{key}: {value}\n"));

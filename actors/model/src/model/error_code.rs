@@ -43,6 +43,8 @@ error_codes! {
     JobFinalized => "v1/job/finalized",
     ArtifactNotFound => "v1/artifact/not_found",
     ExposureNotFound => "v1/exposure/not_found",
+    WorkspaceNotFound => "v1/workspace/not_found",
+    WorkspaceAttached => "v1/workspace/attached",
     InvalidPath => "v1/artifact/invalid_path",
     ArtifactTooLarge => "v1/artifact/too_large",
     ArtifactExists => "v1/artifact/exists",

@@ -4,6 +4,8 @@ pub mod api;
 pub mod guest;
 pub mod jobs;
 pub mod template;
+pub mod workspace;
 pub use api::*;
 pub use jobs::*;
 pub use template::*;
+pub use workspace::*;

@@ -1,0 +1,52 @@
+//! Workspaces on the control API (`/v1/workspaces`).
+
+use serde::{Deserialize, Serialize};
+
+/// A persistent volume: owned by its holder VM (tagged `agentlab-workspace`, protected,
+/// never started), attached to at most one sandbox at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceView {
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    pub storage: String,
+    pub size_gb: u32,
+    /// The VM that owns the volume (never a sandbox).
+    pub holder_vmid: u32,
+    #[serde(default)]
+    pub volid: Option<String>,
+    /// `creating`, `ready`, `destroying` or `failed`.
+    pub state: String,
+    #[serde(default)]
+    pub attached_vmid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspacesResponse {
+    pub workspaces: Vec<WorkspaceView>,
+}
+
+/// `POST /v1/workspaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspaceRequest {
+    pub name: String,
+    pub size_gb: u32,
+    /// Default: `workspace_storage` of the daemon's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// Default: the template's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// `POST /v1/workspaces/{id}/attach`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachWorkspaceRequest {
+    pub vmid: u32,
+}

@@ -1,0 +1,82 @@
+//! `agentlab workspace …`.
+
+use crate::args::WorkspaceCommand;
+use crate::client::{ClientError, DaemonClient};
+use crate::commands::print_or;
+use agentlab_model::protocol::{
+    AttachWorkspaceRequest, CreateWorkspaceRequest, NoArguments, WorkspaceView, WorkspacesResponse,
+};
+
+pub fn run(client: &DaemonClient, json: bool, command: &WorkspaceCommand) -> Result<(), ClientError> {
+    match command {
+        WorkspaceCommand::Create { name, size, storage, node } => {
+            let body = CreateWorkspaceRequest {
+                name: name.clone(),
+                size_gb: *size,
+                storage: storage.clone(),
+                node: node.clone(),
+            };
+            let value = client.post_value("/v1/workspaces", &body)?;
+            print_or(json, &value, |v: WorkspaceView| show(&v))
+        }
+        WorkspaceCommand::List => {
+            let value = client.get_value("/v1/workspaces")?;
+            print_or(json, &value, |v: WorkspacesResponse| list(&v.workspaces))
+        }
+        WorkspaceCommand::Show { workspace } => {
+            let value = client.get_value(&format!("/v1/workspaces/{}", segment(workspace)))?;
+            print_or(json, &value, |v: WorkspaceView| show(&v))
+        }
+        WorkspaceCommand::Attach { workspace, vmid } => {
+            let path = format!("/v1/workspaces/{}/attach", segment(workspace));
+            let value = client.post_value(&path, &AttachWorkspaceRequest { vmid: *vmid })?;
+            print_or(json, &value, |v: WorkspaceView| format!("workspace {} attached to sandbox {vmid}\n", v.name))
+        }
+        WorkspaceCommand::Detach { workspace } => {
+            let path = format!("/v1/workspaces/{}/detach", segment(workspace));
+            let value = client.post_value(&path, &NoArguments {})?;
+            print_or(json, &value, |v: WorkspaceView| format!("workspace {} detached\n", v.name))
+        }
+        WorkspaceCommand::Destroy { workspace } => {
+            let value =
+                client.post_value(&format!("/v1/workspaces/{}/destroy", segment(workspace)), &NoArguments {})?;
+            print_or(json, &value, |v: WorkspaceView| format!("workspace {} destroyed, with its volume\n", v.name))
+        }
+    }
+}
+
+/// Names are checked by the daemon; anything that is not a plain name is sent encoded.
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn list(workspaces: &[WorkspaceView]) -> String {
+    let mut out =
+        format!("{:<24} {:<10} {:>6} {:<8} {:<7} {}\n", "NAME", "STATE", "SIZE", "NODE", "HOLDER", "ATTACHED");
+    for w in workspaces {
+        let attached = w.attached_vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<24} {:<10} {:>5}G {:<8} {:<7} {attached}\n",
+            w.name, w.state, w.size_gb, w.node, w.holder_vmid
+        ));
+    }
+    out
+}
+
+fn show(w: &WorkspaceView) -> String {
+    let mut out = format!("workspace {} ({})\n", w.name, w.id);
+    out.push_str(&format!("  state:    {}\n", w.state));
+    out.push_str(&format!("  volume:   {} ({} GiB on {})\n", w.volid.as_deref().unwrap_or("-"), w.size_gb, w.storage));
+    out.push_str(&format!("  holder:   VM {} on {}\n", w.holder_vmid, w.node));
+    let attached = w.attached_vmid.map(|v| format!("sandbox {v}")).unwrap_or_else(|| "no".into());
+    out.push_str(&format!("  attached: {attached}\n"));
+    if let Some(error) = &w.error {
+        out.push_str(&format!("  error:    {error}\n"));
+    }
+    out
+}
