@@ -155,7 +155,7 @@ pub struct NewArgs {
     /// Stop and keep the VM when the lease ends instead of destroying it.
     #[arg(long)]
     pub keepalive: bool,
-    /// A workspace to attach (not available in this version yet).
+    /// A workspace (id or name) to attach before the first boot; it must be ready and detached.
     #[arg(long)]
     pub workspace: Option<String>,
     /// Use this VMID instead of allocating one.
@@ -442,6 +442,32 @@ pub struct JobRunArgs {
     /// Stream the job's redacted log and phases until it ends; exit 0 only if it COMPLETED.
     #[arg(long)]
     pub follow: bool,
+    /// A workspace for `/work` (the repository goes to /work/repo): its id or name, or
+    /// `new:NAME` to create one (with --workspace-size).
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Size of a `new:` workspace, in GiB (`10`, `10G`).
+    #[arg(long, value_parser = parse_size_gb, requires = "workspace")]
+    pub workspace_size: Option<u32>,
+    /// Storage of a `new:` workspace (default: the daemon's workspace_storage).
+    #[arg(long, requires = "workspace")]
+    pub workspace_storage: Option<String>,
+    /// Wait this long (seconds, or a duration like 2m) for the workspace to be free when
+    /// another sandbox has it, instead of being refused at once.
+    #[arg(long, value_parser = parse_seconds, requires = "workspace")]
+    pub workspace_wait: Option<u32>,
+}
+
+/// Whole seconds, or a duration rounded up to seconds.
+fn parse_seconds(text: &str) -> Result<u32, String> {
+    let seconds = match text.parse::<u64>() {
+        Ok(s) => s,
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("`{text}` is not seconds or a duration like 2m ({e})"))?
+            .as_millis()
+            .div_ceil(1000) as u64,
+    };
+    u32::try_from(seconds).map_err(|_| format!("`{text}` is too long"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -543,6 +569,28 @@ pub enum WorkspaceCommand {
     Detach { workspace: String },
     /// Destroy a detached workspace: its holder VM and its volume, for good.
     Destroy { workspace: String },
+    /// Snapshots of a workspace's volume (taken and restored only while detached).
+    #[command(subcommand)]
+    Snapshot(WorkspaceSnapshotCommand),
+    /// A new workspace with a copy of a detached one's volume.
+    Fork {
+        workspace: String,
+        #[arg(long)]
+        name: String,
+        /// Copy the volume as it was in this snapshot.
+        #[arg(long)]
+        from_snapshot: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceSnapshotCommand {
+    /// Take a snapshot of a detached workspace.
+    Create { workspace: String, name: String },
+    /// List a workspace's snapshots.
+    List { workspace: String },
+    /// Roll a detached workspace back to a snapshot (what was written since is lost).
+    Restore { workspace: String, name: String },
 }
 
 /// `10`, `10G`, `10GB` (GiB).

@@ -5,7 +5,9 @@ use crate::client::{ClientError, DaemonClient};
 use crate::follow::print_event;
 use agentlab_model::model::{ErrorCode, ErrorEnvelope, JobState};
 use agentlab_model::protocol::guest::DEFAULT_ARTIFACT_NAME;
-use agentlab_model::protocol::{ArtifactsResponse, CreateJobRequest, EventsResponse, JobView, JobsResponse};
+use agentlab_model::protocol::{
+    ArtifactsResponse, CreateJobRequest, CreateWorkspaceRequest, EventsResponse, JobView, JobsResponse,
+};
 use std::path::PathBuf;
 
 fn job_id(text: &str) -> Result<&str, ClientError> {
@@ -48,8 +50,30 @@ pub fn run(client: &DaemonClient, json: bool, command: &JobCommand) -> Result<()
     }
 }
 
+/// `--workspace NAME` or `--workspace new:NAME --workspace-size N`.
+fn workspace_of(args: &JobRunArgs) -> Result<(Option<String>, Option<CreateWorkspaceRequest>), ClientError> {
+    let Some(text) = args.workspace.as_deref() else { return Ok((None, None)) };
+    match text.strip_prefix("new:") {
+        Some(name) => {
+            let size_gb = args.workspace_size.ok_or_else(|| {
+                ClientError::Usage(format!("--workspace new:{name} needs --workspace-size (GiB, e.g. 10G)"))
+            })?;
+            let storage = args.workspace_storage.clone();
+            Ok((None, Some(CreateWorkspaceRequest { name: name.to_string(), size_gb, storage, node: None })))
+        }
+        None if args.workspace_size.is_some() || args.workspace_storage.is_some() => Err(ClientError::Usage(format!(
+            "--workspace-size and --workspace-storage are for a new workspace: --workspace new:{text}"
+        ))),
+        None => Ok((Some(text.to_string()), None)),
+    }
+}
+
 fn job_run(client: &DaemonClient, json: bool, args: &JobRunArgs) -> Result<(), ClientError> {
+    let (workspace_id, workspace_create) = workspace_of(args)?;
     let request = CreateJobRequest {
+        workspace_id,
+        workspace_create,
+        workspace_wait_seconds: args.workspace_wait,
         repo_url: args.repo.clone(),
         git_ref: args.git_ref.clone(),
         profile: args.profile.clone(),

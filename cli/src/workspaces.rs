@@ -1,10 +1,11 @@
 //! `agentlab workspace …`.
 
-use crate::args::WorkspaceCommand;
+use crate::args::{WorkspaceCommand, WorkspaceSnapshotCommand};
 use crate::client::{ClientError, DaemonClient};
 use crate::commands::print_or;
 use agentlab_model::protocol::{
-    AttachWorkspaceRequest, CreateWorkspaceRequest, NoArguments, WorkspaceView, WorkspacesResponse,
+    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, NoArguments, WorkspaceSnapshotRequest,
+    WorkspaceSnapshotsResponse, WorkspaceView, WorkspacesResponse,
 };
 
 pub fn run(client: &DaemonClient, json: bool, command: &WorkspaceCommand) -> Result<(), ClientError> {
@@ -36,6 +37,27 @@ pub fn run(client: &DaemonClient, json: bool, command: &WorkspaceCommand) -> Res
             let path = format!("/v1/workspaces/{}/detach", segment(workspace));
             let value = client.post_value(&path, &NoArguments {})?;
             print_or(json, &value, |v: WorkspaceView| format!("workspace {} detached\n", v.name))
+        }
+        WorkspaceCommand::Snapshot(WorkspaceSnapshotCommand::Create { workspace, name }) => {
+            let path = format!("/v1/workspaces/{}/snapshots", segment(workspace));
+            let value = client.post_value(&path, &WorkspaceSnapshotRequest { name: name.clone() })?;
+            print_or(json, &value, |v: WorkspaceSnapshotsResponse| {
+                format!("workspace {} snapshot {name} taken\n", v.workspace)
+            })
+        }
+        WorkspaceCommand::Snapshot(WorkspaceSnapshotCommand::List { workspace }) => {
+            let value = client.get_value(&format!("/v1/workspaces/{}/snapshots", segment(workspace)))?;
+            print_or(json, &value, |v: WorkspaceSnapshotsResponse| snapshots(&v))
+        }
+        WorkspaceCommand::Snapshot(WorkspaceSnapshotCommand::Restore { workspace, name }) => {
+            let path = format!("/v1/workspaces/{}/snapshots/{}/restore", segment(workspace), segment(name));
+            let value = client.post_value(&path, &NoArguments {})?;
+            print_or(json, &value, |v: WorkspaceView| format!("workspace {} restored to snapshot {name}\n", v.name))
+        }
+        WorkspaceCommand::Fork { workspace, name, from_snapshot } => {
+            let body = ForkWorkspaceRequest { name: name.clone(), from_snapshot: from_snapshot.clone() };
+            let value = client.post_value(&format!("/v1/workspaces/{}/fork", segment(workspace)), &body)?;
+            print_or(json, &value, |v: WorkspaceView| show(&v))
         }
         WorkspaceCommand::Destroy { workspace } => {
             let value =
@@ -77,6 +99,24 @@ fn show(w: &WorkspaceView) -> String {
     out.push_str(&format!("  attached: {attached}\n"));
     if let Some(error) = &w.error {
         out.push_str(&format!("  error:    {error}\n"));
+    }
+    out
+}
+
+fn snapshots(list: &WorkspaceSnapshotsResponse) -> String {
+    if list.snapshots.is_empty() {
+        return format!("workspace {} has no snapshots\n", list.workspace);
+    }
+    let mut out = format!("{:<40} {}\n", "NAME", "TAKEN");
+    for s in &list.snapshots {
+        let taken = s
+            .snaptime
+            .map(|t| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+                humantime::format_rfc3339_seconds(at).to_string()
+            })
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!("{:<40} {taken}\n", s.name));
     }
     out
 }

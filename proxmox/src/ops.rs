@@ -126,6 +126,7 @@ pub trait Pve: Send + Sync {
                 ("target", spec.target_node.clone()),
                 ("storage", spec.storage.clone()),
                 ("pool", spec.pool.clone()),
+                ("snapname", spec.snapname.clone()),
             ];
             params.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))));
             self.run_task(node, Method::Post, format!("{}/clone", qemu(node, source)), params).await

@@ -157,6 +157,8 @@ pub struct CloneSpec {
     /// Only for full clones.
     pub storage: Option<String>,
     pub pool: Option<String>,
+    /// Clone the VM as it was in this snapshot (full clones).
+    pub snapname: Option<String>,
 }
 
 /// `PUT .../config`: keys to set and keys to delete.

@@ -49,6 +49,9 @@ pub fn make_repo(dir: &Path) -> PathBuf {
         ("fail", "echo failing on purpose\nexit 3".to_string()),
         ("sleep", "echo sleeping past the ttl\nsleep 60".to_string()),
         ("slow", format!("echo working slowly\nsleep 4\n{work}")),
+        // Workspaces: one job leaves state in the workspace, the next reads it.
+        ("ws-write", "echo \"state from $AGENTLAB_JOB_ID\" > \"$AGENTLAB_WORK_DIR/state.txt\"\necho wrote".to_string()),
+        ("ws-read", "echo \"read: $(cat \"$AGENTLAB_WORK_DIR/state.txt\")\"".to_string()),
     ] {
         git(&["checkout", "-q", "-b", branch, "main"]);
         script(&body);

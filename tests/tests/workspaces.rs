@@ -75,6 +75,16 @@ fn a_workspace_is_held_by_its_own_vm_and_outlives_the_sandboxes_it_is_attached_t
     assert_eq!(ws.cli(&["workspace", "detach", "ws1"]).code, 0);
     assert!(sim.vm(second).is_some_and(|vm| vm["config"]["scsi1"].is_null()));
 
+    // `sandbox new --workspace` attaches it before the first boot.
+    let out = ws.cli(&["--json", "sandbox", "new", "--profile", "yolo-ephemeral", "--workspace", "ws1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let third = out.json()["vmid"].as_u64().unwrap_or(0) as u32;
+    let scsi1 = sim.vm(third).map(|vm| vm["config"]["scsi1"].clone()).unwrap_or_default();
+    assert!(scsi1.as_str().is_some_and(|d| d.starts_with(&volid)), "{scsi1}");
+    let busy = ws.cli(&["--json", "sandbox", "new", "--profile", "yolo-ephemeral", "--workspace", "ws1"]);
+    assert_eq!(busy.json()["code"], "v1/workspace/attached", "{busy:?}");
+    assert_eq!(ws.cli(&["sandbox", "destroy", &third.to_string()]).code, 0);
+
     // The orphan scan leaves the holder alone.
     let report = ws.cli(&["--json", "sandbox", "reconcile"]).json();
     let orphans = report["orphans"].as_array().cloned().unwrap_or_default();

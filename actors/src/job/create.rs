@@ -89,6 +89,10 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
         }
         Err(e) => return Err(Refusal { code: ErrorCode::Internal, message: format!("secrets check failed: {e}") }),
     }
+    let workspace_id = match &req.workspace_id {
+        Some(id) => Some(claim_workspace(ctx, id, req.workspace_wait_seconds.unwrap_or(0)).await?),
+        None => None,
+    };
     let id = new_job_id().map_err(|e| Refusal { code: ErrorCode::Internal, message: format!("no randomness: {e}") })?;
     let now = ctx.sandboxes.settings.clock.now();
     let deadline = now + ctx.minute() * (ttl + DEADLINE_GRACE_MINUTES) + ctx.sandboxes.settings.provisioning_timeout;
@@ -104,6 +108,7 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
         keepalive: req.keepalive.unwrap_or(profile.behavior.keepalive_default),
         status: JobState::Queued,
         sandbox_vmid: None,
+        workspace_id,
         log_bytes: 0,
         result: None,
         error: None,
@@ -116,6 +121,24 @@ pub async fn create(ctx: &JobContext, req: &CreateJobRequest, peer_uid: Option<u
         .insert_job(&job, peer_uid)
         .map_err(|e| Refusal { code: ErrorCode::StoreFailed, message: e.to_string() })?;
     Ok(job)
+}
+
+/// The workspace's id once it is ready and detached, polled (250 ms, doubling to 5 s) for up
+/// to `wait_seconds` while another sandbox has it.
+async fn claim_workspace(ctx: &JobContext, id: &str, wait_seconds: u32) -> Result<String, Refusal> {
+    let clock = ctx.clock();
+    let until = clock.now() + time::Duration::seconds(i64::from(wait_seconds));
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match crate::workspace::claimable(&ctx.store, id) {
+            Ok(rec) => return Ok(rec.id),
+            Err(refusal) if refusal.code == ErrorCode::WorkspaceAttached && clock.now() < until => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(refusal) => return Err(refusal),
+        }
+    }
 }
 
 /// Finds or records the job's sandbox, starts its actor and waits until it is READY.
@@ -136,6 +159,7 @@ pub async fn provision_sandbox(ctx: &JobContext, job: &JobRecord) -> Result<u32,
                 tags: vec!["job".into()],
                 vmid: None,
                 job_id: Some(job.id.clone()),
+                workspace_id: job.workspace_id.clone(),
                 peer_uid: None,
             };
             allocate(&ctx.sandboxes, &request).await?.vmid

@@ -17,6 +17,8 @@ pub struct SandboxRequest {
     pub tags: Vec<String>,
     pub vmid: Option<u32>,
     pub job_id: Option<String>,
+    /// A workspace id: attached before the first boot.
+    pub workspace_id: Option<String>,
     pub peer_uid: Option<u32>,
 }
 
@@ -85,7 +87,7 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
         cores: profile.resources.cores,
         memory_mb: profile.resources.memory_mb,
         job_id: req.job_id.clone(),
-        workspace_id: None,
+        workspace_id: req.workspace_id.clone(),
         intent: None,
         snippet_path: None,
         error: None,

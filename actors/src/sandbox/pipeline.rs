@@ -271,8 +271,13 @@ async fn snapshot(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), Sandb
 }
 
 /// Starts the VM unless it runs (the actor recorded BOOTING first).
+/// Attaches the sandbox's workspace (after `clean`, which must not hold it: a revert would
+/// roll the workspace back) and starts the VM.
 async fn boot(ctx: &SandboxContext, rec: &SandboxRecord) -> Result<(), SandboxError> {
     let node = node_of(rec)?;
+    if let Some(workspace) = &rec.workspace_id {
+        crate::workspace::attach(&ctx.store, workspace, rec.vmid).await.map_err(SandboxError::Workspace)?;
+    }
     let status = ctx.gateway.vm_status(&node, rec.vmid).await.map_err(SandboxError::pve("reading the VM's status"))?;
     if status.is_running() {
         return Ok(());

@@ -24,6 +24,8 @@ pub struct JobRecord {
     pub keepalive: bool,
     pub status: JobState,
     pub sandbox_vmid: Option<u32>,
+    /// The workspace the job's sandbox gets.
+    pub workspace_id: Option<String>,
     /// Bytes of (redacted) log stored so far; a report's `log_offset` below this is a retry.
     pub log_bytes: u64,
     pub result: Option<serde_json::Value>,
@@ -43,7 +45,7 @@ impl NewEvent {
 }
 
 const COLUMNS: &str = "id, repo_url, git_ref, profile, task, mode, agent, ttl_minutes, keepalive, status, \
-    sandbox_vmid, log_bytes, result, error, deadline_at, sandbox_released, created_at, updated_at";
+    sandbox_vmid, log_bytes, result, error, deadline_at, sandbox_released, created_at, updated_at, workspace_id";
 
 impl FromRow for JobRecord {
     fn from_row(row: &Row<'_>) -> Result<JobRecord, RowError> {
@@ -79,6 +81,7 @@ impl FromRow for JobRecord {
             sandbox_released: row.get(15)?,
             created_at: time_at(row, 16).map_err(corrupt_time)?,
             updated_at: time_at(row, 17).map_err(corrupt_time)?,
+            workspace_id: row.get(18)?,
             id,
         })
     }
@@ -116,7 +119,7 @@ impl Store {
     pub fn insert_job(&self, job: &JobRecord, peer_uid: Option<u32>) -> StoreResult<()> {
         self.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
+                &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
                 params![
                     job.id,
                     job.repo_url,
@@ -135,7 +138,8 @@ impl Store {
                     time_format::format(job.deadline_at),
                     job.sandbox_released,
                     time_format::format(job.created_at),
-                    time_format::format(job.updated_at)
+                    time_format::format(job.updated_at),
+                    job.workspace_id
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -359,6 +363,7 @@ pub(crate) fn sample_job(id: &str) -> JobRecord {
         keepalive: false,
         status: JobState::Queued,
         sandbox_vmid: None,
+        workspace_id: None,
         log_bytes: 0,
         result: None,
         error: None,

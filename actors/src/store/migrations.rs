@@ -203,6 +203,19 @@ CREATE TABLE workspaces (
 );
 ",
     },
+    Migration {
+        version: 9,
+        name: "job workspaces",
+        // The workspace a job's sandbox gets (`job run --workspace`).
+        sql: "ALTER TABLE jobs ADD COLUMN workspace_id TEXT;",
+    },
+    Migration {
+        version: 10,
+        name: "workspace forks",
+        // `<source id>` or `<source id>@<snapshot>`: a fork's holder is a clone of the
+        // source's, so a restart in the middle clones again instead of making an empty one.
+        sql: "ALTER TABLE workspaces ADD COLUMN fork_of TEXT;",
+    },
 ];
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

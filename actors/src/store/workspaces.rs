@@ -77,12 +77,14 @@ pub struct WorkspaceRecord {
     pub attached_vmid: Option<u32>,
     pub intent: Option<WorkspaceIntent>,
     pub error: Option<String>,
+    /// A fork: its source (`<id>` or `<id>@<snapshot>`), whose holder is cloned.
+    pub fork_of: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
 
-const COLUMNS: &str =
-    "id, name, node, storage, size_gb, holder_vmid, volid, state, attached_vmid, intent, error, created_at, updated_at";
+const COLUMNS: &str = "id, name, node, storage, size_gb, holder_vmid, volid, state, attached_vmid, intent, error, \
+    created_at, updated_at, fork_of";
 
 impl FromRow for WorkspaceRecord {
     fn from_row(row: &rusqlite::Row<'_>) -> Result<Self, RowError> {
@@ -110,6 +112,7 @@ impl FromRow for WorkspaceRecord {
             error: row.get(10)?,
             created_at: time_at(row, 11).map_err(|e| e.of(&record))?,
             updated_at: time_at(row, 12).map_err(|e| e.of(&record))?,
+            fork_of: row.get(13)?,
             id,
         })
     }
@@ -127,6 +130,7 @@ impl WorkspaceRecord {
             volid: self.volid.clone(),
             state: self.state.as_str().to_string(),
             attached_vmid: self.attached_vmid,
+            intent: self.intent.map(WorkspaceIntent::to_text),
             error: self.error.clone(),
             created_at: time_format::format(self.created_at),
             updated_at: time_format::format(self.updated_at),
@@ -142,6 +146,7 @@ pub struct NewWorkspace {
     pub node: String,
     pub storage: String,
     pub size_gb: u32,
+    pub fork_of: Option<String>,
 }
 
 impl Store {
@@ -172,9 +177,9 @@ impl Store {
             let now_text = time_format::format(now);
             tx.execute(
                 &format!(
-                    "INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 'creating', NULL, NULL, NULL, ?7, ?7)"
+                    "INSERT INTO workspaces ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 'creating', NULL, NULL, NULL, ?7, ?7, ?8)"
                 ),
-                params![new.id, new.name, new.node, new.storage, new.size_gb, holder, now_text],
+                params![new.id, new.name, new.node, new.storage, new.size_gb, holder, now_text, new.fork_of],
             )
             .map_err(|e| self.err(e))?;
             Ok(WorkspaceRecord {
@@ -189,6 +194,7 @@ impl Store {
                 attached_vmid: None,
                 intent: None,
                 error: None,
+                fork_of: new.fork_of.clone(),
                 created_at: now,
                 updated_at: now,
             })
@@ -279,6 +285,7 @@ mod tests {
             node: "pve1".into(),
             storage: "local-lvm".into(),
             size_gb: 1,
+            fork_of: None,
         }
     }
 

@@ -21,6 +21,13 @@ pub enum WorkspaceMsg {
     Detach(Option<u32>, Reply<WorkspaceRecord>),
     /// Destroy the holder (and the volume) and the record, then stop.
     Destroy(Reply<()>),
+    /// Snapshot the detached volume (a snapshot of the holder).
+    Snapshot(String, Reply<()>),
+    /// Roll the detached volume back to a snapshot.
+    Restore(String, Reply<()>),
+    /// Record a fork of this (detached) workspace and have its actor clone the holder; this
+    /// actor waits, so nothing attaches the source while it is copied.
+    Fork(crate::protocol::ForkWorkspaceRequest, Reply<WorkspaceRecord>),
 }
 
 pub struct WorkspaceActor {
@@ -148,6 +155,49 @@ impl WorkspaceActor {
         Ok(())
     }
 
+    /// The record, if its volume may be snapshotted, restored or copied now: ready, no
+    /// attach or detach in progress, and attached to no sandbox.
+    async fn detached(&self, id: &str, what: &str) -> Result<WorkspaceRecord, Refusal> {
+        let rec = self.finish_intent(self.load(id)?).await?;
+        if rec.state != WorkspaceState::Ready {
+            return Err(super::not_ready(&rec));
+        }
+        if let Some(vmid) = rec.attached_vmid {
+            return Err(Refusal::new(
+                ErrorCode::WorkspaceAttached,
+                format!(
+                    "workspace `{}` is attached to sandbox {vmid}: {what} only while detached (`agentlab workspace detach {}`)",
+                    rec.name, rec.name
+                ),
+            ));
+        }
+        Ok(rec)
+    }
+
+    async fn fork(&self, id: &str, req: &crate::protocol::ForkWorkspaceRequest) -> Result<WorkspaceRecord, Refusal> {
+        let rec = self.detached(id, "a fork is made").await?;
+        if let Some(snapshot) = &req.from_snapshot
+            && !holder::snapshots(&self.ctx, &rec).await?.iter().any(|s| &s.name == snapshot)
+        {
+            return Err(Refusal::new(
+                ErrorCode::InvalidValue,
+                format!("workspace `{}` has no snapshot `{snapshot}`", rec.name),
+            ));
+        }
+        let fork_of = match &req.from_snapshot {
+            Some(snapshot) => format!("{}@{snapshot}", rec.id),
+            None => rec.id.clone(),
+        };
+        let create = crate::protocol::CreateWorkspaceRequest {
+            name: req.name.clone(),
+            size_gb: rec.size_gb,
+            storage: Some(rec.storage.clone()),
+            node: Some(rec.node.clone()),
+        };
+        let new = super::record_new(&self.ctx, &create, Some(fork_of)).await?;
+        super::ask(&new.id, WorkspaceMsg::Provision).await
+    }
+
     async fn converge(&self, id: &str) -> Result<(), Refusal> {
         let rec = self.finish_intent(self.load(id)?).await?;
         match rec.state {
@@ -188,6 +238,23 @@ impl Actor for WorkspaceActor {
             }
             WorkspaceMsg::Detach(only, reply) => {
                 let _ = reply.send(self.detach(id, only).await);
+            }
+            WorkspaceMsg::Snapshot(name, reply) => {
+                let outcome = match self.detached(id, "a snapshot is taken").await {
+                    Ok(rec) => holder::snapshot(&self.ctx, &rec, &name).await,
+                    Err(refusal) => Err(refusal),
+                };
+                let _ = reply.send(outcome);
+            }
+            WorkspaceMsg::Restore(name, reply) => {
+                let outcome = match self.detached(id, "a snapshot is restored").await {
+                    Ok(rec) => holder::restore(&self.ctx, &rec, &name).await,
+                    Err(refusal) => Err(refusal),
+                };
+                let _ = reply.send(outcome);
+            }
+            WorkspaceMsg::Fork(req, reply) => {
+                let _ = reply.send(self.fork(id, &req).await);
             }
             WorkspaceMsg::Destroy(reply) => {
                 let outcome = self.destroy(id).await;

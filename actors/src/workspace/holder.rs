@@ -20,14 +20,29 @@ pub async fn first_online_node(ctx: &WorkspaceContext) -> Result<String, Refusal
     })
 }
 
-/// The config of `vmid`, or `None` when the VM does not exist.
+/// The config of `vmid`, or `None` when the VM does not exist. A config still locked by
+/// the create or clone that makes it (one started before a restart) is waited for: until
+/// that task ends it has no tags yet.
 async fn config_of(ctx: &WorkspaceContext, node: &str, vmid: u32) -> Result<Option<VmConfig>, Refusal> {
-    match ctx.gateway.vm_config(node, vmid).await {
-        Ok(config) => Ok(Some(config)),
-        Err(PveError::NotFound(_)) => Ok(None),
-        Err(e) => Err(pve_refusal("cannot read a VM's config")(e)),
+    for _ in 0..CREATE_LOCK_POLLS {
+        match ctx.gateway.vm_config(node, vmid).await {
+            Ok(config) if matches!(config.get("lock"), Some("create" | "clone")) => {
+                tokio::time::sleep(CREATE_LOCK_POLL).await;
+            }
+            Ok(config) => return Ok(Some(config)),
+            Err(PveError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(pve_refusal("cannot read a VM's config")(e)),
+        }
     }
+    Err(Refusal::new(
+        ErrorCode::ProxmoxUnavailable,
+        format!("VM {vmid} is still locked by its create or clone task; try again once it ends"),
+    ))
 }
+
+/// How long a config locked `create`/`clone` is waited for (a large full clone takes minutes).
+const CREATE_LOCK_POLLS: u32 = 1800;
+const CREATE_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The keys of `config` whose value is the volume `volid` (a disk or an `unusedN`).
 pub fn keys_of(config: &VmConfig, volid: &str) -> Vec<String> {
@@ -49,11 +64,14 @@ pub async fn ensure_holder(ctx: &WorkspaceContext, rec: &WorkspaceRecord) -> Res
     let vmid = rec.holder_vmid;
     let config = match config_of(ctx, &rec.node, vmid).await? {
         Some(config) => config,
+        None if rec.fork_of.is_some() => {
+            clone_holder(ctx, rec).await?;
+            config_of(ctx, &rec.node, vmid).await?.ok_or_else(|| {
+                Refusal::new(ErrorCode::ProxmoxUnavailable, format!("holder VM {vmid} vanished after its clone"))
+            })?
+        }
         None => {
-            let description = format!(
-                "AgentLab workspace `{}` ({}): this VM only holds the workspace's volume and is never started. Remove it with `agentlab workspace destroy {}`.",
-                rec.name, rec.id, rec.name
-            );
+            let description = description(rec);
             let config = BTreeMap::from([
                 ("name".to_string(), format!("agentlab-ws-{}", rec.name)),
                 ("tags".to_string(), format!("{};{HOLDER_TAG}", crate::sandbox::OWNER_TAG)),
@@ -90,6 +108,76 @@ pub async fn ensure_holder(ctx: &WorkspaceContext, rec: &WorkspaceRecord) -> Res
             format!("holder VM {vmid} has no volume in scsi0; `agentlab workspace check` says more"),
         )
     })
+}
+
+fn description(rec: &WorkspaceRecord) -> String {
+    format!(
+        "AgentLab workspace `{}` ({}): this VM only holds the workspace's volume and is never started. Remove it with `agentlab workspace destroy {}`.",
+        rec.name, rec.id, rec.name
+    )
+}
+
+/// A fork's holder: a full clone of the source's holder (as it is, or as it was in the
+/// snapshot), so the volume is copied by Proxmox and owned by the new holder. The clone
+/// keeps the source's tags and protection.
+async fn clone_holder(ctx: &WorkspaceContext, rec: &WorkspaceRecord) -> Result<(), Refusal> {
+    let fork_of = rec.fork_of.as_deref().unwrap_or_default();
+    let (source_id, snapshot) = match fork_of.split_once('@') {
+        Some((id, snap)) => (id, Some(snap.to_string())),
+        None => (fork_of, None),
+    };
+    let source = super::find(&ctx.store, source_id)?;
+    let spec = agentlab_proxmox::types::CloneSpec {
+        newid: rec.holder_vmid,
+        name: Some(format!("agentlab-ws-{}", rec.name)),
+        description: Some(description(rec)),
+        full: Some(true),
+        snapname: snapshot,
+        ..Default::default()
+    };
+    ctx.gateway.clone_vm(&source.node, source.holder_vmid, spec).await.map_err(|e| {
+        Refusal::new(
+            ErrorCode::ProxmoxUnavailable,
+            format!("cannot clone holder VM {} of workspace `{}`: {e}", source.holder_vmid, source.name),
+        )
+    })?;
+    Ok(())
+}
+
+/// The holder's snapshots (the `current` pseudo entry left out).
+pub async fn snapshots(
+    ctx: &WorkspaceContext,
+    rec: &WorkspaceRecord,
+) -> Result<Vec<agentlab_proxmox::types::Snapshot>, Refusal> {
+    let list =
+        ctx.gateway.snapshots(&rec.node, rec.holder_vmid).await.map_err(pve_refusal("cannot list the snapshots"))?;
+    Ok(list.into_iter().filter(|s| s.name != "current").collect())
+}
+
+pub async fn snapshot(ctx: &WorkspaceContext, rec: &WorkspaceRecord, name: &str) -> Result<(), Refusal> {
+    if snapshots(ctx, rec).await?.iter().any(|s| s.name == name) {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!("workspace `{}` already has a snapshot `{name}`", rec.name),
+        ));
+    }
+    ctx.gateway
+        .create_snapshot(&rec.node, rec.holder_vmid, name, Some("agentlab workspace snapshot"))
+        .await
+        .map_err(pve_refusal("cannot take the snapshot"))
+}
+
+pub async fn restore(ctx: &WorkspaceContext, rec: &WorkspaceRecord, name: &str) -> Result<(), Refusal> {
+    if !snapshots(ctx, rec).await?.iter().any(|s| s.name == name) {
+        return Err(Refusal::new(
+            ErrorCode::InvalidValue,
+            format!(
+                "workspace `{}` has no snapshot `{name}`; `agentlab workspace snapshot list {}`",
+                rec.name, rec.name
+            ),
+        ));
+    }
+    ctx.gateway.rollback(&rec.node, rec.holder_vmid, name).await.map_err(pve_refusal("cannot restore the snapshot"))
 }
 
 /// Makes sure sandbox `vmid` has the volume as its `scsi1` (a leftover `unusedN` of it, as a

@@ -16,7 +16,9 @@ mod holder;
 pub use actor::{WorkspaceActor, WorkspaceMsg};
 
 use crate::model::{ErrorCode, Refusal};
-use crate::protocol::{CreateWorkspaceRequest, WorkspaceView};
+use crate::protocol::{
+    CreateWorkspaceRequest, ForkWorkspaceRequest, WorkspaceSnapshot, WorkspaceSnapshotsResponse, WorkspaceView,
+};
 use crate::pve::Gateway;
 use crate::root::{EntityError, EntityFactory, SpawnFuture};
 use crate::store::{Store, StoreError, WorkspaceRecord, WorkspaceState};
@@ -119,6 +121,17 @@ async fn ask<T: Send + 'static>(
 
 /// Records the workspace, then its actor creates the holder VM with the volume.
 pub async fn create(ctx: &WorkspaceContext, req: &CreateWorkspaceRequest) -> Result<WorkspaceView, Refusal> {
+    let rec = record_new(ctx, req, None).await?;
+    let rec = ask(&rec.id, WorkspaceMsg::Provision).await?;
+    Ok(rec.view())
+}
+
+/// A new workspace's record (`creating`), with its holder VMID; a fork names its source.
+async fn record_new(
+    ctx: &WorkspaceContext,
+    req: &CreateWorkspaceRequest,
+    fork_of: Option<String>,
+) -> Result<WorkspaceRecord, Refusal> {
     if !valid_name(&req.name) {
         return Err(Refusal::new(
             ErrorCode::InvalidValue,
@@ -149,11 +162,47 @@ pub async fn create(ctx: &WorkspaceContext, req: &CreateWorkspaceRequest) -> Res
         node,
         storage,
         size_gb: req.size_gb,
+        fork_of,
     };
-    let rec =
-        ctx.store.insert_workspace(&new, ctx.vmid_range.clone(), &taken, ctx.clock.now()).map_err(store_refusal)?;
-    let rec = ask(&rec.id, WorkspaceMsg::Provision).await?;
-    Ok(rec.view())
+    ctx.store.insert_workspace(&new, ctx.vmid_range.clone(), &taken, ctx.clock.now()).map_err(store_refusal)
+}
+
+/// Snapshots a detached workspace (a snapshot of its holder: its volume alone).
+pub async fn snapshot(store: &Store, id_or_name: &str, name: &str) -> Result<(), Refusal> {
+    let rec = find(store, id_or_name)?;
+    ask(&rec.id, |reply| WorkspaceMsg::Snapshot(name.to_string(), reply)).await
+}
+
+/// Rolls a detached workspace back to a snapshot.
+pub async fn restore(store: &Store, id_or_name: &str, name: &str) -> Result<(), Refusal> {
+    let rec = find(store, id_or_name)?;
+    ask(&rec.id, |reply| WorkspaceMsg::Restore(name.to_string(), reply)).await
+}
+
+pub async fn snapshots(ctx: &WorkspaceContext, id_or_name: &str) -> Result<WorkspaceSnapshotsResponse, Refusal> {
+    let rec = find(&ctx.store, id_or_name)?;
+    let list = holder::snapshots(ctx, &rec).await?;
+    let snapshots = list.into_iter().map(|s| WorkspaceSnapshot { name: s.name, snaptime: s.snaptime }).collect();
+    Ok(WorkspaceSnapshotsResponse { workspace: rec.name, snapshots })
+}
+
+/// A new workspace holding a copy of a detached one's volume.
+pub async fn fork(store: &Store, id_or_name: &str, req: &ForkWorkspaceRequest) -> Result<WorkspaceView, Refusal> {
+    let rec = find(store, id_or_name)?;
+    Ok(ask(&rec.id, |reply| WorkspaceMsg::Fork(req.clone(), reply)).await?.view())
+}
+
+/// The workspace a new sandbox or job asks for, if it can have it now: ready and not
+/// attached (the attach itself checks again, in the workspace's actor).
+pub fn claimable(store: &Store, id_or_name: &str) -> Result<WorkspaceRecord, Refusal> {
+    let rec = find(store, id_or_name)?;
+    if rec.state != WorkspaceState::Ready {
+        return Err(not_ready(&rec));
+    }
+    if let Some(vmid) = rec.attached_vmid {
+        return Err(attached_refusal(&rec, vmid));
+    }
+    Ok(rec)
 }
 
 /// Attaches the workspace to sandbox `vmid` (its `scsi1`).

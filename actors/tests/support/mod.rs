@@ -264,6 +264,9 @@ impl Harness {
             agent: None,
             ttl_minutes: Some(30),
             keepalive: Some(keepalive),
+            workspace_id: None,
+            workspace_create: None,
+            workspace_wait_seconds: None,
         };
         let job = agentlab_actors::job::create::create(&self.jobs, &request, None).await.unwrap();
         agentlab_actors::root::request_spawn("job", &job.id).await.unwrap();

@@ -51,9 +51,60 @@ pub fn volume_dir(runtime: &GuestRuntime, volid: &str) -> PathBuf {
     runtime.root.join("volumes").join(name)
 }
 
-/// A freed volume's content goes with it.
+/// Where a snapshot of a data volume's content is kept.
+fn snapshot_dir(runtime: &GuestRuntime, volid: &str, snapshot: &str) -> PathBuf {
+    let volume = volume_dir(runtime, volid);
+    let name = volume.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    runtime.root.join("volume-snapshots").join(name).join(snapshot)
+}
+
+/// A freed volume's content goes with it, and its snapshots.
 pub fn forget_volume(runtime: &GuestRuntime, volid: &str) {
     let _ = std::fs::remove_dir_all(volume_dir(runtime, volid));
+    if let Some(parent) = snapshot_dir(runtime, volid, "x").parent() {
+        let _ = std::fs::remove_dir_all(parent);
+    }
+}
+
+/// `cp -a` of a directory's content into a fresh `to` (nothing there: an empty `to`).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    if !from.is_dir() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .map_err(|e| format!("cannot run cp: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("cp -a {} {} failed", from.display(), to.display())) }
+}
+
+/// The content side of a VM snapshot (what `qemu-img snapshot` does for the QEMU runtime):
+/// each data volume of the VM is copied (`-c`), restored (`-a`) or the copy dropped (`-d`).
+pub fn snapshot_volumes(runtime: &GuestRuntime, volids: &[String], flag: &str, snapshot: &str) -> Result<(), String> {
+    for volid in volids {
+        let (live, saved) = (volume_dir(runtime, volid), snapshot_dir(runtime, volid, snapshot));
+        match flag {
+            "-c" => copy_tree(&live, &saved)?,
+            "-a" => copy_tree(&saved, &live)?,
+            _ => {
+                let _ = std::fs::remove_dir_all(&saved);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A full clone's copy of a data volume (of its state in `snapshot`, if given).
+pub fn copy_volume(runtime: &GuestRuntime, from: &str, snapshot: Option<&str>, to: &str) -> Result<(), String> {
+    let source = match snapshot {
+        Some(s) => snapshot_dir(runtime, from, s),
+        None => volume_dir(runtime, from),
+    };
+    copy_tree(&source, &volume_dir(runtime, to))
 }
 
 /// Starts the guest of `vmid`; `Ok(None)` when the snippet carries no descriptor. With a

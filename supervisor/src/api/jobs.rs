@@ -63,6 +63,7 @@ fn view(app: &AppState, job: JobRecord, events_tail: u32) -> Result<JobView, Api
         keepalive: job.keepalive,
         status: job.status,
         sandbox_vmid: job.sandbox_vmid,
+        workspace_id: job.workspace_id,
         result: job.result,
         error: job.error,
         timeline,
@@ -83,12 +84,30 @@ pub(crate) async fn job_actor(id: &str) -> Result<ActorRef<JobMsg>, ApiError> {
 pub async fn create(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    StrictJson(req): StrictJson<CreateJobRequest>,
+    StrictJson(mut req): StrictJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    // `--workspace new:NAME`: the workspace is made first, then the job names it.
+    if let Some(create) = req.workspace_create.take() {
+        if req.workspace_id.is_some() {
+            return Err(ApiError::new(ErrorCode::InvalidValue, "give workspace_id or workspace_create, not both"));
+        }
+        let created = agentlab_actors::workspace::create(&app.workspaces, &create).await?;
+        req.workspace_id = Some(created.id.clone());
+        let job = job::create::create(&app.jobs, &req, peer.uid).await;
+        if job.is_err() {
+            // A refused job leaves nothing behind, not even the workspace made for it.
+            let _ = agentlab_actors::workspace::destroy(&app.store, &created.id).await;
+        }
+        return started(&app, job.map_err(ApiError::from)?).await;
+    }
     let job = job::create::create(&app.jobs, &req, peer.uid).await.map_err(ApiError::from)?;
-    let id = job.id.clone();
-    job_actor(&id).await?;
-    Ok((StatusCode::CREATED, Json(view(&app, job, 0)?)))
+    started(&app, job).await
+}
+
+/// Starts the recorded job's actor and answers with the job.
+async fn started(app: &AppState, job: JobRecord) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    job_actor(&job.id).await?;
+    Ok((StatusCode::CREATED, Json(view(app, job, 0)?)))
 }
 
 #[derive(Debug, serde::Deserialize)]

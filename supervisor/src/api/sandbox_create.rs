@@ -29,12 +29,10 @@ pub async fn create(
     let profiles = app.profiles.snapshot();
     let profile = &profiles.resolve(&req.profile)?.profile;
     let profile_name = profile.name.clone();
-    if req.workspace_id.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "workspaces are not available in this version of agentlabd yet; create the sandbox without --workspace",
-        ));
-    }
+    let workspace = match &req.workspace_id {
+        Some(id) => Some(agentlab_actors::workspace::claimable(&app.store, id)?.id),
+        None => None,
+    };
     if req.job_id.is_some() {
         return Err(ApiError::new(
             ErrorCode::Unsupported,
@@ -69,6 +67,7 @@ pub async fn create(
         tags,
         vmid: req.vmid,
         job_id: None,
+        workspace_id: workspace,
         peer_uid: peer.uid,
     };
     let record = allocate(&app.sandboxes, &request).await.map_err(|e| match e {

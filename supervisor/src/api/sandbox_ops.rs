@@ -173,7 +173,7 @@ pub async fn revert(
     run_op(&app, peer, vmid, SandboxOp::Revert { restart: req.restart }, req.force).await.map(Json)
 }
 
-fn snapshot_name(name: &str) -> Result<String, ApiError> {
+pub(super) fn snapshot_name(name: &str) -> Result<String, ApiError> {
     let ok = name.len() <= 40
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && name.len() >= 2

@@ -1,7 +1,10 @@
 //! `/v1/workspaces`: create, list, show, attach to a sandbox, detach, destroy.
 
 use super::{ApiError, AppState, StrictJson};
-use agentlab_actors::protocol::{AttachWorkspaceRequest, CreateWorkspaceRequest, WorkspaceView, WorkspacesResponse};
+use agentlab_actors::protocol::{
+    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, WorkspaceSnapshotRequest,
+    WorkspaceSnapshotsResponse, WorkspaceView, WorkspacesResponse,
+};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -42,4 +45,42 @@ pub async fn destroy(State(app): State<AppState>, Path(id): Path<String>) -> Res
     view.state = "destroyed".into();
     view.volid = None;
     Ok(Json(view))
+}
+
+pub async fn snapshots(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkspaceSnapshotsResponse>, ApiError> {
+    Ok(Json(agentlab_actors::workspace::snapshots(&app.workspaces, &id).await?))
+}
+
+/// Answers with the snapshots after the new one.
+pub async fn snapshot_create(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    StrictJson(req): StrictJson<WorkspaceSnapshotRequest>,
+) -> Result<(StatusCode, Json<WorkspaceSnapshotsResponse>), ApiError> {
+    let name = super::sandbox_ops::snapshot_name(&req.name)?;
+    agentlab_actors::workspace::snapshot(&app.store, &id, &name).await?;
+    Ok((StatusCode::CREATED, Json(agentlab_actors::workspace::snapshots(&app.workspaces, &id).await?)))
+}
+
+pub async fn snapshot_restore(
+    State(app): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    let name = super::sandbox_ops::snapshot_name(&name)?;
+    agentlab_actors::workspace::restore(&app.store, &id, &name).await?;
+    Ok(Json(agentlab_actors::workspace::find(&app.store, &id)?.view()))
+}
+
+pub async fn fork(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    StrictJson(req): StrictJson<ForkWorkspaceRequest>,
+) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
+    if let Some(snapshot) = &req.from_snapshot {
+        super::sandbox_ops::snapshot_name(snapshot)?;
+    }
+    Ok((StatusCode::CREATED, Json(agentlab_actors::workspace::fork(&app.store, &id, &req).await?)))
 }

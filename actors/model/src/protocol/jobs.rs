@@ -109,6 +109,17 @@ pub struct CreateJobRequest {
     pub ttl_minutes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<bool>,
+    /// An existing workspace (id or name), ready and detached: its volume is the guest's
+    /// `/work` and the repository goes to `/work/repo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+    /// A workspace to create for the job (exclusive with `workspace_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_create: Option<crate::protocol::CreateWorkspaceRequest>,
+    /// How long to wait for the workspace to be free when another sandbox has it (default:
+    /// refused at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_wait_seconds: Option<u32>,
 }
 
 /// One milestone of a job and when it was reached.
@@ -135,6 +146,8 @@ pub struct JobView {
     pub status: JobState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_vmid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
     /// The runner's final report (status, exit code, commit, duration, artifacts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,

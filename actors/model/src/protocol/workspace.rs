@@ -19,6 +19,9 @@ pub struct WorkspaceView {
     pub state: String,
     #[serde(default)]
     pub attached_vmid: Option<u32>,
+    /// An attach or detach in progress (`attach:<vmid>`, `detach:<vmid>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub created_at: String,
@@ -49,4 +52,36 @@ pub struct CreateWorkspaceRequest {
 #[serde(deny_unknown_fields)]
 pub struct AttachWorkspaceRequest {
     pub vmid: u32,
+}
+
+/// `POST /v1/workspaces/{id}/snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSnapshotRequest {
+    pub name: String,
+}
+
+/// A snapshot of a workspace (of its holder VM, so of its volume alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSnapshot {
+    pub name: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub snaptime: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSnapshotsResponse {
+    pub workspace: String,
+    pub snapshots: Vec<WorkspaceSnapshot>,
+}
+
+/// `POST /v1/workspaces/{id}/fork`: a new workspace with a copy of this one's volume (as it
+/// is now, or as it was in `from_snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkWorkspaceRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
 }

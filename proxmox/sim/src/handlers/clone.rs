@@ -88,9 +88,10 @@ pub fn clone(sim: &Arc<Sim>, req: &Req) -> Answer {
     }
     let name = req.get("name").map(str::to_string);
     let description = req.get("description").map(str::to_string);
+    let snapname = req.get("snapname").map(str::to_string);
     let task_sim = Arc::clone(sim);
     let upid = sim.spawn_task(req.node(), "qmclone", &source.to_string(), &req.user, move |upid| async move {
-        let spec = CloneWork { source, newid, full, storage: disk_storage, target, name, description };
+        let spec = CloneWork { source, newid, full, storage: disk_storage, target, name, description, snapname };
         let result = clone_work(&task_sim, &upid, &node, spec).await;
         if result.is_err() {
             // Partial target volumes and the temporary config are removed.
@@ -116,10 +117,12 @@ struct CloneWork {
     target: Option<String>,
     name: Option<String>,
     description: Option<String>,
+    /// Clone the VM as it was in this snapshot.
+    snapname: Option<String>,
 }
 
 async fn clone_work(sim: &Arc<Sim>, upid: &str, node: &str, spec: CloneWork) -> Result<Vec<String>, String> {
-    let CloneWork { source, newid, full, storage, target, name, description } = spec;
+    let CloneWork { source, newid, full, storage, target, name, description, snapname } = spec;
     let storage = storage.as_str();
     let _source_flock = sim.flock_shared(source, "clone_flock_timeout").await?;
     let _target_flock = sim.flock_exclusive(newid, "clone_flock_timeout").await?;
@@ -130,9 +133,15 @@ async fn clone_work(sim: &Arc<Sim>, upid: &str, node: &str, spec: CloneWork) -> 
     {
         let mut world = sim.world();
         let src = world.vm_on(node, source).cloned().ok_or_else(|| vm_missing(node, source).message)?;
-        let mut config = src.config.clone();
+        // qemu-server API2/Qemu.pm clone_vm: with `snapname` the snapshot's config (and its
+        // disks' state then) is what is cloned.
+        let src_config = match &snapname {
+            Some(s) => src.snapshots.iter().find(|x| &x.name == s).map(|x| x.config.clone()).unwrap_or_default(),
+            None => src.config.clone(),
+        };
+        let mut config = src_config.clone();
         config.retain(|k, _| !k.starts_with("unused"));
-        for (key, value) in src.config.iter().filter(|(k, _)| is_disk_key(k)) {
+        for (key, value) in src_config.iter().filter(|(k, _)| is_disk_key(k)) {
             let (volid, opts) = value.split_once(',').map_or((value.as_str(), ""), |(a, b)| (a, b));
             let Some((src_storage, volname)) = volid.split_once(':') else { continue };
             let target_storage = if full { storage } else { src_storage };
@@ -155,6 +164,14 @@ async fn clone_work(sim: &Arc<Sim>, upid: &str, node: &str, spec: CloneWork) -> 
                     new_name.clone(),
                     VolumeEntry { image, ..VolumeEntry::new(&new_name, Some(newid), size, "raw") },
                 );
+            }
+            if let Some(runtime) = sim.config.guest.as_ref().filter(|_| full && !volname.ends_with("-cloudinit")) {
+                crate::guest::copy_volume(
+                    runtime,
+                    volid,
+                    snapname.as_deref(),
+                    &format!("{target_storage}:{new_name}"),
+                )?;
             }
             let opts = if opts.is_empty() { String::new() } else { format!(",{opts}") };
             config.insert(key.clone(), format!("{target_storage}:{new_name}{opts}"));

@@ -88,6 +88,17 @@ pub fn create(sim: &Arc<Sim>, req: &Req) -> Answer {
         }
         let _flock = task_sim.flock_exclusive(vmid, "config_lock_timeout").await;
         tokio::time::sleep(task_sim.latency("snapshot")).await;
+        let disks = crate::world::disk_volumes(&current_config(&task_sim, vmid));
+        let content = match &task_sim.config.guest {
+            Some(runtime) => crate::guest::snapshot_volumes(runtime, &disks, "-c", &name),
+            None => Ok(()),
+        };
+        if let Err(e) = content {
+            if let Some(vm) = task_sim.world().vm_on_mut(&node, vmid) {
+                vm.lock = None;
+            }
+            return Err(e);
+        }
         if let Some(runtime) = &task_sim.config.qemu
             && let Err(e) =
                 crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-c", &name, &current_config(&task_sim, vmid))
@@ -158,6 +169,9 @@ pub fn rollback(sim: &Arc<Sim>, req: &Req) -> Answer {
         if let Some(runtime) = &task_sim.config.qemu {
             crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-a", &name, &snap.config).await?;
         }
+        if let Some(runtime) = &task_sim.config.guest {
+            crate::guest::snapshot_volumes(runtime, &crate::world::disk_volumes(&snap.config), "-a", &name)?;
+        }
         let mut world = task_sim.world();
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
         vm.lock = None;
@@ -185,6 +199,10 @@ pub fn delete(sim: &Arc<Sim>, req: &Req) -> Answer {
         if let Some(runtime) = &task_sim.config.qemu {
             let config = snapshot_config(&task_sim, vmid, &name);
             crate::qemu::snapshot_disks(&task_sim, runtime, vmid, "-d", &name, &config).await?;
+        }
+        if let Some(runtime) = &task_sim.config.guest {
+            let config = snapshot_config(&task_sim, vmid, &name);
+            crate::guest::snapshot_volumes(runtime, &crate::world::disk_volumes(&config), "-d", &name)?;
         }
         let mut world = task_sim.world();
         let vm = world.vm_on_mut(&node, vmid).ok_or_else(|| vm_missing(&node, vmid).message)?;
