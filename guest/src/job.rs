@@ -153,6 +153,11 @@ impl<'a> Job<'a> {
             (false, code) => format!("agent exited with code {code}"),
         };
         self.journal.say(&format!("{message} ({:.1} s)", finished.elapsed.as_secs_f64()));
+        // The job's end lets the host destroy the sandbox: what the agent left in the
+        // workspace is on its disk first.
+        if self.config.work_dir.is_some() {
+            nix::unistd::sync();
+        }
         self.phase(JobPhase::AgentFinished, Some(code));
         Outcome { status: ReportStatus::from_exit_code(code), exit_code: Some(code), message, runner_error: false }
     }

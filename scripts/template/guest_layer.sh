@@ -8,6 +8,9 @@
 #     so it cannot start before the descriptor exists. ConditionPathExists= makes a manual
 #     start on a VM without one a no-op, and the descriptor (root:root 0600) reaches the
 #     unprivileged runner as a systemd credential, never as a readable file.
+#   - agentlab-work.service (enabled, ordered before the runner): the sandbox's workspace,
+#     the disk Proxmox attaches as scsi1, formatted ext4 with label AGENTLAB_WORK when it is
+#     blank and mounted at /work (a disk with anything else on it is never formatted);
 #   - the `agent` user (cloud-init adds the daemon's SSH key to it from the snippet);
 #   - sshd: keys only, no root login, only `agent`; host keys removed so every clone gets
 #     its own (cloud-init generates them on first boot);
@@ -26,7 +29,7 @@ set -euo pipefail
 
 packages() {
   local base="systemd-sysv systemd-resolved udev dbus iproute2 ca-certificates sudo cloud-init \
-qemu-guest-agent openssh-server git bubblewrap tar gzip procps"
+qemu-guest-agent openssh-server git bubblewrap tar gzip procps e2fsprogs util-linux"
   if [ "${1:-}" = agents ]; then base="$base nodejs npm"; fi
   echo "$base"
 }
@@ -50,7 +53,7 @@ while [ $# -gt 0 ]; do
     --claude-version) claude_version=${2:?}; shift ;;
     --codex-version) codex_version=${2:?}; shift ;;
     --opencode-version) opencode_version=${2:?}; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) [ -z "$root" ] || die "one ROOT only"; root=$1 ;;
   esac
@@ -92,8 +95,8 @@ cat > "$root/etc/systemd/system/agent-runner.service" <<'UNIT'
 [Unit]
 Description=AgentLab agent runner
 ConditionPathExists=/etc/agentlab/bootstrap.json
-Wants=network-online.target
-After=network-online.target cloud-final.service
+Wants=network-online.target agentlab-work.service
+After=network-online.target cloud-final.service agentlab-work.service
 
 [Service]
 Type=exec
@@ -112,6 +115,55 @@ WorkingDirectory=~
 ExecStart=/usr/local/bin/agent-runner run
 # The token is single-use: a failed runner is not started again with it.
 Restart=no
+UNIT
+
+install -d -m 0755 "$root/usr/local/sbin"
+cat > "$root/usr/local/sbin/agentlab-work-mount" <<'WORK'
+#!/bin/sh
+# Mounts the sandbox's workspace at /work. AgentLab attaches a workspace's volume as scsi1;
+# QEMU names that disk by its drive id. A blank disk (no filesystem, no partition table)
+# gets an ext4 filesystem labelled AGENTLAB_WORK; a disk with anything else on it is left
+# alone and this unit fails, so nothing is ever overwritten. No disk: nothing to do.
+# Written by scripts/template/guest_layer.sh.
+set -eu
+disk=/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi1
+udevadm settle --timeout=30 || true
+if [ ! -b "$disk" ]; then
+  echo "agentlab-work: no workspace disk"
+  exit 0
+fi
+probe=$(blkid -p -o export "$disk" 2>/dev/null || true)
+if [ -z "$probe" ]; then
+  echo "agentlab-work: formatting the blank workspace disk $(readlink -f "$disk")"
+  mkfs.ext4 -q -L AGENTLAB_WORK -E lazy_itable_init=1,lazy_journal_init=1 "$disk"
+  probe=$(blkid -p -o export "$disk")
+fi
+case "$probe" in
+  *LABEL=AGENTLAB_WORK*) ;;
+  *) echo "agentlab-work: $disk holds something that is not an AGENTLAB_WORK filesystem; not touching it" >&2
+     exit 1 ;;
+esac
+mkdir -p /work
+mountpoint -q /work || mount -o nosuid,nodev "$disk" /work
+chown agent:agent /work
+echo "agentlab-work: workspace mounted at /work"
+WORK
+chmod 0755 "$root/usr/local/sbin/agentlab-work-mount"
+cat > "$root/etc/systemd/system/agentlab-work.service" <<'UNIT'
+# The sandbox's workspace at /work, before the runner clones into /work/repo. Written by
+# scripts/template/guest_layer.sh.
+[Unit]
+Description=AgentLab workspace at /work
+After=systemd-udev-trigger.service local-fs.target
+Before=agent-runner.service cloud-final.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/agentlab-work-mount
+
+[Install]
+WantedBy=multi-user.target
 UNIT
 
 # The agent user (cloud-init's `users:` in the snippet adds keys and sudo to it).
@@ -152,6 +204,7 @@ in_root systemctl enable systemd-networkd.service systemd-resolved.service ssh.s
 # qemu-guest-agent starts when its virtio port appears (udev); enabling it covers images
 # whose package has an [Install] section.
 in_root systemctl enable qemu-guest-agent.service >/dev/null 2>&1 || true
+in_root systemctl enable agentlab-work.service >/dev/null
 if [ -e "$root/usr/lib/systemd/system/systemd-resolved.service" ] && [ "$root" != / ]; then
   ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 fi

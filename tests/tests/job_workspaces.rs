@@ -141,6 +141,7 @@ fn snapshots_round_trip_a_detached_workspace_and_forks_are_independent_copies() 
         assert_eq!(refused.json()["code"], "v1/workspace/attached", "{args:?}: {refused:?}");
     }
     assert_eq!(bench.wait_final(&running, Duration::from_secs(120))["status"], "COMPLETED");
+    wait_detached(&bench, "snap");
     let missing = ws.cli(&["--json", "workspace", "snapshot", "restore", "snap", "nope"]);
     assert_eq!(missing.json()["code"], "v1/validation/invalid_value", "{missing:?}");
 }

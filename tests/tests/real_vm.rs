@@ -79,6 +79,21 @@ fn publish_repo(dir: &Path, second_sandbox: &str) -> PathBuf {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "probe the network"]);
+    // The workspace pair: one job leaves state in /work (and says how /work is mounted),
+    // the next, in another VM, reads it.
+    for (branch, body) in [
+        (
+            "ws-write",
+            "echo \"work: $(findmnt -n -o FSTYPE /work) $(lsblk -no LABEL \"$(findmnt -n -o SOURCE /work)\")\"\n\
+             echo \"repo in $(pwd)\"\necho \"state from $AGENTLAB_JOB_ID\" > /work/state.txt\n",
+        ),
+        ("ws-read", "echo \"read: $(cat /work/state.txt)\"\n"),
+    ] {
+        git(&work, &["checkout", "-q", "-b", branch, "main"]);
+        std::fs::write(&path, format!("#!/bin/bash\nset -eu\n{body}")).unwrap();
+        git(&work, &["commit", "-q", "-am", branch]);
+    }
+    git(&work, &["checkout", "-q", "main"]);
     std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
     run(Command::new("git").args(["clone", "-q", "--bare"]).arg(&work).arg(&bare));
     bare
@@ -288,6 +303,35 @@ fn a_job_completes_in_a_real_vm_that_cannot_reach_the_lan() {
     assert!(gone, "the job's sandbox was not destroyed");
     let destroyed = ws.cli(&["sandbox", "destroy", &second_vmid]);
     assert_eq!(destroyed.code, 0, "{destroyed:?}");
+
+    // A workspace: the first job's guest formats the blank disk and mounts it at /work; the
+    // second job, in a new VM, reads what the first wrote.
+    let job_on = |branch: &str, workspace: &[&str]| {
+        let mut args = vec!["job", "run", "--repo", &repo, "--ref", branch, "--task", "workspace", "--profile"];
+        args.extend(["vm-test", "--agent", "custom", "--ttl", "6", "--follow", "--workspace-wait", "120"]);
+        args.extend_from_slice(workspace);
+        let started = SystemTime::now();
+        let out = ws.cli(&args);
+        assert_eq!(out.code, 0, "{out:?}\n{}\n{}", daemon_log(), consoles());
+        eprintln!("job on {branch} with a workspace: COMPLETED in {:.0} s", seconds_since(started));
+        let id = out.stderr.split_whitespace().find(|w| w.starts_with("job_")).unwrap_or_default().to_string();
+        (id, out.stdout)
+    };
+    let (writer, written) = job_on("ws-write", &["--workspace", "new:vmws", "--workspace-size", "1G"]);
+    assert!(written.contains("work: ext4 AGENTLAB_WORK"), "the guest formatted and mounted it: {written}");
+    assert!(written.contains("repo in /work/repo"), "{written}");
+    let workspace = ws.cli(&["--json", "workspace", "show", "vmws"]).json();
+    let (holder, volid) =
+        (workspace["holder_vmid"].clone(), workspace["volid"].as_str().unwrap_or_default().to_string());
+    let (_, read) = job_on("ws-read", &["--workspace", "vmws"]);
+    assert!(read.contains(&format!("read: state from {writer}")), "{read}");
+    assert!(volid.starts_with(&format!("local-lvm:vm-{holder}-")), "owned by the holder: {workspace}");
+    let detached = eventually(Duration::from_secs(60), || {
+        ws.cli(&["--json", "workspace", "show", "vmws"]).json()["attached_vmid"].is_null()
+    });
+    assert!(detached, "the reader's sandbox let go of the workspace");
+    let gone = ws.cli(&["workspace", "destroy", "vmws"]);
+    assert_eq!(gone.code, 0, "{gone:?}");
 
     // The secret is nowhere on the host side: the database, logs, artifacts, snippets,
     // the simulator's state (disks, cloud-init ISOs).

@@ -274,6 +274,7 @@ async fn perform(
         }
         SandboxOp::Revert { restart } => {
             let delete_first = rollback::plan(&ctx, &node, vmid, CLEAN_SNAPSHOT, force).await?;
+            super::teardown::stop_with_workspace(&ctx, &node, vmid).await?;
             let status = gw.vm_status(&node, vmid).await.map_err(SandboxError::pve("reading the VM's status"))?;
             if status.is_running() {
                 gw.vm_action(&node, vmid, VmAction::Stop).await.map_err(SandboxError::pve("stopping the VM"))?;

@@ -12,12 +12,38 @@ use std::sync::Arc;
 
 pub async fn teardown(ctx: Arc<SandboxContext>, rec: SandboxRecord) -> Result<(), SandboxError> {
     // The workspace goes first: its record must not name a VM that is gone (its volume is
-    // its holder's, so the destroy would not free it either way).
+    // its holder's, so the destroy would not free it either way). The guest is shut down
+    // cleanly before: a disk unplugged from, or a VM killed with, a mounted /work loses what
+    // the guest had not written out yet.
+    if let Some(node) = &rec.node {
+        stop_with_workspace(&ctx, node, rec.vmid).await?;
+    }
     crate::workspace::detach_from_vm(&ctx.store, rec.vmid).await.map_err(SandboxError::Workspace)?;
     if let Some(node) = &rec.node {
         destroy_vm(&ctx, node, rec.vmid).await?;
     }
     remove_local(&ctx, &rec)
+}
+
+/// Stops a running VM that has a workspace attached: a clean shutdown (the guest unmounts
+/// /work and its cache reaches the disk), a hard stop only if the shutdown fails.
+pub(crate) async fn stop_with_workspace(ctx: &SandboxContext, node: &str, vmid: u32) -> Result<(), SandboxError> {
+    if ctx.store.workspace_of_vm(vmid)?.is_none() {
+        return Ok(());
+    }
+    match ctx.gateway.vm_status(node, vmid).await {
+        Ok(status) if status.is_running() => {}
+        Ok(_) | Err(PveError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(SandboxError::pve("reading the VM's status")(e)),
+    }
+    if let Err(e) = ctx.gateway.vm_action(node, vmid, VmAction::Shutdown).await {
+        tracing::warn!(vmid, "clean shutdown of a VM with a workspace failed ({e}); stopping it");
+        match ctx.gateway.vm_action(node, vmid, VmAction::Stop).await {
+            Ok(_) | Err(PveError::NotFound(_)) => {}
+            Err(e) => return Err(SandboxError::pve("stopping the VM")(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Destroys the VM if it is ours: waits behind any operation already queued for this VMID
