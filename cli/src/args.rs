@@ -569,6 +569,9 @@ pub enum WorkspaceCommand {
     Detach { workspace: String },
     /// Destroy a detached workspace: its holder VM and its volume, for good.
     Destroy { workspace: String },
+    /// Compare the workspace's record with Proxmox: each finding with its fix (exit 1 if
+    /// any is an error).
+    Check { workspace: String },
     /// Snapshots of a workspace's volume (taken and restored only while detached).
     #[command(subcommand)]
     Snapshot(WorkspaceSnapshotCommand),

@@ -44,6 +44,9 @@ pub enum ClientError {
     BadResponse(String),
     /// A command line that cannot be sent (exit code 2).
     Usage(String),
+    /// The answer, already printed, says the thing checked is not well (exit code 1; with
+    /// --json nothing more is printed).
+    Reported(String),
 }
 
 impl ClientError {
@@ -56,6 +59,7 @@ impl ClientError {
             ClientError::Timeout(_) => ErrorEnvelope::new(ErrorCode::ClientTimeout, self.message()),
             ClientError::BadResponse(_) => ErrorEnvelope::new(ErrorCode::BadResponse, self.message()),
             ClientError::Usage(_) => ErrorEnvelope::new(ErrorCode::BadRequest, self.message()),
+            ClientError::Reported(_) => ErrorEnvelope::new(ErrorCode::Conflict, self.message()),
         }
     }
 
@@ -75,7 +79,7 @@ impl ClientError {
             ClientError::Transport(e) => format!("talking to agentlabd failed: {e}"),
             ClientError::Api { envelope, .. } => envelope.message.clone(),
             ClientError::BadResponse(e) => format!("unexpected answer from agentlabd: {e}"),
-            ClientError::Usage(e) => e.clone(),
+            ClientError::Usage(e) | ClientError::Reported(e) => e.clone(),
         }
     }
 }

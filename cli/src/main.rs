@@ -38,6 +38,9 @@ fn main() -> ExitCode {
 }
 
 fn report(error: &ClientError, json: bool) {
+    if json && matches!(error, ClientError::Reported(_)) {
+        return;
+    }
     if json {
         let envelope = error.envelope();
         println!("{}", serde_json::to_string(&envelope).unwrap_or_else(|_| envelope.message.clone()));

@@ -4,8 +4,8 @@ use crate::args::{WorkspaceCommand, WorkspaceSnapshotCommand};
 use crate::client::{ClientError, DaemonClient};
 use crate::commands::print_or;
 use agentlab_model::protocol::{
-    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, NoArguments, WorkspaceSnapshotRequest,
-    WorkspaceSnapshotsResponse, WorkspaceView, WorkspacesResponse,
+    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, NoArguments, WorkspaceCheckResponse,
+    WorkspaceSnapshotRequest, WorkspaceSnapshotsResponse, WorkspaceView, WorkspacesResponse,
 };
 
 pub fn run(client: &DaemonClient, json: bool, command: &WorkspaceCommand) -> Result<(), ClientError> {
@@ -53,6 +53,17 @@ pub fn run(client: &DaemonClient, json: bool, command: &WorkspaceCommand) -> Res
             let path = format!("/v1/workspaces/{}/snapshots/{}/restore", segment(workspace), segment(name));
             let value = client.post_value(&path, &NoArguments {})?;
             print_or(json, &value, |v: WorkspaceView| format!("workspace {} restored to snapshot {name}\n", v.name))
+        }
+        WorkspaceCommand::Check { workspace } => {
+            let value = client.get_value(&format!("/v1/workspaces/{}/check", segment(workspace)))?;
+            let report: WorkspaceCheckResponse =
+                serde_json::from_value(value.clone()).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+            print_or(json, &value, |v: WorkspaceCheckResponse| findings(&v))?;
+            if report.ok {
+                Ok(())
+            } else {
+                Err(ClientError::Reported(format!("workspace {} has errors", report.workspace)))
+            }
         }
         WorkspaceCommand::Fork { workspace, name, from_snapshot } => {
             let body = ForkWorkspaceRequest { name: name.clone(), from_snapshot: from_snapshot.clone() };
@@ -117,6 +128,17 @@ fn snapshots(list: &WorkspaceSnapshotsResponse) -> String {
             })
             .unwrap_or_else(|| "-".into());
         out.push_str(&format!("{:<40} {taken}\n", s.name));
+    }
+    out
+}
+
+fn findings(report: &WorkspaceCheckResponse) -> String {
+    if report.findings.is_empty() {
+        return format!("workspace {}: no findings\n", report.workspace);
+    }
+    let mut out = String::new();
+    for f in &report.findings {
+        out.push_str(&format!("{:<7} {:<22} {}\n        fix: {}\n", f.severity, f.code, f.message, f.remediation));
     }
     out
 }

@@ -71,6 +71,9 @@ fn ten_kill_nine_rounds_during_attach_detach_revert_and_create_lose_no_workspace
             .collect();
         let recorded: Vec<u32> = w["attached_vmid"].as_u64().map(|v| v as u32).into_iter().collect();
         assert_eq!(users, recorded, "{} is in the configs of {users:?}, recorded on {recorded:?}", w["name"]);
+        let name = w["name"].as_str().unwrap_or_default();
+        let check = ws.cli(&["--json", "workspace", "check", name]);
+        assert_eq!(check.code, 0, "workspace check reports no errors: {check:?}");
         if let Some(vmid) = recorded.first() {
             let slot = vms[&vmid.to_string()]["config"]["scsi1"].as_str().unwrap_or_default().to_string();
             assert!(slot.starts_with(&volid), "attached as scsi1, not left as unusedN: {slot}");

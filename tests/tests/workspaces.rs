@@ -72,7 +72,24 @@ fn a_workspace_is_held_by_its_own_vm_and_outlives_the_sandboxes_it_is_attached_t
 
     // Now free: the other sandbox gets it.
     assert_eq!(ws.cli(&["workspace", "attach", "ws1", &second.to_string()]).code, 0);
+    let check = ws.cli(&["--json", "workspace", "check", "ws1"]);
+    assert_eq!((check.code, check.json()["ok"].clone()), (0, serde_json::json!(true)), "{check:?}");
+    // Someone moves the disk by hand (`qm set`): check says so, with the fix.
+    let moved = serde_json::json!({"method": "PUT", "path": format!("/nodes/pve1/qemu/{second}/config"),
+        "params": [["delete", "scsi1"], ["scsi2", volid.clone()]]});
+    assert!(sim.admin_post("/admin/call", &moved));
+    let check = ws.cli(&["--json", "workspace", "check", "ws1"]);
+    assert_eq!(check.code, 1, "errors make check fail: {check:?}");
+    let codes: Vec<String> = check.json()["findings"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|x| x["code"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    assert_eq!(codes, ["volume_not_attached"], "{check:?}");
+    assert!(check.stdout.contains(&format!("agentlab workspace attach ws1 {second}")), "{check:?}");
     assert_eq!(ws.cli(&["workspace", "detach", "ws1"]).code, 0);
+    let config = sim.vm(second).map(|vm| vm["config"].clone()).unwrap_or_default();
+    assert!(config["scsi1"].is_null() && config["scsi2"].is_null(), "detach drops every key naming it: {config}");
+    assert_eq!(ws.cli(&["workspace", "check", "ws1"]).code, 0);
     assert!(sim.vm(second).is_some_and(|vm| vm["config"]["scsi1"].is_null()));
 
     // `sandbox new --workspace` attaches it before the first boot.

@@ -23,7 +23,7 @@ pub async fn first_online_node(ctx: &WorkspaceContext) -> Result<String, Refusal
 /// The config of `vmid`, or `None` when the VM does not exist. A config still locked by
 /// the create or clone that makes it (one started before a restart) is waited for: until
 /// that task ends it has no tags yet.
-async fn config_of(ctx: &WorkspaceContext, node: &str, vmid: u32) -> Result<Option<VmConfig>, Refusal> {
+pub(super) async fn config_of(ctx: &WorkspaceContext, node: &str, vmid: u32) -> Result<Option<VmConfig>, Refusal> {
     for _ in 0..CREATE_LOCK_POLLS {
         match ctx.gateway.vm_config(node, vmid).await {
             Ok(config) if matches!(config.get("lock"), Some("create" | "clone")) => {
@@ -55,7 +55,7 @@ pub fn keys_of(config: &VmConfig, volid: &str) -> Vec<String> {
         .collect()
 }
 
-fn is_holder(config: &VmConfig) -> bool {
+pub(super) fn is_holder(config: &VmConfig) -> bool {
     config.tags().iter().any(|t| t.eq_ignore_ascii_case(HOLDER_TAG))
 }
 

@@ -11,9 +11,11 @@
 //! touch another workspace's volume.
 
 mod actor;
+mod check;
 mod holder;
 
 pub use actor::{WorkspaceActor, WorkspaceMsg};
+pub use check::check;
 
 use crate::model::{ErrorCode, Refusal};
 use crate::protocol::{

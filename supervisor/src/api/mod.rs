@@ -83,6 +83,7 @@ pub fn routes() -> Routes {
         .route("/v1/workspaces/{id}/snapshots", get(workspaces::snapshots).post(workspaces::snapshot_create))
         .route("/v1/workspaces/{id}/snapshots/{name}/restore", post(workspaces::snapshot_restore))
         .route("/v1/workspaces/{id}/fork", post(workspaces::fork))
+        .route("/v1/workspaces/{id}/check", get(workspaces::check))
         .route("/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

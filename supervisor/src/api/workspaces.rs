@@ -2,8 +2,8 @@
 
 use super::{ApiError, AppState, StrictJson};
 use agentlab_actors::protocol::{
-    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, WorkspaceSnapshotRequest,
-    WorkspaceSnapshotsResponse, WorkspaceView, WorkspacesResponse,
+    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, WorkspaceCheckResponse,
+    WorkspaceSnapshotRequest, WorkspaceSnapshotsResponse, WorkspaceView, WorkspacesResponse,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -83,4 +83,11 @@ pub async fn fork(
         super::sandbox_ops::snapshot_name(snapshot)?;
     }
     Ok((StatusCode::CREATED, Json(agentlab_actors::workspace::fork(&app.store, &id, &req).await?)))
+}
+
+pub async fn check(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkspaceCheckResponse>, ApiError> {
+    Ok(Json(agentlab_actors::workspace::check(&app.workspaces, &id).await?))
 }

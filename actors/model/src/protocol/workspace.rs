@@ -85,3 +85,25 @@ pub struct ForkWorkspaceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_snapshot: Option<String>,
 }
+
+/// One thing `workspace check` found, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceFinding {
+    /// Stable: `holder_missing`, `holder_not_ours`, `volume_missing`, `volume_not_attached`,
+    /// `volume_wrong_slot`, `workspace_multi_attach`, `attached_vmid_stale`,
+    /// `intent_pending`, `not_ready`.
+    pub code: String,
+    /// `error` (the workspace is not where its record says), `warning` or `info`.
+    pub severity: String,
+    pub message: String,
+    pub remediation: String,
+}
+
+/// `GET /v1/workspaces/{id}/check`: the record against Proxmox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceCheckResponse {
+    pub workspace: String,
+    /// No finding of severity `error`.
+    pub ok: bool,
+    pub findings: Vec<WorkspaceFinding>,
+}
