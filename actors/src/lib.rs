@@ -16,6 +16,7 @@ pub mod profiles;
 pub mod pve;
 pub mod root;
 pub mod sandbox;
+pub mod session;
 pub mod store;
 pub mod sync;
 pub mod tokens;

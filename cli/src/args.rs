@@ -54,6 +54,9 @@ pub enum Command {
     /// Workspaces: volumes that outlive sandboxes, attached to one at a time.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Sessions: a workspace and a profile that outlive sandboxes (stop, resume, fork).
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Secrets bundles (opened by the daemon with its age key).
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -569,6 +572,19 @@ pub enum WorkspaceCommand {
     Detach { workspace: String },
     /// Destroy a detached workspace: its holder VM and its volume, for good.
     Destroy { workspace: String },
+    /// Move the workspace to a fresh sandbox of a profile: the old sandbox is shut down,
+    /// the workspace detached, the new sandbox made with it, the old one destroyed.
+    Rebind {
+        workspace: String,
+        #[arg(long)]
+        profile: String,
+        /// The new sandbox's TTL: minutes, or a duration like 2h.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u32>,
+        /// Keep the old sandbox (without the workspace).
+        #[arg(long)]
+        keep_old: bool,
+    },
     /// Compare the workspace's record with Proxmox: each finding with its fix (exit 1 if
     /// any is an error).
     Check { workspace: String },
@@ -604,4 +620,44 @@ pub fn parse_size_gb(text: &str) -> Result<u32, String> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("`{text}` is not a size in GiB (e.g. 10, 10G or 10GB)")),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Create a session and its first sandbox, with the workspace attached.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        profile: String,
+        /// The workspace: its id or name, or `new:NAME` to create one (with --workspace-size).
+        #[arg(long)]
+        workspace: String,
+        /// Size of a `new:` workspace, in GiB (`10`, `10G`).
+        #[arg(long, value_parser = parse_size_gb)]
+        workspace_size: Option<u32>,
+        /// Storage of a `new:` workspace (default: the daemon's workspace_storage).
+        #[arg(long)]
+        workspace_storage: Option<String>,
+    },
+    /// List sessions.
+    List,
+    /// Show one session (by id or name).
+    Show { session: String },
+    /// A fresh sandbox for the session, its workspace attached (the old sandbox destroyed).
+    Resume { session: String },
+    /// Destroy the session's sandbox; the workspace is kept for the next resume.
+    Stop { session: String },
+    /// A new session on a copy of this (stopped) session's workspace, or on --workspace.
+    Fork {
+        session: String,
+        #[arg(long)]
+        name: String,
+        /// Another existing workspace instead of a copy.
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Another profile (default: the session's).
+        #[arg(long)]
+        profile: Option<String>,
+    },
 }

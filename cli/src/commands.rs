@@ -147,6 +147,7 @@ pub fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         Command::Logs(args) => crate::follow::logs(client, cli.json, &args.target, args.tail, args.follow),
         Command::Job(command) => crate::jobs::run(client, cli.json, command),
         Command::Workspace(command) => crate::workspaces::run(client, cli.json, command),
+        Command::Session(command) => crate::sessions::run(client, cli.json, command),
         Command::Secrets(crate::args::SecretsCommand::Validate { bundle }) => {
             crate::jobs::validate_secrets(client, cli.json, bundle)
         }

@@ -4,8 +4,9 @@ use crate::args::{WorkspaceCommand, WorkspaceSnapshotCommand};
 use crate::client::{ClientError, DaemonClient};
 use crate::commands::print_or;
 use agentlab_model::protocol::{
-    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, NoArguments, WorkspaceCheckResponse,
-    WorkspaceSnapshotRequest, WorkspaceSnapshotsResponse, WorkspaceView, WorkspacesResponse,
+    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, NoArguments, RebindWorkspaceRequest,
+    RebindWorkspaceResponse, WorkspaceCheckResponse, WorkspaceSnapshotRequest, WorkspaceSnapshotsResponse,
+    WorkspaceView, WorkspacesResponse,
 };
 
 pub fn run(client: &DaemonClient, json: bool, command: &WorkspaceCommand) -> Result<(), ClientError> {
@@ -54,6 +55,14 @@ pub fn run(client: &DaemonClient, json: bool, command: &WorkspaceCommand) -> Res
             let value = client.post_value(&path, &NoArguments {})?;
             print_or(json, &value, |v: WorkspaceView| format!("workspace {} restored to snapshot {name}\n", v.name))
         }
+        WorkspaceCommand::Rebind { workspace, profile, ttl, keep_old } => {
+            let body = RebindWorkspaceRequest { profile: profile.clone(), ttl_minutes: *ttl, keep_old: *keep_old };
+            let value = client.post_value(&format!("/v1/workspaces/{}/rebind", segment(workspace)), &body)?;
+            print_or(json, &value, |v: RebindWorkspaceResponse| {
+                let old = v.old_vmid.map(|o| format!(" (was on {o})")).unwrap_or_default();
+                format!("workspace {} is on sandbox {}{old}\n", v.workspace.name, v.vmid)
+            })
+        }
         WorkspaceCommand::Check { workspace } => {
             let value = client.get_value(&format!("/v1/workspaces/{}/check", segment(workspace)))?;
             let report: WorkspaceCheckResponse =
@@ -78,8 +87,9 @@ pub fn run(client: &DaemonClient, json: bool, command: &WorkspaceCommand) -> Res
     }
 }
 
-/// Names are checked by the daemon; anything that is not a plain name is sent encoded.
-fn segment(text: &str) -> String {
+/// A path segment: names are checked by the daemon; anything that is not a plain name is
+/// sent encoded.
+pub fn segment(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),

@@ -46,6 +46,7 @@ fn help_lists_exactly_the_commands_that_work() {
             "stop",
             "job",
             "workspace",
+            "session",
             "secrets",
             "logs",
             "ssh",

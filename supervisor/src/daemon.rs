@@ -312,6 +312,11 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         vmid_range: config.vmid_min..=config.vmid_max,
         clock: agentlab_actors::clock::Clock::system(),
     });
+    let sessions = Arc::new(agentlab_actors::session::SessionContext {
+        store: Arc::clone(&store),
+        sandboxes: Arc::clone(&sandboxes),
+        workspaces: Arc::clone(&workspaces),
+    });
     let args = RootArgs {
         store: Arc::clone(&store),
         pve,
@@ -322,6 +327,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
             Arc::new(JobFactory { ctx: Arc::clone(&jobs) }),
             Arc::new(agentlab_actors::exposure::ExposureFactory { ctx: Arc::clone(&exposures) }),
             Arc::new(agentlab_actors::workspace::WorkspaceFactory { ctx: Arc::clone(&workspaces) }),
+            Arc::new(agentlab_actors::session::SessionFactory { ctx: Arc::clone(&sessions) }),
         ],
         directory,
         policy: RestartPolicy::default(),
@@ -345,6 +351,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         jobs: Arc::clone(&jobs),
         exposures,
         workspaces,
+        sessions,
         started_at: time::OffsetDateTime::now_utc(),
         started: tokio::time::Instant::now(),
     };

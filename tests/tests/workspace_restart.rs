@@ -1,5 +1,5 @@
 //! Restart safety of workspaces: `kill -9` of `agentlabd` at random moments during attach,
-//! detach, revert and create. Afterwards each workspace is attached to exactly the sandbox
+//! detach, revert, rebind and create. Afterwards each workspace is attached to exactly the sandbox
 //! its record names or to none, its volume exists and is its holder's, and nothing is left
 //! half done.
 
@@ -17,7 +17,7 @@ fn workspaces(ws: &Workspace) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn ten_kill_nine_rounds_during_attach_detach_revert_and_create_lose_no_workspace() {
+fn ten_kill_nine_rounds_during_attach_detach_revert_rebind_and_create_lose_no_workspace() {
     let ws = Workspace::new();
     let local = ws.path().join("pve-local");
     let sim = SimProcess::start(ws.path(), &["--local-storage-path", &local.display().to_string()]);
@@ -32,11 +32,12 @@ fn ten_kill_nine_rounds_during_attach_detach_revert_and_create_lose_no_workspace
         let daemon = ws.start_daemon();
         let (a, b) = (a.to_string(), b.to_string());
         let name = format!("extra{round}");
-        let args: Vec<&str> = match dice.below(5) {
+        let args: Vec<&str> = match dice.below(6) {
             0 => vec!["workspace", "attach", "ws1", &a],
             1 => vec!["workspace", "attach", "ws1", &b],
             2 => vec!["workspace", "detach", "ws1"],
             3 => vec!["sandbox", "revert", &a],
+            4 => vec!["workspace", "rebind", "ws1", "--profile", "yolo-ephemeral", "--ttl", "600", "--keep-old"],
             _ => vec!["workspace", "create", "--name", &name, "--size", "1"],
         };
         println!("round {round}: {}", args.join(" "));
@@ -47,7 +48,12 @@ fn ten_kill_nine_rounds_during_attach_detach_revert_and_create_lose_no_workspace
     }
 
     let _daemon = ws.start_daemon();
-    let settled = || workspaces(&ws).iter().all(|w| w["intent"].is_null() && w["state"] != "creating");
+    let sandboxes_settled = || {
+        let list = ws.cli(&["--json", "sandbox", "list"]).json()["sandboxes"].as_array().cloned().unwrap_or_default();
+        list.iter().all(|s| !matches!(s["state"].as_str(), Some("REQUESTED" | "PROVISIONING" | "BOOTING")))
+    };
+    let settled =
+        || sandboxes_settled() && workspaces(&ws).iter().all(|w| w["intent"].is_null() && w["state"] != "creating");
     assert!(eventually(Duration::from_secs(60), settled), "workspaces left half done: {:?}", workspaces(&ws));
     let state = sim.admin_get("/admin/state");
     let vms = state["world"]["vms"].as_object().cloned().unwrap_or_default();

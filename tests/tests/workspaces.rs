@@ -146,3 +146,31 @@ fn bad_workspace_requests_get_clear_errors() {
     let no_sandbox = ws.cli(&["--json", "workspace", "attach", "ok", "4321"]);
     assert_eq!(no_sandbox.json()["code"], "v1/sandbox/not_found", "{no_sandbox:?}");
 }
+
+#[test]
+fn rebind_moves_a_workspace_to_a_fresh_sandbox_and_destroys_or_keeps_the_old_one() {
+    let ws = Workspace::new();
+    let sim = sim_for(&ws);
+    ws.write_sandbox_config(&sim, "");
+    let _daemon = ws.start_daemon();
+    assert_eq!(ws.cli(&["workspace", "create", "--name", "rb", "--size", "1"]).code, 0);
+    let out = ws.cli(&["--json", "sandbox", "new", "--profile", "yolo-ephemeral", "--workspace", "rb"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let first = out.json()["vmid"].as_u64().unwrap_or(0) as u32;
+    let volid = ws.cli(&["--json", "workspace", "show", "rb"]).json()["volid"].as_str().unwrap_or_default().to_string();
+    let scsi1 = |vmid: u32| sim.vm(vmid).and_then(|vm| vm["config"]["scsi1"].as_str().map(str::to_string));
+
+    let moved = ws.cli(&["--json", "workspace", "rebind", "rb", "--profile", "yolo-ephemeral"]);
+    assert_eq!(moved.code, 0, "{moved:?}");
+    let moved = moved.json();
+    let second = moved["vmid"].as_u64().unwrap_or(0) as u32;
+    assert_eq!(moved["old_vmid"], first, "{moved}");
+    assert!(sim.vm(first).is_none(), "the old sandbox is destroyed");
+    assert!(scsi1(second).is_some_and(|d| d.starts_with(&volid)), "the new one has it");
+
+    let kept = ws.cli(&["--json", "workspace", "rebind", "rb", "--profile", "yolo-ephemeral", "--keep-old"]).json();
+    let third = kept["vmid"].as_u64().unwrap_or(0) as u32;
+    assert!(sim.vm(second).is_some() && scsi1(second).is_none(), "kept, without the workspace");
+    assert!(scsi1(third).is_some_and(|d| d.starts_with(&volid)));
+    assert_eq!(ws.cli(&["workspace", "check", "rb"]).code, 0);
+}

@@ -20,6 +20,7 @@ mod operate;
 mod pipeline;
 pub mod placement;
 pub mod reconcile;
+pub mod remote;
 mod rollback;
 pub mod snippet;
 pub mod snippet_storage;
@@ -31,6 +32,7 @@ pub use actor::SandboxActor;
 pub use error::{ProvisionFailure, SandboxError};
 pub use msg::{AfterTeardown, OpReply, SandboxMsg, Settled};
 pub use operate::SandboxOp;
+pub(crate) use teardown::stop_with_workspace;
 
 use crate::profiles::ProfileRegistry;
 use crate::pve::Gateway;

@@ -216,6 +216,24 @@ CREATE TABLE workspaces (
         // source's, so a restart in the middle clones again instead of making an empty one.
         sql: "ALTER TABLE workspaces ADD COLUMN fork_of TEXT;",
     },
+    Migration {
+        version: 11,
+        name: "sessions",
+        // A session: a workspace, a profile, and the sandbox running them now (if any).
+        sql: "
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    profile TEXT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    current_vmid INTEGER,
+    state TEXT NOT NULL,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+",
+    },
 ];
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

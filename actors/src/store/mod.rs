@@ -11,6 +11,7 @@ mod migrations;
 mod retention;
 mod sandbox_updates;
 mod sandboxes;
+mod sessions;
 mod timings;
 mod tokens;
 mod workspaces;
@@ -24,6 +25,7 @@ pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
 pub use retention::StoredArtifact;
 pub use sandbox_updates::SandboxPatch;
 pub use sandboxes::SandboxRecord;
+pub use sessions::SessionRecord;
 pub use workspaces::{NewWorkspace, WorkspaceIntent, WorkspaceRecord, WorkspaceState};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -72,6 +74,8 @@ pub enum StoreError {
     NoFreeHostPort { first: u16, last: u16 },
     #[error("a workspace named `{0}` exists; `agentlab workspace list` shows them")]
     WorkspaceExists(String),
+    #[error("a session named `{0}` exists; `agentlab session list` shows them")]
+    SessionExists(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -13,9 +13,11 @@
 mod actor;
 mod check;
 mod holder;
+mod rebind;
 
 pub use actor::{WorkspaceActor, WorkspaceMsg};
 pub use check::check;
+pub use rebind::rebind;
 
 use crate::model::{ErrorCode, Refusal};
 use crate::protocol::{

@@ -33,7 +33,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::JobNotFound
         | ErrorCode::ArtifactNotFound
         | ErrorCode::ExposureNotFound
-        | ErrorCode::WorkspaceNotFound => StatusCode::NOT_FOUND,
+        | ErrorCode::WorkspaceNotFound
+        | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
         ErrorCode::WorkspaceAttached => StatusCode::CONFLICT,
         ErrorCode::JobFinalized => StatusCode::CONFLICT,
         ErrorCode::ArtifactTooLarge | ErrorCode::QuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,

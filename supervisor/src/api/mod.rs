@@ -11,6 +11,7 @@ mod routes;
 mod sandbox_create;
 mod sandbox_fleet;
 mod sandbox_ops;
+mod sessions;
 mod templates;
 mod workspaces;
 
@@ -46,6 +47,7 @@ pub struct AppState {
     pub jobs: Arc<agentlab_actors::job::JobContext>,
     pub exposures: Arc<agentlab_actors::exposure::ExposureContext>,
     pub workspaces: Arc<agentlab_actors::workspace::WorkspaceContext>,
+    pub sessions: Arc<agentlab_actors::session::SessionContext>,
     pub started_at: OffsetDateTime,
     pub started: Instant,
 }
@@ -84,6 +86,12 @@ pub fn routes() -> Routes {
         .route("/v1/workspaces/{id}/snapshots/{name}/restore", post(workspaces::snapshot_restore))
         .route("/v1/workspaces/{id}/fork", post(workspaces::fork))
         .route("/v1/workspaces/{id}/check", get(workspaces::check))
+        .route("/v1/workspaces/{id}/rebind", post(workspaces::rebind))
+        .route("/v1/sessions", get(sessions::list).post(sessions::create))
+        .route("/v1/sessions/{id}", get(sessions::show))
+        .route("/v1/sessions/{id}/stop", post(sessions::stop))
+        .route("/v1/sessions/{id}/resume", post(sessions::resume))
+        .route("/v1/sessions/{id}/fork", post(sessions::fork))
         .route("/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

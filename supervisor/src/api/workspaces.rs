@@ -2,8 +2,9 @@
 
 use super::{ApiError, AppState, StrictJson};
 use agentlab_actors::protocol::{
-    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, WorkspaceCheckResponse,
-    WorkspaceSnapshotRequest, WorkspaceSnapshotsResponse, WorkspaceView, WorkspacesResponse,
+    AttachWorkspaceRequest, CreateWorkspaceRequest, ForkWorkspaceRequest, RebindWorkspaceRequest,
+    RebindWorkspaceResponse, WorkspaceCheckResponse, WorkspaceSnapshotRequest, WorkspaceSnapshotsResponse,
+    WorkspaceView, WorkspacesResponse,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -90,4 +91,12 @@ pub async fn check(
     Path(id): Path<String>,
 ) -> Result<Json<WorkspaceCheckResponse>, ApiError> {
     Ok(Json(agentlab_actors::workspace::check(&app.workspaces, &id).await?))
+}
+
+pub async fn rebind(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    StrictJson(req): StrictJson<RebindWorkspaceRequest>,
+) -> Result<Json<RebindWorkspaceResponse>, ApiError> {
+    Ok(Json(agentlab_actors::workspace::rebind(&app.sandboxes, &id, &req).await?))
 }

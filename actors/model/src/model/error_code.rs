@@ -45,6 +45,7 @@ error_codes! {
     ExposureNotFound => "v1/exposure/not_found",
     WorkspaceNotFound => "v1/workspace/not_found",
     WorkspaceAttached => "v1/workspace/attached",
+    SessionNotFound => "v1/session/not_found",
     InvalidPath => "v1/artifact/invalid_path",
     ArtifactTooLarge => "v1/artifact/too_large",
     ArtifactExists => "v1/artifact/exists",

@@ -3,9 +3,11 @@
 pub mod api;
 pub mod guest;
 pub mod jobs;
+pub mod session;
 pub mod template;
 pub mod workspace;
 pub use api::*;
 pub use jobs::*;
+pub use session::*;
 pub use template::*;
 pub use workspace::*;

@@ -107,3 +107,24 @@ pub struct WorkspaceCheckResponse {
     pub ok: bool,
     pub findings: Vec<WorkspaceFinding>,
 }
+
+/// `POST /v1/workspaces/{id}/rebind`: move the workspace to a fresh sandbox of `profile`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebindWorkspaceRequest {
+    pub profile: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_minutes: Option<u32>,
+    /// Keep the old sandbox (without the workspace) instead of destroying it.
+    #[serde(default)]
+    pub keep_old: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebindWorkspaceResponse {
+    pub workspace: WorkspaceView,
+    /// The new sandbox, READY with the workspace.
+    pub vmid: u32,
+    #[serde(default)]
+    pub old_vmid: Option<u32>,
+}
