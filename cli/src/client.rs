@@ -243,3 +243,16 @@ impl Write for HashingWriter {
         self.file.flush()
     }
 }
+
+/// Percent-encodes `text` for a URL: unreserved characters and those in `keep` stay.
+pub fn percent_encode(text: &str, keep: &[u8]) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

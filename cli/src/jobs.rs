@@ -153,7 +153,8 @@ fn download(client: &DaemonClient, json: bool, args: &DownloadArgs) -> Result<()
             out.display()
         )));
     }
-    let query = format!("/v1/jobs/{id}/artifacts/download?path={}", encode(&wanted.info.path));
+    let query =
+        format!("/v1/jobs/{id}/artifacts/download?path={}", crate::client::percent_encode(&wanted.info.path, b"/"));
     let got = client.download(&query, &out)?;
     let expected = got.declared_sha256.clone().unwrap_or_else(|| wanted.info.sha256.clone());
     if got.sha256 != expected || got.sha256 != wanted.info.sha256 {
@@ -191,19 +192,6 @@ fn download_target(out: Option<&std::path::Path>, artifact: &str) -> Result<Path
             .map_err(|e| ClientError::Usage(format!("cannot create directory {}: {e}", out.display())))?;
     }
     Ok(if out.is_dir() { out.join(file_name) } else { out.to_path_buf() })
-}
-
-/// Percent-encodes a query value.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 pub fn validate_secrets(client: &DaemonClient, json: bool, bundle: &Option<String>) -> Result<(), ClientError> {

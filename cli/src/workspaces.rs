@@ -90,12 +90,7 @@ pub fn run(client: &DaemonClient, json: bool, command: &WorkspaceCommand) -> Res
 /// A path segment: names are checked by the daemon; anything that is not a plain name is
 /// sent encoded.
 pub fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    crate::client::percent_encode(text, b"")
 }
 
 fn list(workspaces: &[WorkspaceView]) -> String {

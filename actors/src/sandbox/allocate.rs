@@ -36,6 +36,20 @@ pub enum AllocateError {
     Store(#[from] StoreError),
 }
 
+impl AllocateError {
+    /// The API code of a refused allocation.
+    pub fn code(&self) -> crate::model::ErrorCode {
+        use crate::model::ErrorCode;
+        match self {
+            AllocateError::UnknownProfile(_) => ErrorCode::UnknownProfile,
+            AllocateError::Proxmox(_) => ErrorCode::ProxmoxUnavailable,
+            AllocateError::Conflict(_) => ErrorCode::Conflict,
+            AllocateError::NoIsolation(_) => ErrorCode::NoIsolation,
+            AllocateError::Store(_) => ErrorCode::StoreFailed,
+        }
+    }
+}
+
 /// Refuses when neither isolation layer is active (asked of Proxmox and nft each time: a
 /// sandbox is not created often, and a stale answer here would be a security hole).
 async fn check_isolation(ctx: &SandboxContext) -> Result<(), AllocateError> {

@@ -3,7 +3,7 @@
 
 use super::SessionContext;
 use crate::model::{ErrorCode, Refusal};
-use crate::sandbox::allocate::{AllocateError, SandboxRequest, allocate};
+use crate::sandbox::allocate::{SandboxRequest, allocate};
 use crate::store::SessionRecord;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -20,17 +20,6 @@ pub enum SessionMsg {
 
 pub struct SessionActor {
     pub ctx: Arc<SessionContext>,
-}
-
-fn allocate_refusal(e: AllocateError) -> Refusal {
-    let code = match &e {
-        AllocateError::UnknownProfile(_) => ErrorCode::UnknownProfile,
-        AllocateError::Proxmox(_) => ErrorCode::ProxmoxUnavailable,
-        AllocateError::Conflict(_) => ErrorCode::Conflict,
-        AllocateError::NoIsolation(_) => ErrorCode::NoIsolation,
-        AllocateError::Store(_) => ErrorCode::StoreFailed,
-    };
-    Refusal::new(code, e.to_string())
 }
 
 impl SessionActor {
@@ -61,7 +50,8 @@ impl SessionActor {
             workspace_id: Some(rec.workspace_id.clone()),
             ..Default::default()
         };
-        let sandbox = allocate(&self.ctx.sandboxes, &request).await.map_err(allocate_refusal)?;
+        let sandbox =
+            allocate(&self.ctx.sandboxes, &request).await.map_err(|e| Refusal::new(e.code(), e.to_string()))?;
         rec.current_vmid = Some(sandbox.vmid);
         rec.state = "running".into();
         self.save(&rec)?;

@@ -71,22 +71,6 @@ pub fn find(store: &Store, id_or_name: &str) -> Result<SessionRecord, Refusal> {
     })
 }
 
-/// Session names are DNS-label-like: they name the session's sandboxes.
-fn check_name(name: &str) -> Result<(), Refusal> {
-    let ok = (1..=40).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Refusal::new(
-            ErrorCode::InvalidValue,
-            format!("session name `{name}` must be 1-40 lower-case letters, digits and inner dashes"),
-        ))
-    }
-}
-
 async fn ask(
     id: &str,
     msg: impl FnOnce(ractor::RpcReplyPort<Result<SessionRecord, Refusal>>) -> SessionMsg,
@@ -132,7 +116,7 @@ async fn start_new(
 }
 
 pub async fn create(ctx: &SessionContext, req: &CreateSessionRequest) -> Result<SessionView, Refusal> {
-    check_name(&req.name)?;
+    crate::workspace::check_name("session", &req.name)?;
     ctx.sandboxes.profiles.snapshot().resolve(&req.profile)?;
     if ctx.store.find_session(&req.name).map_err(store_refusal)?.is_some_and(|s| s.name == req.name) {
         return Err(store_refusal(StoreError::SessionExists(req.name.clone())));
@@ -166,7 +150,7 @@ pub async fn stop(store: &Store, id_or_name: &str) -> Result<SessionView, Refusa
 /// A new session on a copy of this one's workspace (it must be stopped: the copy is made
 /// of a detached volume), or on the workspace given.
 pub async fn fork(ctx: &SessionContext, id_or_name: &str, req: &ForkSessionRequest) -> Result<SessionView, Refusal> {
-    check_name(&req.name)?;
+    crate::workspace::check_name("session", &req.name)?;
     let source = find(&ctx.store, id_or_name)?;
     let profile = req.profile.clone().unwrap_or_else(|| source.profile.clone());
     ctx.sandboxes.profiles.snapshot().resolve(&profile)?;

@@ -79,12 +79,21 @@ impl EntityFactory for WorkspaceFactory {
     }
 }
 
-/// Workspace names are DNS-label-like: they name the holder VM.
-fn valid_name(name: &str) -> bool {
-    (1..=40).contains(&name.len())
+/// Workspace and session names are DNS-label-like: they name VMs (the holder, the
+/// session's sandboxes). `what` is the kind, for the message.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
+    let ok = (1..=40).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
-        && !name.ends_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::InvalidValue,
+            format!("{what} name `{name}` must be 1-40 lower-case letters, digits and inner dashes"),
+        ))
+    }
 }
 
 fn store_refusal(e: StoreError) -> Refusal {
@@ -136,12 +145,7 @@ async fn record_new(
     req: &CreateWorkspaceRequest,
     fork_of: Option<String>,
 ) -> Result<WorkspaceRecord, Refusal> {
-    if !valid_name(&req.name) {
-        return Err(Refusal::new(
-            ErrorCode::InvalidValue,
-            format!("workspace name `{}` must be 1-40 lower-case letters, digits and inner dashes", req.name),
-        ));
-    }
+    check_name("workspace", &req.name)?;
     if req.size_gb == 0 || req.size_gb > 65_536 {
         return Err(Refusal::new(ErrorCode::InvalidValue, "size_gb must be 1-65536 (GiB)"));
     }

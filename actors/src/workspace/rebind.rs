@@ -8,7 +8,7 @@
 use crate::model::{ErrorCode, Refusal};
 use crate::protocol::{RebindWorkspaceRequest, RebindWorkspaceResponse};
 use crate::sandbox::SandboxContext;
-use crate::sandbox::allocate::{AllocateError, SandboxRequest, allocate};
+use crate::sandbox::allocate::{SandboxRequest, allocate};
 use crate::store::WorkspaceState;
 use std::time::Duration;
 
@@ -44,14 +44,7 @@ pub async fn rebind(
         ..Default::default()
     };
     let sandbox = allocate(sandboxes, &request).await.map_err(|e| {
-        let code = match &e {
-            AllocateError::UnknownProfile(_) => ErrorCode::UnknownProfile,
-            AllocateError::Proxmox(_) => ErrorCode::ProxmoxUnavailable,
-            AllocateError::Conflict(_) => ErrorCode::Conflict,
-            AllocateError::NoIsolation(_) => ErrorCode::NoIsolation,
-            AllocateError::Store(_) => ErrorCode::StoreFailed,
-        };
-        Refusal::new(code, format!("{e}; the workspace is detached, `agentlab workspace attach` puts it back"))
+        Refusal::new(e.code(), format!("{e}; the workspace is detached, `agentlab workspace attach` puts it back"))
     })?;
     crate::root::request_spawn(crate::sandbox::KIND, &sandbox.vmid.to_string())
         .await

@@ -71,11 +71,8 @@ pub async fn create(
         peer_uid: peer.uid,
     };
     let record = allocate(&app.sandboxes, &request).await.map_err(|e| match e {
-        AllocateError::UnknownProfile(_) => ApiError::new(ErrorCode::UnknownProfile, e.to_string()),
-        AllocateError::Proxmox(_) => ApiError::new(ErrorCode::ProxmoxUnavailable, e.to_string()),
-        AllocateError::Conflict(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
-        AllocateError::NoIsolation(_) => ApiError::new(ErrorCode::NoIsolation, e.to_string()),
         AllocateError::Store(e) => e.into(),
+        other => ApiError::new(other.code(), other.to_string()),
     })?;
     let vmid = record.vmid;
     let sandbox = sandbox_actor(vmid).await?;
