@@ -12,6 +12,7 @@ pub mod exposure;
 pub mod job;
 pub mod metrics;
 pub mod net;
+pub mod pool;
 pub mod profiles;
 pub mod pve;
 pub mod root;

@@ -84,6 +84,7 @@ pub struct Metrics {
     pub artifact_uploaded_bytes: Counter,
     pub artifacts_expired: Counter,
     pub artifact_expired_bytes: Counter,
+    pub pool_claims: Counter,
 }
 
 /// What the database and the disks say at scrape time.
@@ -117,6 +118,7 @@ impl Metrics {
             artifact_uploaded_bytes: Counter::default(),
             artifacts_expired: Counter::default(),
             artifact_expired_bytes: Counter::default(),
+            pool_claims: Counter::default(),
         };
         metrics.registered()
     }
@@ -184,6 +186,7 @@ impl Metrics {
             Unit::Bytes,
             self.artifact_expired_bytes.clone(),
         );
+        r.register("pool_claims", "Sandboxes handed out from the warm pool", self.pool_claims.clone());
         r.register_with_unit(
             "free",
             "Free bytes of the file systems the daemon writes to, by directory",

@@ -36,6 +36,9 @@ pub enum Command {
     /// Sandboxes (one VM each).
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// The warm pool: booted sandboxes that `sandbox new` and `job run` take at once.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Alias of `sandbox new`.
     New(NewArgs),
     /// Alias of `sandbox list`.
@@ -81,6 +84,12 @@ pub enum Command {
 pub enum ProfileCommand {
     /// List the loaded profiles.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Each pooled profile: its size, and its READY, provisioning and draining sandboxes.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

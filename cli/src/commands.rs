@@ -1,7 +1,7 @@
 //! One function per command: ask the daemon, print the answer.
 
 use crate::args::{
-    Cli, Command, DebugCommand, LeaseCommand, ListArgs, NewArgs, ProfileCommand, SandboxCommand, ShowArgs,
+    Cli, Command, DebugCommand, LeaseCommand, ListArgs, NewArgs, PoolCommand, ProfileCommand, SandboxCommand, ShowArgs,
     SnapshotCommand,
 };
 use crate::client::{ClientError, DaemonClient};
@@ -9,7 +9,7 @@ use crate::{render, render_status};
 use agentlab_model::model::modifiers;
 use agentlab_model::protocol::{
     CreateExposureRequest, CreateSandboxRequest, CreateSandboxResponse, DebugActorsResponse, DestroySandboxRequest,
-    EventsResponse, ExposureView, ExposuresResponse, NoArguments, ProfilesResponse, ReconcileRequest,
+    EventsResponse, ExposureView, ExposuresResponse, NoArguments, PoolStatus, ProfilesResponse, ReconcileRequest,
     RenewLeaseRequest, RenewLeaseResponse, RevertRequest, SandboxView, SandboxesResponse, SnapshotRequest,
     StatusResponse, UpdateRequest,
 };
@@ -24,6 +24,10 @@ pub fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         Command::Profile(ProfileCommand::List) => {
             let value = client.get_value("/v1/profiles")?;
             print_or(cli.json, &value, |v: ProfilesResponse| render::profiles(&v))
+        }
+        Command::Pool(PoolCommand::Status) => {
+            let value = client.get_value("/v1/pool")?;
+            print_or(cli.json, &value, |v: PoolStatus| render::pool(&v))
         }
         Command::Sandbox(SandboxCommand::New(args)) | Command::New(args) => sandbox_new(client, cli.json, args),
         Command::Sandbox(SandboxCommand::Destroy(args)) | Command::Rm(args) => {

@@ -1,6 +1,8 @@
 //! Text output for people: tables and summaries. `--json` bypasses all of this.
 
-use agentlab_model::protocol::{DebugActorsResponse, EventView, ProfilesResponse, SandboxView, SandboxesResponse};
+use agentlab_model::protocol::{
+    DebugActorsResponse, EventView, PoolStatus, ProfilesResponse, SandboxView, SandboxesResponse,
+};
 use comfy_table::{Table, presets::NOTHING};
 
 fn table(header: &[&str]) -> Table {
@@ -30,6 +32,31 @@ pub fn profiles(p: &ProfilesResponse) -> String {
     t.to_string()
 }
 
+pub fn pool(p: &PoolStatus) -> String {
+    let mut out = format!(
+        "{} pooled sandboxes (at most {} in all pools, {} provisioning at once)\n",
+        p.total, p.max_total, p.refill_concurrency
+    );
+    if p.profiles.is_empty() {
+        out.push_str("no profile has a pool (set `pool.size` in a profile)\n");
+        return out;
+    }
+    let mut t = table(&["PROFILE", "SIZE", "READY", "PROVISIONING", "DRAINING", "VMIDS"]);
+    for pool in &p.profiles {
+        let vmids: Vec<String> = pool.vmids.iter().map(ToString::to_string).collect();
+        t.add_row(vec![
+            pool.profile.clone(),
+            pool.size.to_string(),
+            pool.ready.to_string(),
+            pool.provisioning.to_string(),
+            pool.draining.to_string(),
+            if vmids.is_empty() { "-".into() } else { vmids.join(",") },
+        ]);
+    }
+    out.push_str(&t.to_string());
+    out
+}
+
 pub fn sandboxes(s: &SandboxesResponse) -> String {
     if s.sandboxes.is_empty() {
         return "no sandboxes\n".to_string();
@@ -40,7 +67,7 @@ pub fn sandboxes(s: &SandboxesResponse) -> String {
             sbx.vmid.to_string(),
             sbx.name.clone(),
             sbx.profile.clone(),
-            sbx.state.to_string(),
+            if sbx.pooled { format!("{} (pooled)", sbx.state) } else { sbx.state.to_string() },
             or_dash(sbx.ip.as_deref()),
             or_dash(sbx.lease_expires_at.as_deref()),
         ]);
@@ -60,6 +87,9 @@ pub fn sandbox(s: &SandboxView) -> String {
     line("network", format!("{} (group {})", s.network.mode.as_str(), s.network.firewall_group));
     line("resources", format!("{} cores, {} MiB", s.resources.cores, s.resources.memory_mb));
     line("keepalive", s.keepalive.to_string());
+    if s.pooled {
+        line("pool", "in the warm pool: the next matching `sandbox new` or `job run` takes it".into());
+    }
     line("lease", or_dash(s.lease_expires_at.as_deref()));
     line("tags", if s.tags.is_empty() { "-".into() } else { s.tags.join(",") });
     line("job", or_dash(s.job_id.as_deref()));

@@ -38,6 +38,7 @@ fn help_lists_exactly_the_commands_that_work() {
             "status",
             "profile",
             "sandbox",
+            "pool",
             "new",
             "ls",
             "show",

@@ -41,6 +41,11 @@ pub fn read_descriptor(path: &Path) -> Result<BootstrapDescriptor, BootstrapErro
     BootstrapDescriptor::parse(&text).map_err(|e| BootstrapError::BadDescriptor { path: shown, why: e.to_string() })
 }
 
+enum Fetch {
+    Got(Option<Vec<u8>>),
+    Pooled,
+}
+
 /// The payload: cached, or fetched with retries and then cached.
 pub fn obtain(
     descriptor: &BootstrapDescriptor,
@@ -59,19 +64,33 @@ pub fn obtain(
     let request = FetchRequest { token: descriptor.token.clone(), vmid: descriptor.vmid };
     let body = serde_json::to_vec(&request).map_err(BootstrapError::BadPayload)?;
     let client = Client::default();
-    let fetched = with_retries(policy, "bootstrap fetch", journal, || {
-        let response = client.post(Request {
-            url: &url,
-            bearer: None,
-            content_type: "application/json",
-            body: Body::Bytes(&body),
+    let mut told_pooled = false;
+    let fetched = loop {
+        let answer = with_retries(policy, "bootstrap fetch", journal, || {
+            let response = client.post(Request {
+                url: &url,
+                bearer: None,
+                content_type: "application/json",
+                body: Body::Bytes(&body),
+            })?;
+            match response.status {
+                // The sandbox is in the warm pool: the daemon held the request until its
+                // long-poll ran out; ask again (not a failure, so not counted as a retry).
+                204 => Ok(Fetch::Pooled),
+                200..=299 => Ok(Fetch::Got(Some(response.body))),
+                404 if response.error_field().as_deref() == Some(NO_JOB_ERROR) => Ok(Fetch::Got(None)),
+                _ => Err(CallError::from_response(&response)),
+            }
         })?;
-        match response.status {
-            200..=299 => Ok(Some(response.body)),
-            404 if response.error_field().as_deref() == Some(NO_JOB_ERROR) => Ok(None),
-            _ => Err(CallError::from_response(&response)),
+        match answer {
+            Fetch::Got(got) => break got,
+            Fetch::Pooled if !told_pooled => {
+                journal.say("the sandbox is in the warm pool: waiting for a job");
+                told_pooled = true;
+            }
+            Fetch::Pooled => {}
         }
-    })?;
+    };
     let Some(raw) = fetched else { return Ok(Obtained::NoJob) };
     let payload: BootstrapPayload = serde_json::from_slice(&raw).map_err(BootstrapError::BadPayload)?;
     secrets.write(PAYLOAD_CACHE, &raw).map_err(BootstrapError::WriteCache)?;

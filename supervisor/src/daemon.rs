@@ -264,6 +264,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         orphans: Default::default(),
         host_table,
         ssh_sessions: Arc::new(agentlab_netfilter::conntrack::Conntrack::default()),
+        claims: Default::default(),
     });
     let jobs = Arc::new(JobContext {
         store: Arc::clone(&store),
@@ -294,6 +295,14 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         agentlab_actors::clock::Clock::system(),
     );
     let shutdown = CancellationToken::new();
+    // Pooled guests' held bootstrap fetches return at once when the daemon stops, so the
+    // guest listeners drain in time.
+    let claims = sandboxes.claims.clone();
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        claims.close();
+    });
     // Bound before any actor starts: a job resumed after a restart has its runner reporting.
     let guest_listeners = crate::guest::serve(Arc::clone(&config), Arc::clone(&jobs), shutdown.clone()).await?;
     let metrics_listener =
@@ -328,6 +337,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
             Arc::new(agentlab_actors::exposure::ExposureFactory { ctx: Arc::clone(&exposures) }),
             Arc::new(agentlab_actors::workspace::WorkspaceFactory { ctx: Arc::clone(&workspaces) }),
             Arc::new(agentlab_actors::session::SessionFactory { ctx: Arc::clone(&sessions) }),
+            Arc::new(agentlab_actors::pool::PoolFactory { ctx: Arc::new(pool_context(&config, &sandboxes)) }),
         ],
         directory,
         policy: RestartPolicy::default(),
@@ -415,6 +425,22 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     Ok(())
 }
 
+/// The warm pool's limits from the config (its look interval scaled for tests).
+fn pool_context(config: &Config, sandboxes: &Arc<SandboxContext>) -> agentlab_actors::pool::PoolContext {
+    agentlab_actors::pool::PoolContext {
+        sandboxes: Arc::clone(sandboxes),
+        limits: pool_limits(config),
+        interval: config.pool.check_interval.mul_f64(config.test_time_scale).max(Duration::from_millis(200)),
+    }
+}
+
+pub fn pool_limits(config: &Config) -> agentlab_actors::pool::plan::Limits {
+    agentlab_actors::pool::plan::Limits {
+        max_total: config.pool.max_total,
+        concurrency: config.pool.refill_concurrency,
+    }
+}
+
 /// With `WatchdogSec=` set, pings systemd at half the interval while the daemon is alive:
 /// the actor root runs and the database answers a read within the interval. A daemon that
 /// is wedged (a stuck database, a dead root) stops pinging and systemd restarts it.
@@ -477,6 +503,8 @@ async fn handle_signals(
                 match profiles.reload() {
                     Ok(count) => {
                         tracing::info!(count, "SIGHUP: profiles reloaded");
+                        // A pool size or a pooled profile may have changed.
+                        agentlab_actors::pool::nudge();
                         notifier.status(&format!("{count} profiles (reloaded)"));
                         events::emit(NewEvent::new(EventKind::ProfilesReloaded, Stage::Lifecycle, format!("{count} profiles loaded")));
                     }

@@ -2,6 +2,10 @@
 //! payload. The payload (secrets decrypted in memory) is built first, then the token is
 //! consumed and the job's runner and artifact tokens stored in one transaction: a guest
 //! either gets a payload whose tokens work, or its token stays unused.
+//!
+//! The runner of a pooled sandbox (`pool`) fetches before any job is assigned: the fetch is
+//! held until a claim (at most `pooled_hold`) and answered "wait" if none came, so the
+//! runner asks again and a claimed sandbox starts its job without a reboot.
 
 use super::JobContext;
 use crate::model::Refusal;
@@ -21,12 +25,23 @@ fn internal(message: impl Into<String>) -> Refusal {
     Refusal { code: ErrorCode::Internal, message: message.into() }
 }
 
+/// How long a pooled guest's fetch is held waiting for a claim before it is told to ask
+/// again: a third of a (scaled) minute, 20 s in production (well under the runner's 60 s
+/// request timeout and the listener's), at least 1 s.
+fn pooled_hold(ctx: &JobContext) -> std::time::Duration {
+    (ctx.minute() / 3).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(20))
+}
+
+/// What a fetch gets.
+#[derive(Debug)]
+pub enum Fetched {
+    Payload(Box<BootstrapPayload>),
+    /// The sandbox is in the warm pool and nobody claimed it yet: ask again.
+    Wait,
+}
+
 /// Answers a fetch; the errors carry the codes the guest listener maps to 404/403/500.
-pub async fn fetch(
-    ctx: &Arc<JobContext>,
-    req: &FetchRequest,
-    source: std::net::IpAddr,
-) -> Result<BootstrapPayload, Refusal> {
+pub async fn fetch(ctx: &Arc<JobContext>, req: &FetchRequest, source: std::net::IpAddr) -> Result<Fetched, Refusal> {
     if req.token.is_empty() || req.vmid == 0 {
         return Err(Refusal { code: ErrorCode::InvalidValue, message: "token and vmid are required".into() });
     }
@@ -38,7 +53,22 @@ pub async fn fetch(
         refused("invalid or expired bootstrap token")
     };
     let hash = token_hash(&req.token);
-    let sandbox = store.get_sandbox(req.vmid).map_err(|e| internal(e.to_string()))?;
+    let claimed = ctx.sandboxes.claims.waiter();
+    let mut sandbox = store.get_sandbox(req.vmid).map_err(|e| internal(e.to_string()))?;
+    if sandbox.as_ref().is_some_and(|s| s.pool.is_some()) {
+        // A pooled guest holds its unused token (expired or not: it counts from the claim).
+        if !store.bootstrap_token_unused(&hash, req.vmid).map_err(|e| internal(e.to_string()))? {
+            return Err(deny("not this pooled sandbox's unused token".into()));
+        }
+        check_source(sandbox.as_ref(), source).map_err(deny)?;
+        if !claimed.wait(pooled_hold(ctx)).await {
+            return Ok(Fetched::Wait);
+        }
+        sandbox = store.get_sandbox(req.vmid).map_err(|e| internal(e.to_string()))?;
+        if sandbox.as_ref().is_some_and(|s| s.pool.is_some()) {
+            return Ok(Fetched::Wait);
+        }
+    }
     if !store.bootstrap_token_valid(&hash, req.vmid).map_err(|e| internal(e.to_string()))? {
         // The runner of an interactive sandbox starting again (a reboot) holds its spent
         // token: it is told there is no job, and idles.
@@ -48,12 +78,7 @@ pub async fn fetch(
         }
         return Err(deny("no unused, unexpired token for this VMID".into()));
     }
-    // Once the guest's address is known, the token only works from it.
-    if let Some(ip) = sandbox.as_ref().and_then(|s| s.ip.as_deref()).and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
-        && ip != source
-    {
-        return Err(deny(format!("sandbox {} has address {ip}, not {source}", req.vmid)));
-    }
+    check_source(sandbox.as_ref(), source).map_err(deny)?;
     // Only the holder of this VMID's token learns that its sandbox has no job (the runner
     // of an interactive sandbox then idles).
     let job_id = sandbox
@@ -84,7 +109,17 @@ pub async fn fetch(
         return Err(refused("invalid or expired bootstrap token"));
     }
     tracing::info!(job = %job.id, vmid = req.vmid, "bootstrap payload delivered");
-    Ok(payload)
+    Ok(Fetched::Payload(Box::new(payload)))
+}
+
+/// Once the guest's address is known, its token only works from it.
+fn check_source(sandbox: Option<&crate::store::SandboxRecord>, source: std::net::IpAddr) -> Result<(), String> {
+    match sandbox.and_then(|s| s.ip.as_deref()).and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) {
+        Some(ip) if ip != source => {
+            Err(format!("sandbox {} has address {ip}, not {source}", sandbox.map_or(0, |s| s.vmid)))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The payload, with fresh runner and artifact tokens (their hashes are stored by the caller).

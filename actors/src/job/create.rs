@@ -161,6 +161,7 @@ pub async fn provision_sandbox(ctx: &JobContext, job: &JobRecord) -> Result<u32,
                 job_id: Some(job.id.clone()),
                 workspace_id: job.workspace_id.clone(),
                 peer_uid: None,
+                pool: None,
             };
             allocate(&ctx.sandboxes, &request).await?.vmid
         }

@@ -20,6 +20,9 @@ pub struct SandboxRequest {
     /// A workspace id: attached before the first boot.
     pub workspace_id: Option<String>,
     pub peer_uid: Option<u32>,
+    /// Built for the warm pool: the profile's fingerprint (`pool::fingerprint`). Never
+    /// claimed from the pool itself.
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,8 @@ async fn check_isolation(ctx: &SandboxContext) -> Result<(), AllocateError> {
 }
 
 /// Records the sandbox (REQUESTED) under a free VMID and returns it; its actor is not
-/// started here.
+/// started here. A request the warm pool can serve gets a READY pooled sandbox instead
+/// (`pool::claim`), after the same isolation checks.
 pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<SandboxRecord, AllocateError> {
     let profiles = ctx.profiles.snapshot();
     let profile =
@@ -76,6 +80,9 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
         )));
     }
     check_isolation(ctx).await?;
+    if let Some(claimed) = crate::pool::claim(ctx, req)? {
+        return Ok(claimed);
+    }
     let cluster = ctx.gateway.cluster_vms().await.map_err(|e| AllocateError::Proxmox(e.to_string()))?;
     let mut taken: HashSet<u32> = cluster.iter().map(|v| v.vmid as u32).collect();
     if let Some(vmid) = req.vmid
@@ -108,6 +115,7 @@ pub async fn allocate(ctx: &SandboxContext, req: &SandboxRequest) -> Result<Sand
         ttl_minutes: ttl,
         description: profile.description.clone(),
         mac: None,
+        pool: req.pool.clone(),
         created_at: now,
         updated_at: now,
     };

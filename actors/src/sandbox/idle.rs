@@ -85,7 +85,8 @@ impl SandboxActor {
     /// The sandbox's idle window, if idle-stop applies to it.
     fn idle_window(&self, rec: &SandboxRecord) -> Option<Duration> {
         let idle = &self.ctx.settings.idle;
-        if !idle.enabled || rec.state != SandboxState::Ready {
+        // A pooled sandbox is idle by design: the pool, not idle-stop, decides its fate.
+        if !idle.enabled || rec.state != SandboxState::Ready || rec.pool.is_some() {
             return None;
         }
         let profiles = self.ctx.profiles.snapshot();

@@ -117,6 +117,8 @@ pub struct SandboxContext {
     pub host_table: Option<Arc<crate::net::HostTable>>,
     /// Where idle-stop sees SSH sessions (the host's conntrack).
     pub ssh_sessions: Arc<dyn idle::SshSessions>,
+    /// Wakes the held bootstrap fetches of pooled guests at each claim.
+    pub claims: crate::pool::ClaimSignal,
 }
 
 pub const KIND: &str = "sandbox";

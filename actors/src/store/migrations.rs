@@ -234,6 +234,13 @@ CREATE TABLE sessions (
 );
 ",
     },
+    Migration {
+        version: 12,
+        name: "warm pool",
+        // Set while a sandbox waits in the warm pool: the fingerprint of the profile it was
+        // built from (a changed profile drains it); cleared in the claim's transaction.
+        sql: "ALTER TABLE sandboxes ADD COLUMN pool TEXT;",
+    },
 ];
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -39,6 +39,8 @@ pub struct SandboxRecord {
     pub description: Option<String>,
     /// `net0`'s MAC as Proxmox assigned it: the sandbox's key in the host ruleset.
     pub mac: Option<String>,
+    /// In the warm pool, unassigned: the fingerprint of the profile it was built from.
+    pub pool: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -86,13 +88,14 @@ impl SandboxRecord {
             created_at: time_format::format(self.created_at),
             updated_at: time_format::format(self.updated_at),
             egress_drops: Vec::new(),
+            pooled: self.pool.is_some(),
         }
     }
 }
 
-const COLUMNS: &str = "vmid, name, profile, state, ip, node, tags, keepalive, lease_expires_at, last_used_at, \
+pub(super) const COLUMNS: &str = "vmid, name, profile, state, ip, node, tags, keepalive, lease_expires_at, last_used_at, \
     network_mode, cores, memory_mb, job_id, workspace_id, provision_step, snippet_path, error, created_at, updated_at, \
-    ttl_minutes, description, mac";
+    ttl_minutes, description, mac, pool";
 
 impl FromRow for SandboxRecord {
     fn from_row(row: &Row<'_>) -> Result<SandboxRecord, RowError> {
@@ -136,6 +139,7 @@ impl FromRow for SandboxRecord {
             ttl_minutes: row.get(20)?,
             description: row.get(21)?,
             mac: row.get(22)?,
+            pool: row.get(23)?,
         })
     }
 }
@@ -258,13 +262,13 @@ pub(crate) fn insert_in(
     }
     let tags = serde_json::to_string(&record.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.execute(
-                &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"),
+                &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"),
                 params![
                     record.vmid, record.name, record.profile, record.state.as_str(), record.ip, record.node, tags,
                     record.keepalive, record.lease_expires_at.map(time_format::format), record.last_used_at.map(time_format::format), record.network_mode.as_str(),
                     record.cores, record.memory_mb, record.job_id, record.workspace_id, record.intent.map(Intent::as_str),
                     record.snippet_path, record.error, time_format::format(record.created_at), time_format::format(record.updated_at), record.ttl_minutes,
-                    record.description, record.mac
+                    record.description, record.mac, record.pool
                 ],
             )
             .map_err(|e| store.err(e))?;
@@ -310,6 +314,7 @@ impl SandboxRecord {
             ttl_minutes: None,
             description: None,
             mac: None,
+            pool: None,
             created_at: now,
             updated_at: now,
         }

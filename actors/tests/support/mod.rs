@@ -154,6 +154,7 @@ impl Harness {
             orphans: Default::default(),
             host_table: None,
             ssh_sessions: Arc::clone(&options.ssh_sessions),
+            claims: Default::default(),
         });
         let jobs = Arc::new(JobContext {
             store: Arc::clone(&store),

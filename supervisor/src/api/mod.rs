@@ -61,6 +61,7 @@ pub fn routes() -> Routes {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/status", get(routes::status))
         .route("/v1/profiles", get(routes::profiles))
+        .route("/v1/pool", get(routes::pool_status))
         .route("/v1/sandboxes", get(routes::list_sandboxes).post(sandbox_create::create))
         .route("/v1/sandboxes/reconcile", post(sandbox_fleet::reconcile))
         .route("/v1/sandboxes/prune", post(sandbox_fleet::prune))

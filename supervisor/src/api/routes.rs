@@ -112,6 +112,12 @@ async fn proxmox_health() -> ProxmoxStatus {
     }
 }
 
+/// `GET /v1/pool`.
+pub async fn pool_status(State(app): State<AppState>) -> Result<Json<agentlab_actors::protocol::PoolStatus>, ApiError> {
+    let limits = crate::daemon::pool_limits(&app.config);
+    Ok(Json(agentlab_actors::pool::status(&app.store, &app.profiles, limits)?))
+}
+
 pub async fn profiles(State(app): State<AppState>) -> Json<ProfilesResponse> {
     let set = app.profiles.snapshot();
     let profiles = set

@@ -69,6 +69,7 @@ pub async fn create(
         job_id: None,
         workspace_id: workspace,
         peer_uid: peer.uid,
+        pool: None,
     };
     let record = allocate(&app.sandboxes, &request).await.map_err(|e| match e {
         AllocateError::Store(e) => e.into(),

@@ -104,6 +104,17 @@ pub struct Config {
     pub orphan_grace_period: Duration,
     /// Tests and demos only: multiplies lease lengths and the probe interval (1 in production).
     pub test_time_scale: f64,
+    /// The warm pool: every profile's `pool.size` together is capped at `max_total`.
+    pub pool: PoolConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub max_total: u32,
+    /// Pooled sandboxes provisioning at once (user requests keep the other clone slots).
+    pub refill_concurrency: u32,
+    /// How often the pool looks again without a claim or a reload to wake it.
+    pub check_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

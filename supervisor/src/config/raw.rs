@@ -73,6 +73,9 @@ pub struct RawConfig {
     pub test_time_scale: Option<f64>,
     pub vmid_min: Option<u32>,
     pub vmid_max: Option<u32>,
+    pub pool_max_total: Option<u32>,
+    pub pool_refill_concurrency: Option<u32>,
+    pub pool_check_interval: Option<String>,
 }
 
 pub const KEYS: &[&str] = &[
@@ -142,6 +145,9 @@ pub const KEYS: &[&str] = &[
     "test_time_scale",
     "vmid_min",
     "vmid_max",
+    "pool_max_total",
+    "pool_refill_concurrency",
+    "pool_check_interval",
 ];
 
 /// A value that YAML may have turned into a boolean (`off`, `no`, `on`, `yes`).

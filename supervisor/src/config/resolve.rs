@@ -2,7 +2,7 @@
 //! key and its line.
 
 use super::raw::RawConfig;
-use super::{Config, ConfigError, HostRuleset, IdleStopConfig, ProxmoxBackend, ProxmoxConfig, line_of};
+use super::{Config, ConfigError, HostRuleset, IdleStopConfig, PoolConfig, ProxmoxBackend, ProxmoxConfig, line_of};
 use agentlab_proxmox::api::{Fingerprint, TlsTrust, validate_token};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -314,7 +314,19 @@ impl Resolver<'_> {
         // Twice the provisioning timeout, within [5 min, 2 h] (the Go version's default, docs/reference/compatibility.md).
         let default_grace = (provisioning_timeout * 2).clamp(Duration::from_secs(300), Duration::from_secs(7200));
         let orphan_grace_period = self.duration("orphan_grace_period", raw.orphan_grace_period, default_grace)?;
+        let pool = PoolConfig {
+            max_total: raw.pool_max_total.unwrap_or(10),
+            refill_concurrency: self.at_least_one("pool_refill_concurrency", raw.pool_refill_concurrency, 1)?,
+            check_interval: self.duration("pool_check_interval", raw.pool_check_interval, Duration::from_secs(30))?,
+        };
+        if pool.max_total > 1000 {
+            return Err(self.invalid("pool_max_total", "must be at most 1000"));
+        }
+        if pool.check_interval.is_zero() {
+            return Err(self.invalid("pool_check_interval", "must be greater than 0"));
+        }
         Ok(Config {
+            pool,
             orphan_grace_period,
             sandbox_probe_interval,
             test_time_scale,

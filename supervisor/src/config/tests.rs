@@ -47,6 +47,8 @@ fn every_key_is_known_to_the_raw_struct() {
             "artifact_max_total_bytes" | "artifact_retention_max_total_bytes" => "1000000000000",
             "artifact_retention_interval" => "5m",
             "proxmox_max_concurrent_tasks" | "proxmox_clone_concurrency" => "3",
+            "pool_max_total" | "pool_refill_concurrency" => "4",
+            "pool_check_interval" => "10s",
             "vmid_min" => "1000",
             "vmid_max" => "2000",
             "exposure_port_min" => "10000",

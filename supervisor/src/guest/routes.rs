@@ -6,12 +6,13 @@ use crate::api::{ApiError, StrictJson};
 use agentlab_actors::job::{self, JobMsg};
 use agentlab_actors::model::ErrorCode;
 use agentlab_actors::protocol::guest::{
-    BootstrapPayload, FetchRequest, MAX_REPORT_LOG_BYTES, MAX_REPORT_LOG_TEXT_BYTES, ReportResponse, RunnerReport,
+    FetchRequest, MAX_REPORT_LOG_BYTES, MAX_REPORT_LOG_TEXT_BYTES, ReportResponse, RunnerReport,
 };
 use agentlab_actors::tokens::token_hash;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,16 +22,21 @@ pub async fn fetch(
     State(state): State<GuestState>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     StrictJson(req): StrictJson<FetchRequest>,
-) -> Result<Json<BootstrapPayload>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let metrics = agentlab_actors::metrics::metrics();
     if !state.bootstrap_limiter.allow(source.ip()) {
         metrics.bootstrap_fetch(ErrorCode::RateLimited.as_str());
         return Err(ApiError::new(ErrorCode::RateLimited, "rate limit exceeded"));
     }
     match job::bootstrap::fetch(&state.jobs, &req, source.ip()).await {
-        Ok(payload) => {
+        Ok(job::bootstrap::Fetched::Payload(payload)) => {
             metrics.bootstrap_fetch("ok");
-            Ok(Json(payload))
+            Ok(Json(*payload).into_response())
+        }
+        // A pooled sandbox nobody claimed yet: 204, and the runner asks again.
+        Ok(job::bootstrap::Fetched::Wait) => {
+            metrics.bootstrap_fetch("pooled_wait");
+            Ok(axum::http::StatusCode::NO_CONTENT.into_response())
         }
         Err(e) => {
             tracing::warn!(vmid = req.vmid, source = %source.ip(), error = %e.message, "bootstrap fetch refused");

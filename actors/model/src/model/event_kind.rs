@@ -23,6 +23,13 @@ pub enum EventKind {
     SandboxReady,
     LeaseRenewed,
     LeaseExpired,
+    /// A sandbox was taken from the warm pool by `sandbox new` or a job.
+    SandboxClaimed,
+    /// The warm pool could not add a sandbox (it tries again later).
+    PoolRefillFailed,
+    /// The warm pool destroyed a sandbox it no longer wants (a changed or smaller pool, a
+    /// failed or stopped pooled sandbox).
+    PoolDrained,
     DestroyStarted,
     /// The VM at the sandbox's VMID is not AgentLab's: nothing was destroyed.
     DestroyRefused,
@@ -87,6 +94,9 @@ impl EventKind {
             K::SandboxReady => "sandbox.slo.ready",
             K::LeaseRenewed => "sandbox.lease",
             K::LeaseExpired => "sandbox.lease.expired",
+            K::SandboxClaimed => "sandbox.claimed",
+            K::PoolRefillFailed => "pool.refill.failed",
+            K::PoolDrained => "pool.drained",
             K::DestroyStarted => "sandbox.destroy.started",
             K::DestroyRefused => "sandbox.destroy.refused",
             K::DestroyFailed => "sandbox.destroy.failed",
@@ -150,6 +160,7 @@ impl EventKind {
             | K::ActorRestarting
             | K::ActorGaveUp
             | K::ProfilesReloadFailed
+            | K::PoolRefillFailed
             | K::ProxmoxUnreachable => true,
             K::Operation { phase, .. } => phase == OperationPhase::Failed,
             K::SandboxState
@@ -157,6 +168,8 @@ impl EventKind {
             | K::SandboxReady
             | K::LeaseRenewed
             | K::LeaseExpired
+            | K::SandboxClaimed
+            | K::PoolDrained
             | K::DestroyStarted
             | K::Moved
             | K::AddressChanged
@@ -199,6 +212,9 @@ catalog!(
     SandboxReady,
     LeaseRenewed,
     LeaseExpired,
+    SandboxClaimed,
+    PoolRefillFailed,
+    PoolDrained,
     DestroyStarted,
     DestroyRefused,
     DestroyFailed,

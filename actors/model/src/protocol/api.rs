@@ -242,6 +242,9 @@ pub struct SandboxView {
     /// `sandbox show`: what the host ruleset dropped (the egress record), most attempts first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_drops: Vec<EgressDrop>,
+    /// Waiting in the warm pool, unassigned (`sandbox new` and `job run` claim it).
+    #[serde(default)]
+    pub pooled: bool,
 }
 
 /// `POST /v1/sandboxes/{vmid}/ssh`: where to SSH to (and the sandbox counts as used now,

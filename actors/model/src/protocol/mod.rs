@@ -3,11 +3,13 @@
 pub mod api;
 pub mod guest;
 pub mod jobs;
+pub mod pool;
 pub mod session;
 pub mod template;
 pub mod workspace;
 pub use api::*;
 pub use jobs::*;
+pub use pool::*;
 pub use session::*;
 pub use template::*;
 pub use workspace::*;

@@ -42,6 +42,28 @@ pub struct Profile {
     pub repo: RepoSpec,
     #[serde(default)]
     pub artifacts: ArtifactSpec,
+    /// The warm pool: sandboxes of this profile kept booted and unassigned, for `sandbox
+    /// new` and `job run` to claim.
+    #[serde(default, skip_serializing_if = "PoolSpec::is_empty")]
+    pub pool: PoolSpec,
+}
+
+/// How many sandboxes of a profile the warm pool keeps READY and unassigned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// 0 (the default): no pool.
+    #[serde(default)]
+    pub size: u32,
+}
+
+impl PoolSpec {
+    /// The most one profile may keep warm (the daemon's `pool_max_total` caps all pools).
+    pub const MAX_SIZE: u32 = 100;
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

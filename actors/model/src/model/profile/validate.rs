@@ -146,6 +146,9 @@ impl Profile {
         {
             errors.push(field_error("repo.clone_path", "must be an absolute path without `..`"));
         }
+        if self.pool.size > super::PoolSpec::MAX_SIZE {
+            errors.push(field_error("pool.size", format!("must be 0 to {}", super::PoolSpec::MAX_SIZE)));
+        }
         let retention_set =
             [self.artifacts.retention_minutes, self.artifacts.retention_hours, self.artifacts.retention_days]
                 .iter()
