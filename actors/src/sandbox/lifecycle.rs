@@ -37,8 +37,9 @@ impl SandboxActor {
             OnReconcile::Stop => me.stop(Some("sandbox destroyed".into())),
             OnReconcile::Watch => {
                 self.arm_timers(me, state, &rec);
-                // The self-check: does the VM still exist, run, have its address?
-                let _ = me.send_message(SandboxMsg::Probe);
+                // The self-check (does the VM still exist, run, have its address?) is the
+                // census's next round, which runs at once at daemon start: one cluster read
+                // for every sandbox, not one status call each.
             }
         }
         Ok(())

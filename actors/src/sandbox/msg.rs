@@ -37,8 +37,8 @@ pub enum SandboxMsg {
     Operate { op: SandboxOp, force: bool, by: Option<u32>, reply: OpReply },
     /// The sandbox's job started or ended: move the record with this event.
     JobChanged(SandboxEvent),
-    /// Ask Proxmox how the VM is (sent on start, when the census disagrees, and by
-    /// `sandbox reconcile`).
+    /// Ask Proxmox how the VM is (sent when the census disagrees or re-reads the address,
+    /// and by `sandbox reconcile`).
     Probe,
     /// The cluster census: the VM as `/cluster/resources` lists it (`None`: not listed),
     /// and whether this round re-reads the guest address.
