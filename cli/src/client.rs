@@ -10,8 +10,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The client reads at most this much of an answer.
-const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+/// The client reads at most this much of an answer: `sandbox list --json` of 10,000
+/// sandboxes is about 5 MiB (4 MiB refused it, `agentlab-bench scale`); 64 MiB holds well
+/// over 100,000 and still bounds what a confused daemon can make the CLI buffer.
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A finished download.
 pub struct Downloaded {

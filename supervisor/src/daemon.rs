@@ -364,6 +364,7 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
         sessions,
         started_at: time::OffsetDateTime::now_utc(),
         started: tokio::time::Instant::now(),
+        template_reports: Default::default(),
     };
     // The startup orphan scan: reports (and starts the grace period of) AgentLab's VMs
     // (tagged, or carrying the clone-time marker) that no record owns; `sandbox reconcile

@@ -50,6 +50,8 @@ pub struct AppState {
     pub sessions: Arc<agentlab_actors::session::SessionContext>,
     pub started_at: OffsetDateTime,
     pub started: Instant,
+    /// `status`'s template reports, reused for a while (`templates::REPORTS_TTL`).
+    pub template_reports: Arc<templates::ReportCache>,
 }
 
 /// The control API's routes, each with the methods it answers: one list that both builds
