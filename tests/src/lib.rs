@@ -8,6 +8,7 @@
     reason = "test support: a broken fixture should fail the test at once, with its cause"
 )]
 
+pub mod bench;
 pub mod jobs;
 pub mod netns;
 pub mod vm;
@@ -16,11 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// Path of a workspace binary next to the running test.
+/// Path of a workspace binary next to the running test (or the running benchmark).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
+    // target/<profile>/deps/<test> → target/<profile>/<name>; a binary is in target/<profile>.
+    let parent = exe.parent().unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
+    let dir = if parent.ends_with("deps") { parent.parent().unwrap_or(parent) } else { parent };
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -313,6 +315,13 @@ impl SimProcess {
 
     /// Starts `pve-sim` as Proxmox comes (datacenter firewall off).
     pub fn start_bare(dir: &Path, extra: &[&str]) -> SimProcess {
+        SimProcess::start_scaled(dir, 0.01, extra)
+    }
+
+    /// Starts `pve-sim` with its latency model scaled by `factor` (`extra` may set
+    /// per-operation bases with `--latency op=seconds`).
+    pub fn start_scaled(dir: &Path, factor: f64, extra: &[&str]) -> SimProcess {
+        let factor = factor.to_string();
         let ready = dir.join("pve-sim.ready");
         let log = std::fs::File::create(dir.join("pve-sim.log")).unwrap();
         let child = Command::new(bin("pve-sim"))
@@ -324,7 +333,7 @@ impl SimProcess {
                 "--token",
                 SIM_TOKEN,
                 "--latency-factor",
-                "0.01",
+                &factor,
             ])
             .arg("--state-dir")
             .arg(dir.join("pve-sim"))

@@ -4,7 +4,8 @@
 //! network namespace with the agent bridge, dnsmasq (the configuration
 //! `scripts/net/setup_vmbr1.sh` writes) and the host ruleset agentlabd loads; a git
 //! repository is served from a "WAN" namespace. One VM at a time (2 cores, software
-//! emulation): a second sandbox first, then the job, whose `run.sh` probes the network.
+//! emulation): a second sandbox first, then the job, whose `run.sh` probes the network, then
+//! the same job on a sandbox the warm pool booted ahead of it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
@@ -173,7 +174,7 @@ fn a_job_completes_in_a_real_vm_that_cannot_reach_the_lan() {
         fp = info["fingerprint"].as_str().unwrap(),
     ));
     let config = ws.config_path().display().to_string();
-    let _daemon = spawn_in(&h, &bin("agentlabd"), &["--config".into(), config], &dir.join("agentlabd.log"));
+    let daemon = spawn_in(&h, &bin("agentlabd"), &["--config".into(), config], &dir.join("agentlabd.log"));
     let daemon_log = || std::fs::read_to_string(dir.join("agentlabd.log")).unwrap_or_default();
     let sim_log = || std::fs::read_to_string(dir.join("pve-sim.log")).unwrap_or_default();
     assert!(
@@ -303,6 +304,70 @@ fn a_job_completes_in_a_real_vm_that_cannot_reach_the_lan() {
     assert!(gone, "the job's sandbox was not destroyed");
     let destroyed = ws.cli(&["sandbox", "destroy", &second_vmid]);
     assert_eq!(destroyed.code, 0, "{destroyed:?}");
+
+    // The warm pool: a profile with `pool.size: 1` boots a VM ahead of any request; a job
+    // then claims it and runs without a boot, as isolated as the cold one.
+    let pooled_profile = dir.join("profiles/vm-pooled.yaml");
+    std::fs::write(&pooled_profile, format!("{}pool:\n  size: 1\n", PROFILE.replace("vm-test", "vm-pooled"))).unwrap();
+    let hup =
+        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.0.id() as i32), nix::sys::signal::Signal::SIGHUP);
+    hup().unwrap();
+    let started = SystemTime::now();
+    let pool_vmid = || {
+        let status = ws.cli(&["--json", "pool", "status"]).json();
+        let pool = status["profiles"].as_array().and_then(|p| p.iter().find(|p| p["profile"] == "vm-pooled").cloned());
+        pool.filter(|p| p["ready"] == 1).and_then(|p| p["vmids"][0].as_u64())
+    };
+    assert!(eventually(Duration::from_secs(300), || pool_vmid().is_some()), "the pool did not fill\n{}", consoles());
+    let pooled = pool_vmid().unwrap();
+    eprintln!("pooled sandbox {pooled} READY in {:.0} s", seconds_since(started));
+    let started = SystemTime::now();
+    let out = ws.cli(&[
+        "job",
+        "run",
+        "--repo",
+        &repo,
+        "--ref",
+        "main",
+        "--task",
+        "probe the network",
+        "--profile",
+        "vm-pooled",
+        "--agent",
+        "custom",
+        "--ttl",
+        "6",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pooled_job = out.stdout.trim().to_string();
+    let claimed = eventually(Duration::from_secs(30), || {
+        ws.cli(&["--json", "job", "show", &pooled_job]).json()["sandbox_vmid"].as_u64() == Some(pooled)
+    });
+    assert!(claimed, "the job did not claim the pooled sandbox {pooled}");
+    // No refill: the rest of the test has one VM at a time.
+    std::fs::remove_file(&pooled_profile).unwrap();
+    hup().unwrap();
+    let ended = eventually(Duration::from_secs(300), || {
+        !matches!(ws.cli(&["--json", "job", "show", &pooled_job]).json()["status"].as_str(), Some("QUEUED" | "RUNNING"))
+    });
+    assert!(ended, "the pooled job did not end\n{}\n{}", daemon_log(), consoles());
+    let shown = ws.cli(&["--json", "job", "show", &pooled_job, "--events-tail", "1000"]).json();
+    assert_eq!(shown["status"], "COMPLETED", "{shown}\n{}", consoles());
+    eprintln!(
+        "job {pooled_job} on the pooled VM {pooled}: COMPLETED in {:.0} s (cold: {job_secs:.0} s)",
+        seconds_since(started)
+    );
+    let log = ws.cli(&["logs", &pooled_job, "--tail", "1000"]).stdout;
+    for (what, expected) in [("lan", "unreachable"), ("host-port", "unreachable"), ("wan", "reachable")] {
+        assert!(log.contains(&format!("{what} {expected}")), "pooled: {what} should be {expected}:\n{log}");
+    }
+    let pooled_text = pooled.to_string();
+    let gone = eventually(Duration::from_secs(60), || {
+        let shown = ws.cli(&["--json", "sandbox", "show", &pooled_text]);
+        shown.code != 0 || shown.json()["state"] == "DESTROYED"
+    });
+    assert!(gone, "the pooled job's sandbox was not destroyed after its job");
+    assert!(eventually(Duration::from_secs(120), || ws.cli(&["--json", "pool", "status"]).json()["total"] == 0));
 
     // A workspace: the first job's guest formats the blank disk and mounts it at /work; the
     // second job, in a new VM, reads what the first wrote.
