@@ -172,7 +172,8 @@ impl DaemonClient {
         stream.set_read_timeout(Some(self.timeout)).map_err(transport)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(transport)?;
         write_request(&mut stream, &head, Body::Bytes(body)).map_err(transport)?;
-        let mut reader = BufReader::new(stream);
+        // Large reads: a download streams through this buffer.
+        let mut reader = BufReader::with_capacity(256 * 1024, stream);
         let head = read_head(&mut reader).map_err(|e| self.read_error(e, "reading the answer"))?;
         Ok((reader, head))
     }

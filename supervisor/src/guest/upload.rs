@@ -235,14 +235,20 @@ enum StreamError {
     Api(ApiError),
 }
 
+/// Bytes gathered before each write of an upload (per upload in flight, bounded by the
+/// listener's connection caps).
+const UPLOAD_WRITE_BUFFER: usize = 1024 * 1024;
+
 /// How long an upload may send nothing before it is dropped (security review F4).
 const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Writes the body to `path` (0640), stopping past `limit`; returns (size, sha256 hex).
 async fn stream_to(path: &Path, body: Body, limit: u64) -> Result<(u64, String), StreamError> {
     let io = |_: std::io::Error| StreamError::Api(ApiError::new(ErrorCode::Internal, "cannot write the artifact"));
-    let mut file =
-        tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path).await.map_err(io)?;
+    let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path).await.map_err(io)?;
+    // Body frames are a few KiB and each tokio file write is a trip to a blocking thread:
+    // written in 1 MiB pieces the upload runs about twice as fast (`agentlab-bench artifacts`).
+    let mut file = tokio::io::BufWriter::with_capacity(UPLOAD_WRITE_BUFFER, file);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
@@ -260,7 +266,7 @@ async fn stream_to(path: &Path, body: Body, limit: u64) -> Result<(u64, String),
         file.write_all(&chunk).await.map_err(io)?;
     }
     file.flush().await.map_err(io)?;
-    file.sync_all().await.map_err(io)?;
+    file.get_ref().sync_all().await.map_err(io)?;
     let sha: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok((size, sha))
 }
