@@ -41,6 +41,9 @@ pub fn read_descriptor(path: &Path) -> Result<BootstrapDescriptor, BootstrapErro
     BootstrapDescriptor::parse(&text).map_err(|e| BootstrapError::BadDescriptor { path: shown, why: e.to_string() })
 }
 
+/// How long a pooled runner waits before asking a silent daemon again.
+const POOLED_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 enum Fetch {
     Got(Option<Vec<u8>>),
     Pooled,
@@ -66,7 +69,7 @@ pub fn obtain(
     let client = Client::default();
     let mut told_pooled = false;
     let fetched = loop {
-        let answer = with_retries(policy, "bootstrap fetch", journal, || {
+        let attempt = with_retries(policy, "bootstrap fetch", journal, || {
             let response = client.post(Request {
                 url: &url,
                 bearer: None,
@@ -81,7 +84,20 @@ pub fn obtain(
                 404 if response.error_field().as_deref() == Some(NO_JOB_ERROR) => Ok(Fetch::Got(None)),
                 _ => Err(CallError::from_response(&response)),
             }
-        })?;
+        });
+        let answer = match attempt {
+            Ok(answer) => answer,
+            // A pooled sandbox has no job to lose by waiting: a daemon away for longer than
+            // the retries (a restart, an upgrade) is waited for, so the pool's sandbox stays
+            // usable. Before the pool answered once, the retries' verdict stands.
+            Err(e) if told_pooled => {
+                journal
+                    .say(&format!("the daemon is not answering ({e}); the sandbox stays in the pool and asks again"));
+                crate::clock::sleep(POOLED_RETRY);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         match answer {
             Fetch::Got(got) => break got,
             Fetch::Pooled if !told_pooled => {

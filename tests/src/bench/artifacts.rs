@@ -22,10 +22,49 @@ fn bootstrap_token(bench: &JobBench, vmid: u64) -> String {
     text.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).unwrap_or_default().to_string()
 }
 
+/// The upload and download, with the artifacts (and the download) on the workspace's disk,
+/// then on tmpfs (`/dev/shm`, when it has room): the disk's own write speed bounds the
+/// first; the second is the daemon's and the CLI's path alone.
 pub fn artifacts(run: Run) -> Value {
-    let mib: u64 = run.count(1024, 128) as u64;
-    let bytes = mib * 1024 * 1024;
-    let config = format!("artifact_max_bytes: {bytes}\nartifact_max_total_bytes: {}\n", 2 * bytes);
+    let bytes = run.count(1024, 128) as u64 * 1024 * 1024;
+    let disk = measure(bytes, None);
+    let shm = std::path::Path::new("/dev/shm");
+    let room = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(shm)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().nth(1).and_then(|l| l.trim().parse::<u64>().ok()));
+    let tmpfs = if room.is_some_and(|r| r > 3 * bytes) {
+        let dir = tempfile::tempdir_in(shm).expect("a directory on /dev/shm");
+        let figures = measure(bytes, Some(dir.path()));
+        drop(dir);
+        figures
+    } else {
+        json!({"skipped": "/dev/shm is missing or too small"})
+    };
+    let rate = tmpfs["upload_mb_per_s"].as_f64().or(disk["upload_mb_per_s"].as_f64()).unwrap_or(0.0);
+    let growth = disk["daemon_rss_growth_mib"]
+        .as_f64()
+        .unwrap_or(f64::MAX)
+        .max(tmpfs["daemon_rss_growth_mib"].as_f64().unwrap_or(0.0));
+    json!({
+        "scenario": "artifacts",
+        "bytes": bytes,
+        "disk": disk,
+        "tmpfs": tmpfs,
+        "targets": {
+            "upload_mb_per_s": against(rate, ">= 500 (tmpfs: the daemon's path, not the disk)", rate >= 500.0),
+            "rss_growth_mib": against(growth, "<= 32", growth <= 32.0),
+        },
+    })
+}
+
+fn measure(bytes: u64, artifact_dir: Option<&std::path::Path>) -> Value {
+    let mut config = format!("artifact_max_bytes: {bytes}\nartifact_max_total_bytes: {}\n", 2 * bytes);
+    if let Some(dir) = artifact_dir {
+        config.push_str(&format!("artifact_dir: {}\n", dir.join("artifacts").display()));
+    }
     let bench = JobBench::test_plays_the_guest(&config);
     let daemon = bench.ws.spawn_daemon(&[("AGENTLAB_LOG", "info")]);
     assert!(crate::eventually(Duration::from_secs(30), || std::os::unix::net::UnixStream::connect(bench.ws.socket())
@@ -72,7 +111,7 @@ pub fn artifacts(run: Run) -> Value {
     assert_eq!(status, "201", "the upload was refused");
     let (_, rss_peak) = rss_mib(pid);
     std::fs::remove_file(&file).ok();
-    let dest = bench.ws.path().join("downloaded.bin");
+    let dest = artifact_dir.unwrap_or(bench.ws.path()).join("downloaded.bin");
     let (got, download) = timed(|| {
         let dest = dest.display().to_string();
         bench.ws.cli(&["job", "artifacts", "download", &id, "--name", "big.bin", "--out", &dest])
@@ -84,8 +123,6 @@ pub fn artifacts(run: Run) -> Value {
     let up_rate = mb / upload.as_secs_f64();
     let growth = rss_peak - rss_before;
     json!({
-        "scenario": "artifacts",
-        "bytes": bytes,
         "upload_seconds": round(upload.as_secs_f64(), 3),
         "upload_mb_per_s": round(up_rate, 1),
         "daemon_rss_before_mib": round(rss_before, 1),
@@ -94,9 +131,5 @@ pub fn artifacts(run: Run) -> Value {
         "download_seconds": round(download.as_secs_f64(), 3),
         "download_mb_per_s": round(mb / download.as_secs_f64(), 1),
         "downloaded_bytes": downloaded,
-        "targets": {
-            "upload_mb_per_s": against(round(up_rate, 1), ">= 500", up_rate >= 500.0),
-            "rss_growth_mib": against(round(growth, 1), "<= 32", growth <= 32.0),
-        },
     })
 }
