@@ -103,12 +103,20 @@ pub fn sandbox_prefix(policy: &Policy, dirs: &Dirs, path_var: Option<&OsStr>) ->
     }
 }
 
+/// The files the runner wrote for the agent, named in its environment.
+pub struct AgentFiles<'a> {
+    pub task: &'a Path,
+    /// The bundle's sections as JSON (`AGENTLAB_SECRETS_BUNDLE`).
+    pub bundle: &'a Path,
+    /// Claude Code's settings (`CLAUDE_SETTINGS_PATH`), when the bundle has some.
+    pub claude_settings: Option<&'a Path>,
+}
+
 /// Variables set for the agent on top of the runner's own environment.
 pub fn environment(
     payload: &BootstrapPayload,
     dirs: &Dirs,
-    task_file: &Path,
-    settings_file: Option<&Path>,
+    files: &AgentFiles<'_>,
     git_env: &[(String, String)],
 ) -> Vec<(String, OsString)> {
     let job = &payload.job;
@@ -117,7 +125,8 @@ pub fn environment(
     let path = |p: &Path| p.as_os_str().to_os_string();
     env.extend([
         ("AGENTLAB_TASK".to_string(), OsString::from(&job.task)),
-        ("AGENTLAB_TASK_FILE".to_string(), path(task_file)),
+        ("AGENTLAB_TASK_FILE".to_string(), path(files.task)),
+        ("AGENTLAB_SECRETS_BUNDLE".to_string(), path(files.bundle)),
         ("AGENTLAB_JOB_ID".to_string(), OsString::from(&job.id)),
         ("AGENTLAB_JOB_MODE".to_string(), OsString::from(job.mode.as_str())),
         ("AGENTLAB_JOB_PROFILE".to_string(), OsString::from(&job.profile)),
@@ -127,7 +136,7 @@ pub fn environment(
     if let Some(work) = &dirs.work {
         env.push(("AGENTLAB_WORK_DIR".to_string(), path(work)));
     }
-    if let Some(settings) = settings_file {
+    if let Some(settings) = files.claude_settings {
         env.push(("CLAUDE_SETTINGS_PATH".to_string(), path(settings)));
     }
     env

@@ -12,7 +12,7 @@ use crate::git::{self, Git};
 use crate::http::Url;
 use crate::journal::Journal;
 use crate::logship::LogShipper;
-use crate::secrets::SecretsDir;
+use crate::secrets::{BUNDLE_FILE, SecretsDir, bundle_json};
 use crate::supervise::{self, Limits, Watcher};
 use crate::upload;
 use agentlab_model::protocol::guest::{
@@ -176,7 +176,9 @@ impl<'a> Job<'a> {
             Some(json) => Some(self.secrets.write("claude-settings.json", json.as_bytes())?),
             None => None,
         };
-        let env = agent::environment(self.payload, dirs, &task_file, settings.as_deref(), git.env());
+        let bundle = self.secrets.write(BUNDLE_FILE, &bundle_json(self.payload))?;
+        let files = agent::AgentFiles { task: &task_file, bundle: &bundle, claude_settings: settings.as_deref() };
+        let env = agent::environment(self.payload, dirs, &files, git.env());
         let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty agent command"))?;
         let mut command = Command::new(program);
         command.args(args).current_dir(&dirs.repo).envs(env);

@@ -5,8 +5,35 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use agentlab_model::protocol::guest::BootstrapPayload;
+
 /// The payload cache: a restarted runner uses it, since the bootstrap token is single use.
 pub const PAYLOAD_CACHE: &str = "bootstrap.json";
+
+/// The job's bundle as the agent reads it (`jq -r .env.NAME /run/agentlab/secrets/bundle.json`,
+/// as the seed FAQ shows); `AGENTLAB_SECRETS_BUNDLE` names it.
+pub const BUNDLE_FILE: &str = "bundle.json";
+
+/// The sections of the job's bundle that reach the guest, as JSON: `env` always (an empty
+/// object when the bundle has none, so `jq .env.X` gives `null` rather than an error), `git`
+/// and `claude.settings` when the bundle has them. Nothing the payload does not already carry.
+pub fn bundle_json(payload: &BootstrapPayload) -> Vec<u8> {
+    let mut bundle = serde_json::Map::new();
+    bundle.insert("version".into(), serde_json::Value::from(1));
+    bundle.insert("env".into(), serde_json::json!(payload.env));
+    let git = serde_json::to_value(&payload.git).unwrap_or_default();
+    if git.as_object().is_some_and(|fields| !fields.is_empty()) {
+        bundle.insert("git".into(), git);
+    }
+    // The daemon checked it is a JSON object; a string is kept if it somehow is not.
+    if let Some(json) = &payload.claude_settings_json {
+        let settings = serde_json::from_str(json).unwrap_or_else(|_| serde_json::Value::String(json.clone()));
+        bundle.insert("claude".into(), serde_json::json!({ "settings": settings }));
+    }
+    let mut text = serde_json::to_vec_pretty(&serde_json::Value::Object(bundle)).unwrap_or_default();
+    text.push(b'\n');
+    text
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -136,6 +163,34 @@ mod tests {
         assert!(outside.exists(), "a link is removed, its target kept");
         assert_eq!(secrets.cached_payload().ok().flatten(), None);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_bundle_file_has_the_sections_the_payload_carries() {
+        let payload: BootstrapPayload = serde_json::from_str(
+            r#"{"job":{"id":"job_1","repo_url":"/r","task":"t","mode":"dangerous","profile":"p","agent":"custom",
+            "keepalive":false,"ttl_minutes":5,"timeout_seconds":60},
+            "git":{"username":"bot","token":"git-token-123"},
+            "env":{"DEMO_API_KEY":"env-secret-456"},"claude_settings_json":"{\"env\":{\"K\":\"v\"}}",
+            "artifact":{"endpoint":"http://127.0.0.1:1/upload","token":"artifact-token-1"},
+            "runner_token":"runner-token-1","policy":{"mode":"dangerous","inner_sandbox":"none"}}"#,
+        )
+        .unwrap();
+        let bundle: serde_json::Value = serde_json::from_slice(&bundle_json(&payload)).unwrap();
+        assert_eq!(bundle["env"]["DEMO_API_KEY"], "env-secret-456");
+        assert_eq!(bundle["git"], serde_json::json!({"username": "bot", "token": "git-token-123"}));
+        assert_eq!(bundle["claude"]["settings"]["env"]["K"], "v");
+        let text = String::from_utf8(bundle_json(&payload)).unwrap();
+        assert!(!text.contains("runner-token-1") && !text.contains("artifact-token-1"), "{text}");
+
+        let bare = BootstrapPayload {
+            env: Default::default(),
+            git: Default::default(),
+            claude_settings_json: None,
+            ..payload
+        };
+        let bundle: serde_json::Value = serde_json::from_slice(&bundle_json(&bare)).unwrap();
+        assert_eq!(bundle, serde_json::json!({"version": 1, "env": {}}));
     }
 
     #[test]

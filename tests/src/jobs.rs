@@ -52,6 +52,13 @@ pub fn make_repo(dir: &Path) -> PathBuf {
         // Workspaces: one job leaves state in the workspace, the next reads it.
         ("ws-write", "echo \"state from $AGENTLAB_JOB_ID\" > \"$AGENTLAB_WORK_DIR/state.txt\"\necho wrote".to_string()),
         ("ws-read", "echo \"read: $(cat \"$AGENTLAB_WORK_DIR/state.txt\")\"".to_string()),
+        // The seed FAQ's way to read a secret: jq on the bundle file.
+        (
+            "bundle",
+            "echo \"from the bundle: $(jq -r .env.DEMO_SECRET \"$AGENTLAB_SECRETS_BUNDLE\")\"\n\
+             echo \"bundle file: $AGENTLAB_SECRETS_BUNDLE\"\nstat -c 'bundle mode %a' \"$AGENTLAB_SECRETS_BUNDLE\""
+                .to_string(),
+        ),
     ] {
         git(&["checkout", "-q", "-b", branch, "main"]);
         script(&body);

@@ -119,6 +119,20 @@ fn a_job_completes_with_redacted_logs_and_verified_artifacts() {
 }
 
 #[test]
+fn the_agent_reads_the_bundle_file_and_it_is_gone_after_the_job() {
+    let bench = JobBench::with_runner();
+    let _daemon = bench.ws.start_daemon();
+    let out = bench.run_job("bundle", 60, &["--follow"]);
+    assert_eq!(out.code, 0, "{out:?}\n{}", bench.guest_logs());
+    assert!(out.stdout.contains("from the bundle: [REDACTED]"), "{out:?}");
+    assert!(out.stdout.contains("bundle mode 600"), "{out:?}");
+    assert!(!out.stdout.contains(SECRET), "{out:?}");
+    let path = out.stdout.lines().find_map(|l| l.strip_prefix("bundle file: ")).unwrap_or_default().trim();
+    assert!(path.ends_with("/secrets/bundle.json"), "{out:?}");
+    assert!(!std::path::Path::new(path).exists(), "{path} is still there after the job");
+}
+
+#[test]
 fn timeout_failure_and_cancel_end_jobs_as_they_should() {
     let bench = JobBench::with_runner();
     let daemon = bench.ws.start_daemon();
