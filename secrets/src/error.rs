@@ -21,6 +21,12 @@ pub enum BundleError {
     )]
     NotFound { name: String, dir: PathBuf, looked_for: Vec<PathBuf>, available: Vec<String> },
 
+    #[error(
+        "secrets bundle {name:?} is ambiguous: both {} exist; remove the one you do not use",
+        join_paths(paths).replace(", ", " and ")
+    )]
+    Ambiguous { name: String, paths: Vec<PathBuf> },
+
     /// `recipient` and `key_path` are filled in when the caller knows the daemon's key, so the
     /// message is a command that can be pasted as is.
     #[error("{}", plaintext_refused_message(plaintext, target, recipient.as_deref(), key_path.as_deref()))]
@@ -57,6 +63,7 @@ impl BundleError {
         match self {
             BundleError::InvalidName { .. } => "v1/secrets/invalid_name",
             BundleError::NotFound { .. } => "v1/secrets/not_found",
+            BundleError::Ambiguous { .. } => "v1/secrets/ambiguous",
             BundleError::PlaintextRefused { .. } => "v1/secrets/plaintext_refused",
             BundleError::Unsupported { .. } => "v1/secrets/unsupported",
             BundleError::KeyUnreadable { .. } => "v1/secrets/key_unreadable",

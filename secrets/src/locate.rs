@@ -1,5 +1,6 @@
-//! Where a named bundle lives in the secrets directory, and why a name that does not resolve to
-//! an age file is refused (plaintext, sops, or simply missing).
+//! Where a named bundle lives in the secrets directory (an age file `name.age`, or a sops file
+//! `name.sops.yaml`), and why a name that resolves to neither is refused (plaintext, two
+//! bundles of one name, or simply missing).
 
 use std::path::{Path, PathBuf};
 
@@ -7,29 +8,44 @@ use crate::error::BundleError;
 
 const PLAINTEXT_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
-/// Resolves bundle `name` to its age file in `secrets_dir`.
+/// How a bundle file is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleFormat {
+    /// One age file (binary or armored) holding the YAML bundle.
+    Age,
+    /// A sops file whose data key is sealed to the daemon's age recipient.
+    Sops,
+}
+
+/// A bundle file found by [`locate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub path: PathBuf,
+    pub format: BundleFormat,
+}
+
+/// Resolves bundle `name` in `secrets_dir`.
 ///
-/// `name` or `name.age` is looked up; a plaintext or sops file where the age file should be is
-/// an error that says how to fix it, and a missing bundle lists the bundles that do exist.
-pub fn locate(secrets_dir: &Path, name: &str) -> Result<PathBuf, BundleError> {
+/// `name`, `name.age` or `name.sops.{yaml,yml,json}` is looked up (a name that already ends in
+/// one of those is taken as the file name). An age and a sops file of one name are refused
+/// rather than one silently chosen; a plaintext file where the bundle should be is an error
+/// that says how to fix it, and a missing bundle lists the bundles that do exist.
+pub fn locate(secrets_dir: &Path, name: &str) -> Result<Located, BundleError> {
     if !is_plain_name(name) {
         return Err(BundleError::InvalidName { name: name.to_string() });
     }
     let age_path =
         if name.ends_with(".age") { secrets_dir.join(name) } else { secrets_dir.join(format!("{name}.age")) };
-    if age_path.is_file() {
-        return Ok(age_path);
-    }
     let stem = name.strip_suffix(".age").unwrap_or(name);
-
     let sops = sops_candidates(secrets_dir, stem);
-    if let Some(path) = sops.iter().find(|p| p.is_file()) {
-        return Err(BundleError::Unsupported {
-            path: path.clone(),
-            reason: "sops bundles are not supported; use an age-encrypted bundle \
-                     (`sops -d` it, then encrypt the plaintext with `age -r <recipient>`)"
-                .to_string(),
-        });
+    let sops_found = if name.ends_with(".age") { None } else { sops.iter().find(|p| p.is_file()) };
+    match (age_path.is_file() && !is_sops_name(stem), sops_found) {
+        (true, Some(sops_path)) => {
+            return Err(BundleError::Ambiguous { name: name.to_string(), paths: vec![age_path, sops_path.clone()] });
+        }
+        (true, None) => return Ok(Located { path: age_path, format: BundleFormat::Age }),
+        (false, Some(sops_path)) => return Ok(Located { path: sops_path.clone(), format: BundleFormat::Sops }),
+        (false, None) => {}
     }
     let plaintext = plaintext_candidates(secrets_dir, stem);
     if let Some(path) = plaintext.iter().find(|p| p.is_file()) {
@@ -52,6 +68,12 @@ pub fn locate(secrets_dir: &Path, name: &str) -> Result<PathBuf, BundleError> {
     })
 }
 
+/// The bundle names in `dir` (age and sops files), sorted; empty when the directory cannot
+/// be read.
+pub fn bundle_names(dir: &Path) -> Vec<String> {
+    available_bundles(dir)
+}
+
 /// `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$` without `..`: a file name in the secrets directory,
 /// never a path out of it.
 fn is_plain_name(name: &str) -> bool {
@@ -67,7 +89,20 @@ fn has_plaintext_extension(name: &str) -> bool {
 }
 
 fn is_sops_name(name: &str) -> bool {
-    name.ends_with(".sops") || name.contains(".sops.")
+    sops_stem(name).is_some()
+}
+
+/// `prod` for `prod.sops.yaml`, `prod.sops.yml` or `prod.sops.json`.
+fn sops_stem(name: &str) -> Option<&str> {
+    PLAINTEXT_EXTENSIONS
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext).and_then(|rest| rest.strip_suffix(".sops.")))
+        .filter(|stem| !stem.is_empty())
+}
+
+/// Whether `path` names a sops bundle file (`*.sops.yaml`, `.yml`, `.json`).
+pub fn is_sops_path(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(is_sops_name)
 }
 
 fn sops_candidates(dir: &Path, stem: &str) -> Vec<PathBuf> {
@@ -87,15 +122,21 @@ fn plaintext_candidates(dir: &Path, stem: &str) -> Vec<PathBuf> {
     PLAINTEXT_EXTENSIONS.iter().map(|ext| dir.join(format!("{stem}.{ext}"))).collect()
 }
 
-/// Names of the `*.age` files in `dir`, sorted; empty when the directory cannot be read (the
-/// not-found message then says "none", which is also the truth for the caller).
+/// Names of the `*.age` and `*.sops.{yaml,yml,json}` files in `dir`, sorted and deduplicated;
+/// empty when the directory cannot be read (the not-found message then says "none", which is
+/// also the truth for the caller).
 fn available_bundles(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
-        .filter_map(|file| file.strip_suffix(".age").filter(|stem| !stem.is_empty()).map(str::to_string))
+        .filter_map(|file| {
+            let stem = file.strip_suffix(".age").filter(|stem| !stem.is_empty()).or_else(|| sops_stem(&file));
+            stem.filter(|stem| is_plain_name(stem)).map(str::to_string)
+        })
         .collect();
     names.sort();
+    names.dedup();
     names
 }

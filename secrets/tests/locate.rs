@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use agentlab_secrets::{BundleError, locate};
+use agentlab_secrets::{BundleError, BundleFormat, Located, bundle_names, locate};
 
 fn touch(dir: &Path, file: &str) {
     std::fs::write(dir.join(file), "x").unwrap();
@@ -17,7 +17,7 @@ fn touch(dir: &Path, file: &str) {
 
 fn locate_err(dir: &Path, name: &str) -> BundleError {
     match locate(dir, name) {
-        Ok(path) => panic!("expected an error for {name:?}, found {}", path.display()),
+        Ok(found) => panic!("expected an error for {name:?}, found {}", found.path.display()),
         Err(e) => e,
     }
 }
@@ -27,8 +27,8 @@ fn finds_age_file_with_or_without_suffix() {
     let dir = tempfile::tempdir().unwrap();
     touch(dir.path(), "prod.age");
     for name in ["prod", "prod.age"] {
-        let path = locate(dir.path(), name).unwrap();
-        assert_eq!(path, dir.path().join("prod.age"));
+        let found = locate(dir.path(), name).unwrap();
+        assert_eq!(found, Located { path: dir.path().join("prod.age"), format: BundleFormat::Age });
     }
 }
 
@@ -37,7 +37,7 @@ fn age_file_wins_over_plaintext_next_to_it() {
     let dir = tempfile::tempdir().unwrap();
     touch(dir.path(), "prod.age");
     touch(dir.path(), "prod.yaml");
-    assert_eq!(locate(dir.path(), "prod").unwrap(), dir.path().join("prod.age"));
+    assert_eq!(locate(dir.path(), "prod").unwrap().path, dir.path().join("prod.age"));
 }
 
 #[test]
@@ -65,16 +65,21 @@ fn plaintext_is_refused_with_the_command_to_encrypt_it() {
 }
 
 #[test]
-fn sops_bundles_are_unsupported() {
+fn sops_bundles_are_found_and_an_age_and_a_sops_file_of_one_name_refused() {
     let dir = tempfile::tempdir().unwrap();
-    touch(dir.path(), "prod.sops.yaml");
-    for name in ["prod", "prod.sops.yaml"] {
-        let err = locate_err(dir.path(), name);
-        assert_eq!(err.code(), "v1/secrets/unsupported", "{name}: {err}");
-        let message = err.to_string();
-        assert!(message.contains("sops bundles are not supported"), "{message}");
-        assert!(message.contains("age"), "{message}");
+    for (file, name) in
+        [("a.sops.yaml", "a"), ("b.sops.yml", "b"), ("c.sops.json", "c"), ("d.sops.yaml", "d.sops.yaml")]
+    {
+        touch(dir.path(), file);
+        let found = locate(dir.path(), name).unwrap();
+        assert_eq!(found, Located { path: dir.path().join(file), format: BundleFormat::Sops }, "{name}");
     }
+    touch(dir.path(), "a.age");
+    let err = locate_err(dir.path(), "a");
+    assert_eq!(err.code(), "v1/secrets/ambiguous", "{err}");
+    assert!(err.to_string().contains("a.age") && err.to_string().contains("a.sops.yaml"), "{err}");
+    assert_eq!(locate(dir.path(), "a.age").unwrap().format, BundleFormat::Age, "the file name is unambiguous");
+    assert_eq!(bundle_names(dir.path()), ["a", "b", "c", "d"]);
 }
 
 #[test]

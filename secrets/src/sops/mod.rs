@@ -1,0 +1,228 @@
+//! sops files (getsops/sops) whose data key is sealed to the daemon's age key, read and
+//! written in memory: every value AES-256-GCM under the file's data key, bound to its key path,
+//! and a MAC over all values in file order that is checked before anything is used, so a value
+//! changed, swapped or dropped by hand is refused. The crypto is the age, aes-gcm and sha2
+//! crates'; this module is only sops's format (cited per rule from getsops/sops v3.13.2).
+
+mod cipher;
+mod metadata;
+mod tree;
+
+use sha2::{Digest, Sha512};
+
+use crate::age_key::AgeKey;
+use cipher::{DataKey, scalar_bytes};
+use metadata::{DEFAULT_UNENCRYPTED_SUFFIX, Metadata, Rule, SOPS_FORMAT_VERSION, seal_data_key};
+use tree::Node;
+
+/// `MACOnlyEncryptedInitialization` (`sops.go`): SHA-256 of "sops", hashed first when the
+/// MAC covers encrypted values only, so the two kinds of MAC never coincide.
+const MAC_ONLY_ENCRYPTED_INIT: [u8; 32] = [
+    0x8a, 0x3f, 0xd2, 0xad, 0x54, 0xce, 0x66, 0x52, 0x7b, 0x10, 0x34, 0xf3, 0xd1, 0x47, 0xbe, 0x0b, 0x0b, 0x97, 0x5b,
+    0x3b, 0xf4, 0x4f, 0x72, 0xc6, 0xfd, 0xad, 0xec, 0x81, 0x76, 0xf2, 0x7d, 0x69,
+];
+
+/// Decrypts a sops file with `key` and checks its MAC; the plaintext document as YAML.
+/// Messages name key paths, never values.
+pub(crate) fn decrypt(text: &str, key: &AgeKey) -> Result<String, String> {
+    let Node::Map(mut entries) = Node::parse(text).map_err(|e| format!("not valid YAML: {e}"))? else {
+        return Err("not a sops file: the document is not a mapping".into());
+    };
+    let at = entries.iter().position(|(k, _)| k == "sops").ok_or("not a sops file: it has no `sops` metadata")?;
+    let (_, sops) = entries.remove(at);
+    let metadata = Metadata::from_node(&sops)?;
+    let data_key = metadata.data_key(key)?;
+    let mut walk = Walk::new(&data_key, &metadata.rule, metadata.mac_only_encrypted);
+    let plain = walk.decrypt(&Node::Map(entries), &mut Vec::new())?;
+    let computed = walk.mac();
+    let stored = match cipher::decrypt(&metadata.mac, &data_key, &metadata.mac_aad()?) {
+        Ok(Node::Str(mac)) => mac,
+        Ok(_) => return Err("sops.mac is not a string MAC".into()),
+        Err(e) => return Err(format!("sops.mac cannot be decrypted ({e}); the file was altered")),
+    };
+    if !stored.eq_ignore_ascii_case(&computed) {
+        return Err("MAC mismatch: a value, its order or a plaintext value was changed after the file was \
+                    sealed; restore it, or re-create it with sops"
+            .into());
+    }
+    Ok(plain.to_yaml())
+}
+
+/// Encrypts a plaintext YAML mapping as a sops file sealed to `recipients`, with sops's
+/// defaults (keys ending in `_unencrypted` stay in plaintext, MAC over every value).
+pub(crate) fn encrypt(plaintext: &str, recipients: &[age::x25519::Recipient]) -> Result<String, String> {
+    let document = Node::parse(plaintext).map_err(|e| format!("not valid YAML: {e}"))?;
+    let document = match document {
+        Node::Map(entries) if entries.iter().any(|(k, _)| k == "sops") => {
+            return Err("the plaintext already has a `sops` key: it is a sops file, not a bundle".into());
+        }
+        Node::Map(entries) => Node::Map(entries),
+        Node::Null => Node::Map(Vec::new()),
+        other => return Err(format!("the document is {}, not a mapping", other.kind())),
+    };
+    if recipients.is_empty() {
+        return Err("no recipients".into());
+    }
+    let data_key = DataKey::random().map_err(|e| format!("cannot read random bytes: {e}"))?;
+    let rule = Rule::UnencryptedSuffix(DEFAULT_UNENCRYPTED_SUFFIX.into());
+    let mut walk = Walk::new(&data_key, &rule, false);
+    let Node::Map(mut entries) = walk.encrypt(&document, &mut Vec::new())? else {
+        return Err("the document is not a mapping".into());
+    };
+    let lastmodified = metadata::rfc3339_seconds(time::OffsetDateTime::now_utc());
+    let mac = cipher::encrypt(&Node::Str(walk.mac()), &data_key, &lastmodified)?;
+    let age = recipients
+        .iter()
+        .map(|recipient| {
+            let enc = seal_data_key(recipient, &data_key)?;
+            Ok(Node::Map(vec![("recipient".into(), Node::Str(recipient.to_string())), ("enc".into(), Node::Str(enc))]))
+        })
+        .collect::<Result<Vec<Node>, String>>()?;
+    let sops = Node::Map(vec![
+        ("age".into(), Node::Seq(age)),
+        ("lastmodified".into(), Node::Str(lastmodified)),
+        ("mac".into(), Node::Str(mac)),
+        ("unencrypted_suffix".into(), Node::Str(DEFAULT_UNENCRYPTED_SUFFIX.into())),
+        ("version".into(), Node::Str(SOPS_FORMAT_VERSION.into())),
+    ]);
+    entries.push(("sops".into(), sops));
+    Ok(Node::Map(entries).to_yaml())
+}
+
+/// What a walk does to one scalar: `(walk, value, key path, whether sops encrypts it)`.
+type LeafFn<'f, 'a> = dyn FnMut(&mut Walk<'a>, &Node, &[String], bool) -> Result<Node, String> + 'f;
+
+/// One pass over the values in file order, encrypting or decrypting each and feeding the MAC.
+struct Walk<'a> {
+    key: &'a DataKey,
+    rule: &'a Rule,
+    mac_only_encrypted: bool,
+    hash: Sha512,
+}
+
+impl<'a> Walk<'a> {
+    fn new(key: &'a DataKey, rule: &'a Rule, mac_only_encrypted: bool) -> Walk<'a> {
+        let mut hash = Sha512::new();
+        if mac_only_encrypted {
+            hash.update(MAC_ONLY_ENCRYPTED_INIT);
+        }
+        Walk { key, rule, mac_only_encrypted, hash }
+    }
+
+    /// sops's MAC: the SHA-512 of the values, upper-case hex (`fmt.Sprintf("%X")`).
+    fn mac(&self) -> String {
+        self.hash.clone().finalize().iter().map(|b| format!("{b:02X}")).collect()
+    }
+
+    fn decrypt(&mut self, node: &Node, path: &mut Vec<String>) -> Result<Node, String> {
+        self.map_leaves(node, path, &mut |walk, leaf, path, encrypted| {
+            let value = match leaf {
+                _ if !encrypted => leaf.clone(),
+                // sops leaves empty strings as they are (`aes/cipher.go`).
+                Node::Str(s) if s.is_empty() => leaf.clone(),
+                Node::Str(s) => cipher::decrypt(s, walk.key, &additional_data(path))
+                    .map_err(|e| format!("{}: cannot decrypt: {e}", dotted(path)))?,
+                other => {
+                    return Err(format!(
+                        "{}: is {} in plaintext where sops encrypts every value",
+                        dotted(path),
+                        other.kind()
+                    ));
+                }
+            };
+            walk.hash_value(&value, encrypted);
+            Ok(value)
+        })
+    }
+
+    fn encrypt(&mut self, node: &Node, path: &mut Vec<String>) -> Result<Node, String> {
+        self.map_leaves(node, path, &mut |walk, leaf, path, encrypted| {
+            walk.hash_value(leaf, encrypted);
+            match leaf {
+                Node::Str(s) if !encrypted || s.is_empty() => Ok(leaf.clone()),
+                _ if !encrypted => Ok(leaf.clone()),
+                _ => cipher::encrypt(leaf, walk.key, &additional_data(path)).map(Node::Str),
+            }
+        })
+    }
+
+    fn hash_value(&mut self, value: &Node, encrypted: bool) {
+        if (!self.mac_only_encrypted || encrypted)
+            && let Some((bytes, _)) = scalar_bytes(value)
+        {
+            self.hash.update(bytes);
+        }
+    }
+
+    /// Rebuilds `node` with each scalar replaced by `leaf(…)`; nulls are kept and, as in sops's
+    /// walk, neither encrypted nor hashed. A sequence element has its sequence's path.
+    fn map_leaves(
+        &mut self,
+        node: &Node,
+        path: &mut Vec<String>,
+        leaf: &mut LeafFn<'_, 'a>,
+    ) -> Result<Node, String> {
+        match node {
+            Node::Map(entries) => {
+                let mut out = Vec::with_capacity(entries.len());
+                for (key, value) in entries {
+                    path.push(key.clone());
+                    let mapped = self.map_leaves(value, path, leaf);
+                    path.pop();
+                    out.push((key.clone(), mapped?));
+                }
+                Ok(Node::Map(out))
+            }
+            Node::Seq(items) => {
+                let mapped = items.iter().map(|item| self.map_leaves(item, path, leaf));
+                Ok(Node::Seq(mapped.collect::<Result<_, _>>()?))
+            }
+            Node::Null => Ok(Node::Null),
+            scalar => {
+                let encrypted = self.rule.encrypts(path);
+                leaf(self, scalar, path, encrypted)
+            }
+        }
+    }
+}
+
+/// The additional data of a value: its key path joined by `:`, with a trailing `:`
+/// (`sops.go`: `strings.Join(path, ":") + ":"`).
+fn additional_data(path: &[String]) -> String {
+    let mut aad = path.join(":");
+    aad.push(':');
+    aad
+}
+
+fn dotted(path: &[String]) -> String {
+    if path.is_empty() { "(top level)".into() } else { path.join(".") }
+}
+
+/// Largest sops file read: each value grows by its base64, nonce and tag (~100 bytes).
+const MAX_SOPS_FILE_BYTES: u64 = 4 * crate::age_file::MAX_PLAINTEXT_BYTES;
+
+/// Decrypts the sops file at `path` with `key`, MAC checked; the plaintext bundle as YAML.
+pub fn decrypt_sops_file(path: &std::path::Path, key: &AgeKey) -> Result<Vec<u8>, crate::BundleError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| crate::BundleError::io("opening", path, e))?;
+    let mut text = String::new();
+    file.take(MAX_SOPS_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| crate::BundleError::io("reading", path, e))?;
+    if text.len() as u64 > MAX_SOPS_FILE_BYTES {
+        return Err(crate::BundleError::TooLarge { path: path.to_path_buf(), limit: MAX_SOPS_FILE_BYTES });
+    }
+    decrypt(&text, key).map(String::into_bytes).map_err(|reason| crate::BundleError::DecryptFailed {
+        path: path.to_path_buf(),
+        reason: format!("sops: {reason}"),
+    })
+}
+
+/// Encrypts a plaintext YAML bundle as a sops file to `recipients`.
+pub fn encrypt_sops(recipients: &[age::x25519::Recipient], plaintext: &[u8]) -> Result<Vec<u8>, crate::BundleError> {
+    let in_memory = std::path::Path::new("<in-memory sops file>");
+    let invalid =
+        |message: String| crate::BundleError::InvalidBundle { origin: in_memory.display().to_string(), message };
+    let text = std::str::from_utf8(plaintext).map_err(|_| invalid("not UTF-8 text".into()))?;
+    encrypt(text, recipients).map(String::into_bytes).map_err(invalid)
+}

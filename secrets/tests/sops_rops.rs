@@ -1,0 +1,76 @@
+//! sops files shared with a second, independent implementation (the `rops` crate) both ways:
+//! what this crate seals, rops opens (its MAC check included); what rops seals, this crate
+//! opens. One test in this binary: rops reads its private key only from the environment.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
+mod support;
+
+use agentlab_secrets::{AgeKey, decrypt_sops_file, encrypt_sops};
+use rops::cryptography::{cipher::AES256GCM, hasher::SHA512};
+use rops::file::RopsFile;
+use rops::file::builder::RopsFileBuilder;
+use rops::file::format::YamlFileFormat;
+use rops::file::metadata::PartialEncryptionConfig;
+use rops::file::state::EncryptedFile;
+use rops::integration::AgeIntegration;
+use support::{BUNDLE, identity_file, yaml_value};
+
+#[test]
+fn sops_files_round_trip_with_rops_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let (identity, recipient) = agentlab_secrets::generate_identity();
+    let identity = age::secrecy::ExposeSecret::expose_secret(&identity)
+        .lines()
+        .find(|line| line.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_string();
+    let key = AgeKey::load(&identity_file(dir.path(), &identity)).unwrap();
+    // The only test of this binary, so no other thread reads the environment meanwhile.
+    #[allow(clippy::disallowed_methods, reason = "rops takes its private key from ROPS_AGE only")]
+    // SAFETY: single-threaded at this point (one test in this binary, nothing spawned yet).
+    unsafe {
+        std::env::set_var("ROPS_AGE", &identity);
+    }
+
+    // rops 0.1.7 expects empty strings encrypted; sops leaves them as they are, as this crate
+    // does (rops fixed it after 0.1.7, "fix: skip empty string as done in SOPS").
+    let bundle = BUNDLE.replace("  EMPTY: \"\"\n", "");
+    assert_ne!(bundle, BUNDLE);
+
+    // Ours → rops.
+    let ours = String::from_utf8(encrypt_sops(&key.recipients(), bundle.as_bytes()).unwrap()).unwrap();
+    let opened = ours
+        .parse::<RopsFile<EncryptedFile<AES256GCM, SHA512>, YamlFileFormat>>()
+        .unwrap_or_else(|e| panic!("rops cannot parse ours: {e}\n{ours}"))
+        .decrypt::<YamlFileFormat>()
+        .unwrap_or_else(|e| panic!("rops cannot decrypt ours: {e:?}\n{ours}"));
+    assert_eq!(yaml_value(&opened.map().to_string()), yaml_value(&bundle));
+
+    // rops refuses ours once a value is changed: its MAC check agrees with ours.
+    let relabelled = ours.replace("\"owner_unencrypted\": \"ops\"", "\"owner_unencrypted\": \"mallory\"");
+    assert_ne!(relabelled, ours);
+    let refused = relabelled
+        .parse::<RopsFile<EncryptedFile<AES256GCM, SHA512>, YamlFileFormat>>()
+        .unwrap()
+        .decrypt::<YamlFileFormat>();
+    assert!(refused.is_err(), "rops accepted a changed plaintext value");
+
+    // rops → ours. rops writes no rule unless told, where sops writes (and, reading a file
+    // without one, assumes) `unencrypted_suffix: _unencrypted`; told, it writes what sops does.
+    let theirs = RopsFileBuilder::<YamlFileFormat>::new(&bundle)
+        .unwrap()
+        .with_partial_encryption(PartialEncryptionConfig::UnencryptedSuffix("_unencrypted".into()))
+        .add_integration_key::<AgeIntegration>(recipient.parse().unwrap())
+        .encrypt::<AES256GCM, SHA512>()
+        .unwrap()
+        .to_string();
+    let path = dir.path().join("theirs.sops.yaml");
+    std::fs::write(&path, &theirs).unwrap();
+    let plaintext = decrypt_sops_file(&path, &key).unwrap_or_else(|e| panic!("ours cannot open rops's: {e}\n{theirs}"));
+    assert_eq!(yaml_value(std::str::from_utf8(&plaintext).unwrap()), yaml_value(&bundle));
+}
