@@ -56,7 +56,12 @@ impl AgeKey {
         if text.len() as u64 > MAX_IDENTITY_FILE_BYTES {
             return Err(BundleError::key(path, format!("larger than {MAX_IDENTITY_FILE_BYTES} bytes")));
         }
-        let identities = parse_identities(&text).map_err(|reason| BundleError::key(path, reason))?;
+        AgeKey::parse(path, &text)
+    }
+
+    /// The identities in `text` (an identity file's contents), as if read from `path`.
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<AgeKey, BundleError> {
+        let identities = parse_identities(text).map_err(|reason| BundleError::key(path, reason))?;
         Ok(AgeKey { path: path.to_path_buf(), identities })
     }
 

@@ -19,6 +19,17 @@ pub(crate) enum Existing {
 
 /// Writes `bytes` to `path` with mode 0600, atomically.
 pub(crate) fn write_private_file(path: &Path, bytes: &[u8], existing: Existing) -> Result<(), BundleError> {
+    write_private_file_checked(path, bytes, existing, &|_| Ok(()))
+}
+
+/// [`write_private_file`], with `check` run on the complete, synced temp file before it takes
+/// the old file's place: a new bundle that does not read back never replaces the old one.
+pub(crate) fn write_private_file_checked(
+    path: &Path,
+    bytes: &[u8],
+    existing: Existing,
+    check: &dyn Fn(&Path) -> Result<(), BundleError>,
+) -> Result<(), BundleError> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -32,7 +43,7 @@ pub(crate) fn write_private_file(path: &Path, bytes: &[u8], existing: Existing) 
         return Err(BundleError::io("writing", path, source));
     }
     let temp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), unique_suffix()));
-    let result = write_temp(&temp, bytes).and_then(|()| publish(&temp, path, existing));
+    let result = write_temp(&temp, bytes).and_then(|()| check(&temp)).and_then(|()| publish(&temp, path, existing));
     // After a rename the temp name is gone; after a link or a failure it must not linger.
     let _ = std::fs::remove_file(&temp);
     result?;

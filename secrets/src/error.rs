@@ -44,6 +44,9 @@ pub enum BundleError {
     #[error("invalid secrets bundle {origin}: {message}")]
     InvalidBundle { origin: String, message: String },
 
+    #[error("cannot change secrets bundle {origin}: {message}")]
+    InvalidChange { origin: String, message: String },
+
     #[error("{} is larger than the {limit}-byte limit for secrets bundles", path.display())]
     TooLarge { path: PathBuf, limit: u64 },
 
@@ -69,6 +72,7 @@ impl BundleError {
             BundleError::KeyUnreadable { .. } => "v1/secrets/key_unreadable",
             BundleError::DecryptFailed { .. } => "v1/secrets/decrypt_failed",
             BundleError::InvalidBundle { .. } => "v1/secrets/invalid_bundle",
+            BundleError::InvalidChange { .. } => "v1/secrets/invalid_change",
             BundleError::TooLarge { .. } => "v1/secrets/too_large",
             BundleError::Io { .. } => "v1/secrets/io",
         }

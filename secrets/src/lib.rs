@@ -9,19 +9,24 @@ mod age_file;
 mod age_key;
 mod atomic_write;
 mod bundle;
+mod edit;
 mod error;
 mod load;
 mod locate;
+mod rotate;
 mod sops;
 mod summary;
+mod tree;
 
 pub use age_file::{MAX_PLAINTEXT_BYTES, decrypt_file, encrypt_to};
 pub use age_key::{AgeKey, generate_identity, write_identity};
 pub use bundle::{
     ArtifactSecrets, ClaudeSecrets, GitSecrets, SUPPORTED_VERSION, SecretsBundle, SshKey, SshSecrets, TailscaleSecrets,
 };
+pub use edit::{BundleChange, Edited, GitField, edit_bundle};
 pub use error::BundleError;
 pub use load::{LoadedBundle, Sealed, decrypt_located, encrypt_as, load_bundle, load_bundle_with_key, seal};
+pub use rotate::{Rotated, rotate_key};
 pub use locate::{BundleFormat, Located, bundle_names, is_sops_path, locate};
 pub use sops::{decrypt_sops_file, encrypt_sops};
 pub use summary::{BundleSummary, GitFieldsSet};

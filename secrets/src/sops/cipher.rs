@@ -12,7 +12,7 @@ use aes_gcm::{AesGcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::tree::Node;
+use crate::tree::Node;
 
 /// sops's nonce size; a different one is not what sops writes.
 const NONCE_BYTES: usize = 32;

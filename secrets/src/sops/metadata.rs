@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use age::armor::{ArmoredReader, ArmoredWriter, Format};
 
 use super::cipher::DataKey;
-use super::tree::Node;
+use crate::tree::Node;
 use crate::age_key::AgeKey;
 
 /// sops's default rule when a file names none (`DefaultUnencryptedSuffix`).

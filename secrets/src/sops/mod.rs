@@ -6,14 +6,14 @@
 
 mod cipher;
 mod metadata;
-mod tree;
+
 
 use sha2::{Digest, Sha512};
 
 use crate::age_key::AgeKey;
 use cipher::{DataKey, scalar_bytes};
 use metadata::{DEFAULT_UNENCRYPTED_SUFFIX, Metadata, Rule, SOPS_FORMAT_VERSION, seal_data_key};
-use tree::Node;
+use crate::tree::Node;
 
 /// `MACOnlyEncryptedInitialization` (`sops.go`): SHA-256 of "sops", hashed first when the
 /// MAC covers encrypted values only, so the two kinds of MAC never coincide.

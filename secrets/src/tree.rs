@@ -1,6 +1,7 @@
-//! A YAML document as sops sees it: mappings in file order (the MAC is taken in that order),
-//! sequences, and typed scalars; read with the crate's YAML parser and written back as block
-//! YAML whose scalars are double-quoted (JSON escapes are valid YAML), so nothing is re-typed.
+//! A YAML document as a tree: mappings in file order (sops's MAC is taken in that order, and a
+//! bundle changed by a command keeps its layout), sequences, and typed scalars; read with the
+//! crate's YAML parser and written back as block YAML whose strings are double-quoted (JSON
+//! escapes are valid YAML), so nothing is re-typed. Comments are not kept.
 
 use std::fmt::Write;
 
@@ -40,6 +41,49 @@ impl Node {
             }
         }
         out
+    }
+
+    /// The entry `key` of a mapping, created empty (or replacing a null) when missing; `None`
+    /// when `self` is not a mapping.
+    pub(crate) fn section(&mut self, key: &str) -> Option<&mut Node> {
+        let Node::Map(entries) = self else { return None };
+        let at = match entries.iter().position(|(k, _)| k == key) {
+            Some(at) => at,
+            None => {
+                entries.push((key.to_string(), Node::Map(Vec::new())));
+                entries.len() - 1
+            }
+        };
+        let value = &mut entries[at].1;
+        if *value == Node::Null {
+            *value = Node::Map(Vec::new());
+        }
+        Some(value)
+    }
+
+    /// Sets `key` in a mapping (in place when present, else at the end); false when `self` is
+    /// not a mapping.
+    pub(crate) fn set(&mut self, key: &str, value: Node) -> bool {
+        let Node::Map(entries) = self else { return false };
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some((_, old)) => *old = value,
+            None => entries.push((key.to_string(), value)),
+        }
+        true
+    }
+
+    /// Removes `key` from a mapping; whether it was there.
+    pub(crate) fn remove(&mut self, key: &str) -> bool {
+        let Node::Map(entries) = self else { return false };
+        let before = entries.len();
+        entries.retain(|(k, _)| k != key);
+        entries.len() != before
+    }
+
+    /// The entry `key` of a mapping.
+    pub(crate) fn get(&self, key: &str) -> Option<&Node> {
+        let Node::Map(entries) = self else { return None };
+        entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     /// What the node is, for messages that must not show its value.

@@ -1,0 +1,210 @@
+//! Changing one entry of a bundle in place: decrypted in memory, the entry changed in the
+//! document tree (the rest kept in its order), the result checked to be a valid bundle,
+//! re-sealed in the bundle's own format to the key's recipients, written beside the old file,
+//! read back and decrypted, and only then renamed over it. A crash at any point leaves the old
+//! bundle or the new one, both readable. Edits are serialised by a lock file in the secrets
+//! directory, so the daemon and a host command never lose each other's change.
+
+use std::path::{Path, PathBuf};
+
+use crate::age_key::AgeKey;
+use crate::atomic_write::{Existing, write_private_file_checked};
+use crate::bundle::SecretsBundle;
+use crate::error::BundleError;
+use crate::load::{decrypt_located, encrypt_as};
+use crate::locate::{BundleFormat, Located, locate};
+use crate::summary::BundleSummary;
+use crate::tree::Node;
+
+/// A `git` field a command may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitField {
+    Username,
+    Token,
+    SshPrivateKey,
+    SshPublicKey,
+    KnownHosts,
+}
+
+impl GitField {
+    pub const ALL: [GitField; 5] =
+        [GitField::Username, GitField::Token, GitField::SshPrivateKey, GitField::SshPublicKey, GitField::KnownHosts];
+
+    /// The field's name in the bundle (`git.<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GitField::Username => "username",
+            GitField::Token => "token",
+            GitField::SshPrivateKey => "ssh_private_key",
+            GitField::SshPublicKey => "ssh_public_key",
+            GitField::KnownHosts => "known_hosts",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<GitField> {
+        GitField::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// One change to a bundle. `Debug` names the entry, never the value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BundleChange {
+    SetEnv { name: String, value: String },
+    UnsetEnv { name: String },
+    SetGit { field: GitField, value: String },
+    AddSshKey { name: String, key: String, key_type: Option<String>, comment: Option<String> },
+    RemoveSshKey { name: String },
+}
+
+impl BundleChange {
+    /// `(operation, entry)`, e.g. `("set_env", "env.API_KEY")`: what events and logs say.
+    pub fn describe(&self) -> (&'static str, String) {
+        match self {
+            BundleChange::SetEnv { name, .. } => ("set_env", format!("env.{name}")),
+            BundleChange::UnsetEnv { name } => ("unset_env", format!("env.{name}")),
+            BundleChange::SetGit { field, .. } => ("set_git", format!("git.{}", field.name())),
+            BundleChange::AddSshKey { name, .. } => ("add_ssh_key", format!("ssh.keys.{name}")),
+            BundleChange::RemoveSshKey { name } => ("remove_ssh_key", format!("ssh.keys.{name}")),
+        }
+    }
+
+    /// Whether the change adds something (and so may create a bundle that does not exist).
+    fn adds(&self) -> bool {
+        matches!(self, BundleChange::SetEnv { .. } | BundleChange::SetGit { .. } | BundleChange::AddSshKey { .. })
+    }
+}
+
+impl std::fmt::Debug for BundleChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (op, entry) = self.describe();
+        write!(f, "{op} {entry}")
+    }
+}
+
+/// What an edit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edited {
+    pub path: PathBuf,
+    pub format: BundleFormat,
+    /// The bundle did not exist and was created (as an age file).
+    pub created: bool,
+    pub summary: BundleSummary,
+}
+
+/// Applies `change` to bundle `name` in `secrets_dir`, re-sealed to `key`'s recipients. A
+/// change that adds to a bundle that does not exist creates `name.age`.
+pub fn edit_bundle(secrets_dir: &Path, name: &str, key: &AgeKey, change: &BundleChange) -> Result<Edited, BundleError> {
+    let _lock = DirLock::take(secrets_dir)?;
+    let (located, mut document, created) = match locate(secrets_dir, name) {
+        Ok(located) => {
+            let plaintext = decrypt_located(&located, key)?;
+            let text = String::from_utf8(plaintext).map_err(|_| invalid(&located.path, "the bundle is not UTF-8 text"))?;
+            let document = Node::parse(&text).map_err(|e| invalid(&located.path, &e))?;
+            (located, document, false)
+        }
+        Err(BundleError::NotFound { .. }) if change.adds() => {
+            let stem = name.strip_suffix(".age").unwrap_or(name);
+            let located = Located { path: secrets_dir.join(format!("{stem}.age")), format: BundleFormat::Age };
+            let document = Node::Map(vec![("version".into(), Node::Int(1))]);
+            (located, document, true)
+        }
+        Err(e) => return Err(e),
+    };
+    if document == Node::Null {
+        document = Node::Map(Vec::new());
+    }
+    apply(&mut document, change).map_err(|message| BundleError::InvalidChange { origin: display(&located.path), message })?;
+    let text = document.to_yaml();
+    let bundle = SecretsBundle::parse_yaml(&text, &display(&located.path))?;
+    reseal(&located, key, &key.recipients(), text.as_bytes(), &bundle)?;
+    Ok(Edited { path: located.path, format: located.format, created, summary: bundle.summary() })
+}
+
+/// Seals `plaintext` (which parses as `expected`) to `recipients` in the located file's format
+/// and puts it in place once `reader` decrypts the written file back to `expected`.
+pub(crate) fn reseal(
+    located: &Located,
+    reader: &AgeKey,
+    recipients: &[age::x25519::Recipient],
+    plaintext: &[u8],
+    expected: &SecretsBundle,
+) -> Result<(), BundleError> {
+    let sealed = encrypt_as(located.format, recipients, plaintext)?;
+    let check = |temp: &Path| {
+        let written = Located { path: temp.to_path_buf(), format: located.format };
+        let opened = decrypt_located(&written, reader)?;
+        let text = String::from_utf8(opened).map_err(|_| invalid(temp, "the re-sealed bundle is not UTF-8"))?;
+        match SecretsBundle::parse_yaml(&text, &display(temp))? == *expected {
+            true => Ok(()),
+            false => Err(invalid(temp, "the re-sealed bundle does not read back as written; the old one is kept")),
+        }
+    };
+    write_private_file_checked(&located.path, &sealed, Existing::Replace, &check)
+}
+
+fn apply(document: &mut Node, change: &BundleChange) -> Result<(), String> {
+    let not_a_mapping = |section: &str| format!("`{section}` is not a mapping");
+    match change {
+        BundleChange::SetEnv { name, value } => {
+            let env = document.section("env").ok_or_else(|| not_a_mapping("the bundle"))?;
+            env.set(name, Node::Str(value.clone())).then_some(()).ok_or_else(|| not_a_mapping("env"))
+        }
+        BundleChange::UnsetEnv { name } => remove_entry(document, &["env"], name),
+        BundleChange::SetGit { field, value } => {
+            let git = document.section("git").ok_or_else(|| not_a_mapping("the bundle"))?;
+            git.set(field.name(), Node::Str(value.clone())).then_some(()).ok_or_else(|| not_a_mapping("git"))
+        }
+        BundleChange::AddSshKey { name, key, key_type, comment } => {
+            let ssh = document.section("ssh").ok_or_else(|| not_a_mapping("the bundle"))?;
+            let keys = ssh.section("keys").ok_or_else(|| not_a_mapping("ssh"))?;
+            if keys.get(name).is_some() {
+                return Err(format!("ssh.keys.{name} is already in the bundle; remove it first"));
+            }
+            let mut entry = vec![("key".to_string(), Node::Str(key.clone()))];
+            entry.extend(key_type.clone().map(|t| ("type".to_string(), Node::Str(t))));
+            entry.extend(comment.clone().map(|c| ("comment".to_string(), Node::Str(c))));
+            keys.set(name, Node::Map(entry)).then_some(()).ok_or_else(|| not_a_mapping("ssh.keys"))
+        }
+        BundleChange::RemoveSshKey { name } => remove_entry(document, &["ssh", "keys"], name),
+    }
+}
+
+/// Removes `name` from the mapping at `path`; an error when it is not there.
+fn remove_entry(document: &mut Node, path: &[&str], name: &str) -> Result<(), String> {
+    let mut node = Some(&mut *document);
+    for key in path {
+        node = node.filter(|n| n.get(key).is_some()).and_then(|n| n.section(key));
+    }
+    match node.is_some_and(|section| section.remove(name)) {
+        true => Ok(()),
+        false => Err(format!("{}.{name} is not in the bundle", path.join("."))),
+    }
+}
+
+fn invalid(path: &Path, message: &str) -> BundleError {
+    BundleError::InvalidBundle { origin: display(path), message: message.to_string() }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// An exclusive lock on `secrets_dir/.agentlab-secrets.lock`, released on drop (and by the
+/// kernel when the process dies, so a crash never leaves the directory locked).
+pub(crate) struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    pub(crate) fn take(secrets_dir: &Path) -> Result<DirLock, BundleError> {
+        let path = secrets_dir.join(".agentlab-secrets.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| BundleError::io("opening the lock file", &path, e))?;
+        file.lock().map_err(|e| BundleError::io("locking", &path, e))?;
+        Ok(DirLock { _file: file })
+    }
+}

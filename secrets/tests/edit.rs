@@ -1,0 +1,142 @@
+//! Changing bundles in place (set/unset env, git fields, SSH keys) in both formats, and rotating
+//! the daemon's key: the rest of the bundle kept, bad changes refused with nothing written, and
+//! after a rotation every bundle opens with the new key alone.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a broken fixture should fail the test at once, with its cause"
+)]
+
+use std::path::{Path, PathBuf};
+
+use agentlab_secrets::{
+    AgeKey, BundleChange, BundleFormat, GitField, edit_bundle, load_bundle, rotate_key, seal, write_identity,
+};
+
+const PLAIN: &str = "version: 1\nmetadata:\n  owner: ops\nenv:\n  B_KEY: \"b-value\"\n  A_KEY: \"a-value\"\n";
+
+fn setup(file: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("age.key");
+    write_identity(&key).unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(&plain, PLAIN).unwrap();
+    seal(&key, &plain, &dir.path().join("secrets").join(file)).unwrap();
+    (dir, key)
+}
+
+fn secrets(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("secrets")
+}
+
+fn set_env(name: &str, value: &str) -> BundleChange {
+    BundleChange::SetEnv { name: name.into(), value: value.into() }
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn env_git_and_ssh_changes_keep_the_rest_in_both_formats() {
+    for (file, format) in [("prod.age", BundleFormat::Age), ("prod.sops.yaml", BundleFormat::Sops)] {
+        let (dir, key_path) = setup(file);
+        let key = AgeKey::load(&key_path).unwrap();
+        let dir_path = secrets(&dir);
+
+        let edited = edit_bundle(&dir_path, "prod", &key, &set_env("A_KEY", "a-new")).unwrap();
+        assert_eq!((edited.format, edited.created), (format, false));
+        edit_bundle(&dir_path, "prod", &key, &set_env("C_KEY", "c-value")).unwrap();
+        edit_bundle(&dir_path, "prod", &key, &BundleChange::UnsetEnv { name: "B_KEY".into() }).unwrap();
+        let token = BundleChange::SetGit { field: GitField::Token, value: "ghp_new".into() };
+        edit_bundle(&dir_path, "prod", &key, &token).unwrap();
+        let ssh = BundleChange::AddSshKey {
+            name: "deploy".into(),
+            key: "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n".into(),
+            key_type: Some("ed25519".into()),
+            comment: None,
+        };
+        edit_bundle(&dir_path, "prod", &key, &ssh).unwrap();
+
+        let loaded = load_bundle(&dir_path, "prod", &key_path).unwrap();
+        assert_eq!(loaded.format, format, "{file} keeps its format");
+        let env: Vec<(&str, &str)> = loaded.bundle.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(env, [("A_KEY", "a-new"), ("C_KEY", "c-value")]);
+        assert_eq!(loaded.bundle.metadata["owner"], "ops");
+        assert_eq!(loaded.bundle.git.as_ref().and_then(|g| g.token.as_deref()), Some("ghp_new"));
+        let keys = &loaded.bundle.ssh.as_ref().unwrap().keys;
+        assert!(keys["deploy"].key.contains("abc") && keys["deploy"].key_type.as_deref() == Some("ed25519"));
+
+        // Refused, nothing written: a duplicate key, an entry that is not there, a bad name.
+        let before = std::fs::read(dir_path.join(file)).unwrap();
+        let duplicate = edit_bundle(&dir_path, "prod", &key, &ssh).unwrap_err();
+        assert_eq!(duplicate.code(), "v1/secrets/invalid_change", "{duplicate}");
+        let missing = edit_bundle(&dir_path, "prod", &key, &BundleChange::UnsetEnv { name: "NOPE".into() }).unwrap_err();
+        assert!(missing.to_string().contains("env.NOPE is not in the bundle"), "{missing}");
+        let bad = edit_bundle(&dir_path, "prod", &key, &set_env("1BAD", "x")).unwrap_err();
+        assert_eq!(bad.code(), "v1/secrets/invalid_bundle", "{bad}");
+        assert!(!bad.to_string().contains("x\""), "{bad}");
+        assert_eq!(std::fs::read(dir_path.join(file)).unwrap(), before, "a refused change wrote nothing");
+
+        edit_bundle(&dir_path, "prod", &key, &BundleChange::RemoveSshKey { name: "deploy".into() }).unwrap();
+        let loaded = load_bundle(&dir_path, "prod", &key_path).unwrap();
+        assert!(loaded.bundle.ssh.as_ref().is_none_or(|s| s.keys.is_empty()));
+        let listed = files(&dir_path);
+        assert_eq!(listed, [".agentlab-secrets.lock".to_string(), file.to_string()], "no temp file left");
+    }
+}
+
+#[test]
+fn setting_a_value_in_a_missing_bundle_creates_it_and_removing_from_one_is_refused() {
+    let (dir, key_path) = setup("prod.age");
+    let key = AgeKey::load(&key_path).unwrap();
+    let removed = edit_bundle(&secrets(&dir), "new", &key, &BundleChange::UnsetEnv { name: "A".into() }).unwrap_err();
+    assert_eq!(removed.code(), "v1/secrets/not_found", "{removed}");
+    let edited = edit_bundle(&secrets(&dir), "new", &key, &set_env("A", "1")).unwrap();
+    assert!(edited.created && edited.path.ends_with("new.age"), "{edited:?}");
+    assert_eq!(load_bundle(&secrets(&dir), "new", &key_path).unwrap().bundle.env["A"], "1");
+}
+
+#[test]
+fn rotating_the_key_reseals_every_bundle_to_the_new_key_alone() {
+    let (dir, key_path) = setup("prod.age");
+    let plain = dir.path().join("plain.yaml");
+    seal(&key_path, &plain, &secrets(&dir).join("team.sops.yaml")).unwrap();
+    let old_key_text = std::fs::read_to_string(&key_path).unwrap();
+    let old = dir.path().join("old.key");
+    std::fs::copy(&key_path, &old).unwrap();
+    let old_recipient = AgeKey::load(&key_path).unwrap().recipient();
+
+    let rotated = rotate_key(&secrets(&dir), &key_path).unwrap();
+    assert_eq!(rotated.bundles, ["prod", "team"]);
+    assert_eq!(rotated.retired, [old_recipient.clone()]);
+    let new = AgeKey::load(&key_path).unwrap();
+    assert_eq!(new.recipient(), rotated.recipient);
+    assert_eq!(new.recipients().len(), 1, "the identity file holds the new key alone");
+    assert_ne!(std::fs::read_to_string(&key_path).unwrap(), old_key_text);
+    for name in ["prod", "team"] {
+        assert_eq!(load_bundle(&secrets(&dir), name, &key_path).unwrap().bundle.env["A_KEY"], "a-value");
+        let refused = load_bundle(&secrets(&dir), name, &old).unwrap_err();
+        assert_eq!(refused.code(), "v1/secrets/decrypt_failed", "{name} still opens with the old key: {refused}");
+    }
+}
+
+#[test]
+fn a_bundle_the_key_cannot_open_stops_the_rotation_before_anything_changes() {
+    let (dir, key_path) = setup("prod.age");
+    let stranger = dir.path().join("stranger.key");
+    write_identity(&stranger).unwrap();
+    seal(&stranger, &dir.path().join("plain.yaml"), &secrets(&dir).join("other.age")).unwrap();
+    let key_before = std::fs::read(&key_path).unwrap();
+    let prod_before = std::fs::read(secrets(&dir).join("prod.age")).unwrap();
+    let err = rotate_key(&secrets(&dir), &key_path).unwrap_err();
+    assert_eq!(err.code(), "v1/secrets/decrypt_failed", "{err}");
+    assert!(err.to_string().contains("other.age"), "{err}");
+    assert_eq!(std::fs::read(&key_path).unwrap(), key_before);
+    assert_eq!(std::fs::read(secrets(&dir).join("prod.age")).unwrap(), prod_before);
+}
