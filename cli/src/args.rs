@@ -526,6 +526,40 @@ pub enum SecretsCommand {
         #[arg(long)]
         bundle: Option<String>,
     },
+    /// Every bundle (age or sops), whether it opens, its names; the key and recent secrets events.
+    List,
+    /// One bundle's sections and names; its values only with --reveal (recorded as an event).
+    Show {
+        /// Bundle name (default: the daemon's secrets_bundle).
+        bundle: Option<String>,
+        /// Print the decrypted bundle. Recorded (who, which bundle) in the daemon's events.
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Set env.NAME; the value is read from stdin (or asked for, unechoed), never from the command line.
+    SetEnv { bundle: String, name: String },
+    /// Remove env.NAME.
+    UnsetEnv { bundle: String, name: String },
+    /// Set git.FIELD (username, token, ssh_private_key, ssh_public_key, known_hosts) from stdin.
+    SetGit { bundle: String, field: String },
+    /// Add ssh.keys.NAME; the private key is read from stdin.
+    AddSshKey {
+        bundle: String,
+        name: String,
+        /// The key's type, e.g. ed25519.
+        #[arg(long = "type")]
+        key_type: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Remove ssh.keys.NAME.
+    RemoveSshKey { bundle: String, name: String },
+    /// Make a new age key and re-seal every bundle to it; the old key is dropped only when all are.
+    RotateKey {
+        /// Rotate without asking (the old key stops opening anything).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn parse_job_filter(text: &str) -> Result<JobState, String> {

@@ -152,9 +152,7 @@ pub fn run(client: &DaemonClient, cli: &Cli) -> Result<(), ClientError> {
         Command::Job(command) => crate::jobs::run(client, cli.json, command),
         Command::Workspace(command) => crate::workspaces::run(client, cli.json, command),
         Command::Session(command) => crate::sessions::run(client, cli.json, command),
-        Command::Secrets(crate::args::SecretsCommand::Validate { bundle }) => {
-            crate::jobs::validate_secrets(client, cli.json, bundle)
-        }
+        Command::Secrets(command) => crate::secrets::run(client, cli.json, command),
         Command::Debug(DebugCommand::Actors) => {
             let value = client.get_value("/v1/debug/actors")?;
             print_or(cli.json, &value, |v: DebugActorsResponse| render::actors(&v))

@@ -1,4 +1,4 @@
-//! The `job` and `secrets` commands.
+//! The `job` commands.
 
 use crate::args::{ArtifactsAction, ArtifactsArgs, DownloadArgs, JobCommand, JobRunArgs};
 use crate::client::{ClientError, DaemonClient};
@@ -192,26 +192,6 @@ fn download_target(out: Option<&std::path::Path>, artifact: &str) -> Result<Path
             .map_err(|e| ClientError::Usage(format!("cannot create directory {}: {e}", out.display())))?;
     }
     Ok(if out.is_dir() { out.join(file_name) } else { out.to_path_buf() })
-}
-
-pub fn validate_secrets(client: &DaemonClient, json: bool, bundle: &Option<String>) -> Result<(), ClientError> {
-    let body = agentlab_model::protocol::ValidateSecretsRequest { bundle: bundle.clone() };
-    let value = client.post_value("/v1/secrets/validate", &body)?;
-    crate::commands::print_or(json, &value, |v: agentlab_model::protocol::ValidateSecretsResponse| {
-        let sections = v.summary["sections"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
-        let env = v.summary["env_names"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
-        format!(
-            "bundle {} ok ({})\n  sections: {}\n  env: {}\n",
-            v.bundle,
-            v.path,
-            sections.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into()),
-            env.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into())
-        )
-    })
 }
 
 fn render_job(job: &JobView) -> String {

@@ -9,6 +9,7 @@ mod follow;
 mod jobs;
 mod render;
 mod render_status;
+mod secrets;
 mod sessions;
 mod ssh;
 mod terminal;

@@ -50,6 +50,19 @@ pub(crate) fn write_private_file_checked(
     File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| BundleError::io("syncing directory", &dir, e))
 }
 
+/// Removes the temp files a crashed writer of `path` left behind (`.NAME.tmp-*`). Only safe
+/// while no other writer of `path` runs: callers hold the secrets directory's lock.
+pub(crate) fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn write_temp(temp: &Path, bytes: &[u8]) -> Result<(), BundleError> {
     let mut file = OpenOptions::new()
         .write(true)

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::age_key::AgeKey;
-use crate::atomic_write::{Existing, write_private_file_checked};
+use crate::atomic_write::{Existing, remove_stale_temps, write_private_file_checked};
 use crate::bundle::SecretsBundle;
 use crate::error::BundleError;
 use crate::load::{decrypt_located, encrypt_as};
@@ -98,7 +98,8 @@ pub fn edit_bundle(secrets_dir: &Path, name: &str, key: &AgeKey, change: &Bundle
     let (located, mut document, created) = match locate(secrets_dir, name) {
         Ok(located) => {
             let plaintext = decrypt_located(&located, key)?;
-            let text = String::from_utf8(plaintext).map_err(|_| invalid(&located.path, "the bundle is not UTF-8 text"))?;
+            let text =
+                String::from_utf8(plaintext).map_err(|_| invalid(&located.path, "the bundle is not UTF-8 text"))?;
             let document = Node::parse(&text).map_err(|e| invalid(&located.path, &e))?;
             (located, document, false)
         }
@@ -113,7 +114,8 @@ pub fn edit_bundle(secrets_dir: &Path, name: &str, key: &AgeKey, change: &Bundle
     if document == Node::Null {
         document = Node::Map(Vec::new());
     }
-    apply(&mut document, change).map_err(|message| BundleError::InvalidChange { origin: display(&located.path), message })?;
+    apply(&mut document, change)
+        .map_err(|message| BundleError::InvalidChange { origin: display(&located.path), message })?;
     let text = document.to_yaml();
     let bundle = SecretsBundle::parse_yaml(&text, &display(&located.path))?;
     reseal(&located, key, &key.recipients(), text.as_bytes(), &bundle)?;
@@ -121,7 +123,8 @@ pub fn edit_bundle(secrets_dir: &Path, name: &str, key: &AgeKey, change: &Bundle
 }
 
 /// Seals `plaintext` (which parses as `expected`) to `recipients` in the located file's format
-/// and puts it in place once `reader` decrypts the written file back to `expected`.
+/// and puts it in place once `reader` decrypts the written file back to `expected`. The caller
+/// holds the directory lock, so temp files of the bundle are a crashed writer's and go first.
 pub(crate) fn reseal(
     located: &Located,
     reader: &AgeKey,
@@ -130,6 +133,7 @@ pub(crate) fn reseal(
     expected: &SecretsBundle,
 ) -> Result<(), BundleError> {
     let sealed = encrypt_as(located.format, recipients, plaintext)?;
+    remove_stale_temps(&located.path);
     let check = |temp: &Path| {
         let written = Located { path: temp.to_path_buf(), format: located.format };
         let opened = decrypt_located(&written, reader)?;

@@ -26,8 +26,8 @@ pub use bundle::{
 pub use edit::{BundleChange, Edited, GitField, edit_bundle};
 pub use error::BundleError;
 pub use load::{LoadedBundle, Sealed, decrypt_located, encrypt_as, load_bundle, load_bundle_with_key, seal};
-pub use rotate::{Rotated, rotate_key};
 pub use locate::{BundleFormat, Located, bundle_names, is_sops_path, locate};
+pub use rotate::{Rotated, rotate_key};
 pub use sops::{decrypt_sops_file, encrypt_sops};
 pub use summary::{BundleSummary, GitFieldsSet};
 

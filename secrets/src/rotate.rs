@@ -17,7 +17,7 @@ use std::path::Path;
 use age::secrecy::ExposeSecret;
 
 use crate::age_key::{AgeKey, generate_identity};
-use crate::atomic_write::{Existing, write_private_file};
+use crate::atomic_write::{Existing, remove_stale_temps, write_private_file};
 use crate::bundle::SecretsBundle;
 use crate::edit::{DirLock, reseal};
 use crate::error::BundleError;
@@ -56,6 +56,7 @@ pub fn rotate_key(secrets_dir: &Path, identity_path: &Path) -> Result<Rotated, B
     let (new_text, recipient) = generate_identity();
     let new_key = AgeKey::parse(identity_path, new_text.expose_secret())?;
     let both = format!("{}{old_text}", new_text.expose_secret());
+    remove_stale_temps(identity_path);
     write_private_file(identity_path, both.as_bytes(), Existing::Replace)?;
 
     let recipients = new_key.recipients();

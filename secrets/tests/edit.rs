@@ -76,7 +76,8 @@ fn env_git_and_ssh_changes_keep_the_rest_in_both_formats() {
         let before = std::fs::read(dir_path.join(file)).unwrap();
         let duplicate = edit_bundle(&dir_path, "prod", &key, &ssh).unwrap_err();
         assert_eq!(duplicate.code(), "v1/secrets/invalid_change", "{duplicate}");
-        let missing = edit_bundle(&dir_path, "prod", &key, &BundleChange::UnsetEnv { name: "NOPE".into() }).unwrap_err();
+        let missing =
+            edit_bundle(&dir_path, "prod", &key, &BundleChange::UnsetEnv { name: "NOPE".into() }).unwrap_err();
         assert!(missing.to_string().contains("env.NOPE is not in the bundle"), "{missing}");
         let bad = edit_bundle(&dir_path, "prod", &key, &set_env("1BAD", "x")).unwrap_err();
         assert_eq!(bad.code(), "v1/secrets/invalid_bundle", "{bad}");
@@ -114,7 +115,7 @@ fn rotating_the_key_reseals_every_bundle_to_the_new_key_alone() {
 
     let rotated = rotate_key(&secrets(&dir), &key_path).unwrap();
     assert_eq!(rotated.bundles, ["prod", "team"]);
-    assert_eq!(rotated.retired, [old_recipient.clone()]);
+    assert_eq!(rotated.retired, [old_recipient]);
     let new = AgeKey::load(&key_path).unwrap();
     assert_eq!(new.recipient(), rotated.recipient);
     assert_eq!(new.recipients().len(), 1, "the identity file holds the new key alone");

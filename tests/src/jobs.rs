@@ -52,6 +52,8 @@ pub fn make_repo(dir: &Path) -> PathBuf {
         // Workspaces: one job leaves state in the workspace, the next reads it.
         ("ws-write", "echo \"state from $AGENTLAB_JOB_ID\" > \"$AGENTLAB_WORK_DIR/state.txt\"\necho wrote".to_string()),
         ("ws-read", "echo \"read: $(cat \"$AGENTLAB_WORK_DIR/state.txt\")\"".to_string()),
+        // Which value the job got, without printing it (a printed secret is redacted).
+        ("secret-hash", "echo \"secret sha256: $(printf %s \"$DEMO_SECRET\" | sha256sum | cut -c1-16)\"".to_string()),
         // The seed FAQ's way to read a secret: jq on the bundle file.
         (
             "bundle",

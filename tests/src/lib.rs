@@ -53,6 +53,22 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// Waits `d` (for tests that need a moment to pass, such as a random kill time).
+/// Every file under `dir` whose bytes contain `needle` (a secret that must not be there).
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            hits.push(path.display().to_string());
+        }
+    }
+    hits
+}
+
 pub fn pause(d: Duration) {
     #[allow(clippy::disallowed_methods)]
     std::thread::sleep(d);
@@ -249,6 +265,30 @@ impl Workspace {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn agentlab")
+    }
+
+    /// Starts the CLI with stdin, stdout and stderr piped (a test writes stdin when it likes).
+    pub fn cli_piped(&self, args: &[&str]) -> Child {
+        Command::new(bin("agentlab"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .env_remove("AGENTLAB_SOCKET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agentlab")
+    }
+
+    /// Runs the CLI with `input` on its stdin.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> CliOutput {
+        use std::io::Write;
+        let mut child = self.cli_piped(args);
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).expect("write the CLI's stdin");
+        }
+        CliOutput::from(child.wait_with_output().expect("wait for agentlab"))
     }
 
     /// Runs the CLI against this workspace's socket.

@@ -2,27 +2,11 @@
 //! `agentlabd`, `agentlab`, `git` and `age`.
 
 use agentlab_e2e::jobs::{JobBench, SECRET, run};
-use agentlab_e2e::{eventually, pause};
+use agentlab_e2e::{eventually, files_containing, pause};
 use std::process::Command;
 use std::time::Duration;
 
 const JOB_LIMIT: Duration = Duration::from_secs(120);
-
-/// Every file under `dir`, as bytes (artifacts, the database and its WAL).
-fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            stack.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
-        } else if let Ok(bytes) = std::fs::read(&path)
-            && bytes.windows(needle.len()).any(|w| w == needle)
-        {
-            hits.push(path.display().to_string());
-        }
-    }
-    hits
-}
 
 #[test]
 fn a_job_completes_with_redacted_logs_and_verified_artifacts() {

@@ -67,3 +67,224 @@ fn a_sops_bundle_serves_a_job_and_a_tampered_one_is_refused_at_the_request() {
     let jobs = bench.ws.cli(&["--json", "job", "list"]);
     assert_eq!(jobs.json()["jobs"].as_array().map(Vec::len), Some(1), "no job was recorded: {jobs:?}");
 }
+
+/// The first 16 hex digits of the value's SHA-256: what the `secret-hash` job prints.
+fn sha16(value: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(value.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()[..16].to_string()
+}
+
+/// Every process's argv that contains one of `needles`, read from /proc.
+fn argv_holding(needles: &[&str]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let argv = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if needles.iter().any(|n| argv.contains(n)) {
+            hits.push(format!("pid {}: {argv}", entry.file_name().to_string_lossy()));
+        }
+    }
+    hits
+}
+
+/// Scans /proc until told to stop; every argv that held a needle.
+struct ArgvWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl ArgvWatch {
+    fn start(needles: Vec<String>) -> ArgvWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+            let (mut scans, mut hits) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                hits.extend(argv_holding(&needles));
+                scans += 1;
+                agentlab_e2e::pause(std::time::Duration::from_millis(2));
+            }
+            (scans, hits)
+        });
+        ArgvWatch { stop, thread }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn secrets_commands_change_bundles_and_no_value_reaches_argv_events_or_logs() {
+    const NEW: &str = "n3w-VALUE-set-through-stdin-81c2";
+    const TOKEN: &str = "ghp_t0ken-through-stdin-5d1e";
+    const SSH_KEY: &str =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nssh-key-body-through-stdin-77aa\n-----END OPENSSH PRIVATE KEY-----\n";
+    let bench = JobBench::with_runner();
+    let _daemon = bench.ws.start_daemon();
+    let ws = &bench.ws;
+    let watch = ArgvWatch::start(vec![NEW.into(), TOKEN.into(), "ssh-key-body-through-stdin".into(), SECRET.into()]);
+
+    let list = ws.cli(&["secrets", "list"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(list.stdout.contains("default (age) ok") && list.stdout.contains("DEMO_SECRET"), "{list:?}");
+
+    // A value piped in: argv is clean while the CLI waits for it and while the daemon works.
+    let mut child = ws.cli_piped(&["secrets", "set-env", "default", "DEMO_SECRET"]);
+    agentlab_e2e::pause(std::time::Duration::from_millis(300));
+    assert_eq!(child.try_wait().unwrap(), None, "the CLI waits for the value on stdin");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{NEW}\n").as_bytes()).unwrap();
+    }
+    let set = agentlab_e2e::CliOutput::from(child.wait_with_output().unwrap());
+    assert_eq!(set.code, 0, "{set:?}");
+    assert!(set.stdout.contains("changed: set_env env.DEMO_SECRET") && !set.stdout.contains(NEW), "{set:?}");
+
+    // The next job gets the new value (its hash; the value itself is redacted from the log).
+    let job = bench.run_job("secret-hash", 60, &["--follow"]);
+    assert_eq!(job.code, 0, "{job:?}\n{}", bench.guest_logs());
+    assert!(job.stdout.contains(&format!("secret sha256: {}", sha16(NEW))), "{job:?}");
+
+    let set_git = ws.cli_stdin(&["secrets", "set-git", "default", "token"], TOKEN);
+    assert_eq!(set_git.code, 0, "{set_git:?}");
+    let add_key = ws.cli_stdin(&["secrets", "add-ssh-key", "default", "deploy", "--type", "ed25519"], SSH_KEY);
+    assert_eq!(add_key.code, 0, "{add_key:?}");
+    let duplicate = ws.cli_stdin(&["secrets", "add-ssh-key", "default", "deploy"], SSH_KEY);
+    assert_eq!(duplicate.code, 1, "{duplicate:?}");
+    assert!(duplicate.stderr.contains("ssh.keys.deploy is already in the bundle"), "{duplicate:?}");
+    let nothing = ws.cli_stdin(&["secrets", "set-env", "default", "EMPTY"], "");
+    assert_eq!(nothing.code, 2, "{nothing:?}");
+    assert!(nothing.stderr.contains("no value for env.EMPTY on stdin"), "{nothing:?}");
+
+    // show: names only; --reveal shows the values and is recorded first.
+    let show = ws.cli(&["secrets", "show", "default"]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert!(show.stdout.contains("env: DEMO_SECRET") && show.stdout.contains("git: token"), "{show:?}");
+    assert!(show.stdout.contains("ssh keys: deploy") && !show.stdout.contains(NEW), "{show:?}");
+    let reveal = ws.cli(&["secrets", "show", "default", "--reveal"]);
+    assert_eq!(reveal.code, 0, "{reveal:?}");
+    assert!(reveal.stdout.contains(NEW) && reveal.stdout.contains(TOKEN), "{reveal:?}");
+    assert!(reveal.stderr.contains("secrets.revealed"), "{reveal:?}");
+
+    let unset = ws.cli(&["secrets", "remove-ssh-key", "default", "deploy"]);
+    assert_eq!(unset.code, 0, "{unset:?}");
+    let missing = ws.cli(&["secrets", "unset-env", "default", "NOPE"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("env.NOPE is not in the bundle"), "{missing:?}");
+
+    // The audit trail: every change and the reveal, by name.
+    let audit = ws.cli(&["--json", "secrets", "list"]);
+    let kinds: Vec<String> = audit.json()["audit"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e["kind"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        ["secrets.changed", "secrets.revealed", "secrets.changed", "secrets.changed", "secrets.changed"],
+        "{audit:?}"
+    );
+    assert!(
+        audit.stdout.contains("set_git git.token") && audit.stdout.contains("add_ssh_key ssh.keys.deploy"),
+        "{audit:?}"
+    );
+
+    // Rotation: a new key, every bundle re-sealed to it alone; jobs go on with the same values.
+    let old_key = ws.path().join("old.key");
+    std::fs::copy(ws.path().join("keys/age.key"), &old_key).unwrap();
+    let refused = ws.cli(&["secrets", "rotate-key"]);
+    assert_eq!(refused.code, 2, "without --yes and no terminal: {refused:?}");
+    let rotated = ws.cli(&["--json", "secrets", "rotate-key", "--yes"]);
+    assert_eq!(rotated.code, 0, "{rotated:?}");
+    let recipient = rotated.json()["recipient"].as_str().unwrap_or_default().to_string();
+    let now = run(Command::new("age-keygen").arg("-y").arg(ws.path().join("keys/age.key")));
+    assert_eq!(now.trim(), recipient, "the identity file holds the new key alone");
+    let old_open = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(&old_key)
+        .arg(ws.path().join("secrets/default.age"))
+        .output()
+        .unwrap();
+    assert!(!old_open.status.success(), "the old key still opens the bundle");
+    let after = bench.run_job("secret-hash", 60, &["--follow"]);
+    assert_eq!(after.code, 0, "{after:?}");
+    assert!(after.stdout.contains(&format!("secret sha256: {}", sha16(NEW))), "{after:?}");
+
+    // Nowhere: argv (scanned throughout), events, the daemon's log, the database.
+    let (scans, hits) = watch.finish();
+    assert!(scans > 10, "/proc was scanned {scans} times");
+    assert!(hits.is_empty(), "a secret in a process's argv: {hits:?}");
+    let everything = ws.cli(&["--json", "secrets", "list"]).stdout;
+    let log = std::fs::read_to_string(ws.path().join("agentlabd.log")).unwrap_or_default();
+    for value in [NEW, TOKEN, "ssh-key-body-through-stdin", SECRET] {
+        assert!(!everything.contains(value), "{value} in secrets list");
+        assert!(!log.contains(value), "{value} in the daemon's log");
+        let hits = agentlab_e2e::files_containing(&ws.path().join("data"), value.as_bytes());
+        assert!(hits.is_empty(), "{value} in {hits:?}");
+    }
+}
+
+#[test]
+fn kill_9_while_a_bundle_is_resealed_leaves_one_that_opens() {
+    let bench = JobBench::with_runner();
+    let ws = &bench.ws;
+    let bundle = ws.path().join("secrets/default.age");
+    let key = ws.path().join("keys/age.key");
+    // What the bundle holds, read with the age CLI (a reader independent of the daemon).
+    let current = || {
+        let out = Command::new("age").args(["-d", "-i"]).arg(&key).arg(&bundle).output().unwrap();
+        assert!(out.status.success(), "the bundle does not open: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("\"DEMO_SECRET\": ").or_else(|| l.trim().strip_prefix("DEMO_SECRET: ")))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
+    let mut previous = SECRET.to_string();
+    let temp_files = || {
+        std::fs::read_dir(ws.path().join("secrets"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect::<Vec<String>>()
+    };
+    let (mut kept, mut replaced, mut mid_write) = (0, 0, 0);
+    for round in 0..24u64 {
+        let daemon = ws.start_daemon();
+        let value = format!("value-of-round-{round}");
+        let mut child = ws.cli_piped(&["secrets", "set-env", "default", "DEMO_SECRET"]);
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+        }
+        // From at once to well after the request would have been answered.
+        agentlab_e2e::pause(std::time::Duration::from_millis(round * 2));
+        daemon.kill9();
+        let _ = child.wait();
+        // A temp file left behind: the kill landed between writing the new bundle and
+        // renaming it over the old one.
+        mid_write += usize::from(!temp_files().is_empty());
+        let now = current();
+        assert!(now == previous || now == value, "round {round}: the bundle holds {now:?}");
+        if now == value {
+            replaced += 1
+        } else {
+            kept += 1
+        }
+        previous = now;
+    }
+    eprintln!(
+        "kill -9 during set-env: {kept} rounds kept the old bundle, {replaced} had the new one, {mid_write} were \
+         killed mid-write"
+    );
+    // A change after the crashes leaves no temp file behind.
+    let _daemon = ws.start_daemon();
+    let done = ws.cli_stdin(&["secrets", "set-env", "default", "DEMO_SECRET"], "final");
+    assert_eq!(done.code, 0, "{done:?}");
+    assert_eq!(current(), "final");
+    assert!(temp_files().is_empty(), "{:?}", temp_files());
+}

@@ -175,6 +175,19 @@ impl Store {
         })
     }
 
+    /// The newest events whose kind starts with `prefix` (e.g. `secrets.`; no `%` or `_`),
+    /// newest first.
+    pub fn events_of_kind_prefix(&self, prefix: &str, limit: u32) -> StoreResult<Vec<EventView>> {
+        let pattern = format!("{prefix}%");
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE kind LIKE ?1 ORDER BY id DESC LIMIT ?2"))
+                .map_err(|e| self.err(e))?;
+            let rows = stmt.query_map(rusqlite::params![pattern, limit], event_view).map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+        })
+    }
+
     /// The newest failure events of any entity, newest first.
     pub fn recent_failures(&self, limit: u32) -> StoreResult<Vec<EventView>> {
         self.read(|conn| {

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use age::armor::{ArmoredReader, ArmoredWriter, Format};
 
 use super::cipher::DataKey;
-use crate::tree::Node;
 use crate::age_key::AgeKey;
+use crate::tree::Node;
 
 /// sops's default rule when a file names none (`DefaultUnencryptedSuffix`).
 pub(crate) const DEFAULT_UNENCRYPTED_SUFFIX: &str = "_unencrypted";

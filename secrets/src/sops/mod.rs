@@ -7,13 +7,12 @@
 mod cipher;
 mod metadata;
 
-
 use sha2::{Digest, Sha512};
 
 use crate::age_key::AgeKey;
+use crate::tree::Node;
 use cipher::{DataKey, scalar_bytes};
 use metadata::{DEFAULT_UNENCRYPTED_SUFFIX, Metadata, Rule, SOPS_FORMAT_VERSION, seal_data_key};
-use crate::tree::Node;
 
 /// `MACOnlyEncryptedInitialization` (`sops.go`): SHA-256 of "sops", hashed first when the
 /// MAC covers encrypted values only, so the two kinds of MAC never coincide.
@@ -156,12 +155,7 @@ impl<'a> Walk<'a> {
 
     /// Rebuilds `node` with each scalar replaced by `leaf(…)`; nulls are kept and, as in sops's
     /// walk, neither encrypted nor hashed. A sequence element has its sequence's path.
-    fn map_leaves(
-        &mut self,
-        node: &Node,
-        path: &mut Vec<String>,
-        leaf: &mut LeafFn<'_, 'a>,
-    ) -> Result<Node, String> {
+    fn map_leaves(&mut self, node: &Node, path: &mut Vec<String>, leaf: &mut LeafFn<'_, 'a>) -> Result<Node, String> {
         match node {
             Node::Map(entries) => {
                 let mut out = Vec::with_capacity(entries.len());

@@ -6,12 +6,11 @@ use super::{ApiError, AppState, Peer, StrictJson};
 use agentlab_actors::job::{self, JobMsg};
 use agentlab_actors::model::{ErrorCode, JobState, time_format};
 use agentlab_actors::protocol::{
-    ArtifactsResponse, CreateJobRequest, EventsResponse, JobView, JobsResponse, TimelineEntry, ValidateSecretsRequest,
-    ValidateSecretsResponse,
+    ArtifactsResponse, CreateJobRequest, EventsResponse, JobView, JobsResponse, TimelineEntry,
 };
 use agentlab_actors::store::{EventPage, JobRecord};
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
@@ -230,24 +229,4 @@ pub async fn download(
         .header("X-Artifact-Sha256", &chosen.info.sha256)
         .body(body)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot build the response: {e}")))
-}
-
-pub async fn validate_secrets(
-    State(app): State<AppState>,
-    body: Bytes,
-) -> Result<Json<ValidateSecretsResponse>, ApiError> {
-    let req: ValidateSecretsRequest = super::sandbox_ops::optional_body(&body)?;
-    let name = req.bundle.unwrap_or_else(|| app.config.secrets_bundle.clone());
-    let (dir, key) = (app.config.secrets_dir.clone(), app.config.secrets_age_key_path.clone());
-    let bundle_name = name.clone();
-    let loaded = tokio::task::spawn_blocking(move || agentlab_secrets::load_bundle(&dir, &bundle_name, &key))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("secrets check failed: {e}")))?
-        .map_err(|e| {
-            ApiError::new(ErrorCode::SecretsInvalid, format!("bundle `{name}`: {e}"))
-                .with_details(serde_json::json!({"bundle": name, "reason": e.code()}))
-        })?;
-    let summary = serde_json::to_value(loaded.bundle.summary())
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot summarise the bundle: {e}")))?;
-    Ok(Json(ValidateSecretsResponse { bundle: name, path: loaded.path.display().to_string(), ok: true, summary }))
 }

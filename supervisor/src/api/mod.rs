@@ -11,6 +11,7 @@ mod routes;
 mod sandbox_create;
 mod sandbox_fleet;
 mod sandbox_ops;
+mod secrets;
 mod sessions;
 mod templates;
 mod workspaces;
@@ -101,7 +102,11 @@ pub fn routes() -> Routes {
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/jobs/{id}/artifacts", get(jobs::artifacts))
         .route("/v1/jobs/{id}/artifacts/download", get(jobs::download))
-        .route("/v1/secrets/validate", post(jobs::validate_secrets))
+        .route("/v1/secrets", get(secrets::list))
+        .route("/v1/secrets/validate", post(secrets::validate))
+        .route("/v1/secrets/show", post(secrets::show))
+        .route("/v1/secrets/edit", post(secrets::edit))
+        .route("/v1/secrets/rotate-key", post(secrets::rotate_key))
         .route("/v1/debug/actors", get(routes::debug_actors))
 }
 

@@ -81,6 +81,14 @@ pub enum EventKind {
     ProfilesReloadFailed,
     ProxmoxReachable,
     ProxmoxUnreachable,
+    /// An operator changed one entry of a secrets bundle (names only).
+    SecretsChanged,
+    /// An operator had a bundle's values shown (`secrets show --reveal`).
+    SecretsRevealed,
+    /// The daemon's age key was rotated and every bundle re-sealed to the new one.
+    SecretsKeyRotated,
+    /// A key rotation stopped before every bundle was re-sealed (both keys kept).
+    SecretsRotateFailed,
 }
 
 impl EventKind {
@@ -139,6 +147,10 @@ impl EventKind {
             K::ProfilesReloadFailed => "profiles.reload.failed",
             K::ProxmoxReachable => "proxmox.reachable",
             K::ProxmoxUnreachable => "proxmox.unreachable.failed",
+            K::SecretsChanged => "secrets.changed",
+            K::SecretsRevealed => "secrets.revealed",
+            K::SecretsKeyRotated => "secrets.key_rotated",
+            K::SecretsRotateFailed => "secrets.rotate.failed",
         })
     }
 
@@ -161,6 +173,7 @@ impl EventKind {
             | K::ActorGaveUp
             | K::ProfilesReloadFailed
             | K::PoolRefillFailed
+            | K::SecretsRotateFailed
             | K::ProxmoxUnreachable => true,
             K::Operation { phase, .. } => phase == OperationPhase::Failed,
             K::SandboxState
@@ -189,6 +202,9 @@ impl EventKind {
             | K::DaemonStarted
             | K::DaemonStopping
             | K::ProfilesReloaded
+            | K::SecretsChanged
+            | K::SecretsRevealed
+            | K::SecretsKeyRotated
             | K::ProxmoxReachable => false,
         }
     }
@@ -248,6 +264,10 @@ catalog!(
     ProfilesReloadFailed,
     ProxmoxReachable,
     ProxmoxUnreachable,
+    SecretsChanged,
+    SecretsRevealed,
+    SecretsKeyRotated,
+    SecretsRotateFailed,
 );
 
 const PHASES: [OperationPhase; 3] = [OperationPhase::Started, OperationPhase::Completed, OperationPhase::Failed];
