@@ -185,6 +185,21 @@ impl JobBench {
         last
     }
 
+    /// The bootstrap token cloud-init would have written into VM `vmid` (from its snippet).
+    pub fn bootstrap_token(&self, vmid: u64) -> String {
+        let snippets = self.ws.sim_snippets_dir();
+        let prefix = format!("agentlab-{vmid}-");
+        let snippet = std::fs::read_dir(&snippets)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+            .unwrap_or_else(|| panic!("no snippet for {vmid} in {}", snippets.display()));
+        let text = std::fs::read_to_string(&snippet).unwrap_or_default();
+        text.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).unwrap_or_default().to_string()
+    }
+
     /// Every guest's output (runner stderr and agent output), for failure messages.
     pub fn guest_logs(&self) -> String {
         let root = self.ws.path().join("pve-sim/guests");

@@ -34,17 +34,8 @@ fn guest_credentials_are_single_use_bound_and_checked() {
     let other_vmid = bench.job(&other)["sandbox_vmid"].as_u64().unwrap_or(0);
 
     // The token cloud-init would have written into the VM.
-    let snippets = bench.ws.sim_snippets_dir();
-    let snippet = std::fs::read_dir(&snippets)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("agentlab-{vmid}-"))))
-        .unwrap_or_else(|| panic!("no snippet for {vmid} in {}", snippets.display()));
-    let text = std::fs::read_to_string(&snippet).unwrap_or_default();
-    let token = text.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).unwrap_or_default().to_string();
-    assert_eq!(token.len(), 64, "{text}");
+    let token = bench.bootstrap_token(vmid);
+    assert_eq!(token.len(), 64, "{token}");
 
     let guest = format!("http://127.0.0.1:{}", bench.bootstrap_port);
     let fetch = format!("{guest}/v1/bootstrap/fetch");

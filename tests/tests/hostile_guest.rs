@@ -39,15 +39,7 @@ impl Guest {
         });
         assert!(ready, "{}", bench.job(&job));
         let vmid = bench.job(&job)["sandbox_vmid"].as_u64().unwrap_or(0);
-        let snippet = std::fs::read_dir(bench.ws.sim_snippets_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("agentlab-{vmid}-"))))
-            .unwrap_or_else(|| panic!("no snippet for {vmid}"));
-        let text = std::fs::read_to_string(snippet).unwrap_or_default();
-        let token = text.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).unwrap_or_default();
+        let token = bench.bootstrap_token(vmid);
         let guest = format!("http://127.0.0.1:{}", bench.bootstrap_port);
         let body = serde_json::json!({"token": token, "vmid": vmid}).to_string();
         let (code, payload) = call(&format!("{guest}/v1/bootstrap/fetch"), None, body.as_bytes(), "application/json");

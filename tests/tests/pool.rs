@@ -144,19 +144,6 @@ fn the_pool_fills_hands_out_refills_survives_kill_9_and_drains_on_a_profile_chan
     sim.assert_all_requests_valid();
 }
 
-/// The token cloud-init would write into `vmid`'s VM, from its snippet.
-fn bootstrap_token(bench: &JobBench, vmid: u64) -> String {
-    let snippet = std::fs::read_dir(bench.ws.sim_snippets_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("agentlab-{vmid}-"))))
-        .unwrap_or_else(|| panic!("no snippet for {vmid}"));
-    let text = std::fs::read_to_string(&snippet).unwrap_or_default();
-    text.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).unwrap_or_default().to_string()
-}
-
 fn fetch(bench: &JobBench, token: &str, vmid: u64) -> (u16, serde_json::Value) {
     let url = format!("http://127.0.0.1:{}/v1/bootstrap/fetch", bench.bootstrap_port);
     let body = serde_json::json!({"token": token, "vmid": vmid}).to_string();
@@ -180,7 +167,7 @@ fn a_pooled_guest_waits_for_a_claim_then_gets_its_own_single_use_tokens() {
     let ws = &bench.ws;
     assert!(eventually(Duration::from_secs(60), || ready(ws) == 1), "{}", pool(ws));
     let vmid = *pooled_vmids(ws).iter().next().unwrap();
-    let token = bootstrap_token(&bench, vmid);
+    let token = bench.bootstrap_token(vmid);
     assert_eq!(token.len(), 64);
 
     // Before a claim: the fetch is held, then answered 204 ("ask again"); another token or
@@ -208,7 +195,7 @@ fn a_pooled_guest_waits_for_a_claim_then_gets_its_own_single_use_tokens() {
     // The next pooled sandbox has a token of its own, and its job tokens of their own.
     assert!(eventually(Duration::from_secs(60), || ready(ws) == 1), "no refill: {}", pool(ws));
     let next = *pooled_vmids(ws).iter().next().unwrap();
-    let next_token = bootstrap_token(&bench, next);
+    let next_token = bench.bootstrap_token(next);
     assert_ne!(next_token, token);
     let other = run_pooled_job(&bench, "main");
     let (code, second) = fetch(&bench, &next_token, next);

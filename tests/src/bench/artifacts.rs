@@ -8,20 +8,6 @@ use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
 
-/// The token cloud-init would write into `vmid`'s VM, from its snippet.
-fn bootstrap_token(bench: &JobBench, vmid: u64) -> String {
-    let prefix = format!("agentlab-{vmid}-");
-    let snippet = std::fs::read_dir(bench.ws.sim_snippets_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
-        .expect("the sandbox's snippet");
-    let text = std::fs::read_to_string(&snippet).unwrap_or_default();
-    text.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).unwrap_or_default().to_string()
-}
-
 /// The upload and download, with the artifacts (and the download) on the workspace's disk,
 /// then on tmpfs (`/dev/shm`, when it has room): the disk's own write speed bounds the
 /// first; the second is the daemon's and the CLI's path alone.
@@ -76,7 +62,7 @@ fn measure(bytes: u64, artifact_dir: Option<&std::path::Path>) -> Value {
     assert!(ready, "the job's sandbox did not come up");
     let vmid = bench.job(&id)["sandbox_vmid"].as_u64().unwrap_or(0);
     let fetch = format!("http://127.0.0.1:{}/v1/bootstrap/fetch", bench.bootstrap_port);
-    let body = json!({"token": bootstrap_token(&bench, vmid), "vmid": vmid}).to_string();
+    let body = json!({"token": bench.bootstrap_token(vmid), "vmid": vmid}).to_string();
     let (code, text) = crate::guest_post(&fetch, None, body.as_bytes(), "application/json");
     assert_eq!(code, 200, "{text}");
     let payload: Value = serde_json::from_str(&text).unwrap_or_default();
