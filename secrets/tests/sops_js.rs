@@ -14,8 +14,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use agentlab_secrets::{AgeKey, encrypt_sops};
-use support::{BUNDLE, identity_file, yaml_value};
+use agentlab_secrets::encrypt_sops;
+use support::{BUNDLE, fresh_identity, yaml_value};
 
 const SOPS_AGE: &str = "sops-age@4.0.2";
 
@@ -54,13 +54,7 @@ fn sops_age_for_node_opens_what_this_crate_seals() {
         Err(why) => panic!("{why}"),
     };
     let dir = tempfile::tempdir().unwrap();
-    let (identity, _) = agentlab_secrets::generate_identity();
-    let identity = age::secrecy::ExposeSecret::expose_secret(&identity)
-        .lines()
-        .find(|line| line.starts_with("AGE-SECRET-KEY-"))
-        .unwrap()
-        .to_string();
-    let key = AgeKey::load(&identity_file(dir.path(), &identity)).unwrap();
+    let (identity, key) = fresh_identity(dir.path());
     let sealed = dir.path().join("bundle.sops.yaml");
     std::fs::write(&sealed, encrypt_sops(&key.recipients(), BUNDLE.as_bytes()).unwrap()).unwrap();
 

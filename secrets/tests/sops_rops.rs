@@ -10,7 +10,7 @@
 
 mod support;
 
-use agentlab_secrets::{AgeKey, decrypt_sops_file, encrypt_sops};
+use agentlab_secrets::{decrypt_sops_file, encrypt_sops};
 use rops::cryptography::{cipher::AES256GCM, hasher::SHA512};
 use rops::file::RopsFile;
 use rops::file::builder::RopsFileBuilder;
@@ -18,18 +18,13 @@ use rops::file::format::YamlFileFormat;
 use rops::file::metadata::PartialEncryptionConfig;
 use rops::file::state::EncryptedFile;
 use rops::integration::AgeIntegration;
-use support::{BUNDLE, identity_file, yaml_value};
+use support::{BUNDLE, fresh_identity, yaml_value};
 
 #[test]
 fn sops_files_round_trip_with_rops_both_ways() {
     let dir = tempfile::tempdir().unwrap();
-    let (identity, recipient) = agentlab_secrets::generate_identity();
-    let identity = age::secrecy::ExposeSecret::expose_secret(&identity)
-        .lines()
-        .find(|line| line.starts_with("AGE-SECRET-KEY-"))
-        .unwrap()
-        .to_string();
-    let key = AgeKey::load(&identity_file(dir.path(), &identity)).unwrap();
+    let (identity, key) = fresh_identity(dir.path());
+    let recipient = key.recipient();
     // The only test of this binary, so no other thread reads the environment meanwhile.
     #[allow(clippy::disallowed_methods, reason = "rops takes its private key from ROPS_AGE only")]
     // SAFETY: single-threaded at this point (one test in this binary, nothing spawned yet).

@@ -254,31 +254,23 @@ impl Workspace {
         daemon
     }
 
+    /// `agentlab` against this workspace's socket, not yet started.
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin("agentlab"));
+        command.arg("--socket").arg(self.socket()).args(args).env_remove("AGENTLAB_SOCKET");
+        command
+    }
+
     /// Starts the CLI in the background (stdout and stderr discarded).
     pub fn cli_background(&self, args: &[&str]) -> Child {
-        Command::new(bin("agentlab"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .env_remove("AGENTLAB_SOCKET")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn agentlab")
+        self.cli_command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn agentlab")
     }
 
     /// Starts the CLI with stdin, stdout and stderr piped (a test writes stdin when it likes).
     pub fn cli_piped(&self, args: &[&str]) -> Child {
-        Command::new(bin("agentlab"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .env_remove("AGENTLAB_SOCKET")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn agentlab")
+        let mut command = self.cli_command(args);
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.spawn().expect("spawn agentlab")
     }
 
     /// Runs the CLI with `input` on its stdin.
@@ -293,14 +285,7 @@ impl Workspace {
 
     /// Runs the CLI against this workspace's socket.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
-        let output = Command::new(bin("agentlab"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .env_remove("AGENTLAB_SOCKET")
-            .output()
-            .expect("spawn agentlab");
-        CliOutput::from(output)
+        CliOutput::from(self.cli_command(args).output().expect("spawn agentlab"))
     }
 }
 

@@ -15,6 +15,19 @@ pub const REFERENCE_IDENTITY: &str = "AGE-SECRET-KEY-1EQUCGFZH8UZKSZ0Z5N5T234YRN
 pub const BUNDLE: &str = "version: 1\nmetadata:\n  owner_unencrypted: ops\nenv:\n  DEMO_API_KEY: \"sk-demo-4242\"\n  \
                           PORT: 8080\n  FLAG: true\n  EMPTY: \"\"\ngit:\n  username: bot\n  token: \"ghp_tok3n\"\n";
 
+/// A new identity: its `AGE-SECRET-KEY-…` line, and the key loaded from an identity file
+/// written in `dir`.
+pub fn fresh_identity(dir: &Path) -> (String, agentlab_secrets::AgeKey) {
+    let (text, _) = agentlab_secrets::generate_identity();
+    let identity = age::secrecy::ExposeSecret::expose_secret(&text)
+        .lines()
+        .find(|line| line.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_string();
+    let key = agentlab_secrets::AgeKey::load(&identity_file(dir, &identity)).unwrap();
+    (identity, key)
+}
+
 /// Writes `identity` (an AGE-SECRET-KEY line) as a 0600 identity file in `dir`.
 pub fn identity_file(dir: &Path, identity: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
