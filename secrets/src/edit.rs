@@ -13,6 +13,7 @@ use crate::bundle::SecretsBundle;
 use crate::error::BundleError;
 use crate::load::{decrypt_located, encrypt_as};
 use crate::locate::{BundleFormat, Located, locate};
+use crate::sops::sops_age_recipients;
 use crate::summary::BundleSummary;
 use crate::tree::Node;
 
@@ -118,7 +119,12 @@ pub fn edit_bundle(secrets_dir: &Path, name: &str, key: &AgeKey, change: &Bundle
         .map_err(|message| BundleError::InvalidChange { origin: display(&located.path), message })?;
     let text = document.to_yaml();
     let bundle = SecretsBundle::parse_yaml(&text, &display(&located.path))?;
-    reseal(&located, key, &key.recipients(), text.as_bytes(), &bundle)?;
+    let recipients = match (located.format, created) {
+        // A sops file stays sealed to everyone it was (a team's keys next to the daemon's).
+        (BundleFormat::Sops, false) => merge(sops_age_recipients(&located.path)?, key.recipients()),
+        _ => key.recipients(),
+    };
+    reseal(&located, key, &recipients, text.as_bytes(), &bundle)?;
     Ok(Edited { path: located.path, format: located.format, created, summary: bundle.summary() })
 }
 
@@ -144,6 +150,20 @@ pub(crate) fn reseal(
         }
     };
     write_private_file_checked(&located.path, &sealed, Existing::Replace, &check)
+}
+
+/// `first` then those of `more` it does not hold, each recipient once.
+pub(crate) fn merge(
+    first: Vec<age::x25519::Recipient>,
+    more: Vec<age::x25519::Recipient>,
+) -> Vec<age::x25519::Recipient> {
+    let mut all = first;
+    for recipient in more {
+        if !all.iter().any(|r| r.to_string() == recipient.to_string()) {
+            all.push(recipient);
+        }
+    }
+    all
 }
 
 fn apply(document: &mut Node, change: &BundleChange) -> Result<(), String> {

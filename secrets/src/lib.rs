@@ -28,7 +28,7 @@ pub use error::BundleError;
 pub use load::{LoadedBundle, Sealed, decrypt_located, encrypt_as, load_bundle, load_bundle_with_key, seal};
 pub use locate::{BundleFormat, Located, bundle_names, is_sops_path, locate};
 pub use rotate::{Rotated, rotate_key};
-pub use sops::{decrypt_sops_file, encrypt_sops};
+pub use sops::{decrypt_sops_file, encrypt_sops, sops_age_recipients};
 pub use summary::{BundleSummary, GitFieldsSet};
 
 /// The age crate's recipient type, for callers of [`encrypt_to`] and [`encrypt_sops`].

@@ -5,8 +5,9 @@
 //!    changed.
 //! 2. The identity file becomes the new identity followed by the old ones (the daemon tries
 //!    every identity in the file, so each bundle reads whichever key it is sealed to).
-//! 3. Each bundle is re-sealed to the new recipient alone, checked to open with the new
-//!    identity alone, and renamed into place.
+//! 3. Each bundle is re-sealed to the new recipient alone (a sops file keeps its other age
+//!    recipients, a team's: only the daemon's old key is dropped), checked to open with the
+//!    new identity alone, and renamed into place.
 //! 4. Only when all are: the identity file becomes the new identity alone.
 //!
 //! A crash (or a failed bundle) between 2 and 4 leaves the file with both keys and every
@@ -19,10 +20,11 @@ use age::secrecy::ExposeSecret;
 use crate::age_key::{AgeKey, generate_identity};
 use crate::atomic_write::{Existing, remove_stale_temps, write_private_file};
 use crate::bundle::SecretsBundle;
-use crate::edit::{DirLock, reseal};
+use crate::edit::{DirLock, merge, reseal};
 use crate::error::BundleError;
 use crate::load::decrypt_located;
-use crate::locate::{bundle_names, locate};
+use crate::locate::{BundleFormat, bundle_names, locate};
+use crate::sops::sops_age_recipients;
 
 /// What a rotation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +42,7 @@ pub fn rotate_key(secrets_dir: &Path, identity_path: &Path) -> Result<Rotated, B
     let _lock = DirLock::take(secrets_dir)?;
     let old = AgeKey::load(identity_path)?;
     let old_text = std::fs::read_to_string(identity_path).map_err(|e| BundleError::io("reading", identity_path, e))?;
+    let old_recipients: Vec<String> = old.recipients().iter().map(ToString::to_string).collect();
 
     let mut opened = Vec::new();
     for name in bundle_names(secrets_dir) {
@@ -50,7 +53,15 @@ pub fn rotate_key(secrets_dir: &Path, identity_path: &Path) -> Result<Rotated, B
             message: "not UTF-8 text".into(),
         })?;
         let bundle = SecretsBundle::parse_yaml(&text, &located.path.display().to_string())?;
-        opened.push((name, located, plaintext, bundle));
+        // A sops file keeps its other recipients (a team's); the daemon's old key goes.
+        let others = match located.format {
+            BundleFormat::Age => Vec::new(),
+            BundleFormat::Sops => sops_age_recipients(&located.path)?
+                .into_iter()
+                .filter(|r| !old_recipients.contains(&r.to_string()))
+                .collect(),
+        };
+        opened.push((name, located, plaintext, bundle, others));
     }
 
     let (new_text, recipient) = generate_identity();
@@ -59,13 +70,11 @@ pub fn rotate_key(secrets_dir: &Path, identity_path: &Path) -> Result<Rotated, B
     remove_stale_temps(identity_path);
     write_private_file(identity_path, both.as_bytes(), Existing::Replace)?;
 
-    let recipients = new_key.recipients();
     let mut bundles = Vec::new();
-    for (name, located, plaintext, bundle) in opened {
-        reseal(&located, &new_key, &recipients, &plaintext, &bundle)?;
+    for (name, located, plaintext, bundle, others) in opened {
+        reseal(&located, &new_key, &merge(new_key.recipients(), others), &plaintext, &bundle)?;
         bundles.push(name);
     }
     write_private_file(identity_path, new_text.expose_secret().as_bytes(), Existing::Replace)?;
-    let retired = old.recipients().iter().map(ToString::to_string).collect();
-    Ok(Rotated { recipient, retired, bundles })
+    Ok(Rotated { recipient, retired: old_recipients, bundles })
 }

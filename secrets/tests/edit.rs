@@ -11,7 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use agentlab_secrets::{
-    AgeKey, BundleChange, BundleFormat, GitField, edit_bundle, load_bundle, rotate_key, seal, write_identity,
+    AgeKey, BundleChange, BundleFormat, GitField, edit_bundle, encrypt_sops, load_bundle, rotate_key, seal,
+    write_identity,
 };
 
 const PLAIN: &str = "version: 1\nmetadata:\n  owner: ops\nenv:\n  B_KEY: \"b-value\"\n  A_KEY: \"a-value\"\n";
@@ -140,4 +141,44 @@ fn a_bundle_the_key_cannot_open_stops_the_rotation_before_anything_changes() {
     assert!(err.to_string().contains("other.age"), "{err}");
     assert_eq!(std::fs::read(&key_path).unwrap(), key_before);
     assert_eq!(std::fs::read(secrets(&dir).join("prod.age")).unwrap(), prod_before);
+}
+
+#[test]
+fn a_sops_bundle_keeps_its_team_recipients_through_changes_and_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, team_path, old_path) =
+        (dir.path().join("age.key"), dir.path().join("team.key"), dir.path().join("old.key"));
+    write_identity(&key_path).unwrap();
+    write_identity(&team_path).unwrap();
+    let dir_path = dir.path().join("secrets");
+    std::fs::create_dir(&dir_path).unwrap();
+    let (daemon, team) = (AgeKey::load(&key_path).unwrap(), AgeKey::load(&team_path).unwrap());
+    let both = [team.recipients(), daemon.recipients()].concat();
+    std::fs::write(dir_path.join("prod.sops.yaml"), encrypt_sops(&both, PLAIN.as_bytes()).unwrap()).unwrap();
+
+    edit_bundle(&dir_path, "prod", &daemon, &set_env("A_KEY", "a-new")).unwrap();
+    for key in [&key_path, &team_path] {
+        assert_eq!(load_bundle(&dir_path, "prod", key).unwrap().bundle.env["A_KEY"], "a-new", "{}", key.display());
+    }
+    std::fs::copy(&key_path, &old_path).unwrap();
+    rotate_key(&dir_path, &key_path).unwrap();
+    assert_eq!(load_bundle(&dir_path, "prod", &key_path).unwrap().bundle.env["A_KEY"], "a-new");
+    assert_eq!(
+        load_bundle(&dir_path, "prod", &team_path).unwrap().bundle.env["A_KEY"],
+        "a-new",
+        "the team still opens it"
+    );
+    assert!(load_bundle(&dir_path, "prod", &old_path).is_err(), "the daemon's old key was dropped");
+
+    // Also sealed to a PGP key: re-sealing here would drop it, so a change is refused.
+    let text = std::fs::read_to_string(dir_path.join("prod.sops.yaml")).unwrap();
+    let with_pgp = text.replace("\"sops\":\n", "\"sops\":\n  \"pgp\":\n    - \"fp\": \"0123456789ABCDEF\"\n");
+    assert_ne!(with_pgp, text);
+    std::fs::write(dir_path.join("prod.sops.yaml"), &with_pgp).unwrap();
+    assert!(load_bundle(&dir_path, "prod", &key_path).is_ok(), "the age key still opens it");
+    let refused =
+        edit_bundle(&dir_path, "prod", &AgeKey::load(&key_path).unwrap(), &set_env("A_KEY", "x")).unwrap_err();
+    assert_eq!(refused.code(), "v1/secrets/unsupported", "{refused}");
+    assert!(refused.to_string().contains("pgp") && refused.to_string().contains("sops edit"), "{refused}");
+    assert_eq!(std::fs::read_to_string(dir_path.join("prod.sops.yaml")).unwrap(), with_pgp);
 }

@@ -212,6 +212,41 @@ pub fn decrypt_sops_file(path: &std::path::Path, key: &AgeKey) -> Result<Vec<u8>
     })
 }
 
+/// Key kinds a sops file may hold besides age (`stores/stores.go` Metadata).
+const OTHER_KEY_KINDS: [&str; 6] = ["kms", "gcp_kms", "azure_kv", "hc_vault", "pgp", "huawei_kms"];
+
+/// The age recipients the sops file at `path` is sealed to, so that re-sealing it keeps the
+/// people who could open it. A file also sealed to keys of another kind (KMS, PGP, …) is
+/// refused: re-sealing here would drop them, and only sops can seal to those.
+pub fn sops_age_recipients(path: &std::path::Path) -> Result<Vec<age::x25519::Recipient>, crate::BundleError> {
+    let unsupported = |reason: String| crate::BundleError::Unsupported { path: path.to_path_buf(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| crate::BundleError::io("reading", path, e))?;
+    let document = Node::parse(&text).map_err(|e| unsupported(format!("not valid YAML: {e}")))?;
+    let sops = document.get("sops").ok_or_else(|| unsupported("not a sops file: it has no `sops` metadata".into()))?;
+    let others: Vec<&str> = OTHER_KEY_KINDS
+        .into_iter()
+        .filter(|kind| sops.get(kind).is_some_and(|keys| !matches!(keys, Node::Null) && *keys != Node::Seq(Vec::new())))
+        .collect();
+    if !others.is_empty() {
+        return Err(unsupported(format!(
+            "the sops file is also sealed to {} keys, which re-sealing it here would drop; change it with `sops set` \
+             or `sops edit`",
+            others.join(", ")
+        )));
+    }
+    let metadata = Metadata::from_node(sops).map_err(unsupported)?;
+    metadata
+        .age
+        .iter()
+        .map(|entry| {
+            entry
+                .recipient
+                .parse()
+                .map_err(|_| unsupported(format!("sops.age: {:?} is not an age recipient", entry.recipient)))
+        })
+        .collect()
+}
+
 /// Encrypts a plaintext YAML bundle as a sops file to `recipients`.
 pub fn encrypt_sops(recipients: &[age::x25519::Recipient], plaintext: &[u8]) -> Result<Vec<u8>, crate::BundleError> {
     let in_memory = std::path::Path::new("<in-memory sops file>");
