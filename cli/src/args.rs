@@ -542,13 +542,14 @@ pub enum SecretsCommand {
     UnsetEnv { bundle: String, name: String },
     /// Set git.FIELD (username, token, ssh_private_key, ssh_public_key, known_hosts) from stdin.
     SetGit { bundle: String, field: String },
-    /// Add ssh.keys.NAME; the private key is read from stdin.
+    /// Add ssh.keys.NAME: an SSH public key (one `TYPE BASE64 [COMMENT]` line) read from stdin.
     AddSshKey {
         bundle: String,
         name: String,
-        /// The key's type, e.g. ed25519.
+        /// The key's type (default: the key's own, e.g. ssh-ed25519).
         #[arg(long = "type")]
         key_type: Option<String>,
+        /// The key's comment (default: the key's own).
         #[arg(long)]
         comment: Option<String>,
     },

@@ -32,7 +32,7 @@ pub fn run(client: &DaemonClient, json: bool, command: &SecretsCommand) -> Resul
             })
         }
         SecretsCommand::List => {
-            let value = client.get_value("/v1/secrets")?;
+            let value = client.get_value("/v1/secrets/bundles")?;
             print_or(json, &value, |v: SecretsListResponse| render_list(&v))
         }
         SecretsCommand::Show { bundle, reveal } => {
@@ -54,7 +54,7 @@ pub fn run(client: &DaemonClient, json: bool, command: &SecretsCommand) -> Resul
             edit(bundle, SecretsChange::SetGit { field: field.clone(), value })
         }
         SecretsCommand::AddSshKey { bundle, name, key_type, comment } => {
-            let key = read_value(&format!("private key for ssh.keys.{name}"), true)?;
+            let key = read_value(&format!("public key for ssh.keys.{name}"), false)?;
             let change = SecretsChange::AddSshKey {
                 name: name.clone(),
                 key,

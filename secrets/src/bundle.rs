@@ -64,7 +64,7 @@ pub struct ArtifactSecrets {
     pub token: Option<String>,
 }
 
-/// Named SSH keys to install for the agent.
+/// Named SSH public keys (kept in the bundle; not delivered to the guest).
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshSecrets {
@@ -72,7 +72,9 @@ pub struct SshSecrets {
     pub keys: BTreeMap<String, SshKey>,
 }
 
-/// One SSH key; `key` is the (private) key material.
+/// One SSH key: `key` is an OpenSSH public key line (`secrets add-ssh-key` refuses a private
+/// one, as the Go version's did). Redacted like a secret all the same, in case an older bundle
+/// holds a private key here.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshKey {

@@ -50,11 +50,28 @@ impl GitField {
 /// One change to a bundle. `Debug` names the entry, never the value.
 #[derive(Clone, PartialEq, Eq)]
 pub enum BundleChange {
-    SetEnv { name: String, value: String },
-    UnsetEnv { name: String },
-    SetGit { field: GitField, value: String },
-    AddSshKey { name: String, key: String, key_type: Option<String>, comment: Option<String> },
-    RemoveSshKey { name: String },
+    SetEnv {
+        name: String,
+        value: String,
+    },
+    UnsetEnv {
+        name: String,
+    },
+    SetGit {
+        field: GitField,
+        value: String,
+    },
+    /// An SSH public key (`TYPE BASE64 [COMMENT]`, one line), as the Go version stored them;
+    /// `key_type` and `comment` default to the key's own.
+    AddSshKey {
+        name: String,
+        key: String,
+        key_type: Option<String>,
+        comment: Option<String>,
+    },
+    RemoveSshKey {
+        name: String,
+    },
 }
 
 impl BundleChange {
@@ -95,6 +112,16 @@ pub struct Edited {
 /// Applies `change` to bundle `name` in `secrets_dir`, re-sealed to `key`'s recipients. A
 /// change that adds to a bundle that does not exist creates `name.age`.
 pub fn edit_bundle(secrets_dir: &Path, name: &str, key: &AgeKey, change: &BundleChange) -> Result<Edited, BundleError> {
+    edit_bundle_all(secrets_dir, name, key, std::slice::from_ref(change))
+}
+
+/// [`edit_bundle`] with several changes, applied in order and re-sealed once: all or none.
+pub fn edit_bundle_all(
+    secrets_dir: &Path,
+    name: &str,
+    key: &AgeKey,
+    changes: &[BundleChange],
+) -> Result<Edited, BundleError> {
     let _lock = DirLock::take(secrets_dir)?;
     let (located, mut document, created) = match locate(secrets_dir, name) {
         Ok(located) => {
@@ -104,7 +131,7 @@ pub fn edit_bundle(secrets_dir: &Path, name: &str, key: &AgeKey, change: &Bundle
             let document = Node::parse(&text).map_err(|e| invalid(&located.path, &e))?;
             (located, document, false)
         }
-        Err(BundleError::NotFound { .. }) if change.adds() => {
+        Err(BundleError::NotFound { .. }) if changes.iter().any(BundleChange::adds) => {
             let stem = name.strip_suffix(".age").unwrap_or(name);
             let located = Located { path: secrets_dir.join(format!("{stem}.age")), format: BundleFormat::Age };
             let document = Node::Map(vec![("version".into(), Node::Int(1))]);
@@ -115,8 +142,10 @@ pub fn edit_bundle(secrets_dir: &Path, name: &str, key: &AgeKey, change: &Bundle
     if document == Node::Null {
         document = Node::Map(Vec::new());
     }
-    apply(&mut document, change)
-        .map_err(|message| BundleError::InvalidChange { origin: display(&located.path), message })?;
+    for change in changes {
+        apply(&mut document, change)
+            .map_err(|message| BundleError::InvalidChange { origin: display(&located.path), message })?;
+    }
     let text = document.to_yaml();
     let bundle = SecretsBundle::parse_yaml(&text, &display(&located.path))?;
     let recipients = match (located.format, created) {
@@ -179,18 +208,40 @@ fn apply(document: &mut Node, change: &BundleChange) -> Result<(), String> {
             git.set(field.name(), Node::Str(value.clone())).then_some(()).ok_or_else(|| not_a_mapping("git"))
         }
         BundleChange::AddSshKey { name, key, key_type, comment } => {
+            let (key, own_type, own_comment) = public_key_parts(key)?;
             let ssh = document.section("ssh").ok_or_else(|| not_a_mapping("the bundle"))?;
             let keys = ssh.section("keys").ok_or_else(|| not_a_mapping("ssh"))?;
             if keys.get(name).is_some() {
                 return Err(format!("ssh.keys.{name} is already in the bundle; remove it first"));
             }
-            let mut entry = vec![("key".to_string(), Node::Str(key.clone()))];
-            entry.extend(key_type.clone().map(|t| ("type".to_string(), Node::Str(t))));
-            entry.extend(comment.clone().map(|c| ("comment".to_string(), Node::Str(c))));
+            let mut entry = vec![("key".to_string(), Node::Str(key))];
+            entry.push(("type".to_string(), Node::Str(key_type.clone().unwrap_or(own_type))));
+            entry.extend(comment.clone().or(own_comment).map(|c| ("comment".to_string(), Node::Str(c))));
             keys.set(name, Node::Map(entry)).then_some(()).ok_or_else(|| not_a_mapping("ssh.keys"))
         }
         BundleChange::RemoveSshKey { name } => remove_entry(document, &["ssh", "keys"], name),
     }
+}
+
+/// `(key, type, comment)` of an OpenSSH public key line. A private key is refused: this
+/// section holds public keys, and a private key pasted here would sit in the wrong place.
+fn public_key_parts(key: &str) -> Result<(String, String, Option<String>), String> {
+    let key = key.trim();
+    if key.contains("PRIVATE KEY") {
+        return Err("that is a private key; ssh.keys holds public keys (the .pub file), and a git deploy key \
+                    goes in git.ssh_private_key (`secrets set-git BUNDLE ssh_private_key`)"
+            .into());
+    }
+    let fields: Vec<&str> = key.split_whitespace().collect();
+    let known_type =
+        fields.first().is_some_and(|t| t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-"));
+    if key.contains('\n') || fields.len() < 2 || !known_type {
+        return Err(
+            "not an SSH public key: expected one line `TYPE BASE64 [COMMENT]`, e.g. `ssh-ed25519 AAAA… me@host`".into(),
+        );
+    }
+    let comment = (fields.len() > 2).then(|| fields[2..].join(" "));
+    Ok((key.to_string(), fields[0].to_string(), comment))
 }
 
 /// Removes `name` from the mapping at `path`; an error when it is not there.

@@ -23,7 +23,7 @@ pub use age_key::{AgeKey, generate_identity, write_identity};
 pub use bundle::{
     ArtifactSecrets, ClaudeSecrets, GitSecrets, SUPPORTED_VERSION, SecretsBundle, SshKey, SshSecrets, TailscaleSecrets,
 };
-pub use edit::{BundleChange, Edited, GitField, edit_bundle};
+pub use edit::{BundleChange, Edited, GitField, edit_bundle, edit_bundle_all};
 pub use error::BundleError;
 pub use load::{LoadedBundle, Sealed, decrypt_located, encrypt_as, load_bundle, load_bundle_with_key, seal};
 pub use locate::{BundleFormat, Located, bundle_names, is_sops_path, locate};

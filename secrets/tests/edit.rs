@@ -58,11 +58,22 @@ fn env_git_and_ssh_changes_keep_the_rest_in_both_formats() {
         edit_bundle(&dir_path, "prod", &key, &token).unwrap();
         let ssh = BundleChange::AddSshKey {
             name: "deploy".into(),
-            key: "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n".into(),
-            key_type: Some("ed25519".into()),
+            key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIabc ops@laptop\n".into(),
+            key_type: None,
             comment: None,
         };
         edit_bundle(&dir_path, "prod", &key, &ssh).unwrap();
+        let private = BundleChange::AddSshKey {
+            name: "oops".into(),
+            key: "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n".into(),
+            key_type: None,
+            comment: None,
+        };
+        let refused = edit_bundle(&dir_path, "prod", &key, &private).unwrap_err();
+        assert!(
+            refused.to_string().contains("that is a private key") && !refused.to_string().contains("abc"),
+            "{refused}"
+        );
 
         let loaded = load_bundle(&dir_path, "prod", &key_path).unwrap();
         assert_eq!(loaded.format, format, "{file} keeps its format");
@@ -71,7 +82,9 @@ fn env_git_and_ssh_changes_keep_the_rest_in_both_formats() {
         assert_eq!(loaded.bundle.metadata["owner"], "ops");
         assert_eq!(loaded.bundle.git.as_ref().and_then(|g| g.token.as_deref()), Some("ghp_new"));
         let keys = &loaded.bundle.ssh.as_ref().unwrap().keys;
-        assert!(keys["deploy"].key.contains("abc") && keys["deploy"].key_type.as_deref() == Some("ed25519"));
+        assert_eq!(keys["deploy"].key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIabc ops@laptop");
+        assert_eq!(keys["deploy"].key_type.as_deref(), Some("ssh-ed25519"));
+        assert_eq!(keys["deploy"].comment.as_deref(), Some("ops@laptop"));
 
         // Refused, nothing written: a duplicate key, an entry that is not there, a bad name.
         let before = std::fs::read(dir_path.join(file)).unwrap();

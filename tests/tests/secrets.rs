@@ -120,8 +120,7 @@ impl ArgvWatch {
 fn secrets_commands_change_bundles_and_no_value_reaches_argv_events_or_logs() {
     const NEW: &str = "n3w-VALUE-set-through-stdin-81c2";
     const TOKEN: &str = "ghp_t0ken-through-stdin-5d1e";
-    const SSH_KEY: &str =
-        "-----BEGIN OPENSSH PRIVATE KEY-----\nssh-key-body-through-stdin-77aa\n-----END OPENSSH PRIVATE KEY-----\n";
+    const SSH_KEY: &str = "ssh-ed25519 AAAAssh-key-body-through-stdin-77aa ops@laptop\n";
     let bench = JobBench::with_runner();
     let _daemon = bench.ws.start_daemon();
     let ws = &bench.ws;
@@ -151,7 +150,7 @@ fn secrets_commands_change_bundles_and_no_value_reaches_argv_events_or_logs() {
 
     let set_git = ws.cli_stdin(&["secrets", "set-git", "default", "token"], TOKEN);
     assert_eq!(set_git.code, 0, "{set_git:?}");
-    let add_key = ws.cli_stdin(&["secrets", "add-ssh-key", "default", "deploy", "--type", "ed25519"], SSH_KEY);
+    let add_key = ws.cli_stdin(&["secrets", "add-ssh-key", "default", "deploy"], SSH_KEY);
     assert_eq!(add_key.code, 0, "{add_key:?}");
     let duplicate = ws.cli_stdin(&["secrets", "add-ssh-key", "default", "deploy"], SSH_KEY);
     assert_eq!(duplicate.code, 1, "{duplicate:?}");
@@ -287,4 +286,90 @@ fn kill_9_while_a_bundle_is_resealed_leaves_one_that_opens() {
     assert_eq!(done.code, 0, "{done:?}");
     assert_eq!(current(), "final");
     assert!(temp_files().is_empty(), "{:?}", temp_files());
+}
+
+/// `curl` over the control socket with a JSON body: (HTTP status, JSON answer).
+fn api(bench: &JobBench, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "30", "-X", method, "--unix-socket"]).arg(bench.ws.socket());
+    curl.args(["-H", "content-type: application/json", "-w", "\n%{http_code}"]);
+    if let Some(body) = body {
+        // The body through stdin, not argv: it holds secret values.
+        curl.args(["--data-binary", "@-"]);
+        curl.stdin(std::process::Stdio::piped());
+        curl.stdout(std::process::Stdio::piped());
+        let mut child = curl.arg(format!("http://agentlab{path}")).spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(body.to_string().as_bytes()).unwrap();
+        return answer(&child.wait_with_output().unwrap().stdout);
+    }
+    answer(&curl.arg(format!("http://agentlab{path}")).output().unwrap().stdout)
+}
+
+fn answer(stdout: &[u8]) -> (u16, serde_json::Value) {
+    let text = String::from_utf8_lossy(stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn the_go_versions_secrets_routes_work_on_the_default_bundle_and_never_show_a_value() {
+    let bench = JobBench::with_runner();
+    let _daemon = bench.ws.start_daemon();
+    let (status, view) = api(&bench, "GET", "/v1/secrets", None);
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["bundle"], "default");
+    assert_eq!(view["secrets"]["env"]["DEMO_SECRET"], "[REDACTED]", "{view}");
+
+    let env = serde_json::json!({"env": {"A_KEY": "value-a-123456", "B_KEY": "value-b-123456"}});
+    let (status, view) = api(&bench, "PUT", "/v1/secrets/env", Some(env));
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        view["secrets"]["env"],
+        serde_json::json!({"A_KEY": "[REDACTED]", "B_KEY": "[REDACTED]", "DEMO_SECRET": "[REDACTED]"})
+    );
+    let (status, view) = api(&bench, "DELETE", "/v1/secrets/env/A_KEY", None);
+    assert_eq!(status, 200, "{view}");
+    assert!(view["secrets"]["env"].get("A_KEY").is_none(), "{view}");
+    let (status, _) = api(&bench, "DELETE", "/v1/secrets/env/NOT_THERE", None);
+    assert_eq!(status, 200, "removing what is not there changes nothing, as in the Go version");
+    let (status, refused) = api(&bench, "PUT", "/v1/secrets/env", Some(serde_json::json!({"env": {}})));
+    assert_eq!(status, 400, "{refused}");
+
+    let git = serde_json::json!({"username": "bot", "token": "ghp_go-route-token-1234"});
+    let (status, view) = api(&bench, "PUT", "/v1/secrets/git", Some(git));
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["secrets"]["git"]["username"], "bot");
+    assert_eq!(view["secrets"]["git"]["token"], "[REDACTED]");
+
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIgo user@laptop";
+    let (status, view) =
+        api(&bench, "POST", "/v1/secrets/ssh-keys", Some(serde_json::json!({"name": "laptop", "key": key})));
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        view["secrets"]["ssh"]["laptop"],
+        serde_json::json!({"key": key, "type": "ssh-ed25519", "comment": "user@laptop"})
+    );
+    let other = "ssh-rsa AAAAB3NzaC1yc2E other@desk";
+    let (status, view) =
+        api(&bench, "POST", "/v1/secrets/ssh-keys", Some(serde_json::json!({"name": "laptop", "key": other})));
+    assert_eq!((status, view["secrets"]["ssh"]["laptop"]["type"].clone()), (200, "ssh-rsa".into()), "replaced: {view}");
+    let (status, view) = api(&bench, "DELETE", "/v1/secrets/ssh-keys/laptop", None);
+    assert_eq!(status, 200, "{view}");
+    assert!(view["secrets"].get("ssh").is_none(), "{view}");
+    let (status, _) = api(&bench, "GET", "/v1/secrets/env", None);
+    assert_eq!(status, 405, "GET on /v1/secrets/env, as in the Go version");
+
+    // The values are in the bundle (the next job's), and nowhere else.
+    let reveal = bench.ws.cli(&["secrets", "show", "--reveal"]);
+    assert!(
+        reveal.stdout.contains("value-b-123456") && reveal.stdout.contains("ghp_go-route-token-1234"),
+        "{reveal:?}"
+    );
+    let audit = bench.ws.cli(&["--json", "secrets", "list"]).stdout;
+    assert!(audit.contains("set_env env.B_KEY") && audit.contains("remove_ssh_key ssh.keys.laptop"), "{audit}");
+    let log = std::fs::read_to_string(bench.ws.path().join("agentlabd.log")).unwrap_or_default();
+    for value in ["value-a-123456", "value-b-123456", "ghp_go-route-token-1234"] {
+        assert!(!audit.contains(value) && !log.contains(value), "{value} leaked");
+    }
 }

@@ -24,6 +24,10 @@ pub fn delete<H: Handler<T, AppState>, T: 'static>(handler: H) -> Endpoint {
     Endpoint { router: routing::delete(handler), methods: vec!["delete"] }
 }
 
+pub fn put<H: Handler<T, AppState>, T: 'static>(handler: H) -> Endpoint {
+    Endpoint { router: routing::put(handler), methods: vec!["put"] }
+}
+
 impl Endpoint {
     pub fn post<H: Handler<T, AppState>, T: 'static>(mut self, handler: H) -> Endpoint {
         self.router = self.router.post(handler);

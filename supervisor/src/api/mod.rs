@@ -12,6 +12,7 @@ mod sandbox_create;
 mod sandbox_fleet;
 mod sandbox_ops;
 mod secrets;
+mod secrets_compat;
 mod sessions;
 mod templates;
 mod workspaces;
@@ -58,7 +59,7 @@ pub struct AppState {
 /// The control API's routes, each with the methods it answers: one list that both builds
 /// the router and is checked against the OpenAPI document (`openapi.json`).
 pub fn routes() -> Routes {
-    use endpoint::{delete, get, post};
+    use endpoint::{delete, get, post, put};
     Routes::default()
         .route("/healthz", get(routes::healthz))
         .route("/v1/openapi.json", get(openapi))
@@ -102,7 +103,13 @@ pub fn routes() -> Routes {
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/jobs/{id}/artifacts", get(jobs::artifacts))
         .route("/v1/jobs/{id}/artifacts/download", get(jobs::download))
-        .route("/v1/secrets", get(secrets::list))
+        .route("/v1/secrets", get(secrets_compat::view))
+        .route("/v1/secrets/env", put(secrets_compat::set_env))
+        .route("/v1/secrets/env/{key}", delete(secrets_compat::unset_env))
+        .route("/v1/secrets/git", put(secrets_compat::set_git))
+        .route("/v1/secrets/ssh-keys", post(secrets_compat::add_ssh_key))
+        .route("/v1/secrets/ssh-keys/{name}", delete(secrets_compat::remove_ssh_key))
+        .route("/v1/secrets/bundles", get(secrets::list))
         .route("/v1/secrets/validate", post(secrets::validate))
         .route("/v1/secrets/show", post(secrets::show))
         .route("/v1/secrets/edit", post(secrets::edit))

@@ -116,30 +116,45 @@ pub async fn edit(
 ) -> Result<Json<EditSecretsResponse>, ApiError> {
     let entry = req.change.entry();
     let change = bundle_change(req.change)?;
-    let (op, _) = change.describe();
-    let (dir, key_path, name) = (app.config.secrets_dir.clone(), app.config.secrets_age_key_path.clone(), req.bundle);
-    let bundle_name = name.clone();
-    let edited = blocking(move || {
-        let key = AgeKey::load(&key_path)?;
-        agentlab_secrets::edit_bundle(&dir, &bundle_name, &key, &change)
-    })
-    .await?
-    .map_err(|e| refused(&name, &e))?;
-    let format = format_name(edited.format);
-    tracing::info!(bundle = %name, op, entry = %entry, "secrets bundle changed");
-    let event = NewEvent::new(EventKind::SecretsChanged, Stage::Lifecycle, format!("bundle {name}: {op} {entry}"))
-        .payload(serde_json::json!({ "bundle": name, "op": op, "entry": entry, "format": format, "created": edited.created }))
-        .by(peer.uid);
-    app.store.append_event(&event)?;
+    let op = change.describe().0;
+    let edited = change_bundle(&app, peer.uid, &req.bundle, vec![change]).await?;
     Ok(Json(EditSecretsResponse {
-        bundle: name,
+        bundle: req.bundle,
         path: edited.path.display().to_string(),
-        format: format.to_string(),
+        format: format_name(edited.format).to_string(),
         created: edited.created,
         op: op.to_string(),
         entry,
         summary: summary_value(&edited.summary)?,
     }))
+}
+
+/// Applies `changes` to bundle `name` (one re-seal) and records a `secrets.changed` event per
+/// change, naming the entry, never the value.
+pub(super) async fn change_bundle(
+    app: &AppState,
+    peer_uid: Option<u32>,
+    name: &str,
+    changes: Vec<BundleChange>,
+) -> Result<agentlab_secrets::Edited, ApiError> {
+    let (dir, key_path, bundle_name) =
+        (app.config.secrets_dir.clone(), app.config.secrets_age_key_path.clone(), name.to_string());
+    let described: Vec<(&'static str, String)> = changes.iter().map(BundleChange::describe).collect();
+    let edited = blocking(move || {
+        let key = AgeKey::load(&key_path)?;
+        agentlab_secrets::edit_bundle_all(&dir, &bundle_name, &key, &changes)
+    })
+    .await?
+    .map_err(|e| refused(name, &e))?;
+    let format = format_name(edited.format);
+    for (op, entry) in described {
+        tracing::info!(bundle = %name, op, entry = %entry, "secrets bundle changed");
+        let event = NewEvent::new(EventKind::SecretsChanged, Stage::Lifecycle, format!("bundle {name}: {op} {entry}"))
+            .payload(serde_json::json!({ "bundle": name, "op": op, "entry": entry, "format": format, "created": edited.created }))
+            .by(peer_uid);
+        app.store.append_event(&event)?;
+    }
+    Ok(edited)
 }
 
 pub async fn rotate_key(
@@ -199,13 +214,13 @@ fn bundle_change(change: SecretsChange) -> Result<BundleChange, ApiError> {
     })
 }
 
-async fn load(app: &AppState, name: &str) -> Result<agentlab_secrets::LoadedBundle, ApiError> {
+pub(super) async fn load(app: &AppState, name: &str) -> Result<agentlab_secrets::LoadedBundle, ApiError> {
     let (dir, key, bundle_name) =
         (app.config.secrets_dir.clone(), app.config.secrets_age_key_path.clone(), name.to_string());
     blocking(move || agentlab_secrets::load_bundle(&dir, &bundle_name, &key)).await?.map_err(|e| refused(name, &e))
 }
 
-fn refused(name: &str, e: &BundleError) -> ApiError {
+pub(super) fn refused(name: &str, e: &BundleError) -> ApiError {
     ApiError::new(ErrorCode::SecretsInvalid, format!("bundle `{name}`: {e}"))
         .with_details(serde_json::json!({"bundle": name, "reason": e.code()}))
 }
@@ -223,7 +238,7 @@ fn summary_value(summary: &agentlab_secrets::BundleSummary) -> Result<serde_json
 }
 
 /// Runs file and crypto work off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+pub(super) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("secrets task failed: {e}")))
