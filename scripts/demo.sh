@@ -3,7 +3,8 @@
 # Proxmox simulator (pve-sim, whose VMs run the real agent-runner as a local process),
 # seals a secrets bundle with agentlabd's own age commands, starts agentlabd, makes a local
 # git repository with an .agentlab/run.sh, runs a whole job with `agentlab job run --follow`,
-# then downloads and lists its artifacts. Everything lives in a temp dir, removed at the end.
+# then downloads and lists its artifacts. On the way it changes the secret with
+# `agentlab secrets set-env` (the value on stdin) and lists the bundles. Everything lives in a temp dir, removed at the end.
 #
 # Proxmox is SIMULATED here: nothing touches a real hypervisor. Needs cargo, git and tar.
 set -euo pipefail
@@ -94,6 +95,9 @@ for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { cat "$work/agentlabd.log"; echo "agentlabd did not start"; exit 1; }
 cli() { echo "\$ agentlab $*"; "$bin/agentlab" --socket "$sock" "$@"; }
 cli secrets validate
+say "changing a secret through the daemon: the value on stdin, never on the command line"
+printf %s "demo-secret-set-through-stdin" | cli secrets set-env default DEMO_API_KEY
+cli secrets list
 
 say "making a git repository whose .agentlab/run.sh is the 'agent'"
 repo="$work/repo"
@@ -128,7 +132,7 @@ cli job artifacts "$job"
 cli job artifacts download "$job" --bundle --out "$work/artifacts.tar.gz"
 echo "\$ tar -tzvf artifacts.tar.gz"
 tar -tzvf "$work/artifacts.tar.gz"
-if grep -rq "demo-secret-0123456789" "$work/follow.log" "$work/data"; then
+if grep -rqE "demo-secret-0123456789|demo-secret-set-through-stdin" "$work/follow.log" "$work/data"; then
   echo "the secret leaked"; exit 1
 fi
 echo "the bundle's secret appears nowhere in the output or the daemon's data"
