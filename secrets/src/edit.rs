@@ -99,14 +99,15 @@ impl std::fmt::Debug for BundleChange {
     }
 }
 
-/// What an edit did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an edit did, and the bundle as it now is.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Edited {
     pub path: PathBuf,
     pub format: BundleFormat,
     /// The bundle did not exist and was created (as an age file).
     pub created: bool,
     pub summary: BundleSummary,
+    pub bundle: SecretsBundle,
 }
 
 /// Applies `change` to bundle `name` in `secrets_dir`, re-sealed to `key`'s recipients. A
@@ -154,7 +155,7 @@ pub fn edit_bundle_all(
         _ => key.recipients(),
     };
     reseal(&located, key, &recipients, text.as_bytes(), &bundle)?;
-    Ok(Edited { path: located.path, format: located.format, created, summary: bundle.summary() })
+    Ok(Edited { path: located.path, format: located.format, created, summary: bundle.summary(), bundle })
 }
 
 /// Seals `plaintext` (which parses as `expected`) to `recipients` in the located file's format

@@ -64,14 +64,8 @@ pub fn locate(secrets_dir: &Path, name: &str) -> Result<Located, BundleError> {
         name: name.to_string(),
         dir: secrets_dir.to_path_buf(),
         looked_for,
-        available: available_bundles(secrets_dir),
+        available: bundle_names(secrets_dir),
     })
-}
-
-/// The bundle names in `dir` (age and sops files), sorted; empty when the directory cannot
-/// be read.
-pub fn bundle_names(dir: &Path) -> Vec<String> {
-    available_bundles(dir)
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$` without `..`: a file name in the secrets directory,
@@ -125,7 +119,7 @@ fn plaintext_candidates(dir: &Path, stem: &str) -> Vec<PathBuf> {
 /// Names of the `*.age` and `*.sops.{yaml,yml,json}` files in `dir`, sorted and deduplicated;
 /// empty when the directory cannot be read (the not-found message then says "none", which is
 /// also the truth for the caller).
-fn available_bundles(dir: &Path) -> Vec<String> {
+pub fn bundle_names(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)

@@ -138,8 +138,9 @@ impl<'a> Walk<'a> {
         self.map_leaves(node, path, &mut |walk, leaf, path, encrypted| {
             walk.hash_value(leaf, encrypted);
             match leaf {
-                Node::Str(s) if !encrypted || s.is_empty() => Ok(leaf.clone()),
+                // sops leaves empty strings as they are, like what its rule keeps in plaintext.
                 _ if !encrypted => Ok(leaf.clone()),
+                Node::Str(s) if s.is_empty() => Ok(leaf.clone()),
                 _ => cipher::encrypt(leaf, walk.key, &additional_data(path)).map(Node::Str),
             }
         })

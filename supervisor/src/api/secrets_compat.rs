@@ -131,10 +131,9 @@ pub async fn unset_env(
     ConnectInfo(peer): ConnectInfo<Peer>,
     Path(key): Path<String>,
 ) -> Result<Json<SecretsViewResponse>, ApiError> {
-    let name = app.config.secrets_bundle.clone();
-    let loaded = load(&app, &name).await?;
+    let loaded = load(&app, &app.config.secrets_bundle).await?;
     if !loaded.bundle.env.contains_key(&key) {
-        return Ok(Json(response(&name, &loaded.path, &loaded.bundle)));
+        return Ok(Json(response(&app.config.secrets_bundle, &loaded.path, &loaded.bundle)));
     }
     apply(&app, peer.uid, vec![BundleChange::UnsetEnv { name: key }]).await
 }
@@ -157,9 +156,7 @@ pub async fn set_git(
         .map(|(field, value)| BundleChange::SetGit { field, value })
         .collect();
     if changes.is_empty() {
-        let name = app.config.secrets_bundle.clone();
-        let loaded = load(&app, &name).await?;
-        return Ok(Json(response(&name, &loaded.path, &loaded.bundle)));
+        return unchanged(&app).await;
     }
     apply(&app, peer.uid, changes).await
 }
@@ -200,7 +197,13 @@ async fn apply(
     changes: Vec<BundleChange>,
 ) -> Result<Json<SecretsViewResponse>, ApiError> {
     let name = app.config.secrets_bundle.clone();
-    change_bundle(app, peer_uid, &name, changes).await?;
+    let edited = change_bundle(app, peer_uid, &name, changes).await?;
+    Ok(Json(response(&name, &edited.path, &edited.bundle)))
+}
+
+/// The default bundle's view as it is, for a request that changes nothing.
+async fn unchanged(app: &AppState) -> Result<Json<SecretsViewResponse>, ApiError> {
+    let name = app.config.secrets_bundle.clone();
     let loaded = load(app, &name).await?;
     Ok(Json(response(&name, &loaded.path, &loaded.bundle)))
 }
