@@ -46,6 +46,32 @@ fn pooled_vmids(ws: &Workspace) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The most pooled sandboxes seen at once, with what they were at that moment, so a pool
+/// above its size says which records made it so.
+#[derive(Default)]
+struct Most {
+    count: usize,
+    seen: String,
+}
+
+impl Most {
+    fn sample(&mut self, ws: &Workspace) {
+        let pooled: Vec<String> = sandboxes(ws)
+            .iter()
+            .filter(|s| s["pooled"] == true && s["state"] != "DESTROYED")
+            .map(|s| format!("{} {}", s["vmid"], s["state"].as_str().unwrap_or("?")))
+            .collect();
+        if pooled.len() > self.count {
+            self.count = pooled.len();
+            self.seen = pooled.join(", ");
+        }
+    }
+
+    fn assert_within(&self, size: usize) {
+        assert!(self.count <= size, "the pool held {} sandboxes, above its size {size}: {}", self.count, self.seen);
+    }
+}
+
 /// The VMs in the simulator besides the template.
 fn sim_vms(sim: &SimProcess) -> BTreeSet<u64> {
     let state = sim.admin_get("/admin/state");
@@ -63,13 +89,13 @@ fn the_pool_fills_hands_out_refills_survives_kill_9_and_drains_on_a_profile_chan
     let daemon = ws.start_daemon();
 
     // Filling: sampled all along, the pool never holds more than its size.
-    let mut most = 0;
+    let mut most = Most::default();
     let full = eventually(Duration::from_secs(60), || {
-        most = most.max(pooled_vmids(&ws).len());
+        most.sample(&ws);
         ready(&ws) == 2
     });
     assert!(full, "the pool did not fill: {}\n{}", pool(&ws), daemon.log());
-    assert!(most <= 2, "the pool held {most} sandboxes, above its size 2");
+    most.assert_within(2);
     let first = pooled_vmids(&ws);
     let human = ws.cli(&["sandbox", "list"]);
     assert!(human.stdout.contains("READY (pooled)"), "{}", human.stdout);
@@ -88,7 +114,7 @@ fn the_pool_fills_hands_out_refills_survives_kill_9_and_drains_on_a_profile_chan
 
     // The pool refills to its size with a new VM; the claimed one is the caller's now.
     let refilled = eventually(Duration::from_secs(60), || {
-        most = most.max(pooled_vmids(&ws).len());
+        most.sample(&ws);
         ready(&ws) == 2
     });
     assert!(refilled, "no refill: {}", pool(&ws));
@@ -108,11 +134,11 @@ fn the_pool_fills_hands_out_refills_survives_kill_9_and_drains_on_a_profile_chan
     daemon.kill9();
     let daemon = ws.start_daemon();
     let back = eventually(Duration::from_secs(60), || {
-        most = most.max(pooled_vmids(&ws).len());
+        most.sample(&ws);
         ready(&ws) == 2 && pool(&ws)["provisioning"] == 0
     });
     assert!(back, "the pool did not come back after kill -9: {}\n{}", pool(&ws), daemon.log());
-    assert!(most <= 2, "the pool held {most} sandboxes, above its size 2");
+    most.assert_within(2);
     let live: BTreeSet<u64> = sandboxes(&ws)
         .iter()
         .filter(|s| !matches!(s["state"].as_str(), Some("DESTROYED" | "FAILED")))
@@ -220,6 +246,12 @@ fn jobs_started_on_pooled_sandboxes_complete_with_the_real_runner() {
     let ws = &bench.ws;
     assert!(eventually(Duration::from_secs(60), || ready(ws) == 2), "{}\n{}", pool(ws), bench.guest_logs());
     let pooled = pooled_vmids(ws);
+    // READY comes from the daemon's probe; the runners start their long poll a moment later.
+    // Claiming before both do would let a runner find its job on the first fetch, and the
+    // check below is that a pooled runner waits for one.
+    let waiting = "warm pool: waiting for a job";
+    let both = eventually(Duration::from_secs(30), || bench.guest_logs().matches(waiting).count() >= 2);
+    assert!(both, "both pooled runners wait for a job: {}", bench.guest_logs());
     let jobs: Vec<String> = (0..2).map(|_| run_pooled_job(&bench, "main")).collect();
     let mut used = BTreeSet::new();
     for id in &jobs {

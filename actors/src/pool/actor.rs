@@ -2,9 +2,9 @@
 //! reload, after its own work), and does what `plan` says. Its mailbox never waits on
 //! Proxmox: each refill and each drain runs on a task and reports back.
 //!
-//! A refill counts as in flight until its sandbox is READY (or failed), so at most
-//! `pool_refill_concurrency` pooled sandboxes provision at once. After a restart the
-//! in-flight count starts at zero and the provisioning records count instead.
+//! A refill counts as in flight from the ask until its record is written (`Allocated`);
+//! from then on the provisioning record counts itself, toward its profile's size and
+//! `pool_refill_concurrency`. After a restart nothing is in flight and the records count.
 
 use super::{PoolContext, plan};
 use crate::model::EventKind;
@@ -21,6 +21,9 @@ pub struct PoolActor {
 pub enum PoolMsg {
     /// Look at the pools and act on the plan.
     Look,
+    /// A refill of `profile` has its record now (or failed before it): the record counts
+    /// from here on.
+    Allocated { profile: String },
     /// A refill ended: the VMID of the sandbox now READY, or why there is none.
     Refilled(Result<u32, String>),
     /// A drain ended (`ok`: the sandbox is destroyed).
@@ -28,7 +31,7 @@ pub enum PoolMsg {
 }
 
 pub struct PoolState {
-    in_flight: u32,
+    in_flight: plan::InFlight,
     draining: HashSet<u32>,
     /// The last refill failure recorded, so a failing Proxmox leaves one event, not one per look.
     last_failure: Option<String>,
@@ -40,7 +43,7 @@ impl PoolActor {
         let sandboxes = &self.ctx.sandboxes;
         let members = sandboxes.store.pooled_sandboxes()?;
         let wants = super::wants(&sandboxes.profiles);
-        let plan = plan::plan(&wants, &members, self.ctx.limits, state.in_flight);
+        let plan = plan::plan(&wants, &members, self.ctx.limits, &state.in_flight);
         for (vmid, why) in plan.drain {
             if !state.draining.insert(vmid) {
                 continue;
@@ -60,7 +63,7 @@ impl PoolActor {
         }
         for profile in plan.fill {
             let Some(want) = wants.iter().find(|w| w.profile == profile) else { continue };
-            state.in_flight += 1;
+            *state.in_flight.entry(want.profile.clone()).or_default() += 1;
             let request = SandboxRequest {
                 profile: want.profile.clone(),
                 // No tags: the VM's Proxmox tags are written at clone time, before any owner.
@@ -69,7 +72,7 @@ impl PoolActor {
             };
             let (ctx, me) = (Arc::clone(sandboxes), me.clone());
             tokio::spawn(async move {
-                let _ = me.send_message(PoolMsg::Refilled(refill(&ctx, &request).await));
+                let _ = me.send_message(PoolMsg::Refilled(refill(&ctx, &request, &me).await));
             });
         }
         Ok(())
@@ -81,7 +84,6 @@ impl PoolActor {
         state: &mut PoolState,
         result: Result<u32, String>,
     ) -> Result<(), StoreError> {
-        state.in_flight = state.in_flight.saturating_sub(1);
         match result {
             Ok(vmid) => {
                 tracing::info!(vmid, "a pooled sandbox is READY");
@@ -117,8 +119,14 @@ async fn drain(store: &crate::store::Store, vmid: u32) -> bool {
 }
 
 /// Allocates one pooled sandbox, starts its actor and waits until it is READY.
-async fn refill(ctx: &crate::sandbox::SandboxContext, request: &SandboxRequest) -> Result<u32, String> {
-    let record = allocate(ctx, request).await.map_err(|e| e.to_string())?;
+async fn refill(
+    ctx: &crate::sandbox::SandboxContext,
+    request: &SandboxRequest,
+    pool: &ActorRef<PoolMsg>,
+) -> Result<u32, String> {
+    let allocated = allocate(ctx, request).await;
+    let _ = pool.send_message(PoolMsg::Allocated { profile: request.profile.clone() });
+    let record = allocated.map_err(|e| e.to_string())?;
     crate::root::request_spawn(crate::sandbox::KIND, &record.vmid.to_string()).await.map_err(|e| e.to_string())?;
     let wait = ctx.settings.provisioning_timeout + std::time::Duration::from_secs(60);
     crate::sandbox::remote::wait_ready(record.vmid, wait).await.map_err(|e| e.message)?;
@@ -133,7 +141,12 @@ impl Actor for PoolActor {
     async fn pre_start(&self, myself: ActorRef<PoolMsg>, _: ()) -> Result<PoolState, ActorProcessingErr> {
         let timer = myself.send_interval(self.ctx.interval, || PoolMsg::Look);
         myself.send_message(PoolMsg::Look)?;
-        Ok(PoolState { in_flight: 0, draining: HashSet::new(), last_failure: None, timer: Some(timer) })
+        Ok(PoolState {
+            in_flight: plan::InFlight::new(),
+            draining: HashSet::new(),
+            last_failure: None,
+            timer: Some(timer),
+        })
     }
 
     async fn post_stop(&self, _: ActorRef<PoolMsg>, state: &mut PoolState) -> Result<(), ActorProcessingErr> {
@@ -151,6 +164,14 @@ impl Actor for PoolActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             PoolMsg::Look => self.look(&me, state)?,
+            PoolMsg::Allocated { profile } => {
+                if let Some(n) = state.in_flight.get_mut(&profile) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        state.in_flight.remove(&profile);
+                    }
+                }
+            }
             PoolMsg::Refilled(result) => self.on_refilled(&me, state, result)?,
             PoolMsg::Drained { vmid, ok } => {
                 state.draining.remove(&vmid);

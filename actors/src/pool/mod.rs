@@ -164,7 +164,7 @@ pub fn status(store: &Store, profiles: &ProfileRegistry, limits: plan::Limits) -
     names.extend(members.iter().map(|m| m.profile.clone()));
     names.sort();
     names.dedup();
-    let drain = plan::plan(&wants, &members, limits, 0).drain;
+    let drain = plan::plan(&wants, &members, limits, &plan::InFlight::new()).drain;
     let profiles = names
         .into_iter()
         .map(|name| {

@@ -36,9 +36,15 @@ pub struct Plan {
     pub fill: Vec<String>,
 }
 
-/// The plan for `members` (the live pooled records), given `in_flight` allocations that
+/// Refills asked for whose record is not written yet, by profile. They count toward their
+/// profile's size and the cap like the records they become: a look between the ask and the
+/// record must not ask again (that over-filled the pool).
+pub type InFlight = BTreeMap<String, u32>;
+
+/// The plan for `members` (the live pooled records), given the refills `in_flight` that
 /// have not produced a record yet.
-pub fn plan(wants: &[Want], members: &[SandboxRecord], limits: Limits, in_flight: u32) -> Plan {
+pub fn plan(wants: &[Want], members: &[SandboxRecord], limits: Limits, in_flight: &InFlight) -> Plan {
+    let unrecorded: u32 = in_flight.values().sum();
     let wanted: BTreeMap<&str, &Want> = wants.iter().filter(|w| w.size > 0).map(|w| (w.profile.as_str(), w)).collect();
     let mut out = Plan::default();
     let mut kept: BTreeMap<&str, Vec<&SandboxRecord>> = BTreeMap::new();
@@ -81,12 +87,17 @@ pub fn plan(wants: &[Want], members: &[SandboxRecord], limits: Limits, in_flight
             }
         }
     }
-    let provisioning = total.iter().filter(|m| m.state.is_provisioning()).count() as u32 + in_flight;
+    let provisioning = total.iter().filter(|m| m.state.is_provisioning()).count() as u32 + unrecorded;
     let mut room = limits.concurrency.saturating_sub(provisioning);
-    let mut count = total.len() as u32 + in_flight;
+    let mut count = total.len() as u32 + unrecorded;
     // Round robin over the profiles so one big pool does not starve the others.
-    let mut have: BTreeMap<&str, u32> =
-        wanted.keys().map(|p| (*p, kept.get(p).map_or(0, |l| l.len() as u32))).collect();
+    let mut have: BTreeMap<&str, u32> = wanted
+        .keys()
+        .map(|p| {
+            let recorded = kept.get(p).map_or(0, |l| l.len() as u32);
+            (*p, recorded + in_flight.get(*p).copied().unwrap_or(0))
+        })
+        .collect();
     while room > 0 && count < limits.max_total {
         let next = wanted.values().find(|w| have.get(w.profile.as_str()).copied().unwrap_or(0) < w.size);
         let Some(w) = next.map(|w| w.profile.as_str()) else { break };
@@ -116,32 +127,54 @@ mod tests {
 
     const ONE: Limits = Limits { max_total: 10, concurrency: 1 };
 
+    fn none() -> InFlight {
+        InFlight::new()
+    }
+
+    fn asked(profile: &str, n: u32) -> InFlight {
+        InFlight::from([(profile.to_string(), n)])
+    }
+
     #[test]
     fn an_empty_pool_fills_one_at_a_time_and_only_to_its_size() {
-        assert_eq!(plan(&[want("a", 2)], &[], ONE, 0).fill, ["a"]);
-        assert_eq!(plan(&[want("a", 2)], &[], ONE, 1).fill, Vec::<String>::new());
+        assert_eq!(plan(&[want("a", 2)], &[], ONE, &none()).fill, ["a"]);
+        assert_eq!(plan(&[want("a", 2)], &[], ONE, &asked("a", 1)).fill, Vec::<String>::new());
         let booting = [member(1, "a", SandboxState::Booting)];
-        assert!(plan(&[want("a", 2)], &booting, ONE, 0).fill.is_empty());
+        assert!(plan(&[want("a", 2)], &booting, ONE, &none()).fill.is_empty());
         let two = Limits { max_total: 10, concurrency: 2 };
-        assert_eq!(plan(&[want("a", 2)], &booting, two, 0).fill, ["a"]);
+        assert_eq!(plan(&[want("a", 2)], &booting, two, &none()).fill, ["a"]);
         let full = [member(1, "a", SandboxState::Ready), member(2, "a", SandboxState::Ready)];
-        assert_eq!(plan(&[want("a", 2)], &full, two, 0), Plan::default());
+        assert_eq!(plan(&[want("a", 2)], &full, two, &none()), Plan::default());
         let wide = Limits { max_total: 10, concurrency: 5 };
-        assert_eq!(plan(&[want("a", 2), want("b", 1)], &[], wide, 0).fill, ["a", "a", "b"]);
+        assert_eq!(plan(&[want("a", 2), want("b", 1)], &[], wide, &none()).fill, ["a", "a", "b"]);
+    }
+
+    #[test]
+    fn a_refill_without_its_record_yet_counts_toward_its_profile() {
+        // One READY left after a claim, one refill asked for and not recorded: with room for
+        // two at once, the pool must not ask for a third.
+        let two = Limits { max_total: 10, concurrency: 2 };
+        let one_left = [member(1, "a", SandboxState::Ready)];
+        assert!(plan(&[want("a", 2)], &one_left, two, &asked("a", 1)).fill.is_empty());
+        // Another profile's refill takes a concurrency slot but not this profile's size.
+        assert_eq!(plan(&[want("a", 2), want("b", 1)], &one_left, two, &asked("b", 1)).fill, ["a"]);
+        // And it counts toward the cap.
+        let capped = Limits { max_total: 2, concurrency: 5 };
+        assert!(plan(&[want("a", 5)], &one_left, capped, &asked("a", 1)).fill.is_empty());
     }
 
     #[test]
     fn the_cap_bounds_every_pool_together() {
         let limits = Limits { max_total: 3, concurrency: 5 };
         let members = [member(1, "a", SandboxState::Ready), member(2, "b", SandboxState::Ready)];
-        assert_eq!(plan(&[want("a", 5), want("b", 5)], &members, limits, 0).fill, ["a"]);
+        assert_eq!(plan(&[want("a", 5), want("b", 5)], &members, limits, &none()).fill, ["a"]);
         let over = [
             member(1, "a", SandboxState::Ready),
             member(2, "a", SandboxState::Booting),
             member(3, "b", SandboxState::Ready),
             member(4, "b", SandboxState::Ready),
         ];
-        let got = plan(&[want("a", 5), want("b", 5)], &over, limits, 0);
+        let got = plan(&[want("a", 5), want("b", 5)], &over, limits, &none());
         assert_eq!(got.drain.iter().map(|d| d.0).collect::<Vec<_>>(), [2]);
         assert!(got.fill.is_empty());
     }
@@ -159,7 +192,7 @@ mod tests {
             destroying,
             member(7, "a", SandboxState::Ready),
         ];
-        let got = plan(&[want("a", 1)], &members, ONE, 0);
+        let got = plan(&[want("a", 1)], &members, ONE, &none());
         let table: Vec<String> = got.drain.iter().map(|(v, why)| format!("{v}: {why}")).collect();
         assert_eq!(
             table,
@@ -173,6 +206,6 @@ mod tests {
             ]
         );
         assert!(got.fill.is_empty());
-        assert_eq!(plan(&[want("a", 0)], &[member(1, "a", SandboxState::Ready)], ONE, 0).drain.len(), 1);
+        assert_eq!(plan(&[want("a", 0)], &[member(1, "a", SandboxState::Ready)], ONE, &none()).drain.len(), 1);
     }
 }
