@@ -410,7 +410,11 @@ pub async fn run(config: Config, profiles: ProfileRegistry) -> anyhow::Result<()
     }
 
     tracing::info!("stopping actors");
-    // Written directly: the events actor is about to stop with everything else.
+    // What the events actor holds first (stopping it drops its mailbox), so the stop is last;
+    // then written directly, as the events actor is about to stop with everything else.
+    if !events::flush(Duration::from_secs(5)).await {
+        tracing::warn!("the events actor did not confirm its queued events before the stop");
+    }
     if let Err(e) =
         store.append_event(&NewEvent::new(EventKind::DaemonStopping, Stage::Lifecycle, "agentlabd stopping"))
     {

@@ -231,7 +231,10 @@ fn sigterm_stops_gracefully_and_removes_the_socket() {
             Ok(rows.filter_map(Result::ok).collect())
         })
         .unwrap_or_default();
-    assert!(kinds.contains(&"daemon.started".to_string()), "{kinds:?}");
+    // daemon.started goes through the events actor; the stop flushes it first, so a daemon
+    // stopped at once still records both, in order.
+    let started = kinds.iter().position(|k| k == "daemon.started");
+    assert!(started.is_some(), "{kinds:?}");
     assert_eq!(kinds.last().map(String::as_str), Some("daemon.stopping"), "{kinds:?}");
 }
 
