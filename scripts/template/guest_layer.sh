@@ -29,7 +29,7 @@ set -euo pipefail
 
 packages() {
   local base="systemd-sysv systemd-resolved udev dbus iproute2 ca-certificates sudo cloud-init \
-qemu-guest-agent openssh-server git bubblewrap tar gzip procps e2fsprogs util-linux"
+qemu-guest-agent openssh-server git bubblewrap jq tar gzip procps e2fsprogs util-linux"
   if [ "${1:-}" = agents ]; then base="$base nodejs npm"; fi
   echo "$base"
 }
