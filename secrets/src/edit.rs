@@ -11,9 +11,9 @@ use crate::age_key::AgeKey;
 use crate::atomic_write::{Existing, remove_stale_temps, write_private_file_checked};
 use crate::bundle::SecretsBundle;
 use crate::error::BundleError;
-use crate::load::{decrypt_located, encrypt_as};
+use crate::load::{Sealing, decrypt_located};
 use crate::locate::{BundleFormat, Located, locate};
-use crate::sops::sops_age_recipients;
+use crate::sops::SopsLayout;
 use crate::summary::BundleSummary;
 use crate::tree::Node;
 
@@ -86,6 +86,18 @@ impl BundleChange {
         }
     }
 
+    /// Where the change puts a secret value (`["env", NAME]`, `["git", "token"]`): a sops
+    /// file's rule must encrypt it there. Public keys, usernames and host keys are not secret.
+    fn secret_path(&self) -> Option<[&str; 2]> {
+        match self {
+            BundleChange::SetEnv { name, .. } => Some(["env", name.as_str()]),
+            BundleChange::SetGit { field: field @ (GitField::Token | GitField::SshPrivateKey), .. } => {
+                Some(["git", field.name()])
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the change adds something (and so may create a bundle that does not exist).
     fn adds(&self) -> bool {
         matches!(self, BundleChange::SetEnv { .. } | BundleChange::SetGit { .. } | BundleChange::AddSshKey { .. })
@@ -149,26 +161,55 @@ pub fn edit_bundle_all(
     }
     let text = document.to_yaml();
     let bundle = SecretsBundle::parse_yaml(&text, &display(&located.path))?;
-    let recipients = match (located.format, created) {
-        // A sops file stays sealed to everyone it was (a team's keys next to the daemon's).
-        (BundleFormat::Sops, false) => merge(sops_age_recipients(&located.path)?, key.recipients()),
-        _ => key.recipients(),
+    let sealing = match (located.format, created) {
+        // A sops file stays sealed to everyone it was (a team's keys next to the daemon's),
+        // with its own rule for what stays readable.
+        (BundleFormat::Sops, false) => {
+            let layout = SopsLayout::of_file(&located.path)?;
+            refuse_plaintext_secrets(&located, &layout, changes)?;
+            let recipients = merge(layout.recipients().to_vec(), key.recipients());
+            Sealing::Sops(layout.with_recipients(recipients))
+        }
+        (format, _) => Sealing::new(format, key.recipients()),
     };
-    reseal(&located, key, &recipients, text.as_bytes(), &bundle)?;
+    reseal(&located, key, &sealing, text.as_bytes(), &bundle)?;
     Ok(Edited { path: located.path, format: located.format, created, summary: bundle.summary(), bundle })
 }
 
-/// Seals `plaintext` (which parses as `expected`) to `recipients` in the located file's format
-/// and puts it in place once `reader` decrypts the written file back to `expected`. The caller
-/// holds the directory lock, so temp files of the bundle are a crashed writer's and go first.
+/// A secret the change would put where the sops file's rule keeps values readable (say
+/// `env.TOKEN` in a file with `encrypted_regex: ^git$`) is refused: the file would hold it in
+/// plaintext. Changing the rule is the team's call, with sops.
+fn refuse_plaintext_secrets(
+    located: &Located,
+    layout: &SopsLayout,
+    changes: &[BundleChange],
+) -> Result<(), BundleError> {
+    match changes.iter().filter_map(BundleChange::secret_path).find(|path| !layout.encrypts(path)) {
+        None => Ok(()),
+        Some(path) => Err(BundleError::InvalidChange {
+            origin: display(&located.path),
+            message: format!(
+                "{} would be stored in plaintext: the sops file's rule ({}) leaves it unencrypted; use another name, \
+                 or change the rule with sops",
+                path.join("."),
+                layout.rule()
+            ),
+        }),
+    }
+}
+
+/// Seals `plaintext` (which parses as `expected`) as `sealing` says and puts it in place once
+/// `reader` decrypts the written file back to `expected`. The caller holds the directory lock,
+/// so temp files of the bundle are a crashed writer's and go first.
 pub(crate) fn reseal(
     located: &Located,
     reader: &AgeKey,
-    recipients: &[age::x25519::Recipient],
+    sealing: &Sealing,
     plaintext: &[u8],
     expected: &SecretsBundle,
 ) -> Result<(), BundleError> {
-    let sealed = encrypt_as(located.format, recipients, plaintext)?;
+    debug_assert_eq!(sealing.format(), located.format);
+    let sealed = sealing.seal(plaintext)?;
     remove_stale_temps(&located.path);
     let check = |temp: &Path| {
         let written = Located { path: temp.to_path_buf(), format: located.format };

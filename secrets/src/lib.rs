@@ -25,10 +25,10 @@ pub use bundle::{
 };
 pub use edit::{BundleChange, Edited, GitField, edit_bundle, edit_bundle_all};
 pub use error::BundleError;
-pub use load::{LoadedBundle, Sealed, decrypt_located, encrypt_as, load_bundle, load_bundle_with_key, seal};
+pub use load::{LoadedBundle, Sealed, Sealing, decrypt_located, load_bundle, load_bundle_with_key, seal};
 pub use locate::{BundleFormat, Located, bundle_names, is_sops_path, locate};
 pub use rotate::{Rotated, rotate_key};
-pub use sops::{decrypt_sops_file, encrypt_sops, sops_age_recipients};
+pub use sops::{SopsLayout, decrypt_sops_file, encrypt_sops};
 pub use summary::{BundleSummary, GitFieldsSet};
 
 /// The age crate's recipient type, for callers of [`encrypt_to`] and [`encrypt_sops`].

@@ -10,7 +10,7 @@ use crate::atomic_write::{Existing, write_private_file};
 use crate::bundle::SecretsBundle;
 use crate::error::BundleError;
 use crate::locate::{BundleFormat, Located, is_sops_path, locate};
-use crate::sops::{decrypt_sops_file, encrypt_sops};
+use crate::sops::{SopsLayout, decrypt_sops_file, encrypt_sops};
 use crate::summary::BundleSummary;
 
 /// A decrypted, parsed bundle and the file it came from.
@@ -83,15 +83,34 @@ fn load_located(located: Located, key: &AgeKey) -> Result<LoadedBundle, BundleEr
     Ok(LoadedBundle { path: located.path, format: located.format, bundle })
 }
 
-/// Encrypts `plaintext` in `format` to `recipients`.
-pub fn encrypt_as(
-    format: BundleFormat,
-    recipients: &[age::x25519::Recipient],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, BundleError> {
-    match format {
-        BundleFormat::Age => encrypt_to(recipients, plaintext),
-        BundleFormat::Sops => encrypt_sops(recipients, plaintext),
+/// How a bundle is sealed: an age file to its recipients, or a sops file with its layout.
+#[derive(Debug, Clone)]
+pub enum Sealing {
+    Age(Vec<age::x25519::Recipient>),
+    Sops(SopsLayout),
+}
+
+impl Sealing {
+    /// A new bundle in `format` to `recipients` (a sops file gets sops's default rule).
+    pub fn new(format: BundleFormat, recipients: Vec<age::x25519::Recipient>) -> Sealing {
+        match format {
+            BundleFormat::Age => Sealing::Age(recipients),
+            BundleFormat::Sops => Sealing::Sops(SopsLayout::new(recipients)),
+        }
+    }
+
+    pub fn format(&self) -> BundleFormat {
+        match self {
+            Sealing::Age(_) => BundleFormat::Age,
+            Sealing::Sops(_) => BundleFormat::Sops,
+        }
+    }
+
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, BundleError> {
+        match self {
+            Sealing::Age(recipients) => encrypt_to(recipients, plaintext),
+            Sealing::Sops(layout) => encrypt_sops(layout, plaintext),
+        }
     }
 }
 
@@ -120,7 +139,7 @@ pub fn seal(identity_path: &Path, plaintext_path: &Path, out_path: &Path) -> Res
     let text = std::str::from_utf8(&plaintext)
         .map_err(|_| BundleError::InvalidBundle { origin: origin.clone(), message: "not UTF-8 text".to_string() })?;
     let bundle = SecretsBundle::parse_yaml(text, &origin)?;
-    let ciphertext = encrypt_as(format, &key.recipients(), &plaintext)?;
+    let ciphertext = Sealing::new(format, key.recipients()).seal(&plaintext)?;
     write_private_file(out_path, &ciphertext, Existing::Replace)?;
     Ok(Sealed { recipient: key.recipient(), summary: bundle.summary() })
 }

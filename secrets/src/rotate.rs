@@ -22,9 +22,10 @@ use crate::atomic_write::{Existing, remove_stale_temps, write_private_file};
 use crate::bundle::SecretsBundle;
 use crate::edit::{DirLock, merge, reseal};
 use crate::error::BundleError;
+use crate::load::Sealing;
 use crate::load::decrypt_located;
 use crate::locate::{BundleFormat, bundle_names, locate};
-use crate::sops::sops_age_recipients;
+use crate::sops::SopsLayout;
 
 /// What a rotation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,15 +54,13 @@ pub fn rotate_key(secrets_dir: &Path, identity_path: &Path) -> Result<Rotated, B
             message: "not UTF-8 text".into(),
         })?;
         let bundle = SecretsBundle::parse_yaml(&text, &located.path.display().to_string())?;
-        // A sops file keeps its other recipients (a team's); the daemon's old key goes.
-        let others = match located.format {
-            BundleFormat::Age => Vec::new(),
-            BundleFormat::Sops => sops_age_recipients(&located.path)?
-                .into_iter()
-                .filter(|r| !old_recipients.contains(&r.to_string()))
-                .collect(),
+        // A sops file keeps its layout and its other recipients (a team's); the daemon's old
+        // key goes.
+        let layout = match located.format {
+            BundleFormat::Age => None,
+            BundleFormat::Sops => Some(SopsLayout::of_file(&located.path)?),
         };
-        opened.push((name, located, plaintext, bundle, others));
+        opened.push((name, located, plaintext, bundle, layout));
     }
 
     let (new_text, recipient) = generate_identity();
@@ -71,8 +70,16 @@ pub fn rotate_key(secrets_dir: &Path, identity_path: &Path) -> Result<Rotated, B
     write_private_file(identity_path, both.as_bytes(), Existing::Replace)?;
 
     let mut bundles = Vec::new();
-    for (name, located, plaintext, bundle, others) in opened {
-        reseal(&located, &new_key, &merge(new_key.recipients(), others), &plaintext, &bundle)?;
+    for (name, located, plaintext, bundle, layout) in opened {
+        let sealing = match layout {
+            None => Sealing::Age(new_key.recipients()),
+            Some(layout) => {
+                let others =
+                    layout.recipients().iter().filter(|r| !old_recipients.contains(&r.to_string())).cloned().collect();
+                Sealing::Sops(layout.with_recipients(merge(new_key.recipients(), others)))
+            }
+        };
+        reseal(&located, &new_key, &sealing, &plaintext, &bundle)?;
         bundles.push(name);
     }
     write_private_file(identity_path, new_text.expose_secret().as_bytes(), Existing::Replace)?;

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use agentlab_secrets::{
-    AgeKey, BundleChange, BundleFormat, GitField, edit_bundle, encrypt_sops, load_bundle, rotate_key, seal,
+    AgeKey, BundleChange, BundleFormat, GitField, SopsLayout, edit_bundle, encrypt_sops, load_bundle, rotate_key, seal,
     write_identity,
 };
 
@@ -167,7 +167,11 @@ fn a_sops_bundle_keeps_its_team_recipients_through_changes_and_rotation() {
     std::fs::create_dir(&dir_path).unwrap();
     let (daemon, team) = (AgeKey::load(&key_path).unwrap(), AgeKey::load(&team_path).unwrap());
     let both = [team.recipients(), daemon.recipients()].concat();
-    std::fs::write(dir_path.join("prod.sops.yaml"), encrypt_sops(&both, PLAIN.as_bytes()).unwrap()).unwrap();
+    std::fs::write(
+        dir_path.join("prod.sops.yaml"),
+        encrypt_sops(&SopsLayout::new(both.clone()), PLAIN.as_bytes()).unwrap(),
+    )
+    .unwrap();
 
     edit_bundle(&dir_path, "prod", &daemon, &set_env("A_KEY", "a-new")).unwrap();
     for key in [&key_path, &team_path] {

@@ -14,7 +14,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use agentlab_secrets::encrypt_sops;
+use agentlab_secrets::{SopsLayout, encrypt_sops};
 use support::{BUNDLE, fresh_identity, yaml_value};
 
 const SOPS_AGE: &str = "sops-age@4.0.2";
@@ -56,7 +56,7 @@ fn sops_age_for_node_opens_what_this_crate_seals() {
     let dir = tempfile::tempdir().unwrap();
     let (identity, key) = fresh_identity(dir.path());
     let sealed = dir.path().join("bundle.sops.yaml");
-    std::fs::write(&sealed, encrypt_sops(&key.recipients(), BUNDLE.as_bytes()).unwrap()).unwrap();
+    std::fs::write(&sealed, encrypt_sops(&SopsLayout::new(key.recipients()), BUNDLE.as_bytes()).unwrap()).unwrap();
 
     // The key through the environment (sops's SOPS_AGE_KEY, which sops-age reads), not argv.
     let script = "import { decryptSops } from 'sops-age';\n\

@@ -17,7 +17,7 @@ pub(crate) const DEFAULT_UNENCRYPTED_SUFFIX: &str = "_unencrypted";
 pub(crate) const SOPS_FORMAT_VERSION: &str = "3.13.2";
 
 /// Which values stay in plaintext: sops allows exactly one rule per file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Rule {
     UnencryptedSuffix(String),
     EncryptedSuffix(String),
@@ -34,6 +34,16 @@ impl Rule {
             Rule::EncryptedSuffix(suffix) => path.iter().any(|k| k.ends_with(suffix.as_str())),
             Rule::UnencryptedRegex(re) => !path.iter().any(|k| re.is_match(k)),
             Rule::EncryptedRegex(re) => path.iter().any(|k| re.is_match(k)),
+        }
+    }
+
+    /// The rule as the `sops:` field that names it, to write it back.
+    pub(crate) fn field(&self) -> (&'static str, String) {
+        match self {
+            Rule::UnencryptedSuffix(suffix) => ("unencrypted_suffix", suffix.clone()),
+            Rule::EncryptedSuffix(suffix) => ("encrypted_suffix", suffix.clone()),
+            Rule::UnencryptedRegex(re) => ("unencrypted_regex", re.as_str().to_string()),
+            Rule::EncryptedRegex(re) => ("encrypted_regex", re.as_str().to_string()),
         }
     }
 }

@@ -47,9 +47,87 @@ pub(crate) fn decrypt(text: &str, key: &AgeKey) -> Result<String, String> {
     Ok(plain.to_yaml())
 }
 
-/// Encrypts a plaintext YAML mapping as a sops file sealed to `recipients`, with sops's
-/// defaults (keys ending in `_unencrypted` stay in plaintext, MAC over every value).
-pub(crate) fn encrypt(plaintext: &str, recipients: &[age::x25519::Recipient]) -> Result<String, String> {
+/// How a sops file is sealed: its age recipients, its rule for which values stay in
+/// plaintext, and whether its MAC covers the encrypted values only. A new file gets sops's
+/// defaults; a file changed here keeps its own, so a team's layout survives the change.
+#[derive(Debug, Clone)]
+pub struct SopsLayout {
+    recipients: Vec<age::x25519::Recipient>,
+    rule: Rule,
+    mac_only_encrypted: bool,
+}
+
+impl SopsLayout {
+    /// sops's defaults: keys ending in `_unencrypted` stay in plaintext, MAC over every value.
+    pub fn new(recipients: Vec<age::x25519::Recipient>) -> SopsLayout {
+        SopsLayout {
+            recipients,
+            rule: Rule::UnencryptedSuffix(DEFAULT_UNENCRYPTED_SUFFIX.into()),
+            mac_only_encrypted: false,
+        }
+    }
+
+    /// The layout of the sops file at `path`, so that re-sealing it keeps the people who
+    /// could open it and the values its rule leaves readable. A file also sealed to keys of
+    /// another kind (KMS, PGP, …) is refused: re-sealing here would drop them, and only sops
+    /// can seal to those.
+    pub fn of_file(path: &std::path::Path) -> Result<SopsLayout, crate::BundleError> {
+        let unsupported = |reason: String| crate::BundleError::Unsupported { path: path.to_path_buf(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| crate::BundleError::io("reading", path, e))?;
+        let document = Node::parse(&text).map_err(|e| unsupported(format!("not valid YAML: {e}")))?;
+        let sops =
+            document.get("sops").ok_or_else(|| unsupported("not a sops file: it has no `sops` metadata".into()))?;
+        let others: Vec<&str> = OTHER_KEY_KINDS
+            .into_iter()
+            .filter(|kind| {
+                sops.get(kind).is_some_and(|keys| !matches!(keys, Node::Null) && *keys != Node::Seq(Vec::new()))
+            })
+            .collect();
+        if !others.is_empty() {
+            return Err(unsupported(format!(
+                "the sops file is also sealed to {} keys, which re-sealing it here would drop; change it with `sops \
+                 set` or `sops edit`",
+                others.join(", ")
+            )));
+        }
+        let metadata = Metadata::from_node(sops).map_err(unsupported)?;
+        let recipients = metadata
+            .age
+            .iter()
+            .map(|entry| {
+                entry
+                    .recipient
+                    .parse()
+                    .map_err(|_| unsupported(format!("sops.age: {:?} is not an age recipient", entry.recipient)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(SopsLayout { recipients, rule: metadata.rule, mac_only_encrypted: metadata.mac_only_encrypted })
+    }
+
+    pub fn recipients(&self) -> &[age::x25519::Recipient] {
+        &self.recipients
+    }
+
+    /// The same layout sealed to `recipients` instead.
+    pub fn with_recipients(self, recipients: Vec<age::x25519::Recipient>) -> SopsLayout {
+        SopsLayout { recipients, ..self }
+    }
+
+    /// The file's rule as sops names it, e.g. ``encrypted_regex `^env$` ``.
+    pub fn rule(&self) -> String {
+        let (field, pattern) = self.rule.field();
+        format!("{field} `{pattern}`")
+    }
+
+    /// Whether the file's rule encrypts the value at `path` (e.g. `["env", "API_KEY"]`).
+    pub fn encrypts(&self, path: &[&str]) -> bool {
+        let path: Vec<String> = path.iter().map(|k| k.to_string()).collect();
+        self.rule.encrypts(&path)
+    }
+}
+
+/// Encrypts a plaintext YAML mapping as a sops file with `layout`'s recipients and rule.
+pub(crate) fn encrypt(plaintext: &str, layout: &SopsLayout) -> Result<String, String> {
     let document = Node::parse(plaintext).map_err(|e| format!("not valid YAML: {e}"))?;
     let document = match document {
         Node::Map(entries) if entries.iter().any(|(k, _)| k == "sops") => {
@@ -59,31 +137,36 @@ pub(crate) fn encrypt(plaintext: &str, recipients: &[age::x25519::Recipient]) ->
         Node::Null => Node::Map(Vec::new()),
         other => return Err(format!("the document is {}, not a mapping", other.kind())),
     };
-    if recipients.is_empty() {
+    if layout.recipients.is_empty() {
         return Err("no recipients".into());
     }
     let data_key = DataKey::random().map_err(|e| format!("cannot read random bytes: {e}"))?;
-    let rule = Rule::UnencryptedSuffix(DEFAULT_UNENCRYPTED_SUFFIX.into());
-    let mut walk = Walk::new(&data_key, &rule, false);
+    let mut walk = Walk::new(&data_key, &layout.rule, layout.mac_only_encrypted);
     let Node::Map(mut entries) = walk.encrypt(&document, &mut Vec::new())? else {
         return Err("the document is not a mapping".into());
     };
     let lastmodified = metadata::rfc3339_seconds(time::OffsetDateTime::now_utc());
     let mac = cipher::encrypt(&Node::Str(walk.mac()), &data_key, &lastmodified)?;
-    let age = recipients
+    let age = layout
+        .recipients
         .iter()
         .map(|recipient| {
             let enc = seal_data_key(recipient, &data_key)?;
             Ok(Node::Map(vec![("recipient".into(), Node::Str(recipient.to_string())), ("enc".into(), Node::Str(enc))]))
         })
         .collect::<Result<Vec<Node>, String>>()?;
-    let sops = Node::Map(vec![
+    let (rule, pattern) = layout.rule.field();
+    let mut sops = vec![
         ("age".into(), Node::Seq(age)),
         ("lastmodified".into(), Node::Str(lastmodified)),
         ("mac".into(), Node::Str(mac)),
-        ("unencrypted_suffix".into(), Node::Str(DEFAULT_UNENCRYPTED_SUFFIX.into())),
-        ("version".into(), Node::Str(SOPS_FORMAT_VERSION.into())),
-    ]);
+        (rule.into(), Node::Str(pattern)),
+    ];
+    if layout.mac_only_encrypted {
+        sops.push(("mac_only_encrypted".into(), Node::Bool(true)));
+    }
+    sops.push(("version".into(), Node::Str(SOPS_FORMAT_VERSION.into())));
+    let sops = Node::Map(sops);
     entries.push(("sops".into(), sops));
     Ok(Node::Map(entries).to_yaml())
 }
@@ -216,43 +299,11 @@ pub fn decrypt_sops_file(path: &std::path::Path, key: &AgeKey) -> Result<Vec<u8>
 /// Key kinds a sops file may hold besides age (`stores/stores.go` Metadata).
 const OTHER_KEY_KINDS: [&str; 6] = ["kms", "gcp_kms", "azure_kv", "hc_vault", "pgp", "huawei_kms"];
 
-/// The age recipients the sops file at `path` is sealed to, so that re-sealing it keeps the
-/// people who could open it. A file also sealed to keys of another kind (KMS, PGP, …) is
-/// refused: re-sealing here would drop them, and only sops can seal to those.
-pub fn sops_age_recipients(path: &std::path::Path) -> Result<Vec<age::x25519::Recipient>, crate::BundleError> {
-    let unsupported = |reason: String| crate::BundleError::Unsupported { path: path.to_path_buf(), reason };
-    let text = std::fs::read_to_string(path).map_err(|e| crate::BundleError::io("reading", path, e))?;
-    let document = Node::parse(&text).map_err(|e| unsupported(format!("not valid YAML: {e}")))?;
-    let sops = document.get("sops").ok_or_else(|| unsupported("not a sops file: it has no `sops` metadata".into()))?;
-    let others: Vec<&str> = OTHER_KEY_KINDS
-        .into_iter()
-        .filter(|kind| sops.get(kind).is_some_and(|keys| !matches!(keys, Node::Null) && *keys != Node::Seq(Vec::new())))
-        .collect();
-    if !others.is_empty() {
-        return Err(unsupported(format!(
-            "the sops file is also sealed to {} keys, which re-sealing it here would drop; change it with `sops set` \
-             or `sops edit`",
-            others.join(", ")
-        )));
-    }
-    let metadata = Metadata::from_node(sops).map_err(unsupported)?;
-    metadata
-        .age
-        .iter()
-        .map(|entry| {
-            entry
-                .recipient
-                .parse()
-                .map_err(|_| unsupported(format!("sops.age: {:?} is not an age recipient", entry.recipient)))
-        })
-        .collect()
-}
-
-/// Encrypts a plaintext YAML bundle as a sops file to `recipients`.
-pub fn encrypt_sops(recipients: &[age::x25519::Recipient], plaintext: &[u8]) -> Result<Vec<u8>, crate::BundleError> {
+/// Encrypts a plaintext YAML bundle as a sops file with `layout`.
+pub fn encrypt_sops(layout: &SopsLayout, plaintext: &[u8]) -> Result<Vec<u8>, crate::BundleError> {
     let in_memory = std::path::Path::new("<in-memory sops file>");
     let invalid =
         |message: String| crate::BundleError::InvalidBundle { origin: in_memory.display().to_string(), message };
     let text = std::str::from_utf8(plaintext).map_err(|_| invalid("not UTF-8 text".into()))?;
-    encrypt(text, recipients).map(String::into_bytes).map_err(invalid)
+    encrypt(text, layout).map(String::into_bytes).map_err(invalid)
 }
