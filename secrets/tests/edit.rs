@@ -8,12 +8,15 @@
     reason = "test helpers: a broken fixture should fail the test at once, with its cause"
 )]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use agentlab_secrets::{
     AgeKey, BundleChange, BundleFormat, GitField, SopsLayout, edit_bundle, encrypt_sops, load_bundle, rotate_key, seal,
     write_identity,
 };
+use support::yaml_value;
 
 const PLAIN: &str = "version: 1\nmetadata:\n  owner: ops\nenv:\n  B_KEY: \"b-value\"\n  A_KEY: \"a-value\"\n";
 
@@ -154,6 +157,31 @@ fn a_bundle_the_key_cannot_open_stops_the_rotation_before_anything_changes() {
     assert!(err.to_string().contains("other.age"), "{err}");
     assert_eq!(std::fs::read(&key_path).unwrap(), key_before);
     assert_eq!(std::fs::read(secrets(&dir).join("prod.age")).unwrap(), prod_before);
+}
+
+#[test]
+fn a_sops_json_bundle_is_read_but_neither_changed_nor_rotated_into_yaml() {
+    let (dir, key_path) = setup("prod.age");
+    // A JSON sops file: the same document as JSON (keys in the order they were sealed in,
+    // which the MAC covers: already sorted here, so either JSON map order keeps it).
+    let plain = dir.path().join("sorted.yaml");
+    std::fs::write(&plain, "env:\n  A_KEY: a-value\n  B_KEY: b-value\nversion: 1\n").unwrap();
+    let yaml_path = dir.path().join("team.sops.yaml");
+    seal(&key_path, &plain, &yaml_path).unwrap();
+    let json = serde_json::to_string_pretty(&yaml_value(&std::fs::read_to_string(&yaml_path).unwrap())).unwrap();
+    let json_path = secrets(&dir).join("team.sops.json");
+    std::fs::write(&json_path, &json).unwrap();
+    assert_eq!(load_bundle(&secrets(&dir), "team", &key_path).unwrap().bundle.env["B_KEY"], "b-value");
+
+    let refused =
+        edit_bundle(&secrets(&dir), "team", &AgeKey::load(&key_path).unwrap(), &set_env("C", "c")).unwrap_err();
+    assert_eq!(refused.code(), "v1/secrets/unsupported", "{refused}");
+    assert!(refused.to_string().contains("NAME.sops.yaml"), "{refused}");
+    let key_before = std::fs::read(&key_path).unwrap();
+    let rotation = rotate_key(&secrets(&dir), &key_path).unwrap_err();
+    assert_eq!(rotation.code(), "v1/secrets/unsupported", "{rotation}");
+    assert_eq!(std::fs::read(&key_path).unwrap(), key_before, "the rotation stopped before it began");
+    assert_eq!(std::fs::read_to_string(&json_path).unwrap(), json);
 }
 
 #[test]

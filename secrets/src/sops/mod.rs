@@ -73,6 +73,15 @@ impl SopsLayout {
     /// can seal to those.
     pub fn of_file(path: &std::path::Path) -> Result<SopsLayout, crate::BundleError> {
         let unsupported = |reason: String| crate::BundleError::Unsupported { path: path.to_path_buf(), reason };
+        // Read as YAML (JSON is YAML), but written back as YAML: under a `.json` name that
+        // would break the team's `sops` for the file.
+        if path.extension().is_some_and(|ext| ext == "json") {
+            return Err(unsupported(
+                "a sops JSON bundle is read here but not rewritten (it would be written as YAML); re-create it as \
+                 NAME.sops.yaml, or change it with `sops set`"
+                    .into(),
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| crate::BundleError::io("reading", path, e))?;
         let document = Node::parse(&text).map_err(|e| unsupported(format!("not valid YAML: {e}")))?;
         let sops =
