@@ -180,6 +180,18 @@ fn guests_reach_the_internet_and_the_listener_and_nothing_else() {
     // The domain moves; after its TTL the resolver sees the new address and the set follows.
     std::fs::write(&hosts, format!("{WAN2} allowed.test\n")).unwrap();
     net.reload_dnsmasq();
+    // dnsmasq reads the hosts file when it gets to the SIGHUP: wait until it answers the new
+    // address (CI once looked up first and saw the old one), as a resolver after the TTL does.
+    let moved = (0..100).any(|_| {
+        let answers = lookup("allowed.test").unwrap_or_default();
+        let moved = answers.iter().any(|a| a.addr == WAN2);
+        if !moved {
+            #[allow(clippy::disallowed_methods, reason = "a bounded poll (100 × 50 ms); this test has no runtime")]
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moved
+    });
+    assert!(moved, "dnsmasq did not answer allowed.test's new address within 5 s of its reload");
     let due = cache.next_due().expect("a domain is tracked");
     println!("allowed.test next looked up at t={due}s (TTL 1 s)");
     let (changed, errors) = cache.refresh(due, &lookup);
