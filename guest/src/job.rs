@@ -254,6 +254,12 @@ impl<'a> Job<'a> {
             outcome.runner_error = true;
         }
         self.shipper.flush(&mut self.journal, &self.reporter, config.retry);
+        // The secrets go before the job is reported done, not after: whoever acts on the
+        // final state (a keepalive sandbox's SSH user, a test) finds none. The report needs
+        // only the runner token, held in memory.
+        if let Err(e) = self.secrets.wipe() {
+            self.journal.say(&format!("could not wipe the secrets directory: {e}"));
+        }
 
         let mut report = self.reporter.blank(outcome.status);
         report.exit_code = outcome.exit_code;

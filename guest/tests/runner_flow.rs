@@ -67,7 +67,11 @@ impl Flow {
             "runner_token": RUNNER_TOKEN,
             "policy": {"mode": "dangerous", "inner_sandbox": "none"}
         });
-        daemon.state().fetch_answer = (200, payload.to_string());
+        {
+            let mut state = daemon.state();
+            state.fetch_answer = (200, payload.to_string());
+            state.watch_dir = Some(scratch.path("run/secrets"));
+        }
         let descriptor = json!({"token": "t".repeat(64), "controller": daemon.url, "vmid": 1001});
         std::fs::write(scratch.path("bootstrap.json"), descriptor.to_string()).unwrap();
         Flow { scratch, daemon, commit }
@@ -141,6 +145,9 @@ fn a_job_runs_end_to_end_with_its_secrets_redacted() {
     let phases: Vec<String> =
         state.reports.iter().filter_map(|r| r.json()["phase"].as_str().map(str::to_string)).collect();
     assert_eq!(phases, ["repo_ready", "agent_started", "agent_finished"]);
+    // The secrets (bundle.json, the cached payload) are gone before the job is reported
+    // done: whoever acts on COMPLETED (a keepalive sandbox's SSH user) finds none.
+    assert_eq!(state.watched_at_final, [0], "files in the secrets dir at the final report");
     for report in &state.reports {
         assert_eq!(report.header("authorization"), Some(format!("Bearer {RUNNER_TOKEN}").as_str()));
     }

@@ -51,6 +51,10 @@ pub struct State {
     pub wrong_sha_uploads: usize,
     /// Every request, raw.
     pub raw: Vec<u8>,
+    /// A directory whose entries are counted when a final report (not RUNNING) arrives.
+    pub watch_dir: Option<std::path::PathBuf>,
+    /// The entries `watch_dir` held at each final report.
+    pub watched_at_final: Vec<usize>,
 }
 
 pub struct FakeDaemon {
@@ -98,6 +102,12 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             }
         }
         "/v1/runner/report" => {
+            let is_final = serde_json::from_slice::<serde_json::Value>(&seen.body)
+                .is_ok_and(|report| report["status"] != "RUNNING");
+            if let (true, Some(dir)) = (is_final, state.watch_dir.clone()) {
+                let entries = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+                state.watched_at_final.push(entries);
+            }
             state.reports.push(seen);
             if state.fail_reports > 0 {
                 state.fail_reports -= 1;
