@@ -41,9 +41,6 @@ pub fn read_descriptor(path: &Path) -> Result<BootstrapDescriptor, BootstrapErro
     BootstrapDescriptor::parse(&text).map_err(|e| BootstrapError::BadDescriptor { path: shown, why: e.to_string() })
 }
 
-/// How long a pooled runner waits before asking a silent daemon again.
-const POOLED_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
-
 enum Fetch {
     Got(Option<Vec<u8>>),
     Pooled,
@@ -89,11 +86,12 @@ pub fn obtain(
             Ok(answer) => answer,
             // A pooled sandbox has no job to lose by waiting: a daemon away for longer than
             // the retries (a restart, an upgrade) is waited for, so the pool's sandbox stays
-            // usable. Before the pool answered once, the retries' verdict stands.
+            // usable; it asks again after the policy's longest back-off (30 s by default).
+            // Before the pool answered once, the retries' verdict stands.
             Err(e) if told_pooled => {
                 journal
                     .say(&format!("the daemon is not answering ({e}); the sandbox stays in the pool and asks again"));
-                crate::clock::sleep(POOLED_RETRY);
+                crate::clock::sleep(policy.delay_after(policy.attempts));
                 continue;
             }
             Err(e) => return Err(e.into()),

@@ -105,21 +105,27 @@ enum Guest {
 impl JobBench {
     /// A bench whose started VMs run the real `agent-runner`.
     pub fn with_runner() -> JobBench {
-        JobBench::new(Guest::Runner, "")
+        JobBench::new(Guest::Runner, "", &[])
+    }
+
+    /// A bench whose started VMs run the real `agent-runner` with `guest_env` added to its
+    /// environment (`NAME=value`, e.g. fewer retries).
+    pub fn with_runner_env(guest_env: &[&str]) -> JobBench {
+        JobBench::new(Guest::Runner, "", guest_env)
     }
 
     /// A bench whose started VMs run the real `agent-runner`, under `extra_config`.
     pub fn with_runner_config(extra_config: &str) -> JobBench {
-        JobBench::new(Guest::Runner, extra_config)
+        JobBench::new(Guest::Runner, extra_config, &[])
     }
 
     /// A bench whose VMs run nothing: the test plays the guest (with curl), under
     /// `extra_config` daemon settings.
     pub fn test_plays_the_guest(extra_config: &str) -> JobBench {
-        JobBench::new(Guest::PlayedByTest, extra_config)
+        JobBench::new(Guest::PlayedByTest, extra_config, &[])
     }
 
-    fn new(guest: Guest, extra_config: &str) -> JobBench {
+    fn new(guest: Guest, extra_config: &str, guest_env: &[&str]) -> JobBench {
         let runner = guest == Guest::Runner;
         let mut ws = Workspace::new();
         // The guests are local processes: their address (and the listener's) is loopback.
@@ -129,12 +135,13 @@ impl JobBench {
         let mut args = vec!["--local-storage-path".to_string(), local];
         if runner {
             args.extend(["--guest-command".into(), runner_bin]);
-            for env in [
+            let defaults = [
                 "AGENTLAB_RETRY_BASE_MS=200",
                 "AGENTLAB_RUNNER_KILL_GRACE_SECONDS=2",
                 "AGENTLAB_RUNNER_LOG_INTERVAL_MS=200",
-            ] {
-                args.extend(["--guest-env".into(), env.into()]);
+            ];
+            for env in defaults.iter().chain(guest_env) {
+                args.extend(["--guest-env".into(), env.to_string()]);
             }
         }
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -265,3 +265,28 @@ fn jobs_started_on_pooled_sandboxes_complete_with_the_real_runner() {
     assert_eq!(used, pooled, "both jobs ran on the sandboxes the pool had booted");
     assert!(bench.guest_logs().contains("warm pool: waiting for a job"), "{}", bench.guest_logs());
 }
+
+#[test]
+fn a_pooled_runner_waits_out_a_daemon_away_for_longer_than_its_retries() {
+    // Two fetch attempts 200 ms apart: the retries run out within a second of the daemon going.
+    let bench = JobBench::with_runner_env(&["AGENTLAB_BOOTSTRAP_RETRY_MAX=2"]);
+    write_pooled_profile(&bench.ws, &POOLED.replace("size: 2", "size: 1"));
+    let daemon = bench.ws.start_daemon();
+    let ws = &bench.ws;
+    assert!(eventually(Duration::from_secs(60), || ready(ws) == 1), "{}\n{}", pool(ws), bench.guest_logs());
+    let vmid = *pooled_vmids(ws).iter().next().unwrap();
+    let waiting = eventually(Duration::from_secs(30), || bench.guest_logs().contains("waiting for a job"));
+    assert!(waiting, "{}", bench.guest_logs());
+
+    daemon.kill9();
+    let gone = "the daemon is not answering";
+    let noticed = eventually(Duration::from_secs(30), || bench.guest_logs().matches(gone).count() >= 2);
+    assert!(noticed, "the runner ran out of retries and keeps asking: {}", bench.guest_logs());
+
+    // Back: the same pooled sandbox takes a job and completes it.
+    let _daemon = ws.start_daemon();
+    let id = run_pooled_job(&bench, "main");
+    let job = bench.wait_final(&id, Duration::from_secs(90));
+    assert_eq!(job["status"], "COMPLETED", "{job}\n{}", bench.guest_logs());
+    assert_eq!(job["sandbox_vmid"], vmid, "the job ran on the sandbox that waited");
+}
