@@ -22,8 +22,7 @@ use crate::atomic_write::{Existing, remove_stale_temps, write_private_file};
 use crate::bundle::SecretsBundle;
 use crate::edit::{DirLock, merge, reseal};
 use crate::error::BundleError;
-use crate::load::Sealing;
-use crate::load::decrypt_located;
+use crate::load::{Sealing, decrypt_located};
 use crate::locate::{BundleFormat, bundle_names, locate};
 use crate::sops::SopsLayout;
 
